@@ -1,0 +1,49 @@
+"""hf_vtok: recent visual tokenizers as HuggingFace-native models."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+# torch is listed without an upper pin so that an installed CPU or CUDA build is kept;
+# install torch first (see README) or pip resolves the default (CUDA) wheel.
+CORE = [
+    "torch>=2.4",
+    "transformers>=5.0,<6",
+    "diffusers>=0.35",
+    "accelerate>=1.0",
+    "safetensors>=0.4",
+    "huggingface_hub>=1.0",
+    "pillow>=10",
+    "numpy>=1.26",
+    "tqdm>=4.60",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8"],
+    "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4"],
+    "eval": ["torchmetrics>=1.4", "scipy>=1.11", "matplotlib>=3.8", "datasets>=3.0"],
+    "demo": ["gradio>=5"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+setup(
+    name="hf_vtok",
+    version="0.1.0",
+    description="Recent visual tokenizers (ViTok-v2, FlowMo, MAETok, SoftVQ-VAE, V2Flow) as HuggingFace-native models",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["hf-vtok=hf_vtok.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,17 @@
+"""Helpers shared by the per-family converters (original checkpoints -> hf_vtok folders)."""
+
+from .state_dicts import (
+    CheckpointMismatchError,
+    load_original_state_dict,
+    load_state_dict_strictly,
+    rename_keys,
+    strip_prefixes,
+)
+
+__all__ = [
+    "CheckpointMismatchError",
+    "load_original_state_dict",
+    "load_state_dict_strictly",
+    "rename_keys",
+    "strip_prefixes",
+]

@@ -1,0 +1,1 @@
+"""data (filled by later issues)."""

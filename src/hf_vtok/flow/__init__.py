@@ -1,0 +1,1 @@
+"""flow (filled by later issues)."""

@@ -1,0 +1,103 @@
+"""Shared base of the hf_vtok image processors (transformers ``PilBackend``: no torchvision).
+
+It owns what every family needs: turning any accepted input (path, PIL image of any mode,
+uint8 or float array / tensor, batches of them) into RGB, and turning decoded tensors back into
+PIL / NumPy / torch images. Families implement ``_preprocess`` and ``postprocess``.
+"""
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks this name up in component modules)
+from transformers.image_processing_backends import PilBackend
+from transformers.image_utils import ChannelDimension, infer_channel_dimension_format
+
+from .utils.images import load_image, to_rgb
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+class VisualTokenizerImageProcessor(PilBackend):
+    """Input handling shared by every hf_vtok processor.
+
+    ``process_image`` returns an RGB ``PIL.Image`` for 8-bit inputs (so PIL resampling matches the
+    originals) and a float32 ``[3, H, W]`` tensor for float inputs.
+    """
+
+    def fetch_images(self, image_url_or_urls):
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(item) for item in image_url_or_urls]
+        if isinstance(image_url_or_urls, (str, os.PathLike)):
+            return load_image(image_url_or_urls)
+        return image_url_or_urls
+
+    def process_image(self, image, do_convert_rgb=None, input_data_format=None, do_rescale=None, **kwargs):
+        if isinstance(image, Image.Image):
+            if image.width == 0 or image.height == 0:
+                raise ValueError(f"image has zero size ({image.width}x{image.height})")
+            return to_rgb(image)
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy()
+        if not isinstance(image, np.ndarray):
+            raise ValueError(f"unsupported image type {type(image).__name__}; pass PIL images, arrays, tensors or paths")
+        if image.ndim == 2:
+            image = image[None]
+            input_data_format = ChannelDimension.FIRST
+        if image.ndim != 3:
+            raise ValueError(f"an image array must be [H, W], [C, H, W] or [H, W, C]; got shape {image.shape}")
+        if input_data_format is None:
+            input_data_format = infer_channel_dimension_format(image, num_channels=(1, 3, 4))
+        if ChannelDimension(input_data_format) == ChannelDimension.LAST:
+            image = np.moveaxis(image, -1, 0)
+        channels, height, width = image.shape
+        if channels not in (1, 3, 4) or height == 0 or width == 0:
+            raise ValueError(f"an image array needs 1, 3 or 4 channels and a non-zero size; got [C, H, W] = {image.shape}")
+        if image.dtype == np.uint8:
+            pil_mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+            array = np.ascontiguousarray(np.moveaxis(image, 0, -1))
+            return to_rgb(Image.fromarray(array[..., 0] if channels == 1 else array, mode=pil_mode))
+        if not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f"image arrays must be uint8 or floating point, got dtype {image.dtype}")
+        pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        if not torch.isfinite(pixels).all():
+            raise ValueError("image array contains NaN or infinite values")
+        scale = 1.0 if pixels.max() <= 1.0 else 255.0
+        if scale == 1.0 and do_rescale:
+            raise ValueError(
+                "float image already in [0, 1] but do_rescale=True would divide it by 255 again; "
+                "pass do_rescale=False (or give uint8 / PIL images)"
+            )
+        if channels == 4:  # composite over white, as for RGBA PIL images
+            alpha = pixels[3:] / scale
+            pixels = pixels[:3] * alpha + scale * (1 - alpha)
+        elif channels == 1:
+            pixels = pixels.expand(3, -1, -1)
+        return pixels.contiguous()
+
+    # ----------------------------------------------------------------------------------------------
+    # decoded tensors -> images
+    def _denormalize(self, image: torch.Tensor) -> torch.Tensor:
+        """Model space -> [0, 1]; inverse of ``normalize`` (and of ``rescale`` to 0..1), clamped."""
+        image = image.float()
+        if self.do_normalize:
+            mean = torch.tensor(self.image_mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+            std = torch.tensor(self.image_std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+            image = image * std + mean
+        return image.clamp(0.0, 1.0)
+
+    def _convert_output(self, images: Sequence[torch.Tensor], output_type: str, do_denormalize: bool):
+        """List of ``[3, H, W]`` model-space tensors -> list of PIL images, HWC arrays or CHW tensors."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if output_type == "pil":
+            do_denormalize = True
+        converted = [self._denormalize(image) if do_denormalize else image for image in images]
+        if output_type == "pt":
+            return converted
+        arrays = [image.detach().cpu().float().permute(1, 2, 0).numpy() for image in converted]
+        if output_type == "np":
+            return arrays
+        return [Image.fromarray(np.round(array * 255.0).astype(np.uint8)) for array in arrays]

@@ -1,0 +1,1 @@
+"""losses (filled by later issues)."""

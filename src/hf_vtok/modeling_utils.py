@@ -1,0 +1,54 @@
+"""Base class of every hf_vtok tokenizer (a transformers ``PreTrainedModel``)."""
+
+import math
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from .modules import FP32LayerNorm, LayerScale, RMSNorm
+
+
+class VisualTokenizerPreTrainedModel(PreTrainedModel):
+    """Common surface of the tokenizers: ``encode`` / ``decode`` / ``forward``.
+
+    Families implement ``encode(pixel_values, ...) -> VisualTokenizerEncoderOutput`` and
+    ``decode(latents=None, image_tokens=None, ...) -> VisualTokenizerDecoderOutput``. Weights are
+    initialised like the original research code (PyTorch defaults for Linear layers, the
+    configured value for LayerScale) rather than transformers' ``normal(0, 0.02)``.
+    """
+
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _can_compile_fullgraph = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            # torch's own Linear.reset_parameters, through the init helpers that respect loaded weights
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1.0 / math.sqrt(module.in_features) if module.in_features > 0 else 0.0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, LayerScale):
+            init.constant_(module.gamma, module.init_value)
+        elif isinstance(module, (RMSNorm, FP32LayerNorm, nn.LayerNorm)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    def encode(self, pixel_values: torch.Tensor, **kwargs):
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor | None = None, image_tokens: torch.Tensor | None = None, **kwargs):
+        raise NotImplementedError

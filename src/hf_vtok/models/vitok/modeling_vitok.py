@@ -1,0 +1,368 @@
+"""ViTok-v2: a ViT autoencoder on NaFlex patch sequences (lightweight encoder, deep decoder)."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in component modules)
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from ...modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
+from ...modeling_utils import VisualTokenizerPreTrainedModel
+from ...modules import (
+    Attention,
+    DropPath,
+    FP32LayerNorm,
+    LayerScale,
+    RMSNorm,
+    SwiGLU,
+    grid_positions,
+    padding_attention_mask,
+    patchify,
+    rope_tables_2d,
+    rounded_hidden_size,
+    unpatchify,
+)
+from .configuration_vitok import ViTokConfig
+
+
+@dataclass
+class ViTokEncoderOutput(VisualTokenizerEncoderOutput):
+    """``latents``: ``[B, N, C]`` for a patch sequence, ``[B, C, H/p, W/p]`` for an image tensor.
+
+    The NaFlex layout (``patch_mask``, ``row_idx``, ``col_idx``, ``orig_height``, ``orig_width``)
+    rides along so that ``model.decode(encoder_output)`` and ``processor.postprocess`` need nothing else.
+    """
+
+    patch_mask: torch.BoolTensor | None = None
+    row_idx: torch.LongTensor | None = None
+    col_idx: torch.LongTensor | None = None
+    orig_height: torch.LongTensor | None = None
+    orig_width: torch.LongTensor | None = None
+
+
+@dataclass
+class ViTokDecoderOutput(VisualTokenizerDecoderOutput):
+    """``sample``: decoded patches ``[B, N, 3*p*p]`` (or an image ``[B, 3, H, W]`` for grid latents), unclamped."""
+
+    patch_mask: torch.BoolTensor | None = None
+    row_idx: torch.LongTensor | None = None
+    col_idx: torch.LongTensor | None = None
+    orig_height: torch.LongTensor | None = None
+    orig_width: torch.LongTensor | None = None
+
+
+@dataclass
+class ViTokOutput(VisualTokenizerOutput):
+    patch_mask: torch.BoolTensor | None = None
+    row_idx: torch.LongTensor | None = None
+    col_idx: torch.LongTensor | None = None
+    orig_height: torch.LongTensor | None = None
+    orig_width: torch.LongTensor | None = None
+
+
+class ViTokBlock(GradientCheckpointingLayer):
+    """Parallel block: one RMSNorm feeds attention and SwiGLU; LayerScale scales their sum."""
+
+    def __init__(self, config: ViTokConfig, hidden_size: int, num_heads: int, drop_path: float = 0.0):
+        super().__init__()
+        self.norm = RMSNorm(hidden_size, eps=config.norm_eps)
+        self.attention = Attention(hidden_size, num_heads, qk_norm=True, norm_eps=config.norm_eps)
+        intermediate = rounded_hidden_size(hidden_size, config.mlp_ratio, config.mlp_multiple_of)
+        self.mlp = SwiGLU(hidden_size, intermediate)
+        self.layer_scale = LayerScale(hidden_size, config.layer_scale_init) if config.use_layer_scale else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        normed = self.norm(hidden_states)
+        update = self.attention(normed, rotary, attention_mask) + self.mlp(normed)
+        return hidden_states + self.drop_path(self.layer_scale(update))
+
+
+class _ViTokStack(nn.Module):
+    """Shared by encoder and decoder: a stack of blocks over 2D-RoPE positions."""
+
+    def __init__(self, config: ViTokConfig, hidden_size: int, num_layers: int, num_heads: int, drop_path_rate: float):
+        super().__init__()
+        self.head_dim = hidden_size // num_heads
+        self.rope_theta = config.rope_theta
+        self.layers = nn.ModuleList(
+            ViTokBlock(config, hidden_size, num_heads, drop_path_rate * index / max(num_layers - 1, 1))
+            for index in range(num_layers)
+        )
+
+    def rotary_tables(self, row_idx: torch.Tensor, col_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_tables_2d(row_idx, col_idx, self.head_dim, self.rope_theta)
+
+    def run_layers(self, hidden_states, row_idx, col_idx, attention_mask, output_hidden_states):
+        rotary = self.rotary_tables(row_idx, col_idx)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, rotary, attention_mask)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        return hidden_states, all_hidden_states
+
+
+class ViTokEncoder(_ViTokStack):
+    def __init__(self, config: ViTokConfig):
+        super().__init__(
+            config, config.encoder_hidden_size, config.encoder_num_layers, config.encoder_num_heads, drop_path_rate=0.0
+        )
+        self.patch_embed = nn.Linear(config.pixels_per_token, config.encoder_hidden_size)
+        self.latent_proj = nn.Linear(config.encoder_hidden_size, config.latent_channels)
+        self.latent_norm = FP32LayerNorm(config.latent_channels, eps=config.latent_norm_eps, elementwise_affine=False)
+
+    def forward(self, patches, row_idx, col_idx, attention_mask=None, output_hidden_states=False):
+        hidden_states = self.patch_embed(patches)
+        hidden_states, all_hidden_states = self.run_layers(
+            hidden_states, row_idx, col_idx, attention_mask, output_hidden_states
+        )
+        return self.latent_norm(self.latent_proj(hidden_states)), all_hidden_states
+
+
+class ViTokDecoder(_ViTokStack):
+    def __init__(self, config: ViTokConfig):
+        super().__init__(
+            config,
+            config.decoder_hidden_size,
+            config.decoder_num_layers,
+            config.decoder_num_heads,
+            drop_path_rate=config.drop_path_rate,
+        )
+        self.latent_embed = nn.Linear(config.latent_channels, config.decoder_hidden_size)
+        self.patch_proj = nn.Linear(config.decoder_hidden_size, config.pixels_per_token)
+
+    def forward(self, latents, row_idx, col_idx, attention_mask=None, output_hidden_states=False):
+        hidden_states = self.latent_embed(latents)
+        hidden_states, all_hidden_states = self.run_layers(
+            hidden_states, row_idx, col_idx, attention_mask, output_hidden_states
+        )
+        return self.patch_proj(hidden_states), all_hidden_states
+
+
+class ViTokModel(VisualTokenizerPreTrainedModel):
+    r"""ViTok-v2 autoencoder.
+
+    Inputs are NaFlex patch sequences from ``ViTokImageProcessor`` (``pixel_values [B, N, 3*p*p]``
+    with ``patch_mask``, ``row_idx``, ``col_idx``), or plain image tensors ``[B, 3, H, W]`` in
+    [-1, 1] with ``H`` and ``W`` multiples of the patch size.
+
+    ```python
+    >>> import hf_vtok
+    >>> from transformers import AutoImageProcessor, AutoModel
+    >>> processor = AutoImageProcessor.from_pretrained(path)
+    >>> model = AutoModel.from_pretrained(path)
+    >>> inputs = processor(images, return_tensors="pt")
+    >>> latents = model.encode(**inputs)                  # ViTokEncoderOutput, latents [B, N, C]
+    >>> decoded = model.decode(latents)                   # ViTokDecoderOutput, sample [B, N, 3*p*p]
+    >>> pil_images = processor.postprocess(decoded)       # at each image's own size
+    ```
+    """
+
+    config: ViTokConfig
+    _no_split_modules = ["ViTokBlock"]
+
+    def __init__(self, config: ViTokConfig):
+        super().__init__(config)
+        self.encoder = ViTokEncoder(config) if config.has_encoder else None
+        self.decoder = ViTokDecoder(config) if config.has_decoder else None
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------------
+    # input layout
+    def _sequence_layout(self, name, tensor, channels, patch_mask, row_idx, col_idx):
+        """Validate a ``[B, N, D]`` token sequence and its positions; infer a square grid if none given."""
+        batch, length, dim = tensor.shape
+        if dim != channels:
+            raise ValueError(f"{name} has {dim} channels per token (shape {tuple(tensor.shape)}), expected {channels}")
+        if (row_idx is None) != (col_idx is None):
+            raise ValueError("row_idx and col_idx must be given together")
+        if row_idx is None:
+            side = math.isqrt(length)
+            if side * side != length:
+                raise ValueError(
+                    f"{name} holds {length} tokens and no row_idx/col_idx were given; positions can only be "
+                    "inferred for a square grid - pass the processor's row_idx and col_idx"
+                )
+            row_idx, col_idx = grid_positions(side, side, batch, device=tensor.device)
+        for label, value in (("row_idx", row_idx), ("col_idx", col_idx), ("patch_mask", patch_mask)):
+            if value is not None and tuple(value.shape) != (batch, length):
+                raise ValueError(f"{label} has shape {tuple(value.shape)}, expected {(batch, length)} to match {name}")
+        return row_idx, col_idx
+
+    def _attention_mask(self, patch_mask, mask_padding):
+        mask_padding = self.config.mask_padding if mask_padding is None else mask_padding
+        return padding_attention_mask(patch_mask) if mask_padding else None
+
+    @staticmethod
+    def _check_half(module, what):
+        if module is None:
+            raise ValueError(f"this ViTokModel was built without its {what} (config.has_{what}=False)")
+
+    # ----------------------------------------------------------------------------------------------
+    def encode(
+        self,
+        pixel_values: torch.Tensor,
+        patch_mask: torch.Tensor | None = None,
+        row_idx: torch.Tensor | None = None,
+        col_idx: torch.Tensor | None = None,
+        orig_height: torch.Tensor | None = None,
+        orig_width: torch.Tensor | None = None,
+        time_idx: torch.Tensor | None = None,
+        grid_rows: torch.Tensor | None = None,
+        grid_cols: torch.Tensor | None = None,
+        mask_padding: bool | None = None,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> ViTokEncoderOutput | tuple:
+        r"""Encode patches (or an image tensor) to latents.
+
+        ``time_idx`` / ``grid_rows`` / ``grid_cols`` are accepted so that ``encode(**processor_output)``
+        works; the model needs only the row/column positions. ``mask_padding`` overrides
+        ``config.mask_padding`` for this call.
+        """
+        self._check_half(self.encoder, "encoder")
+        config = self.config
+        pixel_values = pixel_values.to(self.encoder.patch_embed.weight.dtype)
+        grid_shape = None
+        if pixel_values.dim() == 4:
+            if pixel_values.shape[1] != config.num_channels:
+                raise ValueError(
+                    f"pixel_values of shape {tuple(pixel_values.shape)} has {pixel_values.shape[1]} channels, "
+                    f"expected [B, {config.num_channels}, H, W]"
+                )
+            grid_shape = (pixel_values.shape[2] // config.patch_size, pixel_values.shape[3] // config.patch_size)
+            pixel_values = patchify(pixel_values, config.patch_size)
+            row_idx, col_idx = grid_positions(*grid_shape, batch=pixel_values.shape[0], device=pixel_values.device)
+            patch_mask = None
+        elif pixel_values.dim() == 3:
+            row_idx, col_idx = self._sequence_layout(
+                "pixel_values", pixel_values, config.pixels_per_token, patch_mask, row_idx, col_idx
+            )
+        else:
+            raise ValueError(
+                f"pixel_values must be a patch sequence [B, N, {config.pixels_per_token}] or an image batch "
+                f"[B, {config.num_channels}, H, W], got shape {tuple(pixel_values.shape)}"
+            )
+        latents, hidden_states = self.encoder(
+            pixel_values, row_idx, col_idx, self._attention_mask(patch_mask, mask_padding), output_hidden_states
+        )
+        if grid_shape is not None:
+            latents = latents.transpose(1, 2).unflatten(2, grid_shape)
+            row_idx = col_idx = None
+        output = ViTokEncoderOutput(
+            latents=latents,
+            hidden_states=hidden_states,
+            patch_mask=patch_mask,
+            row_idx=row_idx,
+            col_idx=col_idx,
+            orig_height=orig_height,
+            orig_width=orig_width,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def decode(
+        self,
+        latents: torch.Tensor | ViTokEncoderOutput | None = None,
+        image_tokens: torch.Tensor | None = None,
+        patch_mask: torch.Tensor | None = None,
+        row_idx: torch.Tensor | None = None,
+        col_idx: torch.Tensor | None = None,
+        orig_height: torch.Tensor | None = None,
+        orig_width: torch.Tensor | None = None,
+        mask_padding: bool | None = None,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> ViTokDecoderOutput | tuple:
+        r"""Decode latents ``[B, N, C]`` (with their positions) to patches, or grid latents ``[B, C, h, w]`` to images.
+
+        ``latents`` may also be the ``ViTokEncoderOutput`` of ``encode``; its layout fields are used then.
+        """
+        self._check_half(self.decoder, "decoder")
+        if image_tokens is not None:
+            raise ValueError("ViTok is a continuous tokenizer: decode takes latents, not image_tokens")
+        if isinstance(latents, ViTokEncoderOutput):
+            encoded = latents
+            latents = encoded.latents
+            patch_mask = encoded.patch_mask if patch_mask is None else patch_mask
+            row_idx = encoded.row_idx if row_idx is None else row_idx
+            col_idx = encoded.col_idx if col_idx is None else col_idx
+            orig_height = encoded.orig_height if orig_height is None else orig_height
+            orig_width = encoded.orig_width if orig_width is None else orig_width
+        if latents is None:
+            raise ValueError("decode needs latents")
+        config = self.config
+        latents = latents.to(self.decoder.latent_embed.weight.dtype)
+        grid_shape = None
+        if latents.dim() == 4:
+            if latents.shape[1] != config.latent_channels:
+                raise ValueError(
+                    f"latents of shape {tuple(latents.shape)} have {latents.shape[1]} channels, "
+                    f"expected [B, {config.latent_channels}, h, w]"
+                )
+            grid_shape = tuple(latents.shape[2:])
+            latents = latents.flatten(2).transpose(1, 2)
+            row_idx, col_idx = grid_positions(*grid_shape, batch=latents.shape[0], device=latents.device)
+            patch_mask = None
+        elif latents.dim() == 3:
+            row_idx, col_idx = self._sequence_layout(
+                "latents", latents, config.latent_channels, patch_mask, row_idx, col_idx
+            )
+        else:
+            raise ValueError(
+                f"latents must be [B, N, {config.latent_channels}] or [B, {config.latent_channels}, h, w], "
+                f"got shape {tuple(latents.shape)}"
+            )
+        patches, hidden_states = self.decoder(
+            latents, row_idx, col_idx, self._attention_mask(patch_mask, mask_padding), output_hidden_states
+        )
+        if grid_shape is not None:
+            patches = unpatchify(patches, grid_shape, config.patch_size, config.num_channels)
+            row_idx = col_idx = None
+        output = ViTokDecoderOutput(
+            sample=patches,
+            hidden_states=hidden_states,
+            patch_mask=patch_mask,
+            row_idx=row_idx,
+            col_idx=col_idx,
+            orig_height=orig_height,
+            orig_width=orig_width,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        patch_mask: torch.Tensor | None = None,
+        row_idx: torch.Tensor | None = None,
+        col_idx: torch.Tensor | None = None,
+        orig_height: torch.Tensor | None = None,
+        orig_width: torch.Tensor | None = None,
+        time_idx: torch.Tensor | None = None,
+        grid_rows: torch.Tensor | None = None,
+        grid_cols: torch.Tensor | None = None,
+        mask_padding: bool | None = None,
+        return_dict: bool = True,
+    ) -> ViTokOutput | tuple:
+        """Encode then decode: ``sample`` is the reconstruction in the input's layout, ``latents`` the code."""
+        encoded = self.encode(
+            pixel_values, patch_mask, row_idx, col_idx, orig_height, orig_width, mask_padding=mask_padding
+        )
+        decoded = self.decode(encoded, mask_padding=mask_padding)
+        output = ViTokOutput(
+            sample=decoded.sample,
+            latents=encoded.latents,
+            patch_mask=encoded.patch_mask,
+            row_idx=encoded.row_idx,
+            col_idx=encoded.col_idx,
+            orig_height=orig_height,
+            orig_width=orig_width,
+        )
+        return output if return_dict else output.to_tuple()

@@ -1,0 +1,75 @@
+"""Multi-head self-attention on ``torch.nn.functional.scaled_dot_product_attention``."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .norms import RMSNorm
+from .rope import apply_rotary_embedding
+
+
+def padding_attention_mask(patch_mask: torch.Tensor | None, pairwise: bool = False) -> torch.Tensor | None:
+    """SDPA boolean mask (True = attend) from a ``[B, N]`` validity mask.
+
+    The default key-padding form ``[B, 1, 1, N]`` stops every query from attending to padding;
+    valid tokens then get exactly what the pairwise form ``[B, 1, N, N]`` (``valid_i & valid_j``)
+    gives, but padding queries still see the valid keys, so no row is fully masked (fully masked
+    rows are NaN on some SDPA kernels). Padding outputs are meaningless in both forms.
+    """
+    if patch_mask is None:
+        return None
+    patch_mask = patch_mask.bool()
+    if pairwise:
+        return (patch_mask[:, :, None] & patch_mask[:, None, :]).unsqueeze(1)
+    return patch_mask[:, None, None, :]
+
+
+class Attention(nn.Module):
+    """Self-attention with a fused QKV projection, optional per-head QK-norm and RoPE.
+
+    ``qkv_proj`` rows are ordered ``(q | k | v, head, head_dim)``. QK-norm is applied before the
+    rotation. ``rotary`` is a ``(cos, sin)`` pair of ``[B, N, head_dim / 2]`` or ``[N, head_dim / 2]``
+    tables (identity entries, cos=1 / sin=0, leave a token unrotated).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        qkv_bias: bool = False,
+        out_bias: bool = False,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        scale: float | None = None,
+        rope_layout: str = "interleaved",
+    ):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scale = scale
+        self.rope_layout = rope_layout
+        self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
+        self.q_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
+        self.out_proj = nn.Linear(hidden_size, hidden_size, bias=out_bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        batch, length, _ = hidden_states.shape
+        qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, Dh]
+        if self.q_norm is not None:
+            query, key = self.q_norm(query), self.k_norm(key)
+        if rotary is not None:
+            cos, sin = (table.unsqueeze(-3) for table in rotary)  # broadcast over heads
+            query = apply_rotary_embedding(query, cos, sin, self.rope_layout)
+            key = apply_rotary_embedding(key, cos, sin, self.rope_layout)
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=self.scale)
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.hidden_size))

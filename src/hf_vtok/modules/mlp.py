@@ -1,0 +1,43 @@
+"""Feed-forward blocks."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rounded_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int = 16) -> int:
+    """``int(hidden_size * mlp_ratio)`` rounded to the nearest multiple (ties up), as ViTok-v2 sizes SwiGLU."""
+    hidden = int(hidden_size * mlp_ratio)
+    return ((hidden + multiple_of // 2) // multiple_of) * multiple_of
+
+
+class SwiGLU(nn.Module):
+    """``fc2(silu(gate) * value)`` with one fused input projection ``fc1 -> [value | gate]``.
+
+    ``gate_first=True`` swaps the halves for checkpoints that store ``[gate | value]``.
+    """
+
+    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False, gate_first: bool = False):
+        super().__init__()
+        self.gate_first = gate_first
+        self.fc1 = nn.Linear(hidden_size, 2 * intermediate_size, bias=bias)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size, bias=bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        value, gate = self.fc1(hidden_states).chunk(2, dim=-1)
+        if self.gate_first:
+            value, gate = gate, value
+        return self.fc2(F.silu(gate) * value)
+
+
+class GELUMLP(nn.Module):
+    """``fc2(gelu(fc1(x)))``; ``approximate="tanh"`` for the DiT/SiT family."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = True, approximate: str = "none"):
+        super().__init__()
+        self.approximate = approximate
+        self.fc1 = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size, bias=bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(hidden_states), approximate=self.approximate))

@@ -1,0 +1,1 @@
+"""quantizers (filled by later issues)."""
