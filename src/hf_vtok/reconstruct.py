@@ -1,0 +1,77 @@
+"""``hf-vtok reconstruct``: encode and decode image files with any hf_vtok tokenizer.
+
+Reconstructions are written as PNG at each input's original size.
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .utils.images import load_image
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--model", required=True, help="hf_vtok folder or Hub id")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per batch (NaFlex models pad within a batch)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--seed", type=int, default=0, help="seed of stochastic decoders")
+
+
+def load_tokenizer(model_id: str, device: str, dtype: torch.dtype):
+    """AutoModel + AutoImageProcessor of an hf_vtok folder or Hub id."""
+    import hf_vtok  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoImageProcessor, AutoModel
+
+    model = AutoModel.from_pretrained(model_id, dtype=dtype).to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(model_id)
+    return model, processor
+
+
+def _processor_for_any_size(processor):
+    """NaFlex processors take each image at its own size: lift the token budget, pad only within a batch."""
+    if hasattr(processor, "max_num_patches") and not processor.do_resize:
+        processor.max_num_patches = None
+        processor.padding = "longest"
+    return processor
+
+
+@torch.inference_mode()
+def reconstruct_images(model, processor, images: list[Image.Image], generator=None) -> list[Image.Image]:
+    inputs = processor(images, return_tensors="pt").to(model.device)
+    encoded = model.encode(**inputs)
+    decode_kwargs = {"generator": generator} if "generator" in model.decode.__code__.co_varnames else {}
+    decoded = model.decode(encoded, **decode_kwargs)
+    results = processor.postprocess(decoded, output_type="pil")
+    # back to the file's own size where the processor resized or cropped
+    return [
+        result if result.size == image.size else result.resize(image.size, Image.Resampling.BICUBIC)
+        for result, image in zip(results, images)
+    ]
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    paths = [Path(path) for path in args.images]
+    images = [load_image(path) for path in paths]  # fail on a bad file before any model work
+    model, processor = load_tokenizer(args.model, args.device, DTYPES[args.dtype])
+    processor = _processor_for_any_size(processor)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    written = []
+    batches = range(0, len(images), args.batch_size)
+    for start in tqdm(batches, desc="reconstruct", unit="batch", disable=len(batches) < 2):
+        chunk = images[start : start + args.batch_size]
+        for path, result in zip(paths[start : start + args.batch_size], reconstruct_images(model, processor, chunk, generator)):
+            target = out_dir / f"{path.stem}_recon.png"
+            result.save(target)
+            written.append(target)
+    print(f"wrote {len(written)} reconstruction(s) to {out_dir}")
+    return written
