@@ -2,6 +2,7 @@
 
 from .attention import Attention, padding_attention_mask
 from .layers import DropPath, LayerScale
+from .modulation import modulate
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size
 from .norms import FP32LayerNorm, RMSNorm
 from .patches import grid_positions, patchify, scatter_to_canvas, unpatchify
@@ -17,6 +18,7 @@ __all__ = [
     "SwiGLU",
     "apply_rotary_embedding",
     "grid_positions",
+    "modulate",
     "patchify",
     "scatter_to_canvas",
     "unpatchify",
