@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import DiffusionPipeline
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
@@ -16,6 +17,7 @@ TINY = dict(
     encoder_hidden_size=32, encoder_num_layers=2, encoder_num_heads=4,
     decoder_hidden_size=48, decoder_num_layers=2, decoder_num_heads=4,
 )  # fmt: skip
+NO_MASKING = {"softvq": {}, "maetok": {"mask_ratio_min": 0.0}}  # training-mode runs without random masks
 FAMILIES = {
     "softvq": lambda **kw: SoftVQModel(SoftVQConfig(**TINY, codebook_size=16, num_codebooks=2, **kw)),
     "maetok": lambda **kw: MAETokModel(MAETokConfig(**TINY, **kw)),
@@ -62,6 +64,25 @@ def test_save_load_bit_identical(model, images, tmp_path):
     assert reloaded.config.scaling_factor == 2.0 and reloaded.config.shift_factor == 0.1
 
 
+class _TokenizerPipeline(DiffusionPipeline):
+    """The smallest pipeline holding a tokenizer and its processor (generators compose these)."""
+
+    _optional_components = ["image_processor"]
+
+    def __init__(self, tokenizer, image_processor=None):
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, image_processor=image_processor)
+
+
+def test_diffusers_pipeline_component(model, images, tmp_path):
+    processor = LatentTokenImageProcessor.for_model(model.config)
+    _TokenizerPipeline(model, processor).save_pretrained(tmp_path)
+    reloaded = _TokenizerPipeline.from_pretrained(tmp_path)
+    assert type(reloaded.tokenizer) is type(model) and isinstance(reloaded.image_processor, LatentTokenImageProcessor)
+    with torch.no_grad():
+        assert torch.equal(reloaded.tokenizer.eval()(images).sample, model(images).sample)
+
+
 def test_bfloat16(model, images):
     with torch.no_grad():
         reference = model(images).sample
@@ -75,9 +96,12 @@ def test_bfloat16(model, images):
 
 def test_diffusers_vae_surface(model, images):
     with torch.no_grad():
-        encoded = model.encode(images)
+        encoded = model.encode(images, output_hidden_states=True)
         assert encoded.latent is encoded.latents
-        assert model.decode(encoded.latent).sample.shape == images.shape
+        decoded = model.decode(encoded.latent, output_hidden_states=True)
+    assert decoded.sample.shape == images.shape
+    assert len(encoded.hidden_states) == model.config.encoder_num_layers + 1
+    assert len(decoded.hidden_states) == model.config.decoder_num_layers + 1
     normalized = model.normalize_latents(encoded.latents)
     config = model.config
     torch.testing.assert_close(normalized, (encoded.latents - config.shift_factor) * config.scaling_factor)
@@ -119,8 +143,8 @@ def test_other_sizes_need_interpolation(family, model, images):
 
 
 def test_gradients_reach_every_parameter(family, images):
-    extra = {"entropy_loss_ratio": 0.01} if family == "softvq" else {"mask_ratio_min": 0.0}
-    model = _randomize_zero_inits(FAMILIES[family](**extra)).train()
+    extra = {"entropy_loss_ratio": 0.01} if family == "softvq" else {}
+    model = _randomize_zero_inits(FAMILIES[family](**NO_MASKING[family], **extra)).train()
     output = model(images)
     loss = output.sample.square().mean() + (output.loss if output.loss is not None else 0)
     loss.backward()
@@ -131,8 +155,7 @@ def test_gradients_reach_every_parameter(family, images):
 
 
 def test_activation_checkpointing_same_gradients(family, images):
-    model = _randomize_zero_inits(FAMILIES[family](mask_ratio_min=0.0) if family == "maetok" else FAMILIES[family]())
-    model.train()
+    model = _randomize_zero_inits(FAMILIES[family](**NO_MASKING[family])).train()
 
     def gradients():
         model.zero_grad()

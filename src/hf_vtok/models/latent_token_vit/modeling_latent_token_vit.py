@@ -338,3 +338,8 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
         sample = unpatchify(patches, (rows, cols), config.decoder_patch_size, config.num_channels, layout="channels_last")
         output = VisualTokenizerDecoderOutput(sample=sample, hidden_states=hidden_states)
         return output if return_dict else output.to_tuple()
+
+    def _reconstruct(self, latents: torch.Tensor, pixel_values: torch.Tensor, interpolate_pos_encoding: bool):
+        """``forward``'s decoding step: ``latents`` back to images of the input's size."""
+        height, width = pixel_values.shape[-2:]
+        return self.decode(latents, height=height, width=width, interpolate_pos_encoding=interpolate_pos_encoding).sample
