@@ -1,6 +1,7 @@
 """Layers written once and shared by every hf_vtok family."""
 
 from .attention import Attention, padding_attention_mask
+from .embeddings import sincos_1d_interleaved
 from .layers import DropPath, LayerScale
 from .modulation import modulate
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size
@@ -21,6 +22,7 @@ __all__ = [
     "modulate",
     "patchify",
     "scatter_to_canvas",
+    "sincos_1d_interleaved",
     "unpatchify",
     "padding_attention_mask",
     "rope_inverse_frequencies",

@@ -24,10 +24,21 @@ def padding_attention_mask(patch_mask: torch.Tensor | None, pairwise: bool = Fal
     return patch_mask[:, None, None, :]
 
 
+def _qk_norm(kind: bool | str, head_dim: int, eps: float) -> nn.Module | None:
+    if kind is False or kind is None:
+        return None
+    if kind is True or kind == "rms":
+        return RMSNorm(head_dim, eps=eps)
+    if kind == "layer":
+        return nn.LayerNorm(head_dim, eps=eps)
+    raise ValueError(f"unknown qk_norm {kind!r}; expected False, True / 'rms' or 'layer'")
+
+
 class Attention(nn.Module):
     """Self-attention with a fused QKV projection, optional per-head QK-norm and RoPE.
 
-    ``qkv_proj`` rows are ordered ``(q | k | v, head, head_dim)``. QK-norm is applied before the
+    ``qkv_proj`` rows are ordered ``(q | k | v, head, head_dim)``. QK-norm (``qk_norm=True`` or
+    ``"rms"``: RMSNorm; ``"layer"``: affine LayerNorm, as timm's DiT/SiT) is applied before the
     rotation. ``rotary`` is a ``(cos, sin)`` pair of ``[B, N, head_dim / 2]`` or ``[N, head_dim / 2]``
     tables (identity entries, cos=1 / sin=0, leave a token unrotated).
     """
@@ -38,7 +49,7 @@ class Attention(nn.Module):
         num_heads: int,
         qkv_bias: bool = False,
         out_bias: bool = False,
-        qk_norm: bool = False,
+        qk_norm: bool | str = False,
         norm_eps: float = 1e-6,
         scale: float | None = None,
         rope_layout: str = "interleaved",
@@ -52,8 +63,8 @@ class Attention(nn.Module):
         self.scale = scale
         self.rope_layout = rope_layout
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
-        self.q_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
+        self.q_norm = _qk_norm(qk_norm, self.head_dim, norm_eps)
+        self.k_norm = _qk_norm(qk_norm, self.head_dim, norm_eps)
         self.out_proj = nn.Linear(hidden_size, hidden_size, bias=out_bias)
 
     def forward(
