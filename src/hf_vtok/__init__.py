@@ -13,7 +13,10 @@ from .image_processing_utils import VisualTokenizerImageProcessor
 from .modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from .modeling_utils import VisualTokenizerPreTrainedModel
 from .models.dit import DIT_PRESETS, DiTTransformer1DModel
+from .models.latent_token_vit import LatentTokenEncoderOutput, LatentTokenImageProcessor, LatentTokenViTOutput
+from .models.maetok import MAETOK_PRESETS, HOGFeatures, MAETokConfig, MAETokFeatureTargets, MAETokModel
 from .models.sit import SIT_PRESETS, SiTTransformer1DModel
+from .models.softvq import SOFTVQ_PRESETS, SoftVQConfig, SoftVQEncoderOutput, SoftVQModel
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
@@ -37,7 +40,11 @@ from .pipelines import (
 
 __version__ = "0.1.0"
 
-_TOKENIZERS = [(ViTokConfig, ViTokModel, ViTokImageProcessor)]
+_TOKENIZERS = [
+    (ViTokConfig, ViTokModel, ViTokImageProcessor),
+    (SoftVQConfig, SoftVQModel, LatentTokenImageProcessor),
+    (MAETokConfig, MAETokModel, LatentTokenImageProcessor),
+]
 
 for _config, _model, _processor in _TOKENIZERS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -49,10 +56,22 @@ __all__ = [
     "DiT1DPipeline",
     "DiTTransformer1DModel",
     "GaussianDiffusionScheduler",
+    "HOGFeatures",
+    "LatentTokenEncoderOutput",
+    "LatentTokenImageProcessor",
+    "LatentTokenViTOutput",
+    "MAETOK_PRESETS",
+    "MAETokConfig",
+    "MAETokFeatureTargets",
+    "MAETokModel",
     "SIT_PRESETS",
+    "SOFTVQ_PRESETS",
     "SiTFlowScheduler",
     "SiTPipeline",
     "SiTTransformer1DModel",
+    "SoftVQConfig",
+    "SoftVQEncoderOutput",
+    "SoftVQModel",
     "VITOK_PRESETS",
     "ViTokConfig",
     "ViTokDecoderOutput",
