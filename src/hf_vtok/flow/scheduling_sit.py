@@ -173,6 +173,3 @@ class SiTFlowScheduler(SchedulerMixin, ConfigMixin):
         """``x_t = alpha_t x_0 + sigma_t noise`` on the configured path (``timesteps`` = flow times in [0, 1])."""
         alpha, _, sigma, _ = path_coefficients(timesteps.to(original_samples.dtype), self.config.path_type, original_samples)
         return alpha * original_samples + sigma * noise
-
-    def __len__(self) -> int:
-        return len(self.timesteps)

@@ -45,6 +45,24 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
             scheduler = GaussianDiffusionScheduler(beta_schedule="cosine", variance_type=variance)
         return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=scheduler)
 
+    def guided_model_output(
+        self, latents: torch.Tensor, timestep: torch.Tensor, class_labels: torch.LongTensor, guidance_scale: float
+    ) -> torch.Tensor:
+        """The original ``forward_with_cfg`` on the doubled batch ``latents = [x, x']``, ``class_labels = [y, null]``.
+
+        The model sees ``[x, x]`` (first half twice); the eps channels are guided
+        ``u + s (c - u)`` and duplicated, the variance channels of both halves are kept.
+        """
+        half = latents[: latents.shape[0] // 2]
+        output = self.transformer(
+            torch.cat([half, half]), timestep=timestep, class_labels=class_labels
+        ).sample.to(torch.float32)
+        channels = self.transformer.config.in_channels
+        eps, rest = output[..., :channels], output[..., channels:]
+        conditional, unconditional = eps.chunk(2)
+        guided_eps = unconditional + guidance_scale * (conditional - unconditional)
+        return torch.cat([torch.cat([guided_eps, guided_eps]), rest], dim=-1)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -88,21 +106,15 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
         if guided:
             latents = torch.cat([latents, latents])
             labels = torch.cat([labels, torch.full_like(labels, self.transformer.null_class_label)])
-        dtype = self.transformer.dtype
-        channels = config.in_channels
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         step_kwargs = self.step_kwargs(generator)
         for timestep in self.progress_bar(self.scheduler.timesteps):
-            model_input = torch.cat([latents[:batch], latents[:batch]]) if guided else latents
-            output = self.transformer(
-                model_input.to(dtype), timestep=timestep.expand(model_input.shape[0]), class_labels=labels
-            ).sample.to(torch.float32)
+            timesteps = timestep.expand(latents.shape[0])
             if guided:
-                eps, rest = output[..., :channels], output[..., channels:]
-                conditional, unconditional = eps.chunk(2)
-                guided_eps = unconditional + guidance_scale * (conditional - unconditional)
-                output = torch.cat([torch.cat([guided_eps, guided_eps]), rest], dim=-1)
+                output = self.guided_model_output(latents, timesteps, labels, guidance_scale)
+            else:
+                output = self.transformer(latents, timestep=timesteps, class_labels=labels).sample.to(torch.float32)
             latents = self.scheduler.step(output, timestep, latents, **step_kwargs).prev_sample
 
         samples = latents[:batch]

@@ -35,7 +35,7 @@ class SiTPipeline(TokenizerGenerationPipeline):
     @classmethod
     def from_components(cls, transformer, tokenizer, scheduler: SiTFlowScheduler | None = None) -> "SiTPipeline":
         """Pipeline from a converted transformer and a tokenizer (model, folder or Hub id); default scheduler SDE, linear."""
-        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=scheduler or SiTFlowScheduler())
+        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=SiTFlowScheduler() if scheduler is None else scheduler)
 
     @torch.no_grad()
     def __call__(

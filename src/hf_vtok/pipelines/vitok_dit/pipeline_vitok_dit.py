@@ -57,7 +57,7 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
 
     @classmethod
     def from_components(cls, transformer, tokenizer, scheduler=None) -> "ViTokDiTPipeline":
-        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=scheduler or vitok_unipc_scheduler())
+        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=vitok_unipc_scheduler() if scheduler is None else scheduler)
 
     def _grid(self, height, width) -> tuple[int, int]:
         patch = self.tokenizer.config.patch_size
