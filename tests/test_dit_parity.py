@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_vtok import DiT1DPipeline, GaussianDiffusionScheduler
-from hf_vtok.models.dit import convert_dit_checkpoint
+from hf_vtok.models.dit_1d import convert_dit_checkpoint
 
 from generator_parity_utils import assert_close, assert_close_relative, fixture_tokenizer, stand_in_tokenizer
 

@@ -12,7 +12,7 @@ from .flow import SiTFlowScheduler
 from .image_processing_utils import VisualTokenizerImageProcessor
 from .modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from .modeling_utils import VisualTokenizerPreTrainedModel
-from .models.dit import DIT_PRESETS, DiTTransformer1DModel
+from .models.dit_1d import DIT_PRESETS, DiTTransformer1DModel
 from .models.latent_token_vit import LatentTokenEncoderOutput, LatentTokenImageProcessor, LatentTokenViTOutput
 from .models.maetok import MAETOK_PRESETS, HOGFeatures, MAETokConfig, MAETokFeatureTargets, MAETokModel
 from .models.sit import SIT_PRESETS, SiTTransformer1DModel

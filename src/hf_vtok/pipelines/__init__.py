@@ -1,6 +1,6 @@
 """Generation pipelines (diffusers ``DiffusionPipeline``s) on hf_vtok tokenizers."""
 
-from .dit import DiT1DPipeline, GaussianDiffusionScheduler
+from .dit_1d import DiT1DPipeline, GaussianDiffusionScheduler
 from .pipeline_utils import TokenizerGenerationPipeline
 from .sit import SiTPipeline
 from .vitok_dit import ViTokDiTPipeline, vitok_flow_sigmas, vitok_unipc_scheduler

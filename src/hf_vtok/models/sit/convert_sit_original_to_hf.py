@@ -6,12 +6,12 @@
 
 The result is a diffusers folder for ``SiTTransformer1DModel``; with ``--tokenizer`` (an hf_vtok
 tokenizer folder or Hub id) a complete ``SiTPipeline`` folder with the released sampling recipe
-in its scheduler (SDE, cosine path). Same key layout as the DiT (``hf_vtok.models.dit``).
+in its scheduler (SDE, cosine path). Same key layout as the DiT (``hf_vtok.models.dit_1d``).
 """
 
 import argparse
 
-from ..dit.convert_dit_original_to_hf import (
+from ..dit_1d.convert_dit_1d_original_to_hf import (
     GeneratorPreset,
     add_generator_arguments,
     convert_generator_checkpoint,

@@ -1,6 +1,6 @@
 """SiT on 1D latent token sequences (the SoftVQ-VAE / MAETok flow-matching generators).
 
-Same network as the 1D DiT (``hf_vtok.models.dit.modeling_dit``); the timestep is the flow time
+Same network as the 1D DiT (``hf_vtok.models.dit_1d.modeling_dit_1d``); the timestep is the flow time
 ``t`` in [0, 1] used raw, with ``x_t = alpha_t * x_0 + sigma_t * noise`` (``t = 1`` is pure noise)
 and the model predicting the velocity ``dx_t / dt`` (``noise - x_0`` on the linear path, the
 diffusers sign convention).
@@ -11,7 +11,7 @@ from diffusers import ModelMixin  # noqa: F401  (diffusers looks this name up in
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
-from ..dit.modeling_dit import ClassConditionalTransformer1DModel
+from ..dit_1d.modeling_dit_1d import ClassConditionalTransformer1DModel
 
 
 class SiTTransformer1DModel(ClassConditionalTransformer1DModel):

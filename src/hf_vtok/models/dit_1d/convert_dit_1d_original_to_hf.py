@@ -21,7 +21,7 @@ from accelerate import init_empty_weights
 
 from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
 from ...conversion import strip_prefixes
-from .modeling_dit import DiTTransformer1DModel
+from .modeling_dit_1d import DiTTransformer1DModel
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_dit_pipeline(model, tokenizer, preset):
-    from ...pipelines.dit import DiT1DPipeline
+    from ...pipelines.dit_1d import DiT1DPipeline
 
     return DiT1DPipeline.from_components(model, tokenizer)
 

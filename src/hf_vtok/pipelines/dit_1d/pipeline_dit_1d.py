@@ -5,7 +5,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
-from ...models.dit.modeling_dit import DiTTransformer1DModel
+from ...models.dit_1d.modeling_dit_1d import DiTTransformer1DModel
 from ..pipeline_utils import TokenizerGenerationPipeline, tokenizer_from
 from .scheduling_gaussian_diffusion import GaussianDiffusionScheduler
 

@@ -1,4 +1,0 @@
-from .convert_dit_original_to_hf import DIT_PRESETS, GeneratorPreset, convert_dit_checkpoint
-from .modeling_dit import DiTTransformer1DModel
-
-__all__ = ["DIT_PRESETS", "DiTTransformer1DModel", "GeneratorPreset", "convert_dit_checkpoint"]
