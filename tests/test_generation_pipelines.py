@@ -293,3 +293,26 @@ def test_component_modules_are_recorded_by_their_full_path():
     ):  # fmt: skip
         library, name = _fetch_class_library_tuple(component)
         assert (library, name) == (component.__module__, component.__name__)
+
+
+def test_cli_tokenizer_presets_are_resolved(tmp_path):
+    from test_generators import _original_1d_checkpoint
+
+    checkpoint, config, _ = _original_1d_checkpoint(tmp_path, "dit", depth=1, tokens=4)
+    base = ["convert", "dit", "--checkpoint", str(checkpoint), "--config", str(config), "--output", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match="unknown tokenizer preset 'softvq-xxl'"):
+        cli_main(base + ["--tokenizer-preset", "softvq-xxl"])
+    with pytest.raises(ValueError, match="--pipeline takes the tokenizer of a --preset generator"):
+        cli_main(base + ["--pipeline"])
+    with pytest.raises(RuntimeError, match="could not fetch .*SoftVQVAE/softvq-l-64"):  # offline: no download
+        cli_main(base + ["--tokenizer-preset", "softvq-l-64"])
+
+
+@pytest.mark.parametrize("name", ["sit", "dit"])
+@torch.no_grad()
+def test_bfloat16_components(name):
+    pipe = PIPELINES[name]()
+    pipe.transformer.to(torch.bfloat16)
+    pipe.tokenizer.to(torch.bfloat16)
+    images = pipe([1, 3], num_inference_steps=2, guidance_scale=1.5, output_type="pt").images
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()

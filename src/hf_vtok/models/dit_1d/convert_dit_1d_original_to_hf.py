@@ -2,11 +2,13 @@
 
     hf-vtok convert dit --preset dit-xl_softvq-l-64 --output dit-xl_softvq-l-64
     hf-vtok convert dit --checkpoint model.safetensors --config config.json --output out/
+    hf-vtok convert dit --preset dit-xl_softvq-l-64 --pipeline --output dit-xl_softvq-l-64-pipeline
     hf-vtok convert dit --preset dit-xl_softvq-l-64 --tokenizer softvq-l-64/ --output pipeline/
 
 The result is a diffusers folder (config.json + diffusion_pytorch_model.safetensors) for
-``DiTTransformer1DModel``; with ``--tokenizer`` (an hf_vtok tokenizer folder) a complete
-``DiT1DPipeline`` folder is written instead. The SiT converter (``hf-vtok convert sit``) shares
+``DiTTransformer1DModel``; with ``--pipeline`` (the preset's own tokenizer, downloaded and
+converted), ``--tokenizer-preset NAME`` or ``--tokenizer FOLDER`` (an hf_vtok tokenizer folder or
+Hub id) a complete ``DiT1DPipeline`` folder is written instead. The SiT converter (``hf-vtok convert sit``) shares
 this module: both originals use the same key layout. No pickle is executed.
 """
 
@@ -157,6 +159,20 @@ def download_generator(preset: GeneratorPreset, cache_dir=None) -> tuple[str, st
         ) from error
 
 
+def convert_released_tokenizer(name: str, dtype: torch.dtype | None = None):
+    """Download and convert a released SoftVQ-VAE / MAETok tokenizer (its ``hf-vtok convert`` preset name)."""
+    from ..latent_token_vit.convert_latent_token_vit import download_release
+    from ..maetok.convert_maetok_original_to_hf import MAETOK_PRESETS, convert_maetok_checkpoint
+    from ..softvq.convert_softvq_original_to_hf import SOFTVQ_PRESETS, convert_softvq_checkpoint
+
+    for presets, convert in ((SOFTVQ_PRESETS, convert_softvq_checkpoint), (MAETOK_PRESETS, convert_maetok_checkpoint)):
+        if name in presets:
+            checkpoint, config = download_release(presets[name])
+            model, _ = convert(checkpoint, config, release=presets[name], dtype=dtype)
+            return model
+    raise ValueError(f"unknown tokenizer preset {name!r}; known: {sorted(SOFTVQ_PRESETS) + sorted(MAETOK_PRESETS)}")
+
+
 def add_generator_arguments(parser: argparse.ArgumentParser, presets: dict, kind: str) -> None:
     parser.add_argument("--preset", choices=sorted(presets), help=f"released {kind.upper()} (downloaded from the Hub)")
     parser.add_argument("--checkpoint", help="original model.safetensors (or a .pt training checkpoint)")
@@ -166,6 +182,14 @@ def add_generator_arguments(parser: argparse.ArgumentParser, presets: dict, kind
     parser.add_argument(
         "--tokenizer",
         help="hf_vtok tokenizer folder or Hub id (e.g. from `hf-vtok convert softvq`): write a complete pipeline folder",
+    )
+    parser.add_argument(
+        "--tokenizer-preset",
+        help="released tokenizer (softvq-l-64, maetok-b-128, ...) to download, convert and put in a pipeline folder",
+    )
+    parser.add_argument(
+        "--pipeline", action="store_true",
+        help="write a complete pipeline folder with the tokenizer the --preset generator was trained on",
     )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
 
@@ -177,9 +201,20 @@ def run_generator_conversion(args, presets, convert, build_pipeline, kind) -> st
         checkpoint, config = download_generator(preset)
     if not (checkpoint and config):
         raise ValueError(f"give --preset, or both --checkpoint and --config of the original {kind.upper()}")
-    model = convert(checkpoint, config, inner_key=args.inner_key, dtype=getattr(torch, args.dtype) if args.dtype else None)
-    if args.tokenizer:
-        pipeline = build_pipeline(model, args.tokenizer, preset)
+    tokenizer = args.tokenizer
+    tokenizer_preset = args.tokenizer_preset
+    if args.pipeline and not (tokenizer or tokenizer_preset):
+        if preset is None:
+            raise ValueError("--pipeline takes the tokenizer of a --preset generator; otherwise give --tokenizer or --tokenizer-preset")
+        tokenizer_preset = preset.tokenizer
+    if tokenizer and tokenizer_preset:
+        raise ValueError("give --tokenizer or --tokenizer-preset, not both")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    model = convert(checkpoint, config, inner_key=args.inner_key, dtype=dtype)
+    if tokenizer_preset:
+        tokenizer = convert_released_tokenizer(tokenizer_preset, dtype=dtype)
+    if tokenizer is not None:
+        pipeline = build_pipeline(model, tokenizer, preset)
         pipeline.save_pretrained(args.output)
         print(f"saved {type(pipeline).__name__} ({kind.upper()} {model.num_parameters() / 1e6:.1f}M) to {args.output}")
     else:

@@ -2,11 +2,13 @@
 
     hf-vtok convert sit --preset sit-xl_maetok-b-128 --output sit-xl_maetok-b-128
     hf-vtok convert sit --checkpoint model.safetensors --config config.json --output out/
+    hf-vtok convert sit --preset sit-xl_maetok-b-128 --pipeline --output sit-xl_maetok-b-128-pipeline
     hf-vtok convert sit --preset sit-xl_softvq-l-64 --tokenizer softvq-l-64/ --output pipeline/
 
-The result is a diffusers folder for ``SiTTransformer1DModel``; with ``--tokenizer`` (an hf_vtok
-tokenizer folder or Hub id) a complete ``SiTPipeline`` folder with the released sampling recipe
-in its scheduler (SDE, cosine path). Same key layout as the DiT (``hf_vtok.models.dit_1d``).
+The result is a diffusers folder for ``SiTTransformer1DModel``; with ``--pipeline`` (the preset's
+own tokenizer, downloaded and converted), ``--tokenizer-preset NAME`` or ``--tokenizer FOLDER``
+(an hf_vtok tokenizer folder or Hub id) a complete ``SiTPipeline`` folder with the released
+sampling recipe in its scheduler (SDE, cosine path). Same key layout as the DiT (``hf_vtok.models.dit_1d``).
 """
 
 import argparse
