@@ -223,6 +223,11 @@ def _original_1d_checkpoint(tmp_path, kind, depth=2, hidden=16, channels=4, toke
             f"blocks.{block}.adaLN_modulation.1.weight": (6 * hidden, hidden),
             f"blocks.{block}.adaLN_modulation.1.bias": (6 * hidden,),
         })  # fmt: skip
+    if config_changes.get("qk_norm"):
+        head_dim = hidden // 2
+        for block in range(depth):
+            for norm in ("q_norm", "k_norm"):
+                shapes.update({f"blocks.{block}.attn.{norm}.weight": (head_dim,), f"blocks.{block}.attn.{norm}.bias": (head_dim,)})
     generator = torch.Generator().manual_seed(1)
     state_dict = {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
     config = {
@@ -249,6 +254,19 @@ def test_converter_maps_every_original_key(kind, tmp_path):
     assert torch.equal(converted["blocks.0.modulation.weight"], original["blocks.0.adaLN_modulation.1.weight"])
     assert torch.equal(converted["time_embedding.linear_2.weight"], original["t_embedder.mlp.2.weight"])
     assert torch.equal(converted["pos_embed"], original["pos_embed"])
+
+
+@torch.no_grad()
+def test_sit_with_qk_norm(tmp_path):
+    """timm's qk-norm (affine LayerNorm over the head dimension) is converted and changes the output."""
+    checkpoint, config, original = _original_1d_checkpoint(tmp_path, "sit", qk_norm=True)
+    model = convert_sit_checkpoint(checkpoint, config)
+    assert model.config.qk_norm and isinstance(model.blocks[0].attn.q_norm, torch.nn.LayerNorm)
+    assert torch.equal(model.blocks[1].attn.k_norm.bias, original["blocks.1.attn.k_norm.bias"])
+    inputs = _inputs_1d(model)
+    plain = SiTTransformer1DModel(**{**model.config, "qk_norm": False})
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "_norm." not in k})
+    assert not torch.allclose(model(*inputs).sample, plain(*inputs).sample)
 
 
 def test_converter_reads_training_checkpoints(tmp_path):

@@ -35,10 +35,7 @@ class TokenizerGenerationPipeline(DiffusionPipeline):
     def _tokenizer_latent_size(self) -> tuple[int | None, int | None]:
         """``(channels, tokens)`` of the tokenizer's latents, None where the tokenizer does not fix it."""
         config = self.tokenizer.config
-        channels = getattr(config, "latent_channels", None)
-        if channels is None:
-            channels = getattr(self.tokenizer, "latent_channels", None)
-        return channels, getattr(config, "num_latent_tokens", None)
+        return getattr(config, "latent_channels", None), getattr(config, "num_latent_tokens", None)
 
     def check_components(self) -> None:
         """The tokenizer's latents must be what the transformer generates."""

@@ -170,6 +170,7 @@ class GaussianDiffusionScheduler(SchedulerMixin, ConfigMixin):
         fixed_large = np.append(posterior_variance[1], betas[1:]) if len(betas) > 1 else betas
         self.betas = betas
         self.alphas_cumprod = alphas_cumprod
+        self._device_tables = {}
         self._tables = {
             "alphas_cumprod": alphas_cumprod,
             "alphas_cumprod_prev": alphas_cumprod_prev,
@@ -202,7 +203,10 @@ class GaussianDiffusionScheduler(SchedulerMixin, ConfigMixin):
 
     def _extract(self, name: str, indices: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Table values at ``indices`` as float32 ``[B, 1, ...]`` (ADM's ``_extract_into_tensor``)."""
-        values = torch.from_numpy(self._tables[name]).to(like.device)[indices].float()
+        key = (name, like.device)
+        if key not in self._device_tables:
+            self._device_tables[key] = torch.from_numpy(self._tables[name]).to(like.device)
+        values = self._device_tables[key][indices].float()
         return values.reshape(-1, *([1] * (like.dim() - 1)))
 
     def split_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):

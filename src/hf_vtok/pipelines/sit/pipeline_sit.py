@@ -80,7 +80,7 @@ class SiTPipeline(TokenizerGenerationPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         latents = latents.to(device=device, dtype=torch.float64)
-        null_labels = torch.full_like(labels, self.transformer.null_class_label or 0)
+        null_labels = torch.full_like(labels, self.transformer.null_class_label) if guided else None
         dtype = self.transformer.dtype
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
