@@ -347,3 +347,16 @@ def test_vitok_dit_converter(tmp_path):
     output = tmp_path / "out"
     cli_main(["convert", "vitok-dit", "--checkpoint", str(tmp_path / "dit.safetensors"), "--sliding-window", "1", "--output", str(output)])
     assert ViTokDiTTransformerModel.from_pretrained(output).config.sliding_window == 1
+
+
+def test_eager_float32_attention_matches_sdpa():
+    from hf_vtok.modules import Attention
+
+    attention = Attention(16, 2, qkv_bias=True, eager_float32=True)
+    hidden = torch.randn(2, 5, 16)
+    mask = torch.tensor([True, True, True, False, False])[None, None, None].expand(2, 1, 5, 5)
+    for attention_mask in (None, mask):
+        eager = attention(hidden, attention_mask=attention_mask)
+        attention.eager_float32 = False
+        torch.testing.assert_close(eager, attention(hidden, attention_mask=attention_mask))
+        attention.eager_float32 = True

@@ -28,9 +28,11 @@ class DiTBlock(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, qk_norm: bool):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        # timm's qk-norm is an affine LayerNorm with torch's default eps
+        # timm's qk-norm is an affine LayerNorm with torch's default eps; float32 attention in the
+        # original's explicit order (the sequences are short: 32..256 tokens)
         self.attn = Attention(
-            hidden_size, num_heads, qkv_bias=True, out_bias=True, qk_norm="layer" if qk_norm else False, norm_eps=1e-5
+            hidden_size, num_heads, qkv_bias=True, out_bias=True, qk_norm="layer" if qk_norm else False,
+            norm_eps=1e-5, eager_float32=True,
         )
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = GELUMLP(hidden_size, int(hidden_size * mlp_ratio), bias=True, approximate="tanh")
