@@ -53,7 +53,8 @@ def path_coefficients(time: torch.Tensor, path_type: str, like: torch.Tensor):
 
 
 def score_from_velocity(velocity: torch.Tensor, sample: torch.Tensor, time: torch.Tensor, path_type: str) -> torch.Tensor:
-    """Score ``grad log p_t(x)`` of a velocity prediction: ``((alpha / alpha') v - x) / (sigma^2 - (alpha / alpha') sigma' sigma)``."""
+    """Score ``grad log p_t(x)`` of a velocity prediction:
+    ``((alpha / alpha') v - x) / (sigma^2 - (alpha / alpha') sigma' sigma)``."""
     alpha, d_alpha, sigma, d_sigma = path_coefficients(time, path_type, sample)
     reverse_alpha_ratio = alpha / d_alpha
     variance = sigma**2 - reverse_alpha_ratio * d_sigma * sigma
@@ -171,5 +172,6 @@ class SiTFlowScheduler(SchedulerMixin, ConfigMixin):
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """``x_t = alpha_t x_0 + sigma_t noise`` on the configured path (``timesteps`` = flow times in [0, 1])."""
-        alpha, _, sigma, _ = path_coefficients(timesteps.to(original_samples.dtype), self.config.path_type, original_samples)
+        time = timesteps.to(original_samples.dtype)
+        alpha, _, sigma, _ = path_coefficients(time, self.config.path_type, original_samples)
         return alpha * original_samples + sigma * noise

@@ -27,7 +27,8 @@ class TokenizerGenerationPipeline(DiffusionPipeline):
         """Fetch a Hub repository (diffusers' own ``download`` only accepts diffusers / transformers components)."""
         from huggingface_hub import snapshot_download
 
-        options = {key: kwargs[key] for key in ("cache_dir", "force_download", "local_files_only", "token", "revision") if kwargs.get(key) is not None}
+        names = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+        options = {key: kwargs[key] for key in names if kwargs.get(key) is not None}
         return snapshot_download(pretrained_model_name, **options)
 
     # ----------------------------------------------------------------------------------------------
@@ -64,7 +65,9 @@ class TokenizerGenerationPipeline(DiffusionPipeline):
             raise ValueError(f"class_labels must be a non-empty list of integer class ids, got {class_labels!r}")
         bad = labels[(labels < 0) | (labels >= num_classes)]
         if bad.numel():
-            raise ValueError(f"class_labels {bad.tolist()} are out of range: the transformer knows classes 0..{num_classes - 1}")
+            raise ValueError(
+                f"class_labels {bad.tolist()} are out of range: the transformer knows classes 0..{num_classes - 1}"
+            )
         return labels.to(self._execution_device)
 
     def check_guidance_scale(self, guidance_scale: float) -> bool:

@@ -151,7 +151,9 @@ def download_generator(preset: GeneratorPreset, cache_dir=None) -> tuple[str, st
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
-        return tuple(hf_hub_download(preset.repo_id, name, cache_dir=cache_dir) for name in ("model.safetensors", "config.json"))
+        return tuple(
+            hf_hub_download(preset.repo_id, name, cache_dir=cache_dir) for name in ("model.safetensors", "config.json")
+        )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as error:
         raise RuntimeError(
             f"could not fetch model.safetensors / config.json of {preset.repo_id!r} ({type(error).__name__}). "
@@ -205,7 +207,9 @@ def run_generator_conversion(args, presets, convert, build_pipeline, kind) -> st
     tokenizer_preset = args.tokenizer_preset
     if args.pipeline and not (tokenizer or tokenizer_preset):
         if preset is None:
-            raise ValueError("--pipeline takes the tokenizer of a --preset generator; otherwise give --tokenizer or --tokenizer-preset")
+            raise ValueError(
+                "--pipeline takes the tokenizer of a --preset generator; otherwise give --tokenizer or --tokenizer-preset"
+            )
         tokenizer_preset = preset.tokenizer
     if tokenizer and tokenizer_preset:
         raise ValueError("give --tokenizer or --tokenizer-preset, not both")

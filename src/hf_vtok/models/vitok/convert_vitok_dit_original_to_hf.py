@@ -94,7 +94,9 @@ def convert_vitok_dit_checkpoint(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="original DiT state dict (.safetensors, or .pt with --inner-key)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="original DiT state dict (.safetensors, or .pt with --inner-key)"
+    )
     parser.add_argument("--inner-key", help="entry of a training checkpoint holding the weights, e.g. ema")
     parser.add_argument("--variant", help="original DiT variant, e.g. L/256 (checked against the weights)")
     parser.add_argument("--sliding-window", type=int, help="the original's `sw`: 2D window radius on every other block")

@@ -128,10 +128,14 @@ class ViTokDiTTransformerModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         if num_register_tokens < 0:
             raise ValueError(f"num_register_tokens must be >= 0, got {num_register_tokens}")
         if sliding_window is not None and (sliding_window < 0 or sliding_window_every < 1):
-            raise ValueError(f"sliding_window must be >= 0 and sliding_window_every >= 1, got {sliding_window}, {sliding_window_every}")
+            raise ValueError(
+                f"sliding_window must be >= 0 and sliding_window_every >= 1, got {sliding_window}, {sliding_window_every}"
+            )
         self.proj_in = nn.Linear(in_channels, hidden_size, bias=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if class_token else None
-        self.register_tokens = nn.Parameter(torch.zeros(1, num_register_tokens, hidden_size)) if num_register_tokens else None
+        self.register_tokens = (
+            nn.Parameter(torch.zeros(1, num_register_tokens, hidden_size)) if num_register_tokens else None
+        )
         self.time_embedding = TimestepEmbedding(frequency_embedding_size, hidden_size)
         self.class_embedding = nn.Embedding(num_classes + 1, hidden_size)
         self.modulation_proj = nn.Linear(hidden_size, NUM_MODULATIONS * hidden_size, bias=False)
@@ -216,7 +220,9 @@ class ViTokDiTTransformerModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         if class_labels.dim() == 2 and class_labels.shape[1] == 1:
             class_labels = class_labels.squeeze(1)
         if class_labels.dtype.is_floating_point or tuple(class_labels.shape) != (batch,):
-            raise ValueError(f"class_labels must be integer ids of shape ({batch},) or ({batch}, 1), got {tuple(class_labels.shape)}")
+            raise ValueError(
+                f"class_labels must be integer ids of shape ({batch},) or ({batch}, 1), got {tuple(class_labels.shape)}"
+            )
         if not torch.compiler.is_compiling() and bool(((class_labels < 0) | (class_labels > config.num_classes)).any()):
             raise ValueError(
                 f"class_labels {class_labels.tolist()} out of range: expected 0..{config.num_classes - 1} "

@@ -23,7 +23,9 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
     half; this pipeline does the same, so the random stream of ancestral sampling matches it.
     """
 
-    def __init__(self, tokenizer: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler):
+    def __init__(
+        self, tokenizer: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler
+    ):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
         self.check_components()
@@ -37,7 +39,9 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
             )
 
     @classmethod
-    def from_components(cls, transformer, tokenizer, scheduler: GaussianDiffusionScheduler | None = None) -> "DiT1DPipeline":
+    def from_components(
+        cls, transformer, tokenizer, scheduler: GaussianDiffusionScheduler | None = None
+    ) -> "DiT1DPipeline":
         """Pipeline from a converted transformer and a tokenizer; default scheduler = the released recipe
         (cosine schedule, ancestral sampling, no clipping)."""
         if scheduler is None:

@@ -62,7 +62,9 @@ def space_timesteps(num_train_timesteps: int, section_counts: int | str | list[i
         try:
             section_counts = [int(count) for count in section_counts.split(",")]
         except ValueError:
-            raise ValueError(f"malformed timestep respacing {section_counts!r}: expected '250', '10,15,20' or 'ddim50'") from None
+            raise ValueError(
+                f"malformed timestep respacing {section_counts!r}: expected '250', '10,15,20' or 'ddim50'"
+            ) from None
     size_per, extra = divmod(num_train_timesteps, len(section_counts))
     start, kept = 0, []
     for index, count in enumerate(section_counts):
@@ -220,7 +222,9 @@ class GaussianDiffusionScheduler(SchedulerMixin, ConfigMixin):
                 )
             return model_output[..., :channels], model_output[..., channels:]
         if model_output.shape[-1] != channels:
-            raise ValueError(f"model output shape {tuple(model_output.shape)} does not match the sample {tuple(sample.shape)}")
+            raise ValueError(
+                f"model output shape {tuple(model_output.shape)} does not match the sample {tuple(sample.shape)}"
+            )
         return model_output, None
 
     def model_mean_variance(self, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> dict[str, torch.Tensor]:
