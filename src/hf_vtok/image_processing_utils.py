@@ -79,6 +79,7 @@ class VisualTokenizerImageProcessor(PilBackend):
         return pixels.contiguous()
 
     def _to_normalized_tensor(self, image, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
+        """RGB PIL image (or float ``[3, H, W]`` tensor) -> float32 ``[3, H, W]`` rescaled and normalized."""
         if isinstance(image, Image.Image):
             pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()
         else:

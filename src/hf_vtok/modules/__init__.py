@@ -1,7 +1,7 @@
 """Layers written once and shared by every hf_vtok family."""
 
 from .attention import Attention, padding_attention_mask
-from .embeddings import LearnedPositionEmbedding, sincos_1d_interleaved
+from .position_embedding import LearnedPositionEmbedding, sincos_1d_interleaved
 from .layers import DropPath, LayerScale
 from .modulation import modulate
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size

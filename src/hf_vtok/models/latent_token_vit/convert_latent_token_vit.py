@@ -137,6 +137,8 @@ def read_original_config(config: str | os.PathLike | dict) -> tuple[dict[str, An
             )
     if args["to_pixel"] != "linear":
         raise ValueError(f"{source}: to_pixel={args['to_pixel']!r}; only the 'linear' pixel head is supported")
+    if not (args["use_ape"] or args["use_rope"]):
+        raise ValueError(f"{source}: use_ape and use_rope are both off; the original cannot run such a model")
     if args["use_rope"] and not args["rope_mixed"]:
         raise ValueError(
             f"{source}: use_rope without rope_mixed selects the axial RoPE, which the original cannot run "
@@ -232,16 +234,22 @@ def convert_original_checkpoint(
     checkpoint: str | os.PathLike | dict[str, torch.Tensor],
     original_config: str | os.PathLike | dict,
     family_fields,
+    presets: dict[str, ReleasedTokenizer],
     arch_overrides: dict | None = None,
-    release: ReleasedTokenizer | None = None,
+    release: ReleasedTokenizer | str | None = None,
     dtype: torch.dtype | None = None,
     **config_overrides,
 ):
     """Build ``model_class`` from an original ``model.safetensors`` + ``config.json``.
 
     ``family_fields(args, state_dict) -> dict`` adds the family's config fields (and rejects checkpoints
-    of the other family). Returns ``(model, report)``.
+    of the other family). ``release`` (a name of ``presets`` or a ``ReleasedTokenizer``) also checks the
+    sizes of that release. Returns ``(model, report)``.
     """
+    if isinstance(release, str):
+        if release not in presets:
+            raise ValueError(f"unknown preset {release!r}; known: {sorted(presets)}")
+        release = presets[release]
     args, report = read_original_config(original_config)
     source = str(checkpoint) if not isinstance(checkpoint, dict) else "state dict"
     original = dict(checkpoint) if isinstance(checkpoint, dict) else load_original_state_dict(checkpoint)

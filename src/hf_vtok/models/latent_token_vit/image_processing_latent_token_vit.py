@@ -2,6 +2,7 @@
 
 import torch
 from PIL import Image
+from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks this name up in component modules)
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 
@@ -99,7 +100,12 @@ class LatentTokenImageProcessor(VisualTokenizerImageProcessor):
         ``output_type``: ``"pil"``, ``"np"`` (HWC float in [0, 1]) or ``"pt"`` (CHW float in [0, 1]); with
         ``do_denormalize=False`` np / pt stay in model space ([-1, 1], unclamped).
         """
-        sample = outputs["sample"] if isinstance(outputs, dict) or hasattr(outputs, "keys") else outputs
+        if hasattr(outputs, "keys"):  # a decoder output, or a BatchFeature holding pixel_values
+            sample = outputs["sample"] if "sample" in outputs else outputs.get("pixel_values")
+            if sample is None:
+                raise ValueError("postprocess needs a tensor, a decoder output with `sample`, or `pixel_values`")
+        else:
+            sample = outputs
         sample = torch.as_tensor(sample)
         if sample.dim() == 3:
             sample = sample.unsqueeze(0)

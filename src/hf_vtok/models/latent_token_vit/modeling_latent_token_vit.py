@@ -323,11 +323,11 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
     ) -> VisualTokenizerDecoderOutput | tuple:
         r"""Latent tokens ``[B, L, C]`` (un-normalised; or the output of ``encode``) -> images ``[B, 3, H, W]``.
 
-        ``height`` / ``width`` default to ``config.image_size``. A RoPE decoder (MAETok) decodes any size
-        that is a multiple of the patch size (the original keeps only the configured number of patch
-        rows for larger grids; here the whole grid is decoded); an absolute-position decoder (SoftVQ)
-        decodes the configured size only, unless ``interpolate_pos_encoding=True``. ``sample`` is not
-        clamped (as the original).
+        ``height`` / ``width`` default to ``config.image_size`` (the only size the original decodes: it
+        slices its output by the configured patch count). As an extension, a RoPE decoder (MAETok)
+        decodes any size that is a multiple of the patch size, including non-square ones; an
+        absolute-position decoder (SoftVQ) needs ``interpolate_pos_encoding=True`` for that. ``sample``
+        is not clamped (as the original).
         """
         if image_tokens is not None:
             raise ValueError(f"{type(self).__name__} is a continuous tokenizer: decode takes latents, not image_tokens")
@@ -338,3 +338,8 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
         sample = unpatchify(patches, (rows, cols), config.decoder_patch_size, config.num_channels, layout="channels_last")
         output = VisualTokenizerDecoderOutput(sample=sample, hidden_states=hidden_states)
         return output if return_dict else output.to_tuple()
+
+    def _reconstruct(self, latents: torch.Tensor, pixel_values: torch.Tensor, interpolate_pos_encoding: bool):
+        """``forward``'s decoding step: ``latents`` back to images of the input's size."""
+        height, width = pixel_values.shape[-2:]
+        return self.decode(latents, height=height, width=width, interpolate_pos_encoding=interpolate_pos_encoding).sample

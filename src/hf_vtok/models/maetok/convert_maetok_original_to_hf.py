@@ -58,12 +58,9 @@ def convert_maetok_checkpoint(
 
     ``release`` (a preset name or ``ReleasedTokenizer``) additionally checks the sizes of that release.
     """
-    if isinstance(release, str):
-        if release not in MAETOK_PRESETS:
-            raise ValueError(f"unknown MAETok preset {release!r}; known: {sorted(MAETOK_PRESETS)}")
-        release = MAETOK_PRESETS[release]
     return convert_original_checkpoint(
-        MAETokModel, checkpoint, original_config, maetok_fields, arch_overrides, release, dtype, **config_overrides
+        MAETokModel, checkpoint, original_config, maetok_fields, MAETOK_PRESETS, arch_overrides, release, dtype,
+        **config_overrides,
     )
 
 

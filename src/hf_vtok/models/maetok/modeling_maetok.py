@@ -204,10 +204,7 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
                 raise ValueError("mask_tokens=True but this model has no mask token (config.mask_ratio_min is 0)")
             token_mask = self.sample_token_mask(pixel_values.shape[0], generator, pixel_values.device)
         encoded = self.encode(pixel_values, token_mask, interpolate_pos_encoding)
-        height, width = pixel_values.shape[-2:]
-        sample = self.decode(
-            encoded.latents, height=height, width=width, interpolate_pos_encoding=interpolate_pos_encoding
-        ).sample
+        sample = self._reconstruct(encoded.latents, pixel_values, interpolate_pos_encoding)
         losses = None
         if feature_targets is not None:
             targets = feature_targets if isinstance(feature_targets, dict) else feature_targets(pixel_values)

@@ -61,12 +61,9 @@ def convert_softvq_checkpoint(
 
     ``release`` (a preset name or ``ReleasedTokenizer``) additionally checks the sizes of that release.
     """
-    if isinstance(release, str):
-        if release not in SOFTVQ_PRESETS:
-            raise ValueError(f"unknown SoftVQ preset {release!r}; known: {sorted(SOFTVQ_PRESETS)}")
-        release = SOFTVQ_PRESETS[release]
     return convert_original_checkpoint(
-        SoftVQModel, checkpoint, original_config, softvq_fields, arch_overrides, release, dtype, **config_overrides
+        SoftVQModel, checkpoint, original_config, softvq_fields, SOFTVQ_PRESETS, arch_overrides, release, dtype,
+        **config_overrides,
     )
 
 

@@ -102,8 +102,7 @@ class SoftVQModel(LatentTokenViTPreTrainedModel):
         """Encode then decode at the input size. While training, ``losses`` holds the entropy regulariser
         (when ``entropy_loss_ratio > 0``); reconstruction / perceptual / GAN losses belong to the trainer."""
         encoded = self.encode(pixel_values, interpolate_pos_encoding)
-        height, width = pixel_values.shape[-2:]
-        sample = self.decode(encoded.latents, height=height, width=width, interpolate_pos_encoding=interpolate_pos_encoding).sample
+        sample = self._reconstruct(encoded.latents, pixel_values, interpolate_pos_encoding)
         losses = {"entropy": encoded.entropy_loss} if encoded.entropy_loss is not None else None
         output = LatentTokenViTOutput(
             loss=sum(losses.values()) if losses else None, sample=sample, latents=encoded.latents, losses=losses

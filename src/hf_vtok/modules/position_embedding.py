@@ -46,7 +46,6 @@ class LearnedPositionEmbedding(nn.Module):
         return f"grid_size={self.grid_size}, dim={self.weight.shape[-1]}, num_prefix_tokens={self.num_prefix_tokens}"
 
 
-
 def sincos_1d_interleaved(length: int, dim: int) -> torch.Tensor:
     """``[length, dim]`` float32 table: ``pe[:, 0::2] = sin(pos * w)``, ``pe[:, 1::2] = cos(pos * w)``.
 
