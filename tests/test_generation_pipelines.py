@@ -26,13 +26,7 @@ from hf_vtok.cli import main as cli_main
 from hf_vtok.flow.scheduling_sit import score_from_velocity
 from hf_vtok.pipelines.dit_1d.scheduling_gaussian_diffusion import space_timesteps
 
-
-def _randomize(model, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model.eval()
+from test_generators import _original_1d_checkpoint, _randomize
 
 
 def _tokenizer(**changes):
@@ -268,8 +262,6 @@ def test_tokenizer_that_does_not_fit_the_transformer():
 
 
 def test_cli_assembles_a_pipeline_folder(tmp_path):
-    from test_generators import _original_1d_checkpoint
-
     checkpoint, config, _ = _original_1d_checkpoint(tmp_path, "sit", depth=1, tokens=4)
     _tokenizer().save_pretrained(tmp_path / "tokenizer")
     cli_main([
@@ -296,8 +288,6 @@ def test_component_modules_are_recorded_by_their_full_path():
 
 
 def test_cli_tokenizer_presets_are_resolved(tmp_path):
-    from test_generators import _original_1d_checkpoint
-
     checkpoint, config, _ = _original_1d_checkpoint(tmp_path, "dit", depth=1, tokens=4)
     base = ["convert", "dit", "--checkpoint", str(checkpoint), "--config", str(config), "--output", str(tmp_path / "out")]
     with pytest.raises(ValueError, match="unknown tokenizer preset 'softvq-xxl'"):
