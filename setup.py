@@ -21,7 +21,7 @@ CORE = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8"],
+    "test": ["pytest>=8", "peft>=0.14"],  # peft: the LoRA tests of the generators
     "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4"],
     "eval": ["torchmetrics>=1.4", "scipy>=1.11", "matplotlib>=3.8", "datasets>=3.0"],
     "demo": ["gradio>=5"],

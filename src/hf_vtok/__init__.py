@@ -2,25 +2,40 @@
 
 Importing the package registers every tokenizer with ``AutoConfig``, ``AutoModel`` and
 ``AutoImageProcessor``, so saved folders and Hub repositories load without ``trust_remote_code``.
+It also imports every generator, scheduler and pipeline module: diffusers resolves the component
+classes recorded in a pipeline's ``model_index.json`` only among imported modules.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from .flow import SiTFlowScheduler
 from .image_processing_utils import VisualTokenizerImageProcessor
 from .modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from .modeling_utils import VisualTokenizerPreTrainedModel
+from .models.dit_1d import DIT_PRESETS, DiTTransformer1DModel
 from .models.latent_token_vit import LatentTokenEncoderOutput, LatentTokenImageProcessor, LatentTokenViTOutput
 from .models.maetok import MAETOK_PRESETS, HOGFeatures, MAETokConfig, MAETokFeatureTargets, MAETokModel
+from .models.sit import SIT_PRESETS, SiTTransformer1DModel
 from .models.softvq import SOFTVQ_PRESETS, SoftVQConfig, SoftVQEncoderOutput, SoftVQModel
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
     ViTokDecoderOutput,
+    ViTokDiTTransformerModel,
     ViTokEncoderOutput,
     ViTokImageProcessor,
     ViTokModel,
     ViTokOutput,
+    parse_vitok_dit_variant,
     parse_vitok_variant,
+)
+from .pipelines import (
+    DiT1DPipeline,
+    GaussianDiffusionScheduler,
+    SiTPipeline,
+    ViTokDiTPipeline,
+    vitok_flow_sigmas,
+    vitok_unipc_scheduler,
 )
 
 __version__ = "0.1.0"
@@ -37,6 +52,10 @@ for _config, _model, _processor in _TOKENIZERS:
     AutoImageProcessor.register(_config, image_processor_classes={"pil": _processor}, exist_ok=True)
 
 __all__ = [
+    "DIT_PRESETS",
+    "DiT1DPipeline",
+    "DiTTransformer1DModel",
+    "GaussianDiffusionScheduler",
     "HOGFeatures",
     "LatentTokenEncoderOutput",
     "LatentTokenImageProcessor",
@@ -45,13 +64,19 @@ __all__ = [
     "MAETokConfig",
     "MAETokFeatureTargets",
     "MAETokModel",
+    "SIT_PRESETS",
     "SOFTVQ_PRESETS",
+    "SiTFlowScheduler",
+    "SiTPipeline",
+    "SiTTransformer1DModel",
     "SoftVQConfig",
     "SoftVQEncoderOutput",
     "SoftVQModel",
     "VITOK_PRESETS",
     "ViTokConfig",
     "ViTokDecoderOutput",
+    "ViTokDiTPipeline",
+    "ViTokDiTTransformerModel",
     "ViTokEncoderOutput",
     "ViTokImageProcessor",
     "ViTokModel",
@@ -61,5 +86,8 @@ __all__ = [
     "VisualTokenizerImageProcessor",
     "VisualTokenizerOutput",
     "VisualTokenizerPreTrainedModel",
+    "parse_vitok_dit_variant",
     "parse_vitok_variant",
+    "vitok_flow_sigmas",
+    "vitok_unipc_scheduler",
 ]

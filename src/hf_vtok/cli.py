@@ -13,6 +13,9 @@ CONVERTERS = {
     "vitok": "hf_vtok.models.vitok.convert_vitok_original_to_hf",
     "softvq": "hf_vtok.models.softvq.convert_softvq_original_to_hf",
     "maetok": "hf_vtok.models.maetok.convert_maetok_original_to_hf",
+    "sit": "hf_vtok.models.sit.convert_sit_original_to_hf",
+    "dit": "hf_vtok.models.dit_1d.convert_dit_1d_original_to_hf",
+    "vitok-dit": "hf_vtok.models.vitok.convert_vitok_dit_original_to_hf",
 }
 
 

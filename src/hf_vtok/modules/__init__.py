@@ -1,7 +1,7 @@
 """Layers written once and shared by every hf_vtok family."""
 
 from .attention import Attention, padding_attention_mask
-from .position_embedding import LearnedPositionEmbedding
+from .position_embedding import LearnedPositionEmbedding, sincos_1d_interleaved
 from .layers import DropPath, LayerScale
 from .modulation import modulate
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size
@@ -39,6 +39,7 @@ __all__ = [
     "modulate_trailing_tokens",
     "patchify",
     "scatter_to_canvas",
+    "sincos_1d_interleaved",
     "unpatchify",
     "padding_attention_mask",
     "rope_inverse_frequencies",

@@ -24,13 +24,39 @@ def padding_attention_mask(patch_mask: torch.Tensor | None, pairwise: bool = Fal
     return patch_mask[:, None, None, :]
 
 
+def _qk_norm(kind: bool | str, head_dim: int, eps: float) -> nn.Module | None:
+    if kind is False or kind is None:
+        return None
+    if kind is True or kind == "rms":
+        return RMSNorm(head_dim, eps=eps)
+    if kind == "layer":
+        return nn.LayerNorm(head_dim, eps=eps)
+    raise ValueError(f"unknown qk_norm {kind!r}; expected False, True / 'rms' or 'layer'")
+
+
+def _eager_attention(query, key, value, attention_mask=None, scale=None):
+    """``softmax((q * scale) @ k^T) @ v`` with SDPA's mask semantics (boolean: True = attend; float: added)."""
+    scores = (query * (query.shape[-1] ** -0.5 if scale is None else scale)) @ key.transpose(-2, -1)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        else:
+            scores = scores + attention_mask
+    return scores.softmax(dim=-1) @ value
+
+
 class Attention(nn.Module):
     """Self-attention with a fused QKV projection, optional per-head QK-norm and RoPE.
 
-    ``qkv_proj`` rows are ordered ``(q | k | v, head, head_dim)``. QK-norm is applied before the
+    ``qkv_proj`` rows are ordered ``(q | k | v, head, head_dim)``. QK-norm (``qk_norm=True`` or
+    ``"rms"``: RMSNorm; ``"layer"``: affine LayerNorm, as timm's DiT/SiT) is applied before the
     rotation. ``rotary`` is a ``(cos, sin)`` pair of ``[B, N, head_dim / 2]`` or ``[N, head_dim / 2]``
     tables shared by all heads, or of ``[B or 1, num_heads, N, head_dim / 2]`` per-head tables
     (identity entries, cos=1 / sin=0, leave a token unrotated).
+
+    ``eager_float32=True`` computes float32 inputs as ``softmax((q * scale) @ k^T) @ v``, the order of
+    timm's non-fused path, so that originals running it (the DiT / SiT of continuous_tokenizer)
+    are matched bit for bit; other dtypes, and the default, use SDPA.
     """
 
     def __init__(
@@ -39,10 +65,11 @@ class Attention(nn.Module):
         num_heads: int,
         qkv_bias: bool = False,
         out_bias: bool = False,
-        qk_norm: bool = False,
+        qk_norm: bool | str = False,
         norm_eps: float = 1e-6,
         scale: float | None = None,
         rope_layout: str = "interleaved",
+        eager_float32: bool = False,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -52,9 +79,10 @@ class Attention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.scale = scale
         self.rope_layout = rope_layout
+        self.eager_float32 = eager_float32
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
-        self.q_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
+        self.q_norm = _qk_norm(qk_norm, self.head_dim, norm_eps)
+        self.k_norm = _qk_norm(qk_norm, self.head_dim, norm_eps)
         self.out_proj = nn.Linear(hidden_size, hidden_size, bias=out_bias)
 
     def forward(
@@ -74,5 +102,8 @@ class Attention(nn.Module):
                 cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
             query = apply_rotary_embedding(query, cos, sin, self.rope_layout)
             key = apply_rotary_embedding(key, cos, sin, self.rope_layout)
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=self.scale)
+        if self.eager_float32 and query.dtype == torch.float32:
+            attended = _eager_attention(query, key, value, attention_mask, self.scale)
+        else:
+            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=self.scale)
         return self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.hidden_size))

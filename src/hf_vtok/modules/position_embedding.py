@@ -1,4 +1,6 @@
-"""Learned absolute position embeddings (ViT layout: prefix-token rows, then the patch grid)."""
+"""Position embeddings: learned absolute tables (ViT layout) and fixed sin-cos tables."""
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -42,3 +44,19 @@ class LearnedPositionEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, dim={self.weight.shape[-1]}, num_prefix_tokens={self.num_prefix_tokens}"
+
+
+def sincos_1d_interleaved(length: int, dim: int) -> torch.Tensor:
+    """``[length, dim]`` float32 table: ``pe[:, 0::2] = sin(pos * w)``, ``pe[:, 1::2] = cos(pos * w)``.
+
+    ``w = exp(-ln(10000) * arange(0, dim, 2) / dim)``: the transformer-paper encoding, channels
+    interleaved (not the MAE ``[sin | cos]`` halves). Used by SiT / DiT on 1D latent tokens.
+    """
+    if dim % 2:
+        raise ValueError(f"a sin-cos positional embedding needs an even dimension, got {dim}")
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    frequencies = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * frequencies)
+    table[:, 1::2] = torch.cos(position * frequencies)
+    return table

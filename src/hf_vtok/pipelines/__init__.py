@@ -1,1 +1,16 @@
-"""pipelines (filled by later issues)."""
+"""Generation pipelines (diffusers ``DiffusionPipeline``s) on hf_vtok tokenizers."""
+
+from .dit_1d import DiT1DPipeline, GaussianDiffusionScheduler
+from .pipeline_utils import TokenizerGenerationPipeline
+from .sit import SiTPipeline
+from .vitok_dit import ViTokDiTPipeline, vitok_flow_sigmas, vitok_unipc_scheduler
+
+__all__ = [
+    "DiT1DPipeline",
+    "GaussianDiffusionScheduler",
+    "SiTPipeline",
+    "TokenizerGenerationPipeline",
+    "ViTokDiTPipeline",
+    "vitok_flow_sigmas",
+    "vitok_unipc_scheduler",
+]

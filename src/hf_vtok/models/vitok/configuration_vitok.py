@@ -34,8 +34,11 @@ _UNDERSCORE_STACK = re.compile(r"w(\d+)_d(\d+)_h(\d+)(?:_m(\d+(?:\.\d+)?))?")
 _INLINE_MODIFIER = re.compile(r"([wdhm])(\d+(?:\.\d+)?)")
 
 
-def _parse_stack(spec: str, variant: str, role: str) -> dict[str, Any]:
-    """One stack of a variant: ``w{W}_d{D}_h{H}[_m{M}]`` or a base letter with inline ``w/d/h/m`` overrides."""
+def _parse_stack(spec: str, variant: str, role: str, default_stack: tuple[int, int, int] = _DEFAULT_STACK) -> dict[str, Any]:
+    """One stack of a variant: ``w{W}_d{D}_h{H}[_m{M}]`` or a base letter with inline ``w/d/h/m`` overrides.
+
+    ``default_stack`` (width, depth, heads) applies when the spec names no base letter.
+    """
     where = f"{role} spec {spec!r} of variant {variant!r}"
     if not spec:
         raise ValueError(f"empty {role} spec in variant {variant!r}")
@@ -59,7 +62,7 @@ def _parse_stack(spec: str, variant: str, role: str) -> dict[str, Any]:
                 f"malformed {where}: unknown base {base!r}; expected one of {sorted(_BASE_STACKS)} "
                 "optionally followed by w<width>, d<depth>, h<heads>, m<mlp ratio>"
             )
-        width, depth, heads = _BASE_STACKS.get(base, _DEFAULT_STACK)
+        width, depth, heads = _BASE_STACKS.get(base, default_stack)
         width = int(overrides.get("w", width))
         depth = int(overrides.get("d", depth))
         heads = int(overrides.get("h", heads))
@@ -107,6 +110,27 @@ def parse_vitok_variant(variant: str) -> dict[str, Any]:
         "latent_channels": channels,
     }
 
+
+
+_DIT_DEFAULT_STACK = (1024, 24, 16)  # the DiT's width / depth / heads when a spec names no base letter
+
+
+def parse_vitok_dit_variant(variant: str) -> dict[str, Any]:
+    """Parse a ViTok DiT variant (``"L/256"``, ``"Gd32h20/512"``, ``"w64_d2_h4/16"``) into
+    ``ViTokDiTTransformerModel`` arguments (same stack grammar as the AE; the number is the token count)."""
+    if not isinstance(variant, str) or variant.count("/") != 1:
+        raise ValueError(f"malformed ViTok DiT variant {variant!r}: expected '<model>/<num_tokens>', e.g. 'L/256'")
+    spec, tokens = variant.split("/")
+    if not tokens.isdigit() or int(tokens) <= 0:
+        raise ValueError(f"malformed ViTok DiT variant {variant!r}: the token count {tokens!r} must be a positive integer")
+    stack = _parse_stack(spec, variant, "DiT", default_stack=_DIT_DEFAULT_STACK)
+    return {
+        "hidden_size": stack["width"],
+        "num_layers": stack["depth"],
+        "num_attention_heads": stack["heads"],
+        "mlp_ratio": stack["mlp_ratio"],
+        "num_tokens": int(tokens),
+    }
 
 @strict
 class ViTokConfig(PreTrainedConfig):

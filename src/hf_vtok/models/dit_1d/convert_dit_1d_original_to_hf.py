@@ -1,0 +1,243 @@
+"""Convert a released DiT-XL generator of SoftVQ-VAE (``SoftVQVAE/dit-xl_*``: config.json + model.safetensors).
+
+    hf-vtok convert dit --preset dit-xl_softvq-l-64 --output dit-xl_softvq-l-64
+    hf-vtok convert dit --checkpoint model.safetensors --config config.json --output out/
+    hf-vtok convert dit --preset dit-xl_softvq-l-64 --pipeline --output dit-xl_softvq-l-64-pipeline
+    hf-vtok convert dit --preset dit-xl_softvq-l-64 --tokenizer softvq-l-64/ --output pipeline/
+
+The result is a diffusers folder (config.json + diffusion_pytorch_model.safetensors) for
+``DiTTransformer1DModel``; with ``--pipeline`` (the preset's own tokenizer, downloaded and
+converted), ``--tokenizer-preset NAME`` or ``--tokenizer FOLDER`` (an hf_vtok tokenizer folder or
+Hub id) a complete ``DiT1DPipeline`` folder is written instead. The SiT converter (``hf-vtok convert sit``) shares
+this module: both originals use the same key layout. No pickle is executed.
+"""
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+
+from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
+from ...conversion import strip_prefixes
+from .modeling_dit_1d import DiTTransformer1DModel
+
+
+@dataclass(frozen=True)
+class GeneratorPreset:
+    """A released generator: its Hub repository, the tokenizer preset it was trained on, its sampling recipe."""
+
+    repo_id: str
+    tokenizer: str
+    image_size: int
+    sampling: dict = field(default_factory=dict)
+
+
+# README "DiT Generation": cosine schedule, 250 ancestral steps, CFG 1.75 (clip_denoised False)
+_DIT_RECIPE = {"num_inference_steps": 250, "guidance_scale": 1.75}
+DIT_PRESETS: dict[str, GeneratorPreset] = {
+    "dit-xl_softvq-l-64": GeneratorPreset("SoftVQVAE/dit-xl_softvq-l-64", "softvq-l-64", 256, _DIT_RECIPE),
+    "dit-xl_softvq-l-32": GeneratorPreset("SoftVQVAE/dit-xl_softvq-l-32", "softvq-l-32", 256, _DIT_RECIPE),
+}
+
+# original key -> hf_vtok key; SiT and DiT share the layout
+KEY_RULES = [
+    (r"^x_embedder\.", "proj_in."),
+    (r"^t_embedder\.mlp\.0\.", "time_embedding.linear_1."),
+    (r"^t_embedder\.mlp\.2\.", "time_embedding.linear_2."),
+    (r"^y_embedder\.embedding_table\.", "class_embedding.embedding_table."),
+    (r"\.attn\.qkv\.", ".attn.qkv_proj."),
+    (r"\.attn\.proj\.", ".attn.out_proj."),
+    (r"\.adaLN_modulation\.1\.", ".modulation."),
+]
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+# constructor defaults of the original classes, used for keys a config.json leaves out
+# (PyTorchModelHubMixin passes only the saved keys)
+ORIGINAL_DEFAULTS = {
+    "sit": {
+        "input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": 1152, "decoder_hidden_size": 768,
+        "depth": 28, "num_heads": 16, "mlp_ratio": 4.0, "class_dropout_prob": 0.1, "num_classes": 1000,
+        "vae_1d": False, "qk_norm": False,
+    },
+    "dit": {
+        "input_size": 32, "patch_size": 2, "in_channels": 128, "hidden_size": 1152, "depth": 28, "num_heads": 16,
+        "mlp_ratio": 4.0, "class_dropout_prob": 0.1, "num_classes": 1000, "learn_sigma": True, "vae_1d": False,
+    },
+}
+# keys of the released config.json files that do not change the network
+IGNORED_KEYS = {"license", "repo_url", "tags", "use_cfg", "path_type", "fused_attn", "flash_attn"}
+
+
+def read_original_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"original config {str(path)!r} does not exist")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{str(path)!r} does not hold a JSON object")
+    return config
+
+
+def transformer_config_from_original(original: dict, kind: str) -> dict:
+    """``__init__`` arguments of the hf_vtok transformer from an original SiT / DiT ``config.json``."""
+    if kind not in ORIGINAL_DEFAULTS:
+        raise ValueError(f"unknown generator kind {kind!r}; expected 'sit' or 'dit'")
+    known = set(ORIGINAL_DEFAULTS[kind]) | IGNORED_KEYS
+    unknown = sorted(set(original) - known)
+    if unknown:
+        raise ValueError(f"original {kind.upper()} config has keys hf_vtok does not know: {unknown}")
+    values = {**ORIGINAL_DEFAULTS[kind], **original}
+    if not values["vae_1d"]:
+        raise ValueError(
+            f"only 1D-token {kind.upper()} checkpoints (vae_1d=true, every release) are supported; this config has "
+            "vae_1d=false (a 2D patch model)"
+        )
+    fields = {
+        "in_channels": int(values["in_channels"]),
+        "num_tokens": int(values["input_size"]),
+        "hidden_size": int(values["hidden_size"]),
+        "num_layers": int(values["depth"]),
+        "num_attention_heads": int(values["num_heads"]),
+        "mlp_ratio": float(values["mlp_ratio"]),
+        "num_classes": int(values["num_classes"]),
+        "class_dropout_prob": float(values["class_dropout_prob"]),
+    }
+    if kind == "sit":
+        if int(values["decoder_hidden_size"]) != fields["hidden_size"]:
+            raise ValueError(
+                f"decoder_hidden_size {values['decoder_hidden_size']} differs from hidden_size {fields['hidden_size']}: "
+                "the original SiT cannot run such a model either"
+            )
+        fields["qk_norm"] = bool(values["qk_norm"])
+    else:
+        fields["learn_sigma"] = bool(values["learn_sigma"])
+    return fields
+
+
+def convert_generator_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return rename_keys(strip_prefixes(original, WRAPPER_PREFIXES), KEY_RULES)
+
+
+def convert_generator_checkpoint(model_class, kind, checkpoint_path, config_path, inner_key=None, dtype=None):
+    """Build ``model_class`` (SiT / DiT transformer) from an original checkpoint and its config.json."""
+    config = transformer_config_from_original(read_original_config(config_path), kind)
+    state_dict = convert_generator_state_dict(load_original_state_dict(checkpoint_path, inner_key=inner_key))
+    with init_empty_weights(include_buffers=False):
+        model = model_class(**config)
+    try:
+        load_state_dict_strictly(model, state_dict, source=str(checkpoint_path))
+    except CheckpointMismatchError as error:
+        raise CheckpointMismatchError(f"{error}\n(config: {config_path})") from None
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def convert_dit_checkpoint(checkpoint_path, config_path, inner_key=None, dtype=None) -> DiTTransformer1DModel:
+    """``DiTTransformer1DModel`` from a released ``model.safetensors`` + ``config.json``
+    (or a training checkpoint with ``inner_key="ema"``)."""
+    return convert_generator_checkpoint(DiTTransformer1DModel, "dit", checkpoint_path, config_path, inner_key, dtype)
+
+
+def download_generator(preset: GeneratorPreset, cache_dir=None) -> tuple[str, str]:
+    """Fetch ``model.safetensors`` and ``config.json`` of a released generator from the Hub."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        return tuple(
+            hf_hub_download(preset.repo_id, name, cache_dir=cache_dir) for name in ("model.safetensors", "config.json")
+        )
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as error:
+        raise RuntimeError(
+            f"could not fetch model.safetensors / config.json of {preset.repo_id!r} ({type(error).__name__}). "
+            "Download them yourself and pass --checkpoint / --config, or go online."
+        ) from error
+
+
+def convert_released_tokenizer(name: str, dtype: torch.dtype | None = None):
+    """Download and convert a released SoftVQ-VAE / MAETok tokenizer (its ``hf-vtok convert`` preset name)."""
+    from ..latent_token_vit.convert_latent_token_vit import download_release
+    from ..maetok.convert_maetok_original_to_hf import MAETOK_PRESETS, convert_maetok_checkpoint
+    from ..softvq.convert_softvq_original_to_hf import SOFTVQ_PRESETS, convert_softvq_checkpoint
+
+    for presets, convert in ((SOFTVQ_PRESETS, convert_softvq_checkpoint), (MAETOK_PRESETS, convert_maetok_checkpoint)):
+        if name in presets:
+            checkpoint, config = download_release(presets[name])
+            model, _ = convert(checkpoint, config, release=presets[name], dtype=dtype)
+            return model
+    raise ValueError(f"unknown tokenizer preset {name!r}; known: {sorted(SOFTVQ_PRESETS) + sorted(MAETOK_PRESETS)}")
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser, presets: dict, kind: str) -> None:
+    parser.add_argument("--preset", choices=sorted(presets), help=f"released {kind.upper()} (downloaded from the Hub)")
+    parser.add_argument("--checkpoint", help="original model.safetensors (or a .pt training checkpoint)")
+    parser.add_argument("--config", help="original config.json")
+    parser.add_argument("--inner-key", help="entry of a training checkpoint holding the weights, e.g. ema")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument(
+        "--tokenizer",
+        help="hf_vtok tokenizer folder or Hub id (e.g. from `hf-vtok convert softvq`): write a complete pipeline folder",
+    )
+    parser.add_argument(
+        "--tokenizer-preset",
+        help="released tokenizer (softvq-l-64, maetok-b-128, ...) to download, convert and put in a pipeline folder",
+    )
+    parser.add_argument(
+        "--pipeline", action="store_true",
+        help="write a complete pipeline folder with the tokenizer the --preset generator was trained on",
+    )
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
+
+
+def run_generator_conversion(args, presets, convert, build_pipeline, kind) -> str:
+    checkpoint, config = args.checkpoint, args.config
+    preset = presets.get(args.preset) if args.preset else None
+    if preset is not None and not (checkpoint or config):
+        checkpoint, config = download_generator(preset)
+    if not (checkpoint and config):
+        raise ValueError(f"give --preset, or both --checkpoint and --config of the original {kind.upper()}")
+    tokenizer = args.tokenizer
+    tokenizer_preset = args.tokenizer_preset
+    if args.pipeline and not (tokenizer or tokenizer_preset):
+        if preset is None:
+            raise ValueError(
+                "--pipeline takes the tokenizer of a --preset generator; otherwise give --tokenizer or --tokenizer-preset"
+            )
+        tokenizer_preset = preset.tokenizer
+    if tokenizer and tokenizer_preset:
+        raise ValueError("give --tokenizer or --tokenizer-preset, not both")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    model = convert(checkpoint, config, inner_key=args.inner_key, dtype=dtype)
+    if tokenizer_preset:
+        tokenizer = convert_released_tokenizer(tokenizer_preset, dtype=dtype)
+    if tokenizer is not None:
+        pipeline = build_pipeline(model, tokenizer, preset)
+        pipeline.save_pretrained(args.output)
+        print(f"saved {type(pipeline).__name__} ({kind.upper()} {model.num_parameters() / 1e6:.1f}M) to {args.output}")
+    else:
+        model.save_pretrained(args.output)
+        print(f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters) to {args.output}")
+    if preset is not None:
+        print(f"trained on tokenizer preset {preset.tokenizer!r} ({preset.image_size}px); recipe: {preset.sampling}")
+    return args.output
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_generator_arguments(parser, DIT_PRESETS, "dit")
+
+
+def _build_dit_pipeline(model, tokenizer, preset):
+    from ...pipelines.dit_1d import DiT1DPipeline
+
+    return DiT1DPipeline.from_components(model, tokenizer)
+
+
+def run(args: argparse.Namespace) -> str:
+    return run_generator_conversion(args, DIT_PRESETS, convert_dit_checkpoint, _build_dit_pipeline, "dit")

@@ -1,0 +1,126 @@
+"""Convert a ViTok-v2 DiT checkpoint (``dit-branch``: the flat ``DiT.state_dict()`` safetensors) to hf_vtok.
+
+    hf-vtok convert vitok-dit --checkpoint dit.safetensors --variant L/256 --output vitok-dit-L
+    hf-vtok convert vitok-dit --checkpoint dit.safetensors --tokenizer vitok-350M-f16x16/ --output pipeline/
+
+Every size is read off the tensors (width, depth, heads from the QK-norm size, latent channels,
+classes, class / register tokens); ``--variant`` cross-checks them and sets the default token
+count. Settings the weights do not show (sliding window, RoPE base) are flags. The output is a
+diffusers folder for ``ViTokDiTTransformerModel`` or, with ``--tokenizer`` (an hf_vtok ViTok AE
+folder), a complete ``ViTokDiTPipeline`` folder. No ViTok DiT checkpoint is published; this reads
+what the original training script exports.
+"""
+
+import argparse
+import os
+import re
+
+import torch
+from accelerate import init_empty_weights
+
+from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
+from ...conversion import strip_prefixes
+from .configuration_vitok import parse_vitok_dit_variant
+from .modeling_vitok_dit import ViTokDiTTransformerModel
+
+KEY_RULES = [
+    (r"^input_proj\.", "proj_in."),
+    (r"^reg_token$", "register_tokens"),
+    (r"^time_embedder\.0\.", "time_embedding.linear_1."),
+    (r"^time_embedder\.2\.", "time_embedding.linear_2."),
+    (r"^class_embedder\.", "class_embedding."),
+    (r"^mod_proj\.1\.", "modulation_proj."),
+    (r"^head_mod_proj\.1\.", "head_modulation_proj."),
+    (r"\.attn\.norm_q\.", ".attn.q_norm."),
+    (r"\.attn\.norm_k\.", ".attn.k_norm."),
+]
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def convert_vitok_dit_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return rename_keys(strip_prefixes(original, WRAPPER_PREFIXES), KEY_RULES)
+
+
+def infer_vitok_dit_config(state_dict: dict[str, torch.Tensor]) -> dict:
+    """Architecture read off a converted state dict."""
+    required = ("proj_in.weight", "class_embedding.weight", "blocks.0.attn.q_norm.weight", "blocks.0.mlp.fc2.weight")
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise CheckpointMismatchError(f"not a ViTok DiT checkpoint: no {missing} (after renaming)")
+    hidden, in_channels = state_dict["proj_in.weight"].shape
+    head_dim = state_dict["blocks.0.attn.q_norm.weight"].shape[0]
+    depth = 1 + max(int(match.group(1)) for key in state_dict if (match := re.match(r"blocks\.(\d+)\.", key)))
+    return {
+        "in_channels": int(in_channels),
+        "hidden_size": int(hidden),
+        "num_layers": depth,
+        "num_attention_heads": int(hidden // head_dim),
+        "num_classes": int(state_dict["class_embedding.weight"].shape[0] - 1),
+        "class_token": "cls_token" in state_dict,
+        "num_register_tokens": int(state_dict["register_tokens"].shape[1]) if "register_tokens" in state_dict else 0,
+        "use_layer_scale": "blocks.0.layer_scale.gamma" in state_dict,
+    }
+
+
+def convert_vitok_dit_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    variant: str | None = None,
+    inner_key: str | None = None,
+    dtype: torch.dtype | None = None,
+    **config_overrides,
+) -> ViTokDiTTransformerModel:
+    """``ViTokDiTTransformerModel`` from an original DiT state dict (safetensors, or ``.pt`` with ``inner_key``).
+
+    ``variant`` (``"L/256"``) must agree with the weights; ``config_overrides`` set what they cannot show
+    (``sliding_window``, ``rope_theta``, ``num_tokens``, ...).
+    """
+    state_dict = convert_vitok_dit_state_dict(load_original_state_dict(checkpoint_path, inner_key=inner_key))
+    config = infer_vitok_dit_config(state_dict)
+    if variant is not None:
+        from_variant = parse_vitok_dit_variant(variant)
+        for key in ("hidden_size", "num_layers", "num_attention_heads"):
+            if from_variant[key] != config[key]:
+                raise CheckpointMismatchError(
+                    f"variant {variant!r} says {key}={from_variant[key]} but {checkpoint_path} has {config[key]}"
+                )
+        config.update(mlp_ratio=from_variant["mlp_ratio"], num_tokens=from_variant["num_tokens"])
+    config.update(config_overrides)
+    with init_empty_weights():
+        model = ViTokDiTTransformerModel(**config)
+    load_state_dict_strictly(model, state_dict, source=str(checkpoint_path))
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="original DiT state dict (.safetensors, or .pt with --inner-key)"
+    )
+    parser.add_argument("--inner-key", help="entry of a training checkpoint holding the weights, e.g. ema")
+    parser.add_argument("--variant", help="original DiT variant, e.g. L/256 (checked against the weights)")
+    parser.add_argument("--sliding-window", type=int, help="the original's `sw`: 2D window radius on every other block")
+    parser.add_argument("--rope-theta", type=float, default=10000.0, help="RoPE base (default 10000)")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--tokenizer", help="hf_vtok ViTok AE folder or Hub id: write a complete ViTokDiTPipeline folder")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
+
+
+def run(args: argparse.Namespace) -> str:
+    model = convert_vitok_dit_checkpoint(
+        args.checkpoint,
+        variant=args.variant,
+        inner_key=args.inner_key,
+        dtype=getattr(torch, args.dtype) if args.dtype else None,
+        sliding_window=args.sliding_window,
+        rope_theta=args.rope_theta,
+    )
+    if args.tokenizer:
+        from ...pipelines.vitok_dit import ViTokDiTPipeline
+
+        ViTokDiTPipeline.from_components(model, args.tokenizer).save_pretrained(args.output)
+        print(f"saved ViTokDiTPipeline ({model.num_parameters() / 1e6:.1f}M-parameter DiT) to {args.output}")
+    else:
+        model.save_pretrained(args.output)
+        print(f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters) to {args.output}")
+    return args.output

@@ -1,0 +1,128 @@
+"""Class-conditional DiT generation with ADM diffusion on a 1D tokenizer (SoftVQ-VAE), as the original
+``inference/generate_dit.py`` does it."""
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedModel
+
+from ...models.dit_1d.modeling_dit_1d import DiTTransformer1DModel
+from ..pipeline_utils import TokenizerGenerationPipeline, tokenizer_from
+from .scheduling_gaussian_diffusion import GaussianDiffusionScheduler
+
+
+class DiT1DPipeline(TokenizerGenerationPipeline):
+    r"""ADM-style DiT on the latents of a 1D tokenizer, decoded through that tokenizer.
+
+    Components: ``tokenizer`` (hf_vtok tokenizer), ``transformer`` (``DiTTransformer1DModel``),
+    ``scheduler`` (``GaussianDiffusionScheduler``: ancestral or DDIM, learned-range variance).
+    Named ``DiT1DPipeline`` so that its ``model_index.json`` is never mistaken for diffusers' own
+    ``DiTPipeline`` (2D latents of an ``AutoencoderKL``).
+
+    With guidance the original runs the whole chain on the doubled batch ``[z, z]`` (guidance on the
+    eps channels only, the variance channels of both halves passed through) and keeps the first
+    half; this pipeline does the same, so the random stream of ancestral sampling matches it.
+    """
+
+    def __init__(
+        self, tokenizer: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler
+    ):
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
+        self.check_components()
+
+    def check_components(self) -> None:
+        super().check_components()
+        if self.scheduler.learns_variance != bool(self.transformer.config.learn_sigma):
+            raise ValueError(
+                f"scheduler variance_type {self.scheduler.config.variance_type!r} does not fit a transformer with "
+                f"learn_sigma={self.transformer.config.learn_sigma}"
+            )
+
+    @classmethod
+    def from_components(
+        cls, transformer, tokenizer, scheduler: GaussianDiffusionScheduler | None = None
+    ) -> "DiT1DPipeline":
+        """Pipeline from a converted transformer and a tokenizer; default scheduler = the released recipe
+        (cosine schedule, ancestral sampling, no clipping)."""
+        if scheduler is None:
+            variance = "learned_range" if transformer.config.learn_sigma else "fixed_small"
+            scheduler = GaussianDiffusionScheduler(beta_schedule="cosine", variance_type=variance)
+        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=scheduler)
+
+    def guided_model_output(
+        self, latents: torch.Tensor, timestep: torch.Tensor, class_labels: torch.LongTensor, guidance_scale: float
+    ) -> torch.Tensor:
+        """The original ``forward_with_cfg`` on the doubled batch ``latents = [x, x']``, ``class_labels = [y, null]``.
+
+        The model sees ``[x, x]`` (first half twice); the eps channels are guided
+        ``u + s (c - u)`` and duplicated, the variance channels of both halves are kept.
+        """
+        half = latents[: latents.shape[0] // 2]
+        output = self.transformer(
+            torch.cat([half, half]), timestep=timestep, class_labels=class_labels
+        ).sample.to(torch.float32)
+        channels = self.transformer.config.in_channels
+        eps, rest = output[..., :channels], output[..., channels:]
+        conditional, unconditional = eps.chunk(2)
+        guided_eps = unconditional + guidance_scale * (conditional - unconditional)
+        return torch.cat([torch.cat([guided_eps, guided_eps]), rest], dim=-1)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | list[int] | torch.Tensor,
+        num_inference_steps: int = 250,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        r"""Generate one image per class label.
+
+        Args:
+            class_labels: class ids (``0 .. num_classes - 1``).
+            num_inference_steps: respaced diffusion steps (ADM ``space_timesteps``).
+            guidance_scale: classifier-free guidance scale on the eps prediction (1 = off).
+            generator: random generator(s) for the initial noise and the ancestral / DDIM noise.
+            latents: initial noise ``[B, num_tokens, in_channels]`` to start from.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
+        """
+        config = self.transformer.config
+        self.check_components()
+        labels = self.prepare_class_labels(class_labels, config.num_classes)
+        guided = self.check_guidance_scale(guidance_scale)
+        self.check_steps(num_inference_steps)
+        if num_inference_steps > self.scheduler.config.num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps {num_inference_steps} exceeds the {self.scheduler.config.num_train_timesteps} "
+                "training timesteps"
+            )
+        self.check_output_type(output_type)
+        batch = labels.shape[0]
+        shape = (batch, config.num_tokens, config.in_channels)
+        self.check_latents(latents, shape)
+
+        device = self._execution_device
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        latents = latents.to(device=device, dtype=torch.float32)
+        if guided:
+            latents = torch.cat([latents, latents])
+            labels = torch.cat([labels, torch.full_like(labels, self.transformer.null_class_label)])
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        step_kwargs = self.step_kwargs(generator)
+        for timestep in self.progress_bar(self.scheduler.timesteps):
+            timesteps = timestep.expand(latents.shape[0])
+            if guided:
+                output = self.guided_model_output(latents, timesteps, labels, guidance_scale)
+            else:
+                output = self.transformer(latents, timestep=timesteps, class_labels=labels).sample.to(torch.float32)
+            latents = self.scheduler.step(output, timestep, latents, **step_kwargs).prev_sample
+
+        samples = latents[:batch]
+        if output_type == "latent":
+            return self.finish(samples, output_type, return_dict)
+        images = self.tokenizer.decode(self.denormalize_latents(samples).to(self.tokenizer.dtype)).sample
+        return self.finish(self.images_from_tokenizer_output(images, output_type), output_type, return_dict)

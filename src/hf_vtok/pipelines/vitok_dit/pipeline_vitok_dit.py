@@ -1,0 +1,151 @@
+"""Class-conditional generation with the ViTok-v2 DiT, decoded by the ViTok-v2 AE."""
+
+import numpy as np
+import torch
+from diffusers import UniPCMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedModel
+
+from ...models.vitok.modeling_vitok_dit import ViTokDiTTransformerModel
+from ...modules import grid_positions
+from ..pipeline_utils import TokenizerGenerationPipeline, tokenizer_from
+
+
+def vitok_flow_sigmas(num_inference_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> np.ndarray:
+    """The sigma grid of the original ``FlowUniPCMultistepScheduler.set_timesteps`` (before its shift).
+
+    It spans ``[sigma_max, sigma_min]`` of the shifted float32 training sigmas ``1 - linspace(1, 1/T, T)``
+    (0.999 .. 0 unshifted), where diffusers' flow sigmas span ``[1, 1/T]``; passing this grid as
+    ``UniPCMultistepScheduler.set_timesteps(sigmas=...)`` reproduces the original's timesteps and steps.
+    """
+    train = torch.from_numpy(1.0 - np.linspace(1, 1 / num_train_timesteps, num_train_timesteps)[::-1].copy()).float()
+    train = shift * train / (1 + (shift - 1) * train)
+    return np.linspace(train[0].item(), train[-1].item(), num_inference_steps + 1).copy()[:-1]
+
+
+def vitok_unipc_scheduler(shift: float = 1.0) -> UniPCMultistepScheduler:
+    """diffusers UniPC configured as the original FlowUniPC (flow sigmas, flow prediction, bh2, order 2)."""
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+        solver_order=2,
+        solver_type="bh2",
+        predict_x0=True,
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
+
+
+class ViTokDiTPipeline(TokenizerGenerationPipeline):
+    r"""ViTok-v2 DiT + ViTok-v2 AE.
+
+    Components: ``tokenizer`` (``ViTokModel``), ``transformer`` (``ViTokDiTTransformerModel``),
+    ``scheduler`` (diffusers ``UniPCMultistepScheduler`` with ``use_flow_sigmas=True``,
+    ``prediction_type="flow_prediction"``: bit-identical to the original's ``FlowUniPCMultistepScheduler``
+    once it is given the original sigma grid, which this pipeline does; ``vitok_unipc_scheduler()``
+    builds it). Velocity convention ``noise - x_0`` (diffusers'); guidance ``u + s (c - u)``.
+    Any diffusers flow-matching scheduler (e.g. ``FlowMatchEulerDiscreteScheduler``) can be swapped in.
+    """
+
+    fixed_token_count = False
+
+    def __init__(self, tokenizer: PreTrainedModel, transformer: ViTokDiTTransformerModel, scheduler: UniPCMultistepScheduler):
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
+        self.check_components()
+
+    @classmethod
+    def from_components(cls, transformer, tokenizer, scheduler=None) -> "ViTokDiTPipeline":
+        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=vitok_unipc_scheduler() if scheduler is None else scheduler)
+
+    def _grid(self, height, width) -> tuple[int, int]:
+        patch = self.tokenizer.config.patch_size
+        if height is None and width is None:
+            side = int(round(self.transformer.config.num_tokens**0.5))
+            if side * side != self.transformer.config.num_tokens:
+                raise ValueError(
+                    f"the transformer's default num_tokens {self.transformer.config.num_tokens} is not a square grid; "
+                    "pass height and width"
+                )
+            return side, side
+        if height is None or width is None:
+            raise ValueError("give both height and width (pixels), or neither")
+        if height <= 0 or width <= 0 or height % patch or width % patch:
+            raise ValueError(f"height and width must be positive multiples of the tokenizer's patch size {patch}, got {height}x{width}")
+        return height // patch, width // patch
+
+    def _set_timesteps(self, num_inference_steps, device):
+        scheduler = self.scheduler
+        if isinstance(scheduler, UniPCMultistepScheduler) and scheduler.config.use_flow_sigmas:
+            sigmas = vitok_flow_sigmas(num_inference_steps, scheduler.config.flow_shift, scheduler.config.num_train_timesteps)
+            scheduler.set_timesteps(sigmas=sigmas, device=device)
+        else:
+            scheduler.set_timesteps(num_inference_steps, device=device)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | list[int] | torch.Tensor,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 4.0,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        r"""Generate one image per class label.
+
+        Args:
+            class_labels: class ids (``0 .. num_classes - 1``).
+            num_inference_steps: scheduler steps (50 in the original training script's sampler).
+            guidance_scale: classifier-free guidance scale (the original samples with 4; 1 = off).
+            height / width: image size in pixels (multiples of the AE patch size); default: the
+                transformer's ``num_tokens`` as a square grid.
+            generator / latents: random generator(s), or the initial noise ``[B, rows * cols, in_channels]``.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (``[B, rows * cols, C]`` raster order).
+        """
+        config = self.transformer.config
+        self.check_components()
+        labels = self.prepare_class_labels(class_labels, config.num_classes)
+        guided = self.check_guidance_scale(guidance_scale)
+        self.check_steps(num_inference_steps)
+        self.check_output_type(output_type)
+        rows, cols = self._grid(height, width)
+        batch = labels.shape[0]
+        shape = (batch, rows * cols, config.in_channels)
+        self.check_latents(latents, shape)
+
+        device = self._execution_device
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        latents = latents.to(device=device, dtype=torch.float32)
+        row_idx, col_idx = grid_positions(rows, cols, device=device)
+        row_idx, col_idx = row_idx[0], col_idx[0]
+        null_labels = torch.full_like(labels, self.transformer.null_class_label)
+        model_labels = torch.cat([null_labels, labels]) if guided else labels
+        dtype = self.transformer.dtype
+
+        self._set_timesteps(num_inference_steps, device)
+        step_kwargs = self.step_kwargs(generator)
+        for timestep in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([latents, latents]) if guided else latents
+            velocity = self.transformer(
+                model_input.to(dtype),
+                timestep=timestep.expand(model_input.shape[0]),
+                class_labels=model_labels,
+                row_idx=row_idx,
+                col_idx=col_idx,
+            ).sample.float()
+            if guided:
+                unconditional, conditional = velocity.chunk(2)
+                velocity = unconditional + guidance_scale * (conditional - unconditional)
+            latents = self.scheduler.step(velocity, timestep, latents, **step_kwargs).prev_sample
+
+        if output_type == "latent":
+            return self.finish(latents, output_type, return_dict)
+        grid_latents = self.denormalize_latents(latents).transpose(1, 2).unflatten(2, (rows, cols))
+        images = self.tokenizer.decode(grid_latents.to(self.tokenizer.dtype)).sample
+        return self.finish(self.images_from_tokenizer_output(images, output_type), output_type, return_dict)
