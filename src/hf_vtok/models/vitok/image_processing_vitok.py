@@ -14,6 +14,7 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 
 from ...image_processing_utils import VisualTokenizerImageProcessor
 from ...modules import grid_positions, patchify, scatter_to_canvas
+from ...utils.images import adm_center_crop, resize_longest_side
 
 RESIZE_MODES = ("longest_edge", "token_budget")
 PADDING_MODES = ("max_length", "longest")
@@ -50,17 +51,6 @@ def token_budget_size(height: int, width: int, patch_size: int, max_num_patches:
     new_rows = max(1, math.floor(rows * scale + eps))
     new_cols = max(1, math.floor(cols * scale + eps))
     return min(new_rows * patch_size, height), min(new_cols * patch_size, width)
-
-
-def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """ADM (guided-diffusion) center crop: BOX-halve while possible, BICUBIC to ``size`` short side, crop."""
-    while min(image.size) >= 2 * size:
-        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.BOX)
-    scale = size / min(image.size)
-    image = image.resize(tuple(round(side * scale) for side in image.size), resample=Image.BICUBIC)
-    left = (image.width - size) // 2
-    top = (image.height - size) // 2
-    return image.crop((left, top, left + size, top + size))
 
 
 class ViTokImageProcessor(VisualTokenizerImageProcessor):
@@ -178,10 +168,8 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
                 if crop_size is None or crop_size.height != crop_size.width:
                     raise ValueError(f"the ADM center crop is square; got crop_size={crop_size}")
                 image = adm_center_crop(image, crop_size.height)
-            if do_resize and resize_mode == "longest_edge" and max(image.size) > size.longest_edge:
-                scale = size.longest_edge / max(image.size)
-                new_size = (int(round(image.width * scale)), int(round(image.height * scale)))
-                image = image.resize(new_size, resample=PILImageResampling(resample))
+            if do_resize and resize_mode == "longest_edge":
+                image = resize_longest_side(image, size.longest_edge, resample=PILImageResampling(resample))
             pixels = self._to_normalized_tensor(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
             height, width = pixels.shape[-2:]
             if do_resize and resize_mode == "token_budget":
