@@ -21,11 +21,13 @@ class GenerationMetrics:
         inception_score_splits: int = 10,
         device: str | torch.device = "cpu",
     ):
-        pool = InceptionFeatureExtractor(inception, "pool_features", input_convention)
-        logits = InceptionFeatureExtractor(inception, "logits_unbiased", input_convention)
+        shared_run: dict = {}  # FID and IS read one Inception run per batch
+        pool = InceptionFeatureExtractor(inception, "pool_features", input_convention, shared_run)
+        logits = InceptionFeatureExtractor(inception, "logits_unbiased", input_convention, shared_run)
         self.fid = frechet_distance_metric(pool).to(device)
         self.inception_score = inception_score_metric(logits, splits=inception_score_splits).to(device)
         self.num_samples = 0
+        self._shared_run = shared_run
 
     def add_reference(self, images: torch.Tensor) -> None:
         self.fid.update(images, real=True)
@@ -40,6 +42,7 @@ class GenerationMetrics:
     def update(self, samples: torch.Tensor) -> None:
         self.fid.update(samples, real=False)
         self.inception_score.update(samples)
+        self._shared_run.clear()
         self.num_samples += samples.shape[0]
 
     def reset(self) -> None:

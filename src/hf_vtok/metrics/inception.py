@@ -189,6 +189,10 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7b = InceptionE(1280, pool="avg")
         self.Mixed_7c = InceptionE(2048, pool="max")
         self.fc = nn.Linear(POOL_FEATURES, NUM_LOGITS)
+        # a random network (tests) should keep its activations at a steady scale through the depth
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         self.requires_grad_(False)
         self.eval()
 
@@ -262,11 +266,18 @@ def prepare_inception_input(images: torch.Tensor, convention: str = "pytorch-fid
 class InceptionFeatureExtractor(nn.Module):
     """Images -> Inception features, the ``feature=`` module of torchmetrics' FID and Inception Score.
 
-    ``output="pool_features"`` (2048-d, FID) or ``"logits_unbiased"`` (1008-d, IS). Several extractors may
-    share one network. Images are uint8 or float in [0, 1], ``[B, 3, H, W]`` of any size.
+    ``output="pool_features"`` (2048-d, FID) or ``"logits_unbiased"`` (1008-d, IS). Images are uint8 or float
+    in [0, 1], ``[B, 3, H, W]`` of any size. Extractors built with one ``shared_run`` dict share the network run
+    of the last batch: FID and IS of the same samples then cost one forward pass.
     """
 
-    def __init__(self, network: FIDInceptionV3, output: str = "pool_features", input_convention: str = "pytorch-fid"):
+    def __init__(
+        self,
+        network: FIDInceptionV3,
+        output: str = "pool_features",
+        input_convention: str = "pytorch-fid",
+        shared_run: dict | None = None,
+    ):
         super().__init__()
         if output not in ("pool_features", "logits_unbiased", "logits"):
             raise ValueError(f"output must be 'pool_features', 'logits_unbiased' or 'logits', got {output!r}")
@@ -276,9 +287,16 @@ class InceptionFeatureExtractor(nn.Module):
         self.output = output
         self.input_convention = input_convention
         self.num_features = POOL_FEATURES if output == "pool_features" else NUM_LOGITS
+        self._shared_run = shared_run
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        device = self.network.fc.weight.device
-        pixels = prepare_inception_input(images.to(device), self.input_convention)
-        return getattr(self.network(pixels), self.output).float()
+        shared = self._shared_run
+        if shared is not None and shared.get("images") is images:
+            result = shared["result"]
+        else:
+            device = self.network.fc.weight.device
+            result = self.network(prepare_inception_input(images.to(device), self.input_convention))
+            if shared is not None:
+                shared.update(images=images, result=result)
+        return getattr(result, self.output).float()
