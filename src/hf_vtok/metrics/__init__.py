@@ -7,6 +7,7 @@ the feature networks are hf_vtok's own and load the published weights from a pat
 from ..losses.lpips import LPIPS
 from .dino import DEFAULT_FDD_MODEL, DEFAULT_FDD_RESOLUTION, DinoFeatureExtractor
 from .frechet import (
+    FrechetDistance,
     compute_inception_score,
     frechet_distance,
     frechet_distance_metric,
@@ -15,6 +16,7 @@ from .frechet import (
     save_reference_statistics,
     set_statistics,
     statistics,
+    trace_sqrt_product,
 )
 from .generation import GenerationMetrics
 from .image_quality import psnr, ssim
@@ -38,6 +40,7 @@ __all__ = [
     "TORCH_FIDELITY_INCEPTION_URL",
     "DinoFeatureExtractor",
     "FIDInceptionV3",
+    "FrechetDistance",
     "GenerationMetrics",
     "InceptionFeatureExtractor",
     "ReconstructionMetrics",
@@ -53,4 +56,5 @@ __all__ = [
     "set_statistics",
     "ssim",
     "statistics",
+    "trace_sqrt_product",
 ]

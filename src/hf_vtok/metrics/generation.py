@@ -31,6 +31,7 @@ class GenerationMetrics:
 
     def add_reference(self, images: torch.Tensor) -> None:
         self.fid.update(images, real=True)
+        self._shared_run.clear()
 
     def set_reference(self, mean: np.ndarray, covariance: np.ndarray) -> None:
         set_statistics(self.fid, mean, covariance, real=True)
