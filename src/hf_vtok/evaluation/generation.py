@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from packaging import version
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -78,7 +79,9 @@ def load_pipeline(pipeline_id: str, device: str, dtype: torch.dtype):
     pipeline_class = getattr(hf_vtok, str(class_name), None) or getattr(diffusers, str(class_name), None)
     if pipeline_class is None or not hasattr(pipeline_class, "from_pretrained"):
         raise ValueError(f"{pipeline_id!r}: pipeline class {class_name!r} is neither an hf_vtok nor a diffusers pipeline")
-    pipeline = pipeline_class.from_pretrained(pipeline_id, torch_dtype=dtype).to(device)
+    # diffusers >= 0.42 names the argument dtype (torch_dtype is deprecated there)
+    dtype_argument = "dtype" if version.parse(diffusers.__version__).release >= (0, 42) else "torch_dtype"
+    pipeline = pipeline_class.from_pretrained(pipeline_id, **{dtype_argument: dtype}).to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -167,15 +170,15 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     inception = FIDInceptionV3.from_pretrained(args.inception_weights).to(args.device)
+    pipeline = load_pipeline(args.pipeline, args.device, DTYPES[args.dtype])
+    num_classes = args.num_classes or pipeline_num_classes(pipeline)
+    if not num_classes:
+        raise ValueError("the pipeline's number of classes is not in its config; pass --num-classes")
     scorer = GenerationMetrics(inception, args.fid_input, device=args.device)
     reference = prepare_reference(scorer, args)  # before sampling: a bad reference fails fast
     if args.save_reference:
         mean, covariance, _ = scorer.reference_statistics()
         save_reference_statistics(args.save_reference, mean, covariance)
-    pipeline = load_pipeline(args.pipeline, args.device, DTYPES[args.dtype])
-    num_classes = args.num_classes or pipeline_num_classes(pipeline)
-    if not num_classes:
-        raise ValueError("the pipeline's number of classes is not in its config; pass --num-classes")
     pipeline_name = Path(args.pipeline.rstrip("/")).name
     rows, grid_rows = [], []
     for guidance_scale in args.guidance_scale or [None]:

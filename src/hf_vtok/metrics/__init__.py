@@ -1,13 +1,13 @@
 """Image metrics: PSNR, SSIM, LPIPS, rFID / gFID (FID InceptionV3 in plain torch), FDD (DINO), Inception Score.
 
-PSNR / SSIM and the Fréchet / Inception-Score arithmetic come from torchmetrics (``pip install 'hf_vtok[eval]'``);
+PSNR / SSIM and the Fréchet / Inception-Score accumulators come from torchmetrics (``pip install 'hf_vtok[eval]'``,
+imported on first use);
 the feature networks are hf_vtok's own and load the published weights from a path, URL or ``hf://`` file.
 """
 
 from ..losses.lpips import LPIPS
 from .dino import DEFAULT_FDD_MODEL, DEFAULT_FDD_RESOLUTION, DinoFeatureExtractor
 from .frechet import (
-    FrechetDistance,
     compute_inception_score,
     frechet_distance,
     frechet_distance_metric,
@@ -40,7 +40,6 @@ __all__ = [
     "TORCH_FIDELITY_INCEPTION_URL",
     "DinoFeatureExtractor",
     "FIDInceptionV3",
-    "FrechetDistance",
     "GenerationMetrics",
     "InceptionFeatureExtractor",
     "ReconstructionMetrics",

@@ -1,11 +1,14 @@
 """Fréchet distances (rFID, gFID, FDD) and the Inception Score, on torchmetrics with hf_vtok's feature networks.
 
 torchmetrics' ``FrechetInceptionDistance`` takes any feature module (``feature=``) and accumulates the
-feature mean and covariance in float64; ``FrechetDistance`` (its subclass) is used for every Fréchet
-distance, only the feature network changes. Reference statistics can be read from / written to ``.npz`` files in the format of the
-ADM evaluation suite (``mu``, ``sigma``; a reference batch ``arr_0`` of uint8 NHWC images).
+feature mean and covariance in float64; a subclass of it that computes the distance with symmetric
+eigensolves serves every Fréchet distance (``frechet_distance_metric``), only the feature network changes.
+Reference statistics are read from / written to ``.npz`` files in the format of the ADM evaluation suite
+(``mu``, ``sigma``; a reference batch ``arr_0`` of uint8 NHWC images).
 """
 
+import functools
+import importlib
 import os
 from pathlib import Path
 
@@ -13,11 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-try:  # the submodules, not torchmetrics.image: that package exports FID / IS only with torch-fidelity installed
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
-except ImportError as error:
-    raise ImportError("hf_vtok.metrics needs torchmetrics: pip install 'hf_vtok[eval]'") from error
+
+def _torchmetrics_image_class(module: str, name: str):
+    """Imported on use, so the CLI and the networks work without the eval extra. The submodules, not
+    torchmetrics.image: that package exports FID / IS only when torch-fidelity is installed."""
+    try:
+        return getattr(importlib.import_module(f"torchmetrics.image.{module}"), name)
+    except ImportError as error:
+        raise ImportError("Fréchet distances and the Inception Score need torchmetrics: pip install 'hf_vtok[eval]'") from error
 
 _OVERSAMPLING = 16
 
@@ -52,36 +58,40 @@ def _frechet_from_statistics(mean1, covariance1, mean2, covariance2, max_rank=No
     )
 
 
-class FrechetDistance(FrechetInceptionDistance):
-    """torchmetrics' FID (feature accumulation in float64, distributed sync, ``reset_real_features``) over any
-    feature module, with the distance computed by ``trace_sqrt_product``: symmetric eigenproblems, and exact
-    low-rank compression when there are fewer images than feature dimensions."""
+@functools.cache
+def _frechet_distance_class():
+    class FrechetDistance(_torchmetrics_image_class("fid", "FrechetInceptionDistance")):
+        """torchmetrics' FID (float64 feature accumulation, distributed sync, ``reset_real_features``) over any
+        feature module, with the distance from ``trace_sqrt_product``: symmetric eigenproblems, and exact
+        low-rank compression when there are fewer images than feature dimensions."""
 
-    def compute(self) -> torch.Tensor:
-        counts = (int(self.real_features_num_samples), int(self.fake_features_num_samples))
-        if min(counts) < 2:
-            raise RuntimeError(f"a Fréchet distance needs at least 2 images on each side, got {counts[0]} and {counts[1]}")
-        moments = []
-        for prefix, count in zip(("real", "fake"), counts):
-            mean = getattr(self, f"{prefix}_features_sum") / count
-            covariance = (getattr(self, f"{prefix}_features_cov_sum") - count * torch.outer(mean, mean)) / (count - 1)
-            moments += [mean, covariance]
-        return _frechet_from_statistics(*moments, max_rank=counts[0] + counts[1] - 2).float()
+        def compute(self) -> torch.Tensor:
+            counts = (int(self.real_features_num_samples), int(self.fake_features_num_samples))
+            if min(counts) < 2:
+                raise RuntimeError(f"a Fréchet distance needs at least 2 images on each side, got {counts[0]} and {counts[1]}")
+            moments = []
+            for prefix, count in zip(("real", "fake"), counts):
+                mean = getattr(self, f"{prefix}_features_sum") / count
+                covariance = (getattr(self, f"{prefix}_features_cov_sum") - count * torch.outer(mean, mean)) / (count - 1)
+                moments += [mean, covariance]
+            return _frechet_from_statistics(*moments, max_rank=counts[0] + counts[1] - 2).float()
+
+    return FrechetDistance
 
 
-def frechet_distance_metric(feature_extractor: nn.Module) -> FrechetDistance:
+def frechet_distance_metric(feature_extractor: nn.Module):
     """A Fréchet distance over ``feature_extractor`` (a module with ``num_features``): update(images, real=...).
 
     Real-image statistics survive ``reset()``, so one set of originals serves several tokenizers.
     """
     if not isinstance(getattr(feature_extractor, "num_features", None), int):
         raise ValueError(f"{type(feature_extractor).__name__} needs an integer num_features to drive a Fréchet distance")
-    return FrechetDistance(feature=feature_extractor, reset_real_features=False)
+    return _frechet_distance_class()(feature=feature_extractor, reset_real_features=False)
 
 
 def inception_score_metric(logits_extractor: nn.Module, splits: int = 10):
     """torchmetrics ``InceptionScore`` over an extractor returning class logits (``output="logits_unbiased"``)."""
-    return InceptionScore(feature=logits_extractor, splits=splits)
+    return _torchmetrics_image_class("inception", "InceptionScore")(feature=logits_extractor, splits=splits)
 
 
 def compute_inception_score(metric, seed: int = 0) -> tuple[float, float]:

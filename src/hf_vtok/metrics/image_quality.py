@@ -7,6 +7,14 @@ a Gaussian window of ``min(H, W, 11)`` pixels made odd, sigma 1.5).
 import torch
 
 
+def _functional():
+    try:
+        from torchmetrics.functional import image
+    except ImportError as error:
+        raise ImportError("PSNR and SSIM need torchmetrics: pip install 'hf_vtok[eval]'") from error
+    return image
+
+
 def _check_pair(reconstruction: torch.Tensor, original: torch.Tensor, name: str) -> None:
     if reconstruction.shape != original.shape or reconstruction.dim() != 4:
         raise ValueError(
@@ -17,10 +25,8 @@ def _check_pair(reconstruction: torch.Tensor, original: torch.Tensor, name: str)
 
 def psnr(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """PSNR in dB per image, ``[B]``; inputs are clamped to [0, 1] (identical images give ``inf``)."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio
-
     _check_pair(reconstruction, original, "PSNR")
-    return peak_signal_noise_ratio(
+    return _functional().peak_signal_noise_ratio(
         reconstruction.float().clamp(0, 1),
         original.float().clamp(0, 1),
         data_range=1.0,
@@ -36,12 +42,10 @@ def ssim_kernel_size(height: int, width: int) -> int:
 
 def ssim(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """SSIM per image, ``[B]`` (Gaussian window, sigma 1.5, data range 1)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
     _check_pair(reconstruction, original, "SSIM")
     kernel = ssim_kernel_size(*original.shape[-2:])
     # float64: the local variances are differences of near-equal moments, float32 loses ~1e-4 of SSIM there
-    return structural_similarity_index_measure(
+    return _functional().structural_similarity_index_measure(
         reconstruction.double().clamp(0, 1),
         original.double().clamp(0, 1),
         data_range=1.0,
