@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> dict:
     numeric = [row for row in rows if row["guidance_scale"] is not None]
     if numeric:
         files["plot"] = plot_metrics(numeric, metrics, out / "metrics.png", x_key="guidance_scale",
-                                     x_label="guidance scale", label_key="pipeline",
+                                     x_label="guidance scale", label_key="pipeline", log_x=False,
                                      title=f"{pipeline_name}: {args.num_samples} samples")
     files["grid"] = image_grid(grid_rows, out / "samples.png")
     results["files"] = {key: str(path) for key, path in files.items()}

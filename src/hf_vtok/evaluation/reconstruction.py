@@ -151,7 +151,7 @@ def load_feature_networks(args, metrics: tuple[str, ...], device: str) -> dict:
         from ..losses.lpips import LPIPS
 
         networks["lpips"] = LPIPS.from_pretrained(args.lpips_vgg_weights, args.lpips_head_weights)
-    if "rfid" in metrics or "gfid" in metrics:
+    if "rfid" in metrics:
         from ..metrics.inception import FIDInceptionV3
 
         networks["inception"] = FIDInceptionV3.from_pretrained(args.inception_weights)

@@ -47,11 +47,16 @@ def format_value(metric: str, value) -> str:
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], metrics: Sequence[str]) -> str:
-    """``columns``: leading ``(key, title)`` pairs (model, tokens, ...); then one column per metric."""
+    """``columns``: leading ``(key, title)`` pairs (model, tokens, ...); then one column per metric, with
+    ``± <metric>_std`` where the row has one (the Inception Score's spread over splits)."""
     titles = [title for _, title in columns] + [" ".join(METRIC_TITLES.get(m, (m.upper(), ""))).strip() for m in metrics]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in rows:
-        cells = [str(row.get(key, "")) for key, _ in columns] + [format_value(m, row.get(m)) for m in metrics]
+        cells = [str(row.get(key, "")) for key, _ in columns]
+        for metric in metrics:
+            spread = row.get(f"{metric}_std")
+            suffix = f" ± {format_value(metric, spread)}" if spread is not None and math.isfinite(spread) else ""
+            cells.append(format_value(metric, row.get(metric)) + suffix)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -64,8 +69,10 @@ def plot_metrics(
     x_label: str,
     label_key: str,
     title: str = "",
+    log_x: bool | None = None,
 ) -> Path:
-    """One panel per metric: ``row[x_key]`` against the metric, a labelled point (and a line) per ``label_key``."""
+    """One panel per metric: ``row[x_key]`` against the metric, a labelled point (and a line) per ``label_key``.
+    ``log_x=None`` uses a log2 axis when the x values span a factor of 4 or more (token counts)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +85,8 @@ def plot_metrics(
     for row in rows:
         series.setdefault(str(row[label_key]), []).append(row)
     xs = [float(row[x_key]) for row in rows if row.get(x_key) is not None]
-    log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 4
+    if log_x is None:
+        log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 4
     for axis, metric in zip(axes.flat, metrics):
         name, better = METRIC_TITLES.get(metric, (metric, ""))
         for label, points in series.items():
