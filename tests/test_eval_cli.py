@@ -45,7 +45,9 @@ def workspace(tmp_path_factory) -> Path:
     save_file({f"features.{key}": value for key, value in vgg.items()}, root / "vgg16.safetensors")
     from transformers import Dinov2Config, Dinov2Model
 
-    dino = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=28, patch_size=14)
+    dino = Dinov2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=28, patch_size=14
+    )
     Dinov2Model(dino).save_pretrained(root / "dino")
     return root
 
@@ -89,7 +91,9 @@ def test_eval_scores_several_tokenizers_and_writes_every_report(workspace):
         assert row["token_channels"] == 8 and row["num_images"] == len(PHOTOS)
         assert all(math.isfinite(row[name]) for name in ("psnr", "ssim", "lpips", "rfid", "fdd"))
         assert row["lpips"] > 0 and row["rfid"] > 0 and row["fdd"] > 0
-    assert rows["vitok_p8"]["psnr"] == pytest.approx(_direct_psnr(workspace / "vitok_p8", workspace / "photos"), abs=1e-4)
+    assert rows["vitok_p8"]["psnr"] == pytest.approx(
+        _direct_psnr(workspace / "vitok_p8", workspace / "photos"), abs=1e-4
+    )
     table = (out / "results.md").read_text()
     assert "| tokenizer | tokens / image | PSNR ↑ | SSIM ↑ | LPIPS ↓ | rFID ↓ | FDD ↓ |" in table
     assert f"| vitok_p16 | 16.0 | {rows['vitok_p16']['psnr']:.2f} |" in table
@@ -98,7 +102,9 @@ def test_eval_scores_several_tokenizers_and_writes_every_report(workspace):
     grid = Image.open(out / "reconstructions.png")
     assert grid.format == "PNG" and grid.height == 3 * (128 + 2)  # original + one row per tokenizer
     # the top row shows the originals' center crops (48 px of the 64 px framing, shown in 128 px cells)
-    original = np.asarray(adm_center_crop(Image.open(workspace / "photos" / "astronaut.png").convert("RGB"), RESOLUTION))
+    original = np.asarray(
+        adm_center_crop(Image.open(workspace / "photos" / "astronaut.png").convert("RGB"), RESOLUTION)
+    )
     tile = np.asarray(grid.convert("RGB"))[:128, 110 : 110 + 128].astype(float)
     assert np.abs(tile.mean(axis=(0, 1)) - original[8:56, 8:56].mean(axis=(0, 1))).max() < 2
 
@@ -112,7 +118,8 @@ def test_eval_native_aspect_over_tar_shards(workspace, tmp_path):
     out = tmp_path / "out"
     results = main([
         "eval", "--model", str(workspace / "vitok_p16"), "--data", str(tmp_path / "shard-{000..000}.tar"),
-        "--crop", "longest-side", "--resolution", "96", "--metrics", "psnr,ssim", "--batch-size", "3", "--out", str(out),
+        "--crop", "longest-side", "--resolution", "96", "--metrics", "psnr,ssim", "--batch-size", "3",
+        "--out", str(out),
     ])  # fmt: skip
     assert results == 0
     row = json.loads((out / "results.json").read_text())["models"][0]
@@ -128,7 +135,17 @@ def test_eval_native_aspect_over_tar_shards(workspace, tmp_path):
 
 def test_eval_errors_are_clear(workspace, tmp_path):
     with pytest.raises(ValueError, match="unknown metric 'fid'"):
-        main(["eval", "--model", str(workspace / "vitok_p8"), "--data", str(workspace / "photos"), "--metrics", "psnr,fid"])
+        main(
+            [
+                "eval",
+                "--model",
+                str(workspace / "vitok_p8"),
+                "--data",
+                str(workspace / "photos"),
+                "--metrics",
+                "psnr,fid",
+            ]
+        )
     with pytest.raises(FileNotFoundError, match="FID InceptionV3 weights.*pytorch-fid"):
         main([
             "eval", "--model", str(workspace / "vitok_p8"), "--data", str(workspace / "photos"), "--metrics", "rfid",
@@ -137,7 +154,19 @@ def test_eval_errors_are_clear(workspace, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="is not an image folder"):
-        main(["eval", "--model", str(workspace / "vitok_p8"), "--data", str(empty), "--metrics", "psnr", "--out", str(tmp_path / "o")])
+        main(
+            [
+                "eval",
+                "--model",
+                str(workspace / "vitok_p8"),
+                "--data",
+                str(empty),
+                "--metrics",
+                "psnr",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +179,8 @@ def tiny_dit_pipeline(workspace) -> Path:
         patch_size=2, num_embeds_ada_norm=1000, norm_num_groups=1,
     )  # fmt: skip
     vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
         block_out_channels=(8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=8,
     )  # fmt: skip
     folder = workspace / "tiny_dit"
@@ -160,10 +190,13 @@ def tiny_dit_pipeline(workspace) -> Path:
 
 def test_eval_generation_gfid_and_inception_score(workspace, tiny_dit_pipeline, tmp_path):
     out = tmp_path / "gen"
-    common = ["eval-generation", "--pipeline", str(tiny_dit_pipeline), "--num-samples", "3", "--batch-size", "3",
-              "--num-inference-steps", "2", "--inception-weights", str(workspace / "inception.safetensors")]  # fmt: skip
+    common = [
+        "eval-generation", "--pipeline", str(tiny_dit_pipeline), "--num-samples", "3", "--batch-size", "3",
+        "--num-inference-steps", "2", "--inception-weights", str(workspace / "inception.safetensors"),
+    ]  # fmt: skip
     main([
-        *common, "--guidance-scale", "1.0", "1.5", "--reference", str(workspace / "photos"), "--reference-num-samples", "3",
+        *common, "--guidance-scale", "1.0", "1.5", "--reference", str(workspace / "photos"),
+        "--reference-num-samples", "3",
         "--resolution", str(RESOLUTION), "--save-reference", str(tmp_path / "reference.npz"), "--save-samples",
         "--out", str(out),
     ])  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from hf_vtok.conversion import CheckpointMismatchError
 from hf_vtok.losses.lpips import LPIPS, LPIPS_CHANNELS, VGG16Features, _bundled_heads_path
 from hf_vtok.metrics import (
     FID_INCEPTION_URL,
@@ -35,7 +36,6 @@ from hf_vtok.metrics import (
     statistics,
     trace_sqrt_product,
 )
-from hf_vtok.conversion import CheckpointMismatchError
 
 LAYOUT_FILE = Path(__file__).parent / "data" / "fid_inception_2015_12_05_layout.json"
 
@@ -128,7 +128,9 @@ def test_frechet_distance_of_gaussians_with_known_statistics():
 def test_small_sets_are_compressed_exactly():
     # with fewer images than dimensions, tr sqrt(S1 S2) is the nuclear norm of Xc Yc^T / sqrt((n1 - 1)(n2 - 1))
     generator = torch.Generator().manual_seed(0)
-    first = torch.randn(9, 256, dtype=torch.float64, generator=generator) @ torch.randn(256, 256, dtype=torch.float64, generator=generator)
+    first = torch.randn(9, 256, dtype=torch.float64, generator=generator) @ torch.randn(
+        256, 256, dtype=torch.float64, generator=generator
+    )
     second = torch.randn(7, 256, dtype=torch.float64, generator=generator) * 3 + 1
     centred1, centred2 = first - first.mean(0), second - second.mean(0)
     exact = torch.linalg.svdvals(centred1 @ centred2.T).sum() / (8 * 6) ** 0.5
@@ -216,7 +218,9 @@ def test_psnr_on_known_images(photo):
     assert psnr(shifted, original).item() == pytest.approx(10 * math.log10(1 / 0.0025), abs=1e-4)
     skimage_metrics = pytest.importorskip("skimage.metrics")
     noisy = (original + 0.03 * torch.randn_like(original)).clamp(0, 1)
-    expected = skimage_metrics.peak_signal_noise_ratio(original.double().numpy(), noisy.double().numpy(), data_range=1.0)
+    expected = skimage_metrics.peak_signal_noise_ratio(
+        original.double().numpy(), noisy.double().numpy(), data_range=1.0
+    )
     assert psnr(noisy, original).item() == pytest.approx(expected, abs=1e-4)
     assert math.isinf(psnr(original, original).item())
     values = psnr(torch.cat([shifted, original]), torch.cat([original, original]))
@@ -286,7 +290,9 @@ def test_lpips_loads_published_heads_and_is_a_distance(tmp_path, photo):
 def tiny_dino():
     from transformers import Dinov2Config, Dinov2Model
 
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=28, patch_size=14)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=28, patch_size=14
+    )
     return DinoFeatureExtractor(Dinov2Model(config), resolution=28)
 
 

@@ -37,14 +37,23 @@ _CLASS_COUNT_KEYS = ("num_classes", "num_embeds_ada_norm", "class_num")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub id (model_index.json)")
     parser.add_argument("--num-samples", type=int, required=True, help="images to generate per guidance scale")
-    parser.add_argument("--guidance-scale", type=float, nargs="+", default=None,
-                        help="one or more classifier-free guidance scales (default: the pipeline's)")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        nargs="+",
+        default=None,
+        help="one or more classifier-free guidance scales (default: the pipeline's)",
+    )
     parser.add_argument("--num-inference-steps", type=int, default=None, help="sampler steps (default: the pipeline's)")
     parser.add_argument("--num-classes", type=int, default=None, help="number of classes (default: from the pipeline)")
-    parser.add_argument("--reference", required=True, help="ADM .npz (mu/sigma or arr_0), or an image source as in eval --data")
+    parser.add_argument(
+        "--reference", required=True, help="ADM .npz (mu/sigma or arr_0), or an image source as in eval --data"
+    )
     parser.add_argument("--reference-split", default=None)
     parser.add_argument("--reference-image-column", default=None)
-    parser.add_argument("--reference-num-samples", type=int, default=None, help="reference images to use (default: all)")
+    parser.add_argument(
+        "--reference-num-samples", type=int, default=None, help="reference images to use (default: all)"
+    )
     parser.add_argument("--resolution", type=int, default=256, help="center crop of reference images (default 256)")
     parser.add_argument("--save-reference", default=None, help="write the reference mu / sigma to this .npz")
     parser.add_argument("--save-samples", action="store_true", help="write samples_<guidance>.npz (ADM sample batch)")
@@ -74,11 +83,15 @@ def load_pipeline(pipeline_id: str, device: str, dtype: torch.dtype):
         try:
             index_file = Path(hf_hub_download(pipeline_id, "model_index.json"))
         except Exception as error:
-            raise FileNotFoundError(f"pipeline {pipeline_id!r} is neither a local folder nor a reachable Hub repo: {error}") from error
+            raise FileNotFoundError(
+                f"pipeline {pipeline_id!r} is neither a local folder nor a reachable Hub repo: {error}"
+            ) from error
     class_name = json.loads(index_file.read_text(encoding="utf-8")).get("_class_name")
     pipeline_class = getattr(hf_vtok, str(class_name), None) or getattr(diffusers, str(class_name), None)
     if pipeline_class is None or not hasattr(pipeline_class, "from_pretrained"):
-        raise ValueError(f"{pipeline_id!r}: pipeline class {class_name!r} is neither an hf_vtok nor a diffusers pipeline")
+        raise ValueError(
+            f"{pipeline_id!r}: pipeline class {class_name!r} is neither an hf_vtok nor a diffusers pipeline"
+        )
     # diffusers >= 0.42 names the argument dtype (torch_dtype is deprecated there)
     dtype_argument = "dtype" if version.parse(diffusers.__version__).release >= (0, 42) else "torch_dtype"
     pipeline = pipeline_class.from_pretrained(pipeline_id, **{dtype_argument: dtype}).to(device)
@@ -114,7 +127,9 @@ def sample_batch(pipeline, labels: list[int], guidance_scale, num_inference_step
     """One call of a class-conditional pipeline; only the arguments its ``__call__`` takes are passed."""
     parameters = inspect.signature(pipeline.__call__).parameters
     if "class_labels" not in parameters:
-        raise ValueError(f"{type(pipeline).__name__} takes no class_labels: eval-generation needs a class-conditional pipeline")
+        raise ValueError(
+            f"{type(pipeline).__name__} takes no class_labels: eval-generation needs a class-conditional pipeline"
+        )
     kwargs = {"class_labels": labels, "generator": generator}
     if guidance_scale is not None:
         if "guidance_scale" not in parameters:
@@ -131,10 +146,16 @@ def sample_batch(pipeline, labels: list[int], guidance_scale, num_inference_step
 def _reference_from_images(scorer: GenerationMetrics, source: str, args) -> int:
     count = 0
     batch = []
-    images = iter_images(source, split=args.reference_split, num_samples=args.reference_num_samples,
-                         image_column=args.reference_image_column)
+    images = iter_images(
+        source,
+        split=args.reference_split,
+        num_samples=args.reference_num_samples,
+        image_column=args.reference_image_column,
+    )
     for _, image in tqdm(images, desc="reference", unit="img", total=args.reference_num_samples):
-        batch.append(torch.from_numpy(np.asarray(frame_image(image, "center", args.resolution)).copy()).permute(2, 0, 1))
+        batch.append(
+            torch.from_numpy(np.asarray(frame_image(image, "center", args.resolution)).copy()).permute(2, 0, 1)
+        )
         if len(batch) == args.batch_size:
             scorer.add_reference(torch.stack(batch))
             count, batch = count + len(batch), []
@@ -199,8 +220,14 @@ def run(args: argparse.Namespace) -> dict:
             progress.update(len(labels))
         progress.close()
         seconds = time.perf_counter() - started
-        row = {"pipeline": pipeline_name, "guidance_scale": guidance_scale, "label": label, "num_samples": scorer.num_samples,
-               "seconds": round(seconds, 3), "images_per_second": round(scorer.num_samples / seconds, 3)}
+        row = {
+            "pipeline": pipeline_name,
+            "guidance_scale": guidance_scale,
+            "label": label,
+            "num_samples": scorer.num_samples,
+            "seconds": round(seconds, 3),
+            "images_per_second": round(scorer.num_samples / seconds, 3),
+        }
         row.update(scorer.compute(seed=args.seed))
         rows.append(row)
         grid_rows.append((f"cfg {label}", shown))
@@ -218,14 +245,24 @@ def run(args: argparse.Namespace) -> dict:
     }
     metrics = ["gfid", "is"]
     table = markdown_table(rows, [("label", "guidance scale"), ("num_samples", "samples")], metrics)
-    header = f"Generation: `{args.pipeline}`, {args.num_samples} samples per guidance scale, reference `{reference['reference']}`.\n\n"
+    header = (
+        f"Generation: `{args.pipeline}`, {args.num_samples} samples per guidance scale, "
+        f"reference `{reference['reference']}`.\n\n"
+    )
     (out / "results.md").write_text(header + table, encoding="utf-8")
     files = {"json": write_json(results, out / "results.json"), "markdown": out / "results.md"}
     numeric = [row for row in rows if row["guidance_scale"] is not None]
     if numeric:
-        files["plot"] = plot_metrics(numeric, metrics, out / "metrics.png", x_key="guidance_scale",
-                                     x_label="guidance scale", label_key="pipeline", log_x=False,
-                                     title=f"{pipeline_name}: {args.num_samples} samples")
+        files["plot"] = plot_metrics(
+            numeric,
+            metrics,
+            out / "metrics.png",
+            x_key="guidance_scale",
+            x_label="guidance scale",
+            label_key="pipeline",
+            log_x=False,
+            title=f"{pipeline_name}: {args.num_samples} samples",
+        )
     files["grid"] = image_grid(grid_rows, out / "samples.png")
     results["files"] = {key: str(path) for key, path in files.items()}
     results["table"] = table

@@ -46,8 +46,12 @@ def add_feature_network_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, help="hf_vtok folder or Hub id (repeat for several)")
-    parser.add_argument("--data", required=True, help="image folder, image file, .tar shards (brace ranges and globs), "
-                        "or a dataset for `datasets` (Hub id or local folder)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="image folder, image file, .tar shards (brace ranges and globs), "
+        "or a dataset for `datasets` (Hub id or local folder)",
+    )
     parser.add_argument("--split", default=None, help="dataset split (default: validation, else test, else train)")
     parser.add_argument("--image-column", default=None, help="dataset column holding the images (default: guessed)")
     parser.add_argument("--no-streaming", action="store_true", help="download the dataset instead of streaming it")
@@ -60,18 +64,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "ViTok-v2's native-aspect resize of the longest side; none: images as they are",
     )
     parser.add_argument("--num-samples", type=int, default=None, help="images to evaluate (default: all)")
-    parser.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma-separated, of {','.join(RECONSTRUCTION_METRICS)}")
+    parser.add_argument(
+        "--metrics", default=DEFAULT_METRICS, help=f"comma-separated, of {','.join(RECONSTRUCTION_METRICS)}"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="tokenizer dtype (metrics run in fp32)")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float32", help="tokenizer dtype (metrics run in fp32)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic decoders")
     parser.add_argument("--out", default="eval_results", help="output folder (results.json, results.md, PNGs)")
     parser.add_argument("--grid-images", type=int, default=6, help="images shown in the reconstruction grid")
     parser.add_argument("--grid-crop", type=int, default=128, help="pixels of the center crop shown per image")
     add_feature_network_arguments(parser)
     group = parser.add_argument_group("LPIPS and FDD networks")
-    group.add_argument("--lpips-vgg-weights", default=None, help="torchvision VGG16 weights (default: torchvision's URL)")
-    group.add_argument("--lpips-head-weights", default=None, help="LPIPS v0.1 vgg.pth (default: the copy in torchmetrics)")
+    group.add_argument(
+        "--lpips-vgg-weights", default=None, help="torchvision VGG16 weights (default: torchvision's URL)"
+    )
+    group.add_argument(
+        "--lpips-head-weights", default=None, help="LPIPS v0.1 vgg.pth (default: the copy in torchmetrics)"
+    )
     group.add_argument("--fdd-model", default=DEFAULT_FDD_MODEL, help="DINOv2 / DINOv3 model id or folder for FDD")
     group.add_argument("--fdd-resolution", type=int, default=DEFAULT_FDD_RESOLUTION, help="DINO input size for FDD")
 
@@ -259,18 +271,30 @@ def evaluate_reconstruction(
         "resolution": resolution if crop != "none" else None,
         "num_images": num_images,
         "metrics": list(metrics),
-        "settings": {"fid_input": fid_input, "dtype": str(dtype).replace("torch.", ""), "seed": seed, **(settings or {})},
+        "settings": {
+            "fid_input": fid_input,
+            "dtype": str(dtype).replace("torch.", ""),
+            "seed": seed,
+            **(settings or {}),
+        },
         "models": rows,
     }
     framing = "native size" if crop == "none" else f"{crop} {resolution}px"
-    header = f"Reconstruction of {num_images} images of `{data}`" + (f" ({split})" if split else "") + f", {framing}.\n\n"
+    header = (
+        f"Reconstruction of {num_images} images of `{data}`" + (f" ({split})" if split else "") + f", {framing}.\n\n"
+    )
     table = markdown_table(rows, [("name", "tokenizer"), ("tokens_per_image", "tokens / image")], metrics)
     files = {
         "json": write_json(results, out / "results.json"),
         "markdown": out / "results.md",
         "plot": plot_metrics(
-            rows, metrics, out / "metrics.png", x_key="tokens_per_image", x_label="tokens per image",
-            label_key="name", title=f"{Path(str(data).rstrip('/')).name}: {num_images} images, {framing}",
+            rows,
+            metrics,
+            out / "metrics.png",
+            x_key="tokens_per_image",
+            x_label="tokens per image",
+            label_key="name",
+            title=f"{Path(str(data).rstrip('/')).name}: {num_images} images, {framing}",
         ),
         "grid": image_grid(grid_rows, out / "reconstructions.png", crop=grid_crop),
     }

@@ -49,7 +49,9 @@ def format_value(metric: str, value) -> str:
 def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], metrics: Sequence[str]) -> str:
     """``columns``: leading ``(key, title)`` pairs (model, tokens, ...); then one column per metric, with
     ``± <metric>_std`` where the row has one (the Inception Score's spread over splits)."""
-    titles = [title for _, title in columns] + [" ".join(METRIC_TITLES.get(m, (m.upper(), ""))).strip() for m in metrics]
+    titles = [title for _, title in columns] + [
+        " ".join(METRIC_TITLES.get(m, (m.upper(), ""))).strip() for m in metrics
+    ]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in rows:
         cells = [str(row.get(key, "")) for key, _ in columns]
@@ -90,7 +92,9 @@ def plot_metrics(
     for axis, metric in zip(axes.flat, metrics):
         name, better = METRIC_TITLES.get(metric, (metric, ""))
         for label, points in series.items():
-            points = [p for p in points if p.get(metric) is not None and math.isfinite(p[metric]) and p.get(x_key) is not None]
+            points = [
+                p for p in points if p.get(metric) is not None and math.isfinite(p[metric]) and p.get(x_key) is not None
+            ]
             points.sort(key=lambda p: p[x_key])
             if not points:
                 continue
@@ -128,7 +132,9 @@ def center_crop_tensor(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[..., top : top + size, left : left + size]
 
 
-def image_grid(rows: Sequence[tuple[str, Sequence[torch.Tensor]]], path: Path, cell: int = 128, crop: int | None = None) -> Path:
+def image_grid(
+    rows: Sequence[tuple[str, Sequence[torch.Tensor]]], path: Path, cell: int = 128, crop: int | None = None
+) -> Path:
     """Labelled rows of ``[3, H, W]`` images in [0, 1]; each image is center-cropped to ``crop`` pixels (at
     native scale, so detail is visible) and shown in a ``cell`` x ``cell`` square."""
     label_width, gap = 110, 2

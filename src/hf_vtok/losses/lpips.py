@@ -114,10 +114,13 @@ class LPIPS(nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if input.shape != target.shape or input.dim() != 4 or input.shape[1] != 3:
             raise ValueError(
-                f"LPIPS takes two [B, 3, H, W] images of the same shape, got {tuple(input.shape)} and {tuple(target.shape)}"
+                "LPIPS takes two [B, 3, H, W] images of the same shape, "
+                f"got {tuple(input.shape)} and {tuple(target.shape)}"
             )
         if min(input.shape[-2:]) < _MIN_SIZE:
-            raise ValueError(f"LPIPS-VGG needs images of at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(input.shape[-2:])}")
+            raise ValueError(
+                f"LPIPS-VGG needs images of at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(input.shape[-2:])}"
+            )
         dtype = self.shift.dtype
         both = torch.cat([input, target]).to(dtype)
         features = self.net((both - self.shift) / self.scale)

@@ -46,7 +46,8 @@ class DinoFeatureExtractor(nn.Module):
             model = AutoModel.from_pretrained(name_or_path, **kwargs)
         except OSError as error:
             raise FileNotFoundError(
-                f"FDD feature model {str(name_or_path)!r} could not be loaded ({error}). Pass a local folder or a Hub id "
+                f"FDD feature model {str(name_or_path)!r} could not be loaded ({error}). "
+                "Pass a local folder or a Hub id "
                 f"of a DINOv2 / DINOv3 model (e.g. {DEFAULT_FDD_MODEL}); offline, download it first with "
                 f"`huggingface-cli download {DEFAULT_FDD_MODEL}`."
             ) from error

@@ -23,12 +23,17 @@ def _torchmetrics_image_class(module: str, name: str):
     try:
         return getattr(importlib.import_module(f"torchmetrics.image.{module}"), name)
     except ImportError as error:
-        raise ImportError("Fréchet distances and the Inception Score need torchmetrics: pip install 'hf_vtok[eval]'") from error
+        raise ImportError(
+            "Fréchet distances and the Inception Score need torchmetrics: pip install 'hf_vtok[eval]'"
+        ) from error
+
 
 _OVERSAMPLING = 16
 
 
-def trace_sqrt_product(covariance1: torch.Tensor, covariance2: torch.Tensor, max_rank: int | None = None) -> torch.Tensor:
+def trace_sqrt_product(
+    covariance1: torch.Tensor, covariance2: torch.Tensor, max_rank: int | None = None
+) -> torch.Tensor:
     """``tr sqrt(S1 S2)`` of two PSD matrices, through symmetric eigenproblems (real by construction).
 
     With ``max_rank`` (e.g. ``(n1 - 1) + (n2 - 1)`` for covariances of n1 and n2 samples) well below the
@@ -68,11 +73,15 @@ def _frechet_distance_class():
         def compute(self) -> torch.Tensor:
             counts = (int(self.real_features_num_samples), int(self.fake_features_num_samples))
             if min(counts) < 2:
-                raise RuntimeError(f"a Fréchet distance needs at least 2 images on each side, got {counts[0]} and {counts[1]}")
+                raise RuntimeError(
+                    f"a Fréchet distance needs at least 2 images on each side, got {counts[0]} and {counts[1]}"
+                )
             moments = []
             for prefix, count in zip(("real", "fake"), counts):
                 mean = getattr(self, f"{prefix}_features_sum") / count
-                covariance = (getattr(self, f"{prefix}_features_cov_sum") - count * torch.outer(mean, mean)) / (count - 1)
+                covariance = (getattr(self, f"{prefix}_features_cov_sum") - count * torch.outer(mean, mean)) / (
+                    count - 1
+                )
                 moments += [mean, covariance]
             return _frechet_from_statistics(*moments, max_rank=counts[0] + counts[1] - 2).float()
 
@@ -85,7 +94,9 @@ def frechet_distance_metric(feature_extractor: nn.Module):
     Real-image statistics survive ``reset()``, so one set of originals serves several tokenizers.
     """
     if not isinstance(getattr(feature_extractor, "num_features", None), int):
-        raise ValueError(f"{type(feature_extractor).__name__} needs an integer num_features to drive a Fréchet distance")
+        raise ValueError(
+            f"{type(feature_extractor).__name__} needs an integer num_features to drive a Fréchet distance"
+        )
     return _frechet_distance_class()(feature=feature_extractor, reset_real_features=False)
 
 
@@ -107,10 +118,14 @@ def statistics(metric, real: bool) -> tuple[np.ndarray, np.ndarray, int]:
     prefix = "real" if real else "fake"
     count = int(getattr(metric, f"{prefix}_features_num_samples"))
     if count < 2:
-        raise ValueError(f"Fréchet statistics need at least 2 {'reference' if real else 'generated'} images, got {count}")
+        raise ValueError(
+            f"Fréchet statistics need at least 2 {'reference' if real else 'generated'} images, got {count}"
+        )
     total = getattr(metric, f"{prefix}_features_sum").double()
     mean = total / count
-    covariance = (getattr(metric, f"{prefix}_features_cov_sum").double() - count * torch.outer(mean, mean)) / (count - 1)
+    covariance = (getattr(metric, f"{prefix}_features_cov_sum").double() - count * torch.outer(mean, mean)) / (
+        count - 1
+    )
     return mean.cpu().numpy(), covariance.cpu().numpy(), count
 
 
@@ -132,7 +147,9 @@ def set_statistics(metric, mean, covariance, real: bool, count: int = 50_000) ->
     prefix = "real" if real else "fake"
     device = getattr(metric, f"{prefix}_features_sum").device
     setattr(metric, f"{prefix}_features_sum", (mean * count).to(device))
-    setattr(metric, f"{prefix}_features_cov_sum", (covariance * (count - 1) + count * torch.outer(mean, mean)).to(device))
+    setattr(
+        metric, f"{prefix}_features_cov_sum", (covariance * (count - 1) + count * torch.outer(mean, mean)).to(device)
+    )
     setattr(metric, f"{prefix}_features_num_samples", torch.tensor(count, device=device))
     # as after update(): no cached result, and a non-zero update count (else compute() warns)
     metric._computed = None
@@ -186,5 +203,7 @@ def load_reference_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             )
         result["images"] = images
     if not result:
-        raise ValueError(f"{str(path)!r} has neither mu/sigma statistics nor an arr_0 image batch; keys: {sorted(contents)}")
+        raise ValueError(
+            f"{str(path)!r} has neither mu/sigma statistics nor an arr_0 image batch; keys: {sorted(contents)}"
+        )
     return result

@@ -3,7 +3,13 @@
 import numpy as np
 import torch
 
-from .frechet import compute_inception_score, frechet_distance_metric, inception_score_metric, set_statistics, statistics
+from .frechet import (
+    compute_inception_score,
+    frechet_distance_metric,
+    inception_score_metric,
+    set_statistics,
+    statistics,
+)
 from .inception import FIDInceptionV3, InceptionFeatureExtractor
 
 

@@ -45,10 +45,14 @@ def ssim(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     _check_pair(reconstruction, original, "SSIM")
     kernel = ssim_kernel_size(*original.shape[-2:])
     # float64: the local variances are differences of near-equal moments, float32 loses ~1e-4 of SSIM there
-    return _functional().structural_similarity_index_measure(
-        reconstruction.double().clamp(0, 1),
-        original.double().clamp(0, 1),
-        data_range=1.0,
-        kernel_size=kernel,
-        reduction="none",
-    ).float()
+    return (
+        _functional()
+        .structural_similarity_index_measure(
+            reconstruction.double().clamp(0, 1),
+            original.double().clamp(0, 1),
+            data_range=1.0,
+            kernel_size=kernel,
+            reduction="none",
+        )
+        .float()
+    )

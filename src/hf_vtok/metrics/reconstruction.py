@@ -94,7 +94,9 @@ class ReconstructionMetrics:
             groups.setdefault(tuple(original.shape), []).append(index)
         for indices in groups.values():  # images of one size are batched together
             original = torch.stack([originals[i] for i in indices]).to(self.device, torch.float32).clamp(0, 1)
-            reconstruction = torch.stack([reconstructions[i] for i in indices]).to(self.device, torch.float32).clamp(0, 1)
+            reconstruction = (
+                torch.stack([reconstructions[i] for i in indices]).to(self.device, torch.float32).clamp(0, 1)
+            )
             if "psnr" in self._sums:
                 self._sums["psnr"] += psnr(reconstruction, original).sum().item()
             if "ssim" in self._sums:
