@@ -40,6 +40,17 @@ from hf_vtok.metrics import (
 LAYOUT_FILE = Path(__file__).parent / "data" / "fid_inception_2015_12_05_layout.json"
 
 
+class GivenFeatures(torch.nn.Module):
+    """A feature "network" whose inputs already are the features (statistics checks without images)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features):
+        return features
+
+
 @pytest.fixture(scope="module")
 def inception():
     return FIDInceptionV3()
@@ -144,13 +155,7 @@ def test_statistics_round_trip_through_an_adm_npz(tmp_path):
     rng = np.random.default_rng(1)
     features = rng.normal(size=(50, 6))
 
-    class Identity(torch.nn.Module):
-        num_features = 6
-
-        def forward(self, x):
-            return x
-
-    metric = frechet_distance_metric(Identity())
+    metric = frechet_distance_metric(GivenFeatures(6))
     metric.update(torch.from_numpy(features), real=True)
     mean, covariance, count = statistics(metric, real=True)
     assert count == 50
@@ -158,7 +163,7 @@ def test_statistics_round_trip_through_an_adm_npz(tmp_path):
     np.testing.assert_allclose(covariance, np.cov(features, rowvar=False), atol=1e-12)
     path = save_reference_statistics(tmp_path / "ref.npz", mean, covariance)
     loaded = load_reference_npz(path)
-    other = frechet_distance_metric(Identity())
+    other = frechet_distance_metric(GivenFeatures(6))
     set_statistics(other, loaded["mu"], loaded["sigma"], real=True)
     np.testing.assert_allclose(statistics(other, real=True)[1], covariance, atol=1e-10)
     with pytest.raises(ValueError, match="do not fit features of dimension 6"):
@@ -170,20 +175,14 @@ def test_statistics_round_trip_through_an_adm_npz(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- IS
 def test_inception_score_of_known_class_probabilities():
-    class Identity(torch.nn.Module):
-        num_features = 5
-
-        def forward(self, x):
-            return x
-
     # confident, evenly spread predictions over 5 classes: IS = exp(KL(onehot || uniform)) = 5
     logits = 50.0 * torch.eye(5).repeat(4, 1)
-    metric = inception_score_metric(Identity(), splits=1)
+    metric = inception_score_metric(GivenFeatures(5), splits=1)
     metric.update(logits)
     mean, _ = compute_inception_score(metric)
     assert mean == pytest.approx(5.0, rel=1e-4)
     # identical predictions for every image: IS = 1
-    metric = inception_score_metric(Identity(), splits=2)
+    metric = inception_score_metric(GivenFeatures(5), splits=2)
     metric.update(torch.randn(1, 5).repeat(8, 1))
     assert compute_inception_score(metric)[0] == pytest.approx(1.0, abs=1e-5)
 
