@@ -9,6 +9,9 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from .image_processing_utils import VisualTokenizerImageProcessor
 from .modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from .modeling_utils import VisualTokenizerPreTrainedModel
+from .models.latent_token_vit import LatentTokenEncoderOutput, LatentTokenImageProcessor, LatentTokenViTOutput
+from .models.maetok import MAETOK_PRESETS, HOGFeatures, MAETokConfig, MAETokFeatureTargets, MAETokModel
+from .models.softvq import SOFTVQ_PRESETS, SoftVQConfig, SoftVQEncoderOutput, SoftVQModel
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
@@ -22,7 +25,11 @@ from .models.vitok import (
 
 __version__ = "0.1.0"
 
-_TOKENIZERS = [(ViTokConfig, ViTokModel, ViTokImageProcessor)]
+_TOKENIZERS = [
+    (ViTokConfig, ViTokModel, ViTokImageProcessor),
+    (SoftVQConfig, SoftVQModel, LatentTokenImageProcessor),
+    (MAETokConfig, MAETokModel, LatentTokenImageProcessor),
+]
 
 for _config, _model, _processor in _TOKENIZERS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -30,6 +37,18 @@ for _config, _model, _processor in _TOKENIZERS:
     AutoImageProcessor.register(_config, image_processor_classes={"pil": _processor}, exist_ok=True)
 
 __all__ = [
+    "HOGFeatures",
+    "LatentTokenEncoderOutput",
+    "LatentTokenImageProcessor",
+    "LatentTokenViTOutput",
+    "MAETOK_PRESETS",
+    "MAETokConfig",
+    "MAETokFeatureTargets",
+    "MAETokModel",
+    "SOFTVQ_PRESETS",
+    "SoftVQConfig",
+    "SoftVQEncoderOutput",
+    "SoftVQModel",
     "VITOK_PRESETS",
     "ViTokConfig",
     "ViTokDecoderOutput",

@@ -13,6 +13,8 @@ import sys
 # family -> module with add_arguments(parser) and run(args); later families add themselves here
 CONVERTERS = {
     "vitok": "hf_vtok.models.vitok.convert_vitok_original_to_hf",
+    "softvq": "hf_vtok.models.softvq.convert_softvq_original_to_hf",
+    "maetok": "hf_vtok.models.maetok.convert_maetok_original_to_hf",
 }
 
 

@@ -1,24 +1,42 @@
 """Layers written once and shared by every hf_vtok family."""
 
 from .attention import Attention, padding_attention_mask
+from .position_embedding import LearnedPositionEmbedding
 from .layers import DropPath, LayerScale
 from .modulation import modulate
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size
 from .norms import FP32LayerNorm, RMSNorm
 from .patches import grid_positions, patchify, scatter_to_canvas, unpatchify
-from .rope import apply_rotary_embedding, rope_inverse_frequencies, rope_tables, rope_tables_2d
+from .rope import (
+    LearnedMixedRope2D,
+    apply_rotary_embedding,
+    init_mixed_rope_frequencies,
+    mixed_rope_tables,
+    rope_inverse_frequencies,
+    rope_tables,
+    rope_tables_2d,
+)
+from .vit_blocks import LatentModulatedNorm, LatentModulatedViTBlock, ViTBlock, modulate_trailing_tokens
 
 __all__ = [
     "Attention",
     "DropPath",
     "FP32LayerNorm",
     "GELUMLP",
+    "LatentModulatedNorm",
+    "LatentModulatedViTBlock",
     "LayerScale",
+    "LearnedMixedRope2D",
+    "LearnedPositionEmbedding",
     "RMSNorm",
     "SwiGLU",
+    "ViTBlock",
     "apply_rotary_embedding",
     "grid_positions",
+    "init_mixed_rope_frequencies",
+    "mixed_rope_tables",
     "modulate",
+    "modulate_trailing_tokens",
     "patchify",
     "scatter_to_canvas",
     "unpatchify",

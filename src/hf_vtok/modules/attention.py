@@ -29,7 +29,8 @@ class Attention(nn.Module):
 
     ``qkv_proj`` rows are ordered ``(q | k | v, head, head_dim)``. QK-norm is applied before the
     rotation. ``rotary`` is a ``(cos, sin)`` pair of ``[B, N, head_dim / 2]`` or ``[N, head_dim / 2]``
-    tables (identity entries, cos=1 / sin=0, leave a token unrotated).
+    tables shared by all heads, or of ``[B or 1, num_heads, N, head_dim / 2]`` per-head tables
+    (identity entries, cos=1 / sin=0, leave a token unrotated).
     """
 
     def __init__(
@@ -68,7 +69,9 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             query, key = self.q_norm(query), self.k_norm(key)
         if rotary is not None:
-            cos, sin = (table.unsqueeze(-3) for table in rotary)  # broadcast over heads
+            cos, sin = rotary
+            if cos.dim() < 4:  # one table for every head
+                cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
             query = apply_rotary_embedding(query, cos, sin, self.rope_layout)
             key = apply_rotary_embedding(key, cos, sin, self.rope_layout)
         attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=self.scale)

@@ -7,11 +7,17 @@ Two rotation layouts exist in the wild and both are supported:
 
 * ``"interleaved"``: pairs ``(x[2i], x[2i+1])`` (ViTok, Flux/FlowMo, timm mixed RoPE);
 * ``"half"``: pairs ``(x[i], x[i + D/2])`` (LLaMA's ``rotate_half``).
+
+``LearnedMixedRope2D`` is the learned variant of RoPE-Mixed (Heo et al., 2024; MAETok): each layer
+and head owns its own 2D frequency vectors, trained with the model, so the rotation angle of a
+channel pair is ``col * f_x + row * f_y`` rather than one axis at a time.
 """
 
+import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 
 def rope_inverse_frequencies(axis_dim: int, theta: float, device=None) -> torch.Tensor:
@@ -67,3 +73,81 @@ def apply_rotary_embedding(
         real, imag = hidden_states.chunk(2, dim=-1)
         return torch.cat((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
     raise ValueError(f"unknown RoPE layout {layout!r}; expected 'interleaved' or 'half'")
+
+
+def init_mixed_rope_frequencies(
+    head_dim: int, num_heads: int, theta: float = 10.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Initial RoPE-Mixed frequencies ``[2 (x, y), num_heads, head_dim / 2]`` (float32).
+
+    Per head, ``head_dim / 4`` magnitudes ``theta ** (-4i / head_dim)`` are laid along a random
+    direction ``a`` and along ``a + pi/2``: ``f_x = [m cos a, m cos(a + pi/2)]``, ``f_y = [m sin a,
+    m sin(a + pi/2)]``.
+    """
+    if head_dim % 4:
+        raise ValueError(f"mixed 2D RoPE needs a head dimension divisible by 4, got {head_dim}")
+    magnitudes = 1.0 / theta ** (torch.arange(0, head_dim, 4, dtype=torch.float32) / head_dim)
+    angles = torch.rand(num_heads, 1, generator=generator) * 2 * math.pi
+    freqs_x = torch.cat((magnitudes * torch.cos(angles), magnitudes * torch.cos(angles + math.pi / 2)), dim=-1)
+    freqs_y = torch.cat((magnitudes * torch.sin(angles), magnitudes * torch.sin(angles + math.pi / 2)), dim=-1)
+    return torch.stack((freqs_x, freqs_y), dim=0)
+
+
+def mixed_rope_tables(
+    frequencies: torch.Tensor, x_positions: torch.Tensor, y_positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables ``[..., N, F]`` of angles ``x * f_x + y * f_y`` for ``frequencies [2, ..., F]``.
+
+    Computed in float32 whatever the parameter dtype (the angles grow with the grid size).
+    """
+    freqs_x, freqs_y = frequencies.float().unsqueeze(-2).unbind(0)  # each [..., 1, F]
+    angles = x_positions.float().unsqueeze(-1) * freqs_x + y_positions.float().unsqueeze(-1) * freqs_y
+    return angles.cos(), angles.sin()
+
+
+class LearnedMixedRope2D(nn.Module):
+    """Learned per-layer, per-head 2D rotary frequencies (RoPE-Mixed).
+
+    ``frequencies`` is ``[2, num_layers, num_heads, head_dim / 2]``. ``forward(rows, cols)`` returns one
+    ``(cos, sin)`` pair per layer, each ``[1, num_heads, S, head_dim / 2]`` for a sequence of
+    ``num_leading`` unrotated tokens, the ``rows x cols`` grid in raster order (x = column, y = row,
+    integer positions), then ``num_trailing`` unrotated tokens; ``Attention`` takes them as they are.
+    """
+
+    def __init__(self, num_layers: int, num_heads: int, head_dim: int, theta: float = 10.0):
+        super().__init__()
+        if head_dim % 4:
+            raise ValueError(f"mixed 2D RoPE needs a head dimension divisible by 4, got {head_dim}")
+        self.num_layers, self.num_heads, self.head_dim, self.theta = num_layers, num_heads, head_dim, theta
+        self.frequencies = nn.Parameter(torch.zeros(2, num_layers, num_heads, head_dim // 2))
+
+    def initial_frequencies(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A fresh random initialisation (one random direction per layer and head)."""
+        per_layer = [
+            init_mixed_rope_frequencies(self.head_dim, self.num_heads, self.theta, generator)
+            for _ in range(self.num_layers)
+        ]
+        return torch.stack(per_layer, dim=1)
+
+    def grid_tables(self, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables of the grid tokens only: ``[num_layers, num_heads, rows*cols, head_dim / 2]``."""
+        device = self.frequencies.device
+        y_positions, x_positions = torch.meshgrid(
+            torch.arange(rows, device=device), torch.arange(cols, device=device), indexing="ij"
+        )
+        return mixed_rope_tables(self.frequencies, x_positions.flatten(), y_positions.flatten())
+
+    def forward(
+        self, rows: int, cols: int, num_leading: int = 0, num_trailing: int = 0
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        cos, sin = self.grid_tables(rows, cols)
+        if num_leading or num_trailing:
+            layers, heads, _, half = cos.shape
+            ones_before = cos.new_ones(layers, heads, num_leading, half)
+            ones_after = cos.new_ones(layers, heads, num_trailing, half)
+            cos = torch.cat((ones_before, cos, ones_after), dim=2)
+            sin = torch.cat((torch.zeros_like(ones_before), sin, torch.zeros_like(ones_after)), dim=2)
+        return [(cos[layer].unsqueeze(0), sin[layer].unsqueeze(0)) for layer in range(self.num_layers)]
+
+    def extra_repr(self) -> str:
+        return f"num_layers={self.num_layers}, num_heads={self.num_heads}, head_dim={self.head_dim}, theta={self.theta}"

@@ -1,1 +1,5 @@
-"""quantizers (filled by later issues)."""
+"""Quantizers shared by the tokenizer families."""
+
+from .soft_vq import SoftVectorQuantizer, SoftVectorQuantizerOutput, codebook_entropy_loss
+
+__all__ = ["SoftVectorQuantizer", "SoftVectorQuantizerOutput", "codebook_entropy_loss"]

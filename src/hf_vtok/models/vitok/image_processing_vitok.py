@@ -4,7 +4,6 @@ import ast
 import math
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -121,20 +120,6 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
         return prepared
 
     # ----------------------------------------------------------------------------------------------
-    def _to_normalized_tensor(self, image, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
-        if isinstance(image, Image.Image):
-            pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()
-        else:
-            pixels = image
-        if do_rescale:
-            # dividing by 255 (not multiplying by 1/255) is what torchvision's ToTensor does, bit for bit
-            pixels = pixels / 255.0 if math.isclose(rescale_factor, 1 / 255) else pixels * rescale_factor
-        if do_normalize:
-            mean = torch.tensor(image_mean, dtype=torch.float32).view(-1, 1, 1)
-            std = torch.tensor(image_std, dtype=torch.float32).view(-1, 1, 1)
-            pixels = (pixels - mean) / std
-        return pixels
-
     def _preprocess(
         self,
         images: list,

@@ -352,6 +352,8 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
         return_dict: bool = True,
     ) -> ViTokOutput | tuple:
         """Encode then decode: ``sample`` is the reconstruction in the input's layout, ``latents`` the code."""
+        if self.encoder is None or self.decoder is None:
+            raise ValueError("forward needs both halves; this model has only one, use encode / decode")
         encoded = self.encode(
             pixel_values, patch_mask, row_idx, col_idx, orig_height, orig_width, mask_padding=mask_padding
         )

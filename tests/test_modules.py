@@ -1,0 +1,138 @@
+"""Shared layers: RoPE, attention masks, SwiGLU, norms, patching, residual-path layers."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_vtok.modules import (
+    Attention,
+    DropPath,
+    FP32LayerNorm,
+    GELUMLP,
+    RMSNorm,
+    SwiGLU,
+    apply_rotary_embedding,
+    modulate,
+    padding_attention_mask,
+    patchify,
+    rope_tables,
+    rope_tables_2d,
+    rounded_hidden_size,
+    scatter_to_canvas,
+    unpatchify,
+)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    query, key = torch.randn(2, 16), torch.randn(2, 16)
+
+    def score(query_position, key_position):
+        cos_q, sin_q = rope_tables_2d(torch.tensor(query_position[0]), torch.tensor(query_position[1]), 16)
+        cos_k, sin_k = rope_tables_2d(torch.tensor(key_position[0]), torch.tensor(key_position[1]), 16)
+        return (apply_rotary_embedding(query, cos_q, sin_q) * apply_rotary_embedding(key, cos_k, sin_k)).sum(-1)
+
+    torch.testing.assert_close(score((3, 5), (1, 2)), score((7, 9), (5, 6)), atol=1e-5, rtol=0)
+    assert not torch.allclose(score((3, 5), (1, 2)), score((3, 5), (2, 1)))
+
+
+def test_rope_layouts_and_table_structure():
+    cos, sin = rope_tables(torch.tensor([[2.0, 3.0, 5.0]]), (4, 8, 8), theta=100.0)
+    assert cos.shape == (1, 10)
+    angles = torch.cat([
+        2.0 / 100.0 ** (torch.arange(0, 4, 2) / 4), 3.0 / 100.0 ** (torch.arange(0, 8, 2) / 8),
+        5.0 / 100.0 ** (torch.arange(0, 8, 2) / 8),
+    ])
+    torch.testing.assert_close(cos[0], angles.cos()) and torch.testing.assert_close(sin[0], angles.sin())
+    vector = torch.randn(20)
+    interleaved = apply_rotary_embedding(vector, cos[0], sin[0], "interleaved")
+    order = torch.cat([torch.arange(0, 20, 2), torch.arange(1, 20, 2)])  # pairs (2i, 2i+1) -> (i, i + D/2)
+    half = apply_rotary_embedding(vector[order], cos[0], sin[0], "half")
+    torch.testing.assert_close(half, interleaved[order])
+    assert torch.allclose(interleaved.norm(), vector.norm())
+    with pytest.raises(ValueError, match="one entry per axis"):
+        rope_tables(torch.zeros(4, 2), (4, 4, 4))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        rope_tables_2d(torch.zeros(3), torch.zeros(3), 6)
+    with pytest.raises(ValueError, match="unknown RoPE layout"):
+        apply_rotary_embedding(vector, cos[0], sin[0], "complex")
+
+
+def test_attention_matches_a_written_out_reference_and_masks():
+    torch.manual_seed(0)
+    attention = Attention(32, 4, qk_norm=True)
+    hidden = torch.randn(2, 5, 32)
+    cos, sin = rope_tables_2d(torch.arange(5).expand(2, 5), torch.zeros(2, 5, dtype=torch.long), 8)
+    qkv = attention.qkv_proj(hidden).view(2, 5, 3, 4, 8)
+    query, key, value = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+    query = apply_rotary_embedding(F.rms_norm(query, (8,), attention.q_norm.weight, 1e-6), cos[:, None], sin[:, None])
+    key = apply_rotary_embedding(F.rms_norm(key, (8,), attention.k_norm.weight, 1e-6), cos[:, None], sin[:, None])
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    scores = query @ key.transpose(-1, -2) / math.sqrt(8)
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    expected = attention.out_proj((scores.softmax(-1) @ value).transpose(1, 2).reshape(2, 5, 32))
+    actual = attention(hidden, (cos, sin), padding_attention_mask(valid))
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    pairwise = padding_attention_mask(valid, pairwise=True)
+    assert pairwise.shape == (2, 1, 5, 5) and not pairwise[1, 0, 4].any() and pairwise[1, 0, 0, :3].all()
+    assert padding_attention_mask(None) is None
+    with pytest.raises(ValueError, match="not divisible"):
+        Attention(30, 4)
+
+
+def test_swiglu_gelu_and_rounding():
+    swiglu = SwiGLU(8, 12)
+    hidden = torch.randn(3, 8)
+    value, gate = swiglu.fc1(hidden).split(12, -1)
+    torch.testing.assert_close(swiglu(hidden), swiglu.fc2(F.silu(gate) * value))
+    swiglu.gate_first = True
+    torch.testing.assert_close(swiglu(hidden), swiglu.fc2(F.silu(value) * gate))
+    gelu = GELUMLP(8, 16, approximate="tanh")
+    torch.testing.assert_close(gelu(hidden), gelu.fc2(F.gelu(gelu.fc1(hidden), approximate="tanh")))
+    assert rounded_hidden_size(1024, 2.67) == 2736 and rounded_hidden_size(3072, 2.67) == 8208
+
+
+def test_norms_compute_in_float32():
+    hidden = (torch.randn(4, 64) * 100).bfloat16()
+    norm = RMSNorm(64)
+    expected = F.rms_norm(hidden.float(), (64,), norm.weight, 1e-6).bfloat16()
+    assert norm(hidden).dtype == torch.bfloat16 and torch.equal(norm(hidden), expected)
+    layer_norm = FP32LayerNorm(64, eps=1e-6, elementwise_affine=False)
+    torch.testing.assert_close(layer_norm(hidden.float()), F.layer_norm(hidden.float(), (64,), eps=1e-6))
+    assert RMSNorm(8, elementwise_affine=False).weight is None
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_patchify_round_trip(layout):
+    images = torch.randn(2, 3, 16, 24)
+    tokens = patchify(images, 8, layout)
+    assert tokens.shape == (2, 6, 192)
+    torch.testing.assert_close(unpatchify(tokens, (2, 3), 8, 3, layout), images)
+    if layout == "channels_first":  # (c, y, x) within a token, raster order over the grid = F.unfold
+        torch.testing.assert_close(tokens, F.unfold(images, 8, stride=8).transpose(1, 2))
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
+        patchify(torch.zeros(1, 3, 10, 16), 8)
+    with pytest.raises(ValueError, match="unknown patch layout"):
+        patchify(images, 8, "planar")
+
+
+def test_scatter_to_canvas_places_valid_tokens_only():
+    tokens = torch.arange(1, 4).float().view(1, 3, 1).expand(1, 3, 3).contiguous()
+    canvas = scatter_to_canvas(
+        tokens, torch.tensor([[True, True, False]]), torch.tensor([[0, 1, 0]]), torch.tensor([[1, 0, 0]]), (2, 2), 1
+    )
+    assert canvas[0, 0].tolist() == [[0.0, 1.0], [2.0, 0.0]]
+    with pytest.raises(ValueError, match="exceed the 2x2 canvas"):
+        scatter_to_canvas(tokens, torch.ones(1, 3, dtype=torch.bool), torch.tensor([[0, 5, 0]]), torch.zeros(1, 3, dtype=torch.long), (2, 2), 1)
+
+
+def test_drop_path_and_modulate():
+    hidden = torch.ones(1000, 4)
+    drop = DropPath(0.25)
+    assert torch.equal(drop.eval()(hidden), hidden)
+    dropped = drop.train()(hidden)
+    assert set(dropped[:, 0].unique().tolist()) <= {0.0, torch.tensor(1 / 0.75).item()}
+    assert 0.15 < (dropped[:, 0] == 0).float().mean() < 0.35
+    assert torch.all(dropped == dropped[:, :1])  # whole samples are dropped
+    torch.testing.assert_close(modulate(torch.ones(2, 3), torch.full((2, 3), 0.5), torch.full((2, 3), 2.0)), torch.full((2, 3), 3.5))
