@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from hf_vtok import ViTokConfig, ViTokImageProcessor, ViTokModel
+from hf_vtok import LatentTokenImageProcessor, SoftVQConfig, SoftVQModel, ViTokConfig, ViTokImageProcessor, ViTokModel
 from hf_vtok.cli import main
 from hf_vtok.losses.lpips import VGG16Features
 from hf_vtok.metrics import FIDInceptionV3, psnr
@@ -40,6 +40,13 @@ def workspace(tmp_path_factory) -> Path:
         )  # fmt: skip
         ViTokModel(config).save_pretrained(root / f"vitok_p{patch_size}")
         ViTokImageProcessor(patch_size=patch_size).save_pretrained(root / f"vitok_p{patch_size}")
+    softvq = SoftVQConfig(
+        image_size=RESOLUTION, encoder_patch_size=8, decoder_patch_size=8, num_latent_tokens=8, latent_channels=8,
+        encoder_hidden_size=32, encoder_num_layers=1, encoder_num_heads=4, decoder_hidden_size=32,
+        decoder_num_layers=1, decoder_num_heads=4, codebook_size=16, num_codebooks=2,
+    )  # fmt: skip
+    SoftVQModel(softvq).save_pretrained(root / "softvq")  # a fixed-size tokenizer of 1D latent tokens
+    LatentTokenImageProcessor.for_model(softvq).save_pretrained(root / "softvq")
     save_file(FIDInceptionV3().state_dict(), root / "inception.safetensors")
     vgg = VGG16Features().features.state_dict()
     save_file({f"features.{key}": value for key, value in vgg.items()}, root / "vgg16.safetensors")
@@ -77,16 +84,18 @@ def test_eval_scores_several_tokenizers_and_writes_every_report(workspace):
     out = workspace / "out"
     main([
         "eval", "--model", str(workspace / "vitok_p8"), "--model", str(workspace / "vitok_p16"),
-        "--data", str(workspace / "photos"), "--resolution", str(RESOLUTION), "--batch-size", "3",
+        "--model", str(workspace / "softvq"), "--data", str(workspace / "photos"),
+        "--resolution", str(RESOLUTION), "--batch-size", "3",
         "--metrics", "psnr,ssim,lpips,rfid,fdd", "--out", str(out), "--grid-images", "3", "--grid-crop", "48",
         *_feature_arguments(workspace),
     ])  # fmt: skip
     results = json.loads((out / "results.json").read_text())
     assert results["num_images"] == len(PHOTOS) and results["crop"] == "center" and results["resolution"] == RESOLUTION
     rows = {row["name"]: row for row in results["models"]}
-    assert list(rows) == ["vitok_p8", "vitok_p16"]
-    assert rows["vitok_p8"]["tokens_per_image"] == (RESOLUTION // 8) ** 2
+    assert list(rows) == ["vitok_p8", "vitok_p16", "softvq"]
+    assert rows["vitok_p8"]["tokens_per_image"] == (RESOLUTION // 8) ** 2  # NaFlex patch sequences
     assert rows["vitok_p16"]["tokens_per_image"] == (RESOLUTION // 16) ** 2
+    assert rows["softvq"]["tokens_per_image"] == 8  # [B, L, C] latent tokens of a fixed-size tokenizer
     for row in rows.values():
         assert row["token_channels"] == 8 and row["num_images"] == len(PHOTOS)
         assert all(math.isfinite(row[name]) for name in ("psnr", "ssim", "lpips", "rfid", "fdd"))
@@ -100,7 +109,7 @@ def test_eval_scores_several_tokenizers_and_writes_every_report(workspace):
     plot = Image.open(out / "metrics.png")
     assert plot.format == "PNG" and plot.width > 600
     grid = Image.open(out / "reconstructions.png")
-    assert grid.format == "PNG" and grid.height == 3 * (128 + 2)  # original + one row per tokenizer
+    assert grid.format == "PNG" and grid.height == 4 * (128 + 2)  # original + one row per tokenizer
     # the top row shows the originals' center crops (48 px of the 64 px framing, shown in 128 px cells)
     original = np.asarray(
         adm_center_crop(Image.open(workspace / "photos" / "astronaut.png").convert("RGB"), RESOLUTION)
@@ -131,6 +140,16 @@ def test_eval_native_aspect_over_tar_shards(workspace, tmp_path):
         expected_tokens.append(math.ceil(round(height * scale) / 16) * math.ceil(round(width * scale) / 16))
     assert row["tokens_per_image"] == pytest.approx(np.mean(expected_tokens))
     assert row["num_images"] == 3 and 0 < row["ssim"] < 1
+
+
+def test_fixed_size_tokenizer_at_another_framing_is_resized_back_with_a_warning(workspace, tmp_path, caplog):
+    out = tmp_path / "out"
+    main([
+        "eval", "--model", str(workspace / "softvq"), "--data", str(workspace / "photos"), "--num-samples", "2",
+        "--resolution", str(2 * RESOLUTION), "--metrics", "psnr", "--out", str(out),
+    ])  # fmt: skip
+    assert "reconstructs at (64, 64), not at the center framing (128, 128)" in caplog.text
+    assert json.loads((out / "results.json").read_text())["models"][0]["num_images"] == 2
 
 
 def test_eval_errors_are_clear(workspace, tmp_path):

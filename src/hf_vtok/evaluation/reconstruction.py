@@ -9,6 +9,7 @@ their rFID / FDD statistics are computed once and shared by all tokenizers.
 """
 
 import argparse
+import logging
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..reconstruct import DTYPES, encode_decode, load_tokenizer
 from .report import image_grid, markdown_table, plot_metrics, write_json
 
 DEFAULT_METRICS = "psnr,ssim,lpips,rfid"
+logger = logging.getLogger(__name__)
 
 
 def add_feature_network_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,7 +223,7 @@ def evaluate_reconstruction(
         configure_processor(processor, crop, resolution)
         generator = torch.Generator(device=device).manual_seed(seed)
         scorer.reset()
-        token_counts, shown, channels = [], [], None
+        token_counts, shown, channels, resized_warning = [], [], None, False
         tokenizer_seconds = 0.0
         images = iter_images(data, split=split, num_samples=num_samples, streaming=streaming, image_column=image_column)
         progress = tqdm(total=num_samples, desc=f"eval {name}", unit="img")
@@ -233,6 +235,12 @@ def evaluate_reconstruction(
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             tokenizer_seconds += time.perf_counter() - started
+            if not resized_warning and any(r.shape[-2:] != o.shape[-2:] for r, o in zip(decoded, originals)):
+                resized_warning = True
+                logger.warning(
+                    f"{name} reconstructs at {tuple(decoded[0].shape[-2:])}, not at the {crop} framing "
+                    f"{tuple(originals[0].shape[-2:])}: its reconstructions are resized back (bicubic) for scoring"
+                )
             reconstructions = [_match_size(image, original) for image, original in zip(decoded, originals)]
             token_counts += tokens_per_image(encoded)
             channels = token_channels(encoded)
