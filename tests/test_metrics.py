@@ -99,6 +99,10 @@ def test_missing_weights_say_where_to_get_them(tmp_path, monkeypatch):
         FIDInceptionV3.from_pretrained(FID_INCEPTION_URL)  # offline in tests: only the (empty) cache is used
     with pytest.raises(FileNotFoundError, match="vgg16-397923af"):
         LPIPS.from_pretrained(tmp_path / "absent_vgg.pth")
+    with pytest.raises(FileNotFoundError, match="hf://owner/repo/weights.pth"):
+        FIDInceptionV3.from_pretrained("hf://owner/repo/weights.pth")  # Hub files: offline and not cached
+    with pytest.raises(ValueError, match="hf://owner/repo/path/to/file"):
+        FIDInceptionV3.from_pretrained("hf://owner/weights.pth")
 
 
 def test_inception_input_conventions():
