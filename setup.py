@@ -21,9 +21,11 @@ CORE = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "peft>=0.14"],  # peft: the LoRA tests of the generators
+    # peft: the LoRA tests of the generators; the evaluation tests need the eval libraries and read real
+    # photographs from scikit-image's data folder
+    "test": ["pytest>=8", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22"],
     "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4"],
-    "eval": ["torchmetrics>=1.4", "scipy>=1.11", "matplotlib>=3.8", "datasets>=3.0"],
+    "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
     "demo": ["gradio>=5"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -2,6 +2,8 @@
 
     hf-vtok convert vitok --preset 350M-f16x64 --output vitok-350M
     hf-vtok reconstruct --model vitok-350M photo.jpg other.png --out recon/
+    hf-vtok eval --model vitok-350M --model other-tokenizer --data images/ --metrics psnr,ssim,lpips,rfid
+    hf-vtok eval-generation --pipeline sit-xl --num-samples 50000 --guidance-scale 1.5 --reference ref.npz
 """
 
 import argparse
@@ -37,11 +39,27 @@ def _add_reconstruct(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
+def _add_eval(subparsers) -> None:
+    from .evaluation import generation, reconstruction
+
+    parser = subparsers.add_parser(
+        "eval", help="score tokenizers' reconstructions (PSNR, SSIM, LPIPS, rFID, FDD) on an image data set"
+    )
+    reconstruction.add_arguments(parser)
+    parser.set_defaults(handler=reconstruction.run)
+    parser = subparsers.add_parser(
+        "eval-generation", help="score a class-conditional pipeline's samples (gFID, Inception Score)"
+    )
+    generation.add_arguments(parser)
+    parser.set_defaults(handler=generation.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-vtok", description="HuggingFace-native visual tokenizers")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_reconstruct(subparsers)
+    _add_eval(subparsers)
     return parser
 
 
@@ -49,7 +67,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError, ImportError) as error:
         if argv is not None:  # called from Python: let the caller see the exception
             raise
         print(f"hf-vtok {args.command}: error: {error}", file=sys.stderr)

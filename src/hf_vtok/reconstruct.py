@@ -4,6 +4,7 @@ Reconstructions are written as PNG at each input's original size.
 """
 
 import argparse
+import inspect
 from pathlib import Path
 
 import torch
@@ -43,13 +44,27 @@ def _processor_for_any_size(processor):
     return processor
 
 
+def decode_kwargs(model, generator=None) -> dict:
+    """Extra arguments of ``model.decode``: the generator of stochastic decoders, when it takes one."""
+    accepts = "generator" in inspect.signature(model.decode).parameters
+    return {"generator": generator} if accepts and generator is not None else {}
+
+
 @torch.inference_mode()
-def reconstruct_images(model, processor, images: list[Image.Image], generator=None) -> list[Image.Image]:
+def encode_decode(model, processor, images: list[Image.Image], generator=None, output_type: str = "pil"):
+    """The generic tokenizer round trip: ``processor -> encode -> decode -> postprocess``.
+
+    Returns ``(encoded, reconstructions)``; reconstructions are what ``processor.postprocess`` gives for
+    ``output_type`` ("pil", or "pt" for ``[3, H, W]`` tensors in [0, 1]), at the processor's output size.
+    """
     inputs = processor(images, return_tensors="pt").to(model.device)
     encoded = model.encode(**inputs)
-    decode_kwargs = {"generator": generator} if "generator" in model.decode.__code__.co_varnames else {}
-    decoded = model.decode(encoded, **decode_kwargs)
-    results = processor.postprocess(decoded, output_type="pil")
+    decoded = model.decode(encoded, **decode_kwargs(model, generator))
+    return encoded, processor.postprocess(decoded, output_type=output_type)
+
+
+def reconstruct_images(model, processor, images: list[Image.Image], generator=None) -> list[Image.Image]:
+    _, results = encode_decode(model, processor, images, generator)
     # back to the file's own size where the processor resized or cropped
     return [
         result if result.size == image.size else result.resize(image.size, Image.Resampling.BICUBIC)

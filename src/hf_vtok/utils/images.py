@@ -63,7 +63,6 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
     )
 
 
-
 def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
     """ADM (guided-diffusion) center crop: BOX-halve while possible, BICUBIC to ``size`` short side, crop."""
     while min(image.size) >= 2 * size:
@@ -73,3 +72,11 @@ def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
     left = (image.width - size) // 2
     top = (image.height - size) // 2
     return image.crop((left, top, left + size, top + size))
+
+
+def resize_longest_side(image: Image.Image, size: int, resample=Image.Resampling.LANCZOS) -> Image.Image:
+    """Downscale (never upscale) so the longest side is ``size``; sides rounded half-to-even (ViTok-v2's op)."""
+    if max(image.size) <= size:
+        return image
+    scale = size / max(image.size)
+    return image.resize((int(round(image.width * scale)), int(round(image.height * scale))), resample=resample)

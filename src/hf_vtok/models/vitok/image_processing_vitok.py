@@ -13,8 +13,8 @@ from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs, Unpack
 
 from ...image_processing_utils import VisualTokenizerImageProcessor
-from ...utils.images import adm_center_crop
 from ...modules import grid_positions, patchify, scatter_to_canvas
+from ...utils.images import adm_center_crop, resize_longest_side
 
 RESIZE_MODES = ("longest_edge", "token_budget")
 PADDING_MODES = ("max_length", "longest")
@@ -154,10 +154,8 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
                 if crop_size is None or crop_size.height != crop_size.width:
                     raise ValueError(f"the ADM center crop is square; got crop_size={crop_size}")
                 image = adm_center_crop(image, crop_size.height)
-            if do_resize and resize_mode == "longest_edge" and max(image.size) > size.longest_edge:
-                scale = size.longest_edge / max(image.size)
-                new_size = (int(round(image.width * scale)), int(round(image.height * scale)))
-                image = image.resize(new_size, resample=PILImageResampling(resample))
+            if do_resize and resize_mode == "longest_edge":
+                image = resize_longest_side(image, size.longest_edge, resample=PILImageResampling(resample))
             pixels = self._to_normalized_tensor(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
             height, width = pixels.shape[-2:]
             if do_resize and resize_mode == "token_budget":

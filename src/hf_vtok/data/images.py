@@ -1,0 +1,201 @@
+"""Images from an image folder, webdataset tar shards, or a ``datasets`` dataset (Hub id or local), in a fixed order.
+
+``iter_images(source)`` yields ``(key, RGB PIL image)``:
+- a folder of image files (searched recursively, sorted by relative path), or one image file;
+- ``.tar`` shards (a file, a folder of them, a glob, or a brace range ``shard-{000..009}.tar``): webdataset
+  samples, the first image member of each sample key;
+- anything else is given to ``datasets.load_dataset`` (a Hub id, a local dataset folder or data files),
+  streamed by default, so a large split is read only as far as ``num_samples``.
+"""
+
+import glob
+import io
+import itertools
+import os
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..utils.images import adm_center_crop, load_image, resize_longest_side, to_rgb
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".gif")
+_BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_PREFERRED_SPLITS = ("validation", "val", "test", "train")
+_IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp")
+# how evaluation images are framed, as the originals evaluate: ADM center crop (FlowMo, MAETok / SoftVQ,
+# V2Flow, ViTok "adm_center"), ViTok's native-aspect longest-side resize, or the file as it is
+CROP_MODES = ("center", "longest-side", "none")
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``a-{00..02}.tar`` -> ``[a-00.tar, a-01.tar, a-02.tar]`` (zero padding kept; several ranges multiply)."""
+    match = _BRACE_RANGE.search(pattern)
+    if not match:
+        return [pattern]
+    start, stop = match.group(1), match.group(2)
+    width = len(start) if start.startswith("0") else 0
+    head, tail = pattern[: match.start()], pattern[match.end() :]
+    return [
+        expanded
+        for number in range(int(start), int(stop) + 1)
+        for expanded in expand_braces(f"{head}{number:0{width}d}{tail}")
+    ]
+
+
+def _tar_shards(source: str) -> list[Path] | None:
+    """The shard files ``source`` names, or None if it does not name tar shards."""
+    path = Path(source)
+    if path.is_dir():
+        shards = sorted(path.glob("*.tar"))
+        return shards or None
+    if not source.endswith(".tar"):
+        return None
+    names = [name for pattern in expand_braces(source) for name in (sorted(glob.glob(pattern)) or [pattern])]
+    missing = [name for name in names if not Path(name).is_file()]
+    if missing:
+        raise ValueError(f"tar shard(s) not found: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    return [Path(name) for name in names]
+
+
+def _decode_bytes(data: bytes, name: str) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{name} could not be decoded as an image: {error}") from error
+    return to_rgb(image, name=name)
+
+
+def _iter_folder(folder: Path) -> Iterator[tuple[str, Image.Image]]:
+    files = sorted(path for path in folder.rglob("*") if path.is_file() and _is_image_file(path))
+    for path in files:
+        yield str(path.relative_to(folder)), load_image(path)
+
+
+def _iter_tar_shards(shards: list[Path]) -> Iterator[tuple[str, Image.Image]]:
+    for shard in shards:
+        seen = set()
+        try:
+            archive = tarfile.open(shard, mode="r|*")
+        except tarfile.TarError as error:
+            raise ValueError(f"{str(shard)!r} is not a readable tar shard: {error}") from error
+        with archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                directory, base = os.path.split(member.name)
+                key, _, extension = base.partition(".")  # webdataset: the key ends at the first dot
+                key = f"{directory}/{key}" if directory else key
+                if key in seen or f".{extension.rsplit('.', 1)[-1].lower()}" not in IMAGE_EXTENSIONS:
+                    continue
+                seen.add(key)
+                data = archive.extractfile(member).read()
+                yield f"{shard.name}/{key}", _decode_bytes(data, f"{shard}:{member.name}")
+
+
+def _pick_split(dataset, split: str | None, source: str):
+    if not hasattr(dataset, "keys"):  # already one split
+        return dataset
+    available = list(dataset.keys())
+    if split is not None:
+        if split not in available:
+            raise ValueError(f"dataset {source!r} has no split {split!r}; splits: {available}")
+        return dataset[split]
+    for name in _PREFERRED_SPLITS:
+        if name in available:
+            return dataset[name]
+    return dataset[available[0]]
+
+
+def _image_column(example: dict, requested: str | None, source: str) -> str:
+    if requested is not None:
+        if requested not in example:
+            raise ValueError(f"dataset {source!r} has no column {requested!r}; columns: {sorted(example)}")
+        return requested
+    for name in _IMAGE_COLUMNS:
+        if name in example:
+            return name
+    for name, value in example.items():
+        if isinstance(value, Image.Image) or (isinstance(value, dict) and "bytes" in value):
+            return name
+    raise ValueError(f"dataset {source!r} has no image column; columns: {sorted(example)} (pass the image column name)")
+
+
+def _as_pil(value, name: str) -> Image.Image:
+    if isinstance(value, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(value), name=name)
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return _decode_bytes(value["bytes"], name)
+    if isinstance(value, dict) and value.get("path"):
+        return load_image(value["path"])
+    if isinstance(value, bytes):
+        return _decode_bytes(value, name)
+    raise ValueError(f"{name}: expected an image, got {type(value).__name__}")
+
+
+def _iter_datasets(
+    source: str, split: str | None, streaming: bool, image_column: str | None
+) -> Iterator[tuple[str, Image.Image]]:
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError(
+            f"{source!r} is neither an image folder nor tar shards; reading it as a dataset needs `datasets` "
+            "(pip install 'hf_vtok[eval]')"
+        ) from error
+    try:
+        dataset = datasets.load_dataset(source, split=split, streaming=streaming)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"{source!r} is not an image folder, an image file, tar shards, or a dataset `datasets` can load: {error}"
+        ) from error
+    dataset = _pick_split(dataset, split, source)
+    column = None
+    for index, example in enumerate(dataset):
+        column = column or _image_column(example, image_column, source)
+        yield f"{index:08d}", _as_pil(example[column], f"{source}[{index}].{column}")
+
+
+def iter_images(
+    source: str | os.PathLike,
+    split: str | None = None,
+    num_samples: int | None = None,
+    streaming: bool = True,
+    image_column: str | None = None,
+) -> Iterator[tuple[str, Image.Image]]:
+    """``(key, RGB image)`` pairs of ``source``, in a fixed order, at most ``num_samples`` of them."""
+    if num_samples is not None and num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    source = str(source)
+    path = Path(source).expanduser()
+    shards = _tar_shards(source)
+    if shards is not None:
+        images = _iter_tar_shards(shards)
+    elif path.is_dir() and any(_is_image_file(item) for item in path.rglob("*")):
+        images = _iter_folder(path)
+    elif path.is_file() and _is_image_file(path):
+        images = iter([(path.name, load_image(path))])
+    else:
+        images = _iter_datasets(source, split, streaming, image_column)
+    return itertools.islice(images, num_samples)
+
+
+def frame_image(image: Image.Image, crop: str, resolution: int | None) -> Image.Image:
+    """Apply an evaluation framing (``CROP_MODES``) at ``resolution`` pixels."""
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    if crop == "none":
+        return image
+    if resolution is None or resolution <= 0:
+        raise ValueError(f"crop={crop!r} needs a positive resolution, got {resolution}")
+    if crop == "center":
+        return adm_center_crop(image, resolution)
+    return resize_longest_side(image, resolution)
