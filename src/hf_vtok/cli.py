@@ -2,6 +2,8 @@
 
     hf-vtok convert vitok --preset 350M-f16x64 --output vitok-350M
     hf-vtok reconstruct --model vitok-350M photo.jpg other.png --out recon/
+    hf-vtok cache-llm-vocabulary --llm Llama-2-7b-hf --output llama2_vocabulary.safetensors
+    hf-vtok cache-latents --vae dc-ae-f32c32-sana-1.1-diffusers --images imagenet/train --output cache/ --resolution 512
 """
 
 import argparse
@@ -11,6 +13,18 @@ import sys
 # family -> module with add_arguments(parser) and run(args); later families add themselves here
 CONVERTERS = {
     "vitok": "hf_vtok.models.vitok.convert_vitok_original_to_hf",
+    "v2flow": "hf_vtok.models.v2flow.convert_v2flow_original_to_hf",
+}
+# other commands: name -> (module with add_arguments(parser) and run(args), help)
+TOOLS = {
+    "cache-llm-vocabulary": (
+        "hf_vtok.models.v2flow.llm_vocabulary",
+        "extract an LLM's embed_tokens matrix to a safetensors file (V2Flow's visual vocabulary)",
+    ),
+    "cache-latents": (
+        "hf_vtok.data.latent_cache",
+        "encode an image folder with a diffusers autoencoder into a resumable Arrow cache (with flips)",
+    ),
 }
 
 
@@ -32,11 +46,23 @@ def _add_reconstruct(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
+def _add_tools(subparsers) -> None:
+    for name, (module_name, help_text) in TOOLS.items():
+        module = importlib.import_module(module_name)
+        parser = subparsers.add_parser(
+            name, help=help_text, description=(module.__doc__ or "").strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(parser)
+        parser.set_defaults(handler=module.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-vtok", description="HuggingFace-native visual tokenizers")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_reconstruct(subparsers)
+    _add_tools(subparsers)
     return parser
 
 

@@ -5,6 +5,7 @@ uint8 or float array / tensor, batches of them) into RGB, and turning decoded te
 PIL / NumPy / torch images. Families implement ``_preprocess`` and ``postprocess``.
 """
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -76,6 +77,21 @@ class VisualTokenizerImageProcessor(PilBackend):
         elif channels == 1:
             pixels = pixels.expand(3, -1, -1)
         return pixels.contiguous()
+
+    def _to_normalized_tensor(self, image, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
+        """RGB PIL image or float ``[3, H, W]`` tensor -> rescaled, normalized float32 ``[3, H, W]``."""
+        if isinstance(image, Image.Image):
+            pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()
+        else:
+            pixels = image
+        if do_rescale:
+            # dividing by 255 (not multiplying by 1/255) is what torchvision's ToTensor does, bit for bit
+            pixels = pixels / 255.0 if math.isclose(rescale_factor, 1 / 255) else pixels * rescale_factor
+        if do_normalize:
+            mean = torch.tensor(image_mean, dtype=torch.float32).view(-1, 1, 1)
+            std = torch.tensor(image_std, dtype=torch.float32).view(-1, 1, 1)
+            pixels = (pixels - mean) / std
+        return pixels
 
     # ----------------------------------------------------------------------------------------------
     # decoded tensors -> images

@@ -29,7 +29,9 @@ class Attention(nn.Module):
 
     ``qkv_proj`` rows are ordered ``(q | k | v, head, head_dim)``. QK-norm is applied before the
     rotation. ``rotary`` is a ``(cos, sin)`` pair of ``[B, N, head_dim / 2]`` or ``[N, head_dim / 2]``
-    tables (identity entries, cos=1 / sin=0, leave a token unrotated).
+    tables (identity entries, cos=1 / sin=0, leave a token unrotated). ``attention_dropout`` (on the
+    attention weights) and ``output_dropout`` (after ``out_proj``) act in training mode only, as
+    timm's ``Attention(attn_drop, proj_drop)``.
     """
 
     def __init__(
@@ -42,6 +44,8 @@ class Attention(nn.Module):
         norm_eps: float = 1e-6,
         scale: float | None = None,
         rope_layout: str = "interleaved",
+        attention_dropout: float = 0.0,
+        output_dropout: float = 0.0,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -51,6 +55,8 @@ class Attention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.scale = scale
         self.rope_layout = rope_layout
+        self.attention_dropout = float(attention_dropout)
+        self.output_dropout = float(output_dropout)
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
         self.q_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
@@ -71,5 +77,9 @@ class Attention(nn.Module):
             cos, sin = (table.unsqueeze(-3) for table in rotary)  # broadcast over heads
             query = apply_rotary_embedding(query, cos, sin, self.rope_layout)
             key = apply_rotary_embedding(key, cos, sin, self.rope_layout)
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=self.scale)
-        return self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.hidden_size))
+        dropout = self.attention_dropout if self.training else 0.0
+        attended = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=self.scale
+        )
+        output = self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.hidden_size))
+        return F.dropout(output, self.output_dropout, self.training) if self.output_dropout else output

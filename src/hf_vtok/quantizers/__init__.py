@@ -1,1 +1,5 @@
-"""quantizers (filled by later issues)."""
+"""Quantizers shared by the discrete tokenizers."""
+
+from .cosine_vq import CosineEMAVectorQuantizer, VectorQuantizerOutput, rotate_to
+
+__all__ = ["CosineEMAVectorQuantizer", "VectorQuantizerOutput", "rotate_to"]

@@ -1,3 +1,3 @@
-from .images import load_image, to_rgb
+from .images import adm_center_crop, load_image, to_rgb
 
-__all__ = ["load_image", "to_rgb"]
+__all__ = ["adm_center_crop", "load_image", "to_rgb"]

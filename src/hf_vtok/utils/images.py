@@ -62,3 +62,14 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
         "convert it to RGB first"
     )
 
+
+
+def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """ADM (guided-diffusion) center crop: BOX-halve while possible, BICUBIC to ``size`` short side, crop."""
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(side * scale) for side in image.size), resample=Image.BICUBIC)
+    left = (image.width - size) // 2
+    top = (image.height - size) // 2
+    return image.crop((left, top, left + size, top + size))

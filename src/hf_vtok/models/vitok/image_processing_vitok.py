@@ -14,6 +14,7 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 
 from ...image_processing_utils import VisualTokenizerImageProcessor
 from ...modules import grid_positions, patchify, scatter_to_canvas
+from ...utils.images import adm_center_crop
 
 RESIZE_MODES = ("longest_edge", "token_budget")
 PADDING_MODES = ("max_length", "longest")
@@ -50,17 +51,6 @@ def token_budget_size(height: int, width: int, patch_size: int, max_num_patches:
     new_rows = max(1, math.floor(rows * scale + eps))
     new_cols = max(1, math.floor(cols * scale + eps))
     return min(new_rows * patch_size, height), min(new_cols * patch_size, width)
-
-
-def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """ADM (guided-diffusion) center crop: BOX-halve while possible, BICUBIC to ``size`` short side, crop."""
-    while min(image.size) >= 2 * size:
-        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.BOX)
-    scale = size / min(image.size)
-    image = image.resize(tuple(round(side * scale) for side in image.size), resample=Image.BICUBIC)
-    left = (image.width - size) // 2
-    top = (image.height - size) // 2
-    return image.crop((left, top, left + size, top + size))
 
 
 class ViTokImageProcessor(VisualTokenizerImageProcessor):
@@ -131,20 +121,6 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
         return prepared
 
     # ----------------------------------------------------------------------------------------------
-    def _to_normalized_tensor(self, image, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
-        if isinstance(image, Image.Image):
-            pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()
-        else:
-            pixels = image
-        if do_rescale:
-            # dividing by 255 (not multiplying by 1/255) is what torchvision's ToTensor does, bit for bit
-            pixels = pixels / 255.0 if math.isclose(rescale_factor, 1 / 255) else pixels * rescale_factor
-        if do_normalize:
-            mean = torch.tensor(image_mean, dtype=torch.float32).view(-1, 1, 1)
-            std = torch.tensor(image_std, dtype=torch.float32).view(-1, 1, 1)
-            pixels = (pixels - mean) / std
-        return pixels
-
     def _preprocess(
         self,
         images: list,
