@@ -18,10 +18,11 @@ CORE = [
     "pillow>=10",
     "numpy>=1.26",
     "tqdm>=4.60",
+    "torchdiffeq>=0.2.3",  # adaptive ODE solves (V2Flow CondOT)
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8"],
+    "test": ["pytest>=8", "datasets>=3.0"],  # datasets: latent-cache tests
     "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4"],
     "eval": ["torchmetrics>=1.4", "scipy>=1.11", "matplotlib>=3.8", "datasets>=3.0"],
     "demo": ["gradio>=5"],

@@ -19,6 +19,7 @@ from .models.v2flow import (
     V2FlowModel,
     V2FlowOutput,
 )
+from .pipelines import V2FlowPipeline
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
@@ -51,6 +52,7 @@ __all__ = [
     "V2FlowImageProcessor",
     "V2FlowModel",
     "V2FlowOutput",
+    "V2FlowPipeline",
     "VITOK_PRESETS",
     "ViTokConfig",
     "ViTokDecoderOutput",

@@ -1,1 +1,5 @@
-"""pipelines (filled by later issues)."""
+"""diffusers pipelines composing hf_vtok tokenizers with other components."""
+
+from .v2flow import V2FlowPipeline
+
+__all__ = ["V2FlowPipeline"]

@@ -328,6 +328,11 @@ class V2FlowHead(nn.Module):
         self.input_proj = nn.Linear(config.token_dim, width)
         self.res_blocks = nn.ModuleList(V2FlowHeadResBlock(width, eps) for _ in range(config.flow_head_depth))
         self.final_layer = V2FlowHeadFinalLayer(width, config.token_dim, eps)
+        # the original's init (read by V2FlowModel._init_weights; other Linears are xavier-uniform)
+        for linear in (self.time_embedding.linear_1, self.time_embedding.linear_2):
+            linear.init_scheme = "normal"
+        for linear in (*(block.modulation for block in self.res_blocks), self.final_layer.modulation, self.final_layer.linear):
+            linear.init_scheme = "zeros"
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         dtype = self.input_proj.weight.dtype
@@ -399,10 +404,18 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
         self.post_init()
 
     # ----------------------------------------------------------------------------------------------
-    # initialisation: as the original (xavier Linears, zero-initialised adaLN / output layers)
+    # initialisation: as the original (xavier Linears; a Linear's `init_scheme` marks the flow head's
+    # normal(0.02) time embedding and zero-initialised modulation / output layers). transformers skips
+    # modules without parameters of their own, so the schemes live on the Linears themselves.
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight)
+            scheme = getattr(module, "init_scheme", "xavier")
+            if scheme == "zeros":
+                init.zeros_(module.weight)
+            elif scheme == "normal":
+                init.normal_(module.weight, std=0.02)
+            else:
+                init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):  # torch's default Conv2d init
@@ -414,14 +427,6 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
             if module.weight is not None:
                 init.ones_(module.weight)
                 init.zeros_(module.bias)
-        elif isinstance(module, V2FlowHead):
-            for linear in (module.time_embedding.linear_1, module.time_embedding.linear_2):
-                init.normal_(linear.weight, std=0.02)
-            for layer in (*module.res_blocks, module.final_layer):
-                init.zeros_(layer.modulation.weight)
-                init.zeros_(layer.modulation.bias)
-            init.zeros_(module.final_layer.linear.weight)
-            init.zeros_(module.final_layer.linear.bias)
         elif isinstance(module, V2FlowMaskedEncoder):
             init.normal_(module.position_embedding, std=0.02)
         elif isinstance(module, V2FlowMaskedDecoder):
