@@ -325,7 +325,24 @@ def test_codebook_entries_range_checked():
 
 
 # --------------------------------------------------------------------------------------------------
-# pipeline with a tiny random DC-AE
+# image processor and pipeline with a tiny random DC-AE
+
+
+def test_image_processor_adm_crop_and_postprocess():
+    from hf_vtok import V2FlowImageProcessor
+    from hf_vtok.utils import adm_center_crop
+
+    processor = V2FlowImageProcessor(crop_size={"height": 8, "width": 8})
+    image = Image.fromarray((np.random.default_rng(1).random((40, 25, 3)) * 255).astype(np.uint8))
+    pixels = processor(image, return_tensors="pt").pixel_values
+    expected = torch.from_numpy(np.asarray(adm_center_crop(image, 8), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    assert torch.equal(pixels[0], (expected - 0.5) / 0.5)
+    assert np.array_equal(np.asarray(processor.postprocess(pixels)[0]), np.asarray(adm_center_crop(image, 8)))
+    with pytest.raises(ValueError, match="8x8"):
+        processor(np.zeros((3, 6, 6), np.float32), do_center_crop=False, do_rescale=False)
+    with pytest.raises(ValueError, match="square"):
+        V2FlowImageProcessor(crop_size={"height": 8, "width": 6})(image)
+
 
 
 @torch.no_grad()

@@ -29,6 +29,14 @@ INFO_FILE = "cache_info.json"
 SHARD_PATTERN = "shard-{:05d}.arrow"
 
 
+def _datasets():
+    try:
+        import datasets
+    except ImportError as error:
+        raise RuntimeError("the latent cache needs the `datasets` package: pip install 'hf_vtok[train]'") from error
+    return datasets
+
+
 def list_images(folder: str | os.PathLike) -> list[str]:
     """Image files under ``folder`` (recursively), as sorted POSIX paths relative to it."""
     folder = Path(folder)
@@ -81,7 +89,7 @@ def cache_latents(
 
     Finished shards of an earlier run with the same settings are kept; other settings are an error.
     """
-    from datasets import Array3D, Features, Value
+    datasets = _datasets()
     from datasets.arrow_writer import ArrowWriter
 
     if resolution <= 0 or batch_size <= 0 or shard_size <= 0:
@@ -120,11 +128,11 @@ def cache_latents(
             flipped = encode_latents(vae, pixels.flip(dims=[3])).float().cpu()
             if writer is None:
                 shape = tuple(latents.shape[1:])
-                features = Features({
-                    "path": Value("string"),
-                    "label": Value("string"),
-                    "latents": Array3D(shape=shape, dtype="float32"),
-                    "latents_flip": Array3D(shape=shape, dtype="float32"),
+                features = datasets.Features({
+                    "path": datasets.Value("string"),
+                    "label": datasets.Value("string"),
+                    "latents": datasets.Array3D(shape=shape, dtype="float32"),
+                    "latents_flip": datasets.Array3D(shape=shape, dtype="float32"),
                 })
                 writer = ArrowWriter(features=features, path=str(partial))
             writer.write_batch({
@@ -148,8 +156,7 @@ def cache_latents(
 
 def load_latent_cache(folder: str | os.PathLike, require_complete: bool = True):
     """The cached rows as one ``datasets.Dataset`` (torch format), in image-file order."""
-    from datasets import Dataset, concatenate_datasets
-
+    datasets = _datasets()
     folder = Path(folder)
     info_path = folder / INFO_FILE
     if not info_path.is_file():
@@ -161,8 +168,8 @@ def load_latent_cache(folder: str | os.PathLike, require_complete: bool = True):
             f"{str(folder)!r} holds {len(info['completed_shards'])} of {expected} shards: run the same "
             "cache-latents command again to finish it (or pass require_complete=False)"
         )
-    shards = [Dataset.from_file(str(folder / SHARD_PATTERN.format(index))) for index in info["completed_shards"]]
-    return concatenate_datasets(shards).with_format("torch")
+    shards = [datasets.Dataset.from_file(str(folder / SHARD_PATTERN.format(index))) for index in info["completed_shards"]]
+    return datasets.concatenate_datasets(shards).with_format("torch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -134,11 +134,14 @@ class CosineEMAVectorQuantizer(nn.Module):
             )
         counts = self._all_reduce(one_hot.sum(0))
         sums = self._all_reduce(one_hot.t() @ flat_inputs)
-        self.ema_cluster_size.lerp_(counts, 1 - self.decay)
-        self.ema_embed_sum.lerp_(sums, 1 - self.decay)
-        total = self.ema_cluster_size.sum()
-        smoothed = (self.ema_cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
-        self.codebook.copy_(F.normalize(self.ema_embed_sum / smoothed[:, None], dim=-1, eps=self.input_eps))
+        # in float32 whatever the buffers' dtype
+        cluster_size = self.ema_cluster_size.float().lerp(counts, 1 - self.decay)
+        embed_sum = self.ema_embed_sum.float().lerp(sums, 1 - self.decay)
+        total = cluster_size.sum()
+        smoothed = (cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+        self.ema_cluster_size.copy_(cluster_size)
+        self.ema_embed_sum.copy_(embed_sum)
+        self.codebook.copy_(F.normalize(embed_sum / smoothed[:, None], dim=-1, eps=self.input_eps))
 
     def forward(self, inputs: torch.Tensor, update_codebook: bool | None = None) -> VectorQuantizerOutput:
         """Quantize ``inputs [..., D]`` (computed in float32 whatever the input dtype).

@@ -28,6 +28,7 @@ from ...modeling_utils import VisualTokenizerPreTrainedModel
 from ...modules import GELUMLP, Attention, modulate, patchify, unpatchify
 from ...quantizers import CosineEMAVectorQuantizer
 from .configuration_v2flow import V2FlowConfig
+from .llm_vocabulary import load_llm_vocabulary
 
 ADAPTIVE_ODE_METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_STEP_ODE_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
@@ -426,6 +427,7 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             if module.weight is not None:
                 init.ones_(module.weight)
+            if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, V2FlowMaskedEncoder):
             init.normal_(module.position_embedding, std=0.02)
@@ -447,8 +449,6 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
     def load_llm_vocabulary(self, vocabulary: "torch.Tensor | str") -> None:
         """Copy an LLM ``embed_tokens`` matrix ``[V, D]`` (a tensor or a file, see
         ``hf_vtok.models.v2flow.llm_vocabulary``) into the frozen ``llm_embed_tokens`` buffer."""
-        from .llm_vocabulary import load_llm_vocabulary
-
         if self.llm_embed_tokens is None:
             raise ValueError("this V2Flow model has no LLM vocabulary (config.use_llm_vocabulary=False)")
         name = "vocabulary tensor"
@@ -580,22 +580,22 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
     ) -> torch.Tensor:
         r"""Sample one latent token per row of ``noise [n, C]`` with the flow head.
 
-        ``condition`` is ``[n, W]``, or ``[2n, W]`` (conditional rows, then unconditional rows) when
-        ``guidance_scale != 1`` (the MAR guidance); the result then has ``2n`` rows, as the original
-        computes them, of which the first ``n`` are the samples. ``linear_flow``: DPM-Solver++ with its
-        fixed inner guidance (``flow_guidance_scale``) against the unconditional embedding; with MAR
-        guidance both halves are sampled from the same noise (the second, conditioned on the
-        unconditional MAR pass, is discarded). ``CondOT``: an ODE solve of the (MAR-guided) velocity;
-        guided, both halves are equal.
+        ``condition`` is ``[n, W]``, or ``[2n, W]`` (conditional rows, then unconditional rows) for MAR
+        guidance with ``guidance_scale``; the result then has ``2n`` rows, as the original computes
+        them, of which the first ``n`` are the samples. ``linear_flow``: DPM-Solver++ with its fixed
+        inner guidance (``flow_guidance_scale``) against the unconditional embedding; with MAR guidance
+        both halves are sampled from the same noise (the second, conditioned on the unconditional MAR
+        pass, is discarded; ``guidance_scale`` is not used). ``CondOT``: an ODE solve of the
+        (MAR-guided) velocity; guided, both halves are equal.
         """
         config = self.config
-        guided = not (isinstance(guidance_scale, (int, float)) and guidance_scale == 1.0)
         count = noise.shape[0]
-        if condition.shape[0] != (2 * count if guided else count):
+        if condition.shape[0] not in (count, 2 * count):
             raise ValueError(
-                f"condition has {condition.shape[0]} rows for {count} noise rows; expected "
-                f"{2 * count if guided else count} ({'conditional then unconditional' if guided else 'one per row'})"
+                f"condition has {condition.shape[0]} rows for {count} noise rows; expected {count} (one per row) "
+                f"or {2 * count} (conditional rows, then unconditional rows)"
             )
+        guided = condition.shape[0] == 2 * count
 
         def velocity_model(sample, timestep, row_condition):
             return self.flow_head(sample, timestep, row_condition).float()
@@ -667,7 +667,6 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
         schedule = guidance_schedule or config.guidance_schedule
         if schedule not in ("linear", "constant"):
             raise ValueError(f"guidance_schedule must be 'linear' or 'constant', got {schedule!r}")
-        flow_guidance = config.flow_guidance_scale if flow_guidance_scale is None else flow_guidance_scale
         if noise is not None and tuple(noise.shape) != (batch, length, channels):
             raise ValueError(
                 f"noise must hold one start value per token, [B, L, C] = {(batch, length, channels)}, "
@@ -717,7 +716,7 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
             computed = step_noise
             if count:
                 computed = self.sample_flow_tokens(
-                    condition, step_noise, step_guidance if guided else 1.0, flow_guidance, num_inference_steps, ode_method
+                    condition, step_noise, step_guidance, flow_guidance_scale, num_inference_steps, ode_method
                 )
                 tokens = tokens.clone()
                 tokens[predicted] = computed[:count]
