@@ -375,6 +375,80 @@ def test_pipeline_round_trip_and_scaling(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# converter on a checkpoint in the original training format (the parity fixture covers the vocabulary
+# branch; this one has no LLM vocabulary, CondOT and distinct EMA weights)
+
+TO_ORIGINAL = [  # hf_vtok key -> original key, the converter's renaming run backwards
+    (r"^connector\.", "downsampler."), (r"^unconditional_embedding$", "fake_latent"),
+    (r"^encoder\.token_proj\.", "z_proj."), (r"^encoder\.input_norm\.", "z_proj_ln."),
+    (r"^encoder\.position_embedding$", "encoder_pos_embed_learned"), (r"^encoder\.blocks\.", "encoder_blocks."),
+    (r"^encoder\.norm\.", "encoder_norm."), (r"^decoder\.input_proj\.", "decoder_embed."),
+    (r"^decoder\.mask_token$", "mask_token"), (r"^decoder\.position_embedding$", "decoder_pos_embed_learned"),
+    (r"^decoder\.blocks\.", "decoder_blocks."), (r"^decoder\.norm\.", "decoder_norm."),
+    (r"^decoder\.flow_position_embedding$", "diffusion_pos_embed_learned"),
+    (r"\.attention\.qkv_proj\.", ".attn.qkv."), (r"\.attention\.out_proj\.", ".attn.proj."),
+    (r"^flow_head\.time_embedding\.linear_1\.", "flowloss.net.time_embed.mlp.0."),
+    (r"^flow_head\.time_embedding\.linear_2\.", "flowloss.net.time_embed.mlp.2."),
+    (r"^flow_head\.condition_proj\.", "flowloss.net.cond_embed."), (r"^flow_head\.", "flowloss.net."),
+    (r"(res_blocks\.\d+)\.norm\.", r"\1.in_ln."), (r"\.modulation\.", ".adaLN_modulation.1."),
+    (r"^quantizer\.codebook$", "quantizer._codebook.embed"),
+    (r"^quantizer\.ema_embed_sum$", "quantizer._codebook.embed_avg"),
+    (r"^quantizer\.ema_cluster_size$", "quantizer._codebook.cluster_size"),
+]
+
+
+def original_checkpoint(hf_model, path, **args):
+    """Write ``hf_model`` as the original's ``checkpoint-last.pth`` (EMA = weights + 0.5, args as a Namespace)."""
+    import argparse
+
+    from hf_vtok.conversion import rename_keys
+
+    def original_state(shift):
+        state = {key: value + shift if key.endswith("weight") else value.clone() for key, value in hf_model.state_dict().items()}
+        for key in ("quantizer.codebook", "quantizer.ema_embed_sum", "quantizer.ema_cluster_size"):
+            state[key] = state[key][None]  # the original keeps a codebook axis
+        state = rename_keys(state, TO_ORIGINAL)
+        state.update({"quantizer._codebook.initted": torch.ones(1), "class_emb.weight": torch.randn(2, 4096)})
+        return state
+
+    checkpoint = {"model": original_state(0.0), "model_ema": original_state(0.5), "epoch": 3, "scaler": {},
+                  "args": argparse.Namespace(**args)}
+    torch.save(checkpoint, path)
+
+
+@torch.no_grad()
+def test_convert_training_checkpoint_without_vocabulary(tmp_path, latents):
+    from hf_vtok.models.v2flow.convert_v2flow_original_to_hf import convert_v2flow_checkpoint
+
+    model = tiny_model(use_llm_vocabulary=False, connector_readout_depth=1, flow_method="CondOT", guidance_scale=2.0)
+    config = model.config
+    args = dict(model="v2flow_small", flow_method="CondOT", visual_vocabulary=False, cfg=2.0, num_iter=3,
+                img_size=config.image_size, vae_stride=2, patch_size=1, buffer_size=config.num_tokens)
+    original_checkpoint(model, tmp_path / "checkpoint-last.pth", **args)
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        convert_v2flow_checkpoint(tmp_path / "checkpoint-last.pth")
+    converted, dropped = convert_v2flow_checkpoint(tmp_path / "checkpoint-last.pth", num_attention_heads=2)
+    assert set(dropped) == {"class_emb.weight", "quantizer._codebook.initted"}
+    for field in ("use_llm_vocabulary", "flow_method", "guidance_scale", "num_ar_steps", "connector_readout_depth",
+                  "codebook_size", "hidden_size", "sample_size", "vae_downsample_factor"):
+        assert getattr(converted.config, field) == getattr(config, field), field
+    encoded = model.encode(latents)
+    assert torch.equal(converted.encode(latents).image_tokens, encoded.image_tokens)
+    expected = model.decode(encoded, generator=seeded(0)).sample
+    assert torch.equal(converted.decode(image_tokens=encoded.image_tokens, generator=seeded(0)).sample, expected)
+    ema, _ = convert_v2flow_checkpoint(tmp_path / "checkpoint-last.pth", weights="ema", num_attention_heads=2)
+    assert torch.equal(ema.projector[0].weight, model.projector[0].weight + 0.5)
+    slim, dropped = convert_v2flow_checkpoint(
+        tmp_path / "checkpoint-last.pth", num_attention_heads=2, keep_ema_statistics=False
+    )
+    assert "quantizer._codebook.embed_avg" in dropped and slim.quantizer.ema_embed_sum is None
+    assert torch.equal(slim.encode(latents).image_tokens, encoded.image_tokens)
+    original_checkpoint(model, tmp_path / "bad.pth", **{**args, "buffer_size": 3})
+    with pytest.raises(ValueError, match="buffer_size"):
+        convert_v2flow_checkpoint(tmp_path / "bad.pth", num_attention_heads=2)
+
+
+# --------------------------------------------------------------------------------------------------
 # tools
 
 

@@ -112,7 +112,8 @@ def infer_v2flow_config(
 ) -> V2FlowConfig:
     """Architecture from the (hf_vtok-named) tensors, run settings from the original arguments."""
     for key in ("unconditional_embedding", "encoder.position_embedding", "encoder.token_proj.weight",
-                "connector.s1.b1.conv1.conv.weight", "quantizer.codebook", "flow_head.input_proj.weight"):
+                "connector.s1.b1.conv1.conv.weight", "quantizer.codebook", "flow_head.input_proj.weight",
+                "encoder.blocks.0.mlp.fc1.weight"):
         if key not in state_dict:
             raise CheckpointMismatchError(f"not a V2Flow checkpoint: it has no tensor for {key!r}")
     hidden_size = state_dict["unconditional_embedding"].shape[1]
@@ -163,11 +164,11 @@ def infer_v2flow_config(
         "vae_downsample_factor": int(args.get("vae_stride", 32)),
         "connector_hidden_size": state_dict["connector.s1.b1.conv1.conv.weight"].shape[0],
         "connector_depth": _count(state_dict, r"connector\.s1\.b(\d+)\."),
-        "connector_readout_depth": len([key for key in state_dict if re.fullmatch(r"connector\.readout\.\d+\.weight", key)]),
+        "connector_readout_depth": _count(state_dict, r"connector\.readout\.(\d+)\.weight$"),
         "use_llm_vocabulary": use_llm_vocabulary,
         "codebook_size": codebook_size,
         "codebook_ema_state": all(key in state_dict for key in EMA_STATISTICS),
-        "projector_depth": len([key for key in state_dict if re.fullmatch(r"projector\.\d+\.weight", key)]),
+        "projector_depth": _count(state_dict, r"projector\.(\d+)\.weight$"),
         "hidden_size": hidden_size,
         "encoder_num_layers": _count(state_dict, r"encoder\.blocks\.(\d+)\."),
         "decoder_num_layers": _count(state_dict, r"decoder\.blocks\.(\d+)\."),
@@ -180,7 +181,9 @@ def infer_v2flow_config(
     if use_llm_vocabulary:
         fields["llm_vocab_size"], fields["llm_embed_dim"] = state_dict["llm_embed_tokens"].shape
         if code_dim != fields["llm_embed_dim"]:
-            raise CheckpointMismatchError(f"codebook width {code_dim} differs from the LLM embedding width {fields['llm_embed_dim']}")
+            raise CheckpointMismatchError(
+                f"codebook width {code_dim} differs from the LLM embedding width {fields['llm_embed_dim']}"
+            )
     settings = {  # original argument -> config field
         "attn_dropout": "attention_dropout",
         "proj_dropout": "hidden_dropout",

@@ -332,7 +332,8 @@ class V2FlowHead(nn.Module):
         # the original's init (read by V2FlowModel._init_weights; other Linears are xavier-uniform)
         for linear in (self.time_embedding.linear_1, self.time_embedding.linear_2):
             linear.init_scheme = "normal"
-        for linear in (*(block.modulation for block in self.res_blocks), self.final_layer.modulation, self.final_layer.linear):
+        zero_initialised = [block.modulation for block in self.res_blocks]
+        for linear in (*zero_initialised, self.final_layer.modulation, self.final_layer.linear):
             linear.init_scheme = "zeros"
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
