@@ -494,9 +494,10 @@ def test_cache_latents_is_resumable(tmp_path):
     assert (output / "shard-00000.arrow").stat().st_mtime_ns == first_shard
     rows = load_latent_cache(output)
     assert len(rows) == 5 and rows[0]["path"] == "cats/1.png" and rows[0]["label"] == "cats"
-    from hf_vtok.data.latent_cache import _pixels
+    from hf_vtok import V2FlowImageProcessor
 
-    pixels = _pixels(images / "cats/1.png", 8)[None]
+    pixels = V2FlowImageProcessor(crop_size={"height": 8, "width": 8})(Image.open(images / "cats/1.png")).pixel_values
+    pixels = torch.as_tensor(pixels)
     assert torch.allclose(rows[0]["latents"], vae.encode(pixels).latent[0], atol=1e-6)
     assert torch.allclose(rows[0]["latents_flip"], vae.encode(pixels.flip(dims=[3])).latent[0], atol=1e-6)
     assert json.loads((output / "cache_info.json").read_text())["scaling_factor"] == 0.5

@@ -33,13 +33,10 @@ def load_torch_checkpoint(path: str | os.PathLike, allowed_globals: Iterable[typ
         ) from error
 
 
-def load_original_state_dict(
-    path: str | os.PathLike, inner_key: str | None = None, allowed_globals: Iterable[type] = ()
-) -> dict[str, torch.Tensor]:
+def load_original_state_dict(path: str | os.PathLike, inner_key: str | None = None) -> dict[str, torch.Tensor]:
     """Load a ``.safetensors`` file, or a ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` file with ``weights_only=True``.
 
-    ``inner_key`` selects a nested state dict of a training checkpoint (e.g. ``"model"`` or ``"ema"``);
-    ``allowed_globals`` as in ``load_torch_checkpoint``.
+    ``inner_key`` selects a nested state dict of a training checkpoint (e.g. ``"model"`` or ``"ema"``).
     """
     path = Path(path)
     if not path.is_file():
@@ -50,7 +47,7 @@ def load_original_state_dict(
         except Exception as error:  # safetensors raises its own error types
             raise ValueError(f"{str(path)!r} is not a readable safetensors file: {error}") from error
     else:
-        state_dict = load_torch_checkpoint(path, allowed_globals)
+        state_dict = load_torch_checkpoint(path)
     if inner_key is not None:
         if not isinstance(state_dict, Mapping) or inner_key not in state_dict:
             keys = sorted(state_dict)[:20] if isinstance(state_dict, Mapping) else type(state_dict).__name__

@@ -1,4 +1,4 @@
-"""Cache the latents of an image folder (and of its horizontal flips) in Arrow shards.
+r"""Cache the latents of an image folder (and of its horizontal flips) in Arrow shards.
 
     hf-vtok cache-latents --vae mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers --images data/train \
         --output cache/train-512 --resolution 512 --batch-size 32
@@ -18,11 +18,10 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..utils.images import adm_center_crop, load_image
+from ..utils.images import load_image
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 INFO_FILE = "cache_info.json"
@@ -50,12 +49,6 @@ def list_images(folder: str | os.PathLike) -> list[str]:
     if not files:
         raise ValueError(f"{str(folder)!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files
-
-
-def _pixels(path: Path, resolution: int) -> torch.Tensor:
-    image = adm_center_crop(load_image(path), resolution)
-    array = np.asarray(image, dtype=np.float32) / 255.0  # ToTensor's division, then Normalize(0.5, 0.5)
-    return (torch.from_numpy(array).permute(2, 0, 1) - 0.5) / 0.5
 
 
 def encode_latents(vae, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -109,6 +102,9 @@ def cache_latents(
                 "use another output folder or delete it"
             )
         info = previous
+    from ..models.v2flow import V2FlowImageProcessor  # the ADM square crop to [-1, 1], as main_cache.py
+
+    processor = V2FlowImageProcessor(crop_size={"height": resolution, "width": resolution})
     device = next(vae.parameters()).device
     dtype = next(vae.parameters()).dtype
     num_shards = -(-len(files) // shard_size)
@@ -123,7 +119,8 @@ def cache_latents(
         writer = None
         for start in range(0, len(shard_files), batch_size):
             names = shard_files[start : start + batch_size]
-            pixels = torch.stack([_pixels(image_folder / name, resolution) for name in names]).to(device, dtype)
+            images = [load_image(image_folder / name) for name in names]
+            pixels = processor(images, return_tensors="pt").pixel_values.to(device, dtype)
             latents = encode_latents(vae, pixels).float().cpu()
             flipped = encode_latents(vae, pixels.flip(dims=[3])).float().cpu()
             if writer is None:
