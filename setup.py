@@ -18,10 +18,11 @@ CORE = [
     "pillow>=10",
     "numpy>=1.26",
     "tqdm>=4.60",
+    "torchdiffeq>=0.2.3",  # adaptive ODE solves (V2Flow CondOT)
 ]
 
 EXTRAS = {
-    # peft: the LoRA tests of the generators; the evaluation tests need the eval libraries and read real
+    # peft: the LoRA tests of the generators; datasets: latent-cache tests; the evaluation tests need the eval libraries and read real
     # photographs from scikit-image's data folder
     "test": ["pytest>=8", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22"],
     "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4"],

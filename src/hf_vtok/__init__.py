@@ -17,6 +17,17 @@ from .models.latent_token_vit import LatentTokenEncoderOutput, LatentTokenImageP
 from .models.maetok import MAETOK_PRESETS, HOGFeatures, MAETokConfig, MAETokFeatureTargets, MAETokModel
 from .models.sit import SIT_PRESETS, SiTTransformer1DModel
 from .models.softvq import SOFTVQ_PRESETS, SoftVQConfig, SoftVQEncoderOutput, SoftVQModel
+from .models.v2flow import (
+    V2FLOW_PRESETS,
+    V2FlowConfig,
+    V2FlowDecoderOutput,
+    V2FlowDecodeStep,
+    V2FlowEncoderOutput,
+    V2FlowImageProcessor,
+    V2FlowModel,
+    V2FlowOutput,
+)
+from .pipelines import V2FlowPipeline
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
@@ -44,6 +55,7 @@ _TOKENIZERS = [
     (ViTokConfig, ViTokModel, ViTokImageProcessor),
     (SoftVQConfig, SoftVQModel, LatentTokenImageProcessor),
     (MAETokConfig, MAETokModel, LatentTokenImageProcessor),
+    (V2FlowConfig, V2FlowModel, V2FlowImageProcessor),
 ]
 
 for _config, _model, _processor in _TOKENIZERS:
@@ -72,6 +84,15 @@ __all__ = [
     "SoftVQConfig",
     "SoftVQEncoderOutput",
     "SoftVQModel",
+    "V2FLOW_PRESETS",
+    "V2FlowConfig",
+    "V2FlowDecodeStep",
+    "V2FlowDecoderOutput",
+    "V2FlowEncoderOutput",
+    "V2FlowImageProcessor",
+    "V2FlowModel",
+    "V2FlowOutput",
+    "V2FlowPipeline",
     "VITOK_PRESETS",
     "ViTokConfig",
     "ViTokDecoderOutput",

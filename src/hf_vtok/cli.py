@@ -4,6 +4,8 @@
     hf-vtok reconstruct --model vitok-350M photo.jpg other.png --out recon/
     hf-vtok eval --model vitok-350M --model other-tokenizer --data images/ --metrics psnr,ssim,lpips,rfid
     hf-vtok eval-generation --pipeline sit-xl --num-samples 50000 --guidance-scale 1.5 --reference ref.npz
+    hf-vtok cache-llm-vocabulary --llm Llama-2-7b-hf --output llama2_vocabulary.safetensors
+    hf-vtok cache-latents --vae dc-ae-f32c32-sana-1.1-diffusers --images imagenet/train --output cache/ --resolution 512
 """
 
 import argparse
@@ -18,6 +20,18 @@ CONVERTERS = {
     "sit": "hf_vtok.models.sit.convert_sit_original_to_hf",
     "dit": "hf_vtok.models.dit_1d.convert_dit_1d_original_to_hf",
     "vitok-dit": "hf_vtok.models.vitok.convert_vitok_dit_original_to_hf",
+    "v2flow": "hf_vtok.models.v2flow.convert_v2flow_original_to_hf",
+}
+# other commands: name -> (module with add_arguments(parser) and run(args), help)
+TOOLS = {
+    "cache-llm-vocabulary": (
+        "hf_vtok.models.v2flow.llm_vocabulary",
+        "extract an LLM's embed_tokens matrix to a safetensors file (V2Flow's visual vocabulary)",
+    ),
+    "cache-latents": (
+        "hf_vtok.data.latent_cache",
+        "encode an image folder with a diffusers autoencoder into a resumable Arrow cache (with flips)",
+    ),
 }
 
 
@@ -52,6 +66,15 @@ def _add_eval(subparsers) -> None:
     )
     generation.add_arguments(parser)
     parser.set_defaults(handler=generation.run)
+def _add_tools(subparsers) -> None:
+    for name, (module_name, help_text) in TOOLS.items():
+        module = importlib.import_module(module_name)
+        parser = subparsers.add_parser(
+            name, help=help_text, description=(module.__doc__ or "").strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(parser)
+        parser.set_defaults(handler=module.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(subparsers)
     _add_reconstruct(subparsers)
     _add_eval(subparsers)
+    _add_tools(subparsers)
     return parser
 
 

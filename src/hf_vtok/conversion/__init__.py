@@ -4,6 +4,7 @@ from .state_dicts import (
     CheckpointMismatchError,
     load_original_state_dict,
     load_state_dict_strictly,
+    load_torch_checkpoint,
     rename_keys,
     strip_prefixes,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "CheckpointMismatchError",
     "load_original_state_dict",
     "load_state_dict_strictly",
+    "load_torch_checkpoint",
     "rename_keys",
     "strip_prefixes",
 ]

@@ -34,7 +34,7 @@ def _qk_norm(kind: bool | str, head_dim: int, eps: float) -> nn.Module | None:
     raise ValueError(f"unknown qk_norm {kind!r}; expected False, True / 'rms' or 'layer'")
 
 
-def _eager_attention(query, key, value, attention_mask=None, scale=None):
+def _eager_attention(query, key, value, attention_mask=None, scale=None, dropout=0.0):
     """``softmax((q * scale) @ k^T) @ v`` with SDPA's mask semantics (boolean: True = attend; float: added)."""
     scores = (query * (query.shape[-1] ** -0.5 if scale is None else scale)) @ key.transpose(-2, -1)
     if attention_mask is not None:
@@ -42,7 +42,8 @@ def _eager_attention(query, key, value, attention_mask=None, scale=None):
             scores = scores.masked_fill(~attention_mask, float("-inf"))
         else:
             scores = scores + attention_mask
-    return scores.softmax(dim=-1) @ value
+    weights = scores.softmax(dim=-1)
+    return F.dropout(weights, dropout) @ value if dropout else weights @ value
 
 
 class Attention(nn.Module):
@@ -56,7 +57,8 @@ class Attention(nn.Module):
 
     ``eager_float32=True`` computes float32 inputs as ``softmax((q * scale) @ k^T) @ v``, the order of
     timm's non-fused path, so that originals running it (the DiT / SiT of continuous_tokenizer)
-    are matched bit for bit; other dtypes, and the default, use SDPA.
+    are matched bit for bit; other dtypes, and the default, use SDPA. ``attention_dropout`` (on the attention weights) and ``output_dropout`` (after ``out_proj``) act
+    in training mode only, as timm's ``Attention(attn_drop, proj_drop)``.
     """
 
     def __init__(
@@ -70,6 +72,8 @@ class Attention(nn.Module):
         scale: float | None = None,
         rope_layout: str = "interleaved",
         eager_float32: bool = False,
+        attention_dropout: float = 0.0,
+        output_dropout: float = 0.0,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -80,6 +84,8 @@ class Attention(nn.Module):
         self.scale = scale
         self.rope_layout = rope_layout
         self.eager_float32 = eager_float32
+        self.attention_dropout = float(attention_dropout)
+        self.output_dropout = float(output_dropout)
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
         self.q_norm = _qk_norm(qk_norm, self.head_dim, norm_eps)
         self.k_norm = _qk_norm(qk_norm, self.head_dim, norm_eps)
@@ -102,8 +108,12 @@ class Attention(nn.Module):
                 cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
             query = apply_rotary_embedding(query, cos, sin, self.rope_layout)
             key = apply_rotary_embedding(key, cos, sin, self.rope_layout)
+        dropout = self.attention_dropout if self.training else 0.0
         if self.eager_float32 and query.dtype == torch.float32:
-            attended = _eager_attention(query, key, value, attention_mask, self.scale)
+            attended = _eager_attention(query, key, value, attention_mask, self.scale, dropout)
         else:
-            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=self.scale)
-        return self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.hidden_size))
+            attended = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=self.scale
+            )
+        output = self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.hidden_size))
+        return F.dropout(output, self.output_dropout, self.training) if self.output_dropout else output

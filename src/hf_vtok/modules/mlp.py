@@ -31,13 +31,28 @@ class SwiGLU(nn.Module):
 
 
 class GELUMLP(nn.Module):
-    """``fc2(gelu(fc1(x)))``; ``approximate="tanh"`` for the DiT/SiT family."""
+    """``fc2(gelu(fc1(x)))``; ``approximate="tanh"`` for the DiT/SiT family.
 
-    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = True, approximate: str = "none"):
+    ``dropout`` (training mode only) follows the activation and ``fc2``, as timm's ``Mlp(drop=...)``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        bias: bool = True,
+        approximate: str = "none",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.approximate = approximate
+        self.dropout = float(dropout)
         self.fc1 = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.fc2 = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(hidden_states), approximate=self.approximate))
+        hidden_states = F.gelu(self.fc1(hidden_states), approximate=self.approximate)
+        if self.dropout:
+            hidden_states = F.dropout(hidden_states, self.dropout, self.training)
+            return F.dropout(self.fc2(hidden_states), self.dropout, self.training)
+        return self.fc2(hidden_states)

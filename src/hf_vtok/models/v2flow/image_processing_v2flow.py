@@ -1,0 +1,87 @@
+"""Image processor of V²Flow's DC-AE input: ADM center crop to a square, then [-1, 1]."""
+
+import torch
+from PIL import Image
+from transformers.image_processing_utils import BatchFeature
+from transformers.processing_utils import ImagesKwargs, Unpack
+
+from ...image_processing_utils import VisualTokenizerImageProcessor
+from ...utils.images import adm_center_crop
+
+
+class V2FlowImageProcessorKwargs(ImagesKwargs, total=False):
+    """No V²Flow-specific options: ``crop_size`` sets the square image size."""
+
+
+class V2FlowImageProcessor(VisualTokenizerImageProcessor):
+    r"""Square images for the DC-AE of a V²Flow model, as the original caches them.
+
+    8-bit / PIL images get the ADM center crop (BOX halving while the short side is at least twice the
+    target, BICUBIC resize of the short side, center crop) to ``crop_size``; float images must already
+    have that size. Then rescale to [0, 1] and normalize to [-1, 1]. Returns ``pixel_values
+    [B, 3, S, S]``; ``postprocess`` turns decoded ``[B, 3, S, S]`` images back into PIL / NumPy / torch.
+    """
+
+    valid_kwargs = V2FlowImageProcessorKwargs
+    model_input_names = ["pixel_values"]
+    image_mean = [0.5, 0.5, 0.5]
+    image_std = [0.5, 0.5, 0.5]
+    do_resize = False
+    do_center_crop = True
+    crop_size = {"height": 1024, "width": 1024}
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+
+    def __init__(self, **kwargs: Unpack[V2FlowImageProcessorKwargs]):
+        super().__init__(**kwargs)
+
+    def _prepare_image_like_inputs(self, images, *args, **kwargs):
+        prepared = super()._prepare_image_like_inputs(images, *args, **kwargs)
+        if not prepared:
+            raise ValueError("no images were given")
+        return prepared
+
+    def _preprocess(
+        self,
+        images: list,
+        do_center_crop: bool,
+        crop_size,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean,
+        image_std,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        if crop_size is None or crop_size.height != crop_size.width:
+            raise ValueError(f"V2Flow takes square images; crop_size must be square, got {crop_size}")
+        size = crop_size.height
+        pixels = []
+        for index, image in enumerate(images):
+            if do_center_crop:
+                if not isinstance(image, Image.Image):
+                    raise ValueError(
+                        f"image {index}: the ADM center crop runs on 8-bit images; pass PIL / uint8 images, "
+                        f"or {size}x{size} float images with do_center_crop=False"
+                    )
+                image = adm_center_crop(image, size)
+            tensor = self._to_normalized_tensor(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
+            if tuple(tensor.shape[-2:]) != (size, size):
+                raise ValueError(
+                    f"image {index} is {tensor.shape[-1]}x{tensor.shape[-2]} (WxH) but the model takes {size}x{size}; "
+                    "enable do_center_crop"
+                )
+            pixels.append(tensor)
+        pixel_values = torch.stack(pixels)
+        if return_tensors == "np":
+            pixel_values = pixel_values.numpy()
+        return BatchFeature(data={"pixel_values": pixel_values})
+
+    def postprocess(self, images, output_type: str = "pil", do_denormalize: bool = True):
+        """Decoded images ``[B, 3, H, W]`` (model space, [-1, 1]) -> PIL images, HWC arrays or CHW tensors."""
+        images = torch.as_tensor(images)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"postprocess takes images [B, 3, H, W], got shape {tuple(images.shape)}")
+        return self._convert_output(list(images), output_type, do_denormalize)
