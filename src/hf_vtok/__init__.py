@@ -9,6 +9,16 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from .image_processing_utils import VisualTokenizerImageProcessor
 from .modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from .modeling_utils import VisualTokenizerPreTrainedModel
+from .models.flowmo import (
+    FLOWMO_PRESETS,
+    FlowMoConfig,
+    FlowMoDecoderOutput,
+    FlowMoEncoderOutput,
+    FlowMoImageProcessor,
+    FlowMoModel,
+    FlowMoOutput,
+    FlowMoVelocityOutput,
+)
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
@@ -22,7 +32,10 @@ from .models.vitok import (
 
 __version__ = "0.1.0"
 
-_TOKENIZERS = [(ViTokConfig, ViTokModel, ViTokImageProcessor)]
+_TOKENIZERS = [
+    (ViTokConfig, ViTokModel, ViTokImageProcessor),
+    (FlowMoConfig, FlowMoModel, FlowMoImageProcessor),
+]
 
 for _config, _model, _processor in _TOKENIZERS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -30,6 +43,14 @@ for _config, _model, _processor in _TOKENIZERS:
     AutoImageProcessor.register(_config, image_processor_classes={"pil": _processor}, exist_ok=True)
 
 __all__ = [
+    "FLOWMO_PRESETS",
+    "FlowMoConfig",
+    "FlowMoDecoderOutput",
+    "FlowMoEncoderOutput",
+    "FlowMoImageProcessor",
+    "FlowMoModel",
+    "FlowMoOutput",
+    "FlowMoVelocityOutput",
     "VITOK_PRESETS",
     "ViTokConfig",
     "ViTokDecoderOutput",

@@ -11,6 +11,7 @@ import sys
 # family -> module with add_arguments(parser) and run(args); later families add themselves here
 CONVERTERS = {
     "vitok": "hf_vtok.models.vitok.convert_vitok_original_to_hf",
+    "flowmo": "hf_vtok.models.flowmo.convert_flowmo_original_to_hf",
 }
 
 

@@ -1,5 +1,7 @@
 """Multi-head self-attention on ``torch.nn.functional.scaled_dot_product_attention``."""
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,7 +31,12 @@ class Attention(nn.Module):
 
     ``qkv_proj`` rows are ordered ``(q | k | v, head, head_dim)``. QK-norm is applied before the
     rotation. ``rotary`` is a ``(cos, sin)`` pair of ``[B, N, head_dim / 2]`` or ``[N, head_dim / 2]``
-    tables (identity entries, cos=1 / sin=0, leave a token unrotated).
+    tables (identity entries, cos=1 / sin=0, leave a token unrotated). ``scale`` is the softmax
+    scale (``None``: ``1/sqrt(head_dim)``; muP models use ``8/head_dim``). ``rope_dtype`` is the
+    dtype the rotation runs in (``None``: the activations' dtype; Flux-style models rotate in float32).
+
+    The three steps (``project`` -> ``attend`` -> ``project_out``) are public so that several streams
+    with their own weights can attend jointly (``joint_attention``, MMDiT / Flux double-stream blocks).
     """
 
     def __init__(
@@ -42,6 +49,7 @@ class Attention(nn.Module):
         norm_eps: float = 1e-6,
         scale: float | None = None,
         rope_layout: str = "interleaved",
+        rope_dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -51,17 +59,16 @@ class Attention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.scale = scale
         self.rope_layout = rope_layout
+        self.rope_dtype = rope_dtype
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
         self.q_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
         self.out_proj = nn.Linear(hidden_size, hidden_size, bias=out_bias)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def project(
+        self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, N, hidden]`` -> normed and rotated query, key and value, each ``[B, heads, N, head_dim]``."""
         batch, length, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, Dh]
@@ -69,7 +76,59 @@ class Attention(nn.Module):
             query, key = self.q_norm(query), self.k_norm(key)
         if rotary is not None:
             cos, sin = (table.unsqueeze(-3) for table in rotary)  # broadcast over heads
-            query = apply_rotary_embedding(query, cos, sin, self.rope_layout)
-            key = apply_rotary_embedding(key, cos, sin, self.rope_layout)
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=self.scale)
+            query = apply_rotary_embedding(query, cos, sin, self.rope_layout, self.rope_dtype)
+            key = apply_rotary_embedding(key, cos, sin, self.rope_layout, self.rope_dtype)
+        return query, key, value
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """SDPA with this layer's scale: ``[B, H, N, Dh]`` -> ``[B, H, N, Dh]``."""
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=self.scale)
+
+    def project_out(self, attended: torch.Tensor) -> torch.Tensor:
+        """``[B, H, N, Dh]`` -> ``[B, N, hidden]`` through the output projection."""
+        batch, _, length, _ = attended.shape
         return self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.hidden_size))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        query, key, value = self.project(hidden_states, rotary)
+        return self.project_out(self.attend(query, key, value, attention_mask))
+
+
+def joint_attention(
+    attentions: Sequence[Attention],
+    hidden_states: Sequence[torch.Tensor],
+    rotary: Sequence[tuple[torch.Tensor, torch.Tensor] | None],
+    attention_mask: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """Streams with their own QKV / norm / output weights attending over their joint sequence.
+
+    Each stream ``i`` is projected by ``attentions[i]`` (with its own ``rotary`` tables), the
+    streams are concatenated along the sequence in the given order, attend once (with the first
+    layer's scale and an optional mask over the joint sequence), and are split back and projected
+    out by their own layers. This is the MMDiT / Flux double-stream attention; the order of the
+    streams is the order of the original's concatenation (e.g. ``[text, image]``).
+    """
+    if not (len(attentions) == len(hidden_states) == len(rotary)) or not attentions:
+        raise ValueError(
+            f"joint_attention needs one attention layer, state and rotary entry per stream; got "
+            f"{len(attentions)}, {len(hidden_states)} and {len(rotary)}"
+        )
+    heads = {(layer.num_heads, layer.head_dim, layer.scale) for layer in attentions}
+    if len(heads) != 1:
+        raise ValueError(f"jointly attending layers must share heads, head_dim and scale; got {sorted(heads, key=str)}")
+    projected = [layer.project(states, tables) for layer, states, tables in zip(attentions, hidden_states, rotary)]
+    query, key, value = (torch.cat(parts, dim=2) for parts in zip(*projected))
+    attended = attentions[0].attend(query, key, value, attention_mask)
+    lengths = [states.shape[1] for states in hidden_states]
+    return [layer.project_out(part) for layer, part in zip(attentions, attended.split(lengths, dim=2))]
