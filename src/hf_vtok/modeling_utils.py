@@ -7,7 +7,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
-from .modules import AdaLNModulation, FP32LayerNorm, LayerScale, RMSNorm
+from .modules import FP32LayerNorm, LayerScale, RMSNorm
+from .modules.modulation import zero_init_rows_
 
 
 class VisualTokenizerPreTrainedModel(PreTrainedModel):
@@ -33,12 +34,8 @@ class VisualTokenizerPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 bound = 1.0 / math.sqrt(module.in_features) if module.in_features > 0 else 0.0
                 init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, AdaLNModulation):
-            # runs after its Linear child: zero the rows of the chunks that start at zero (e.g. gates)
-            if module.zero_init_chunks:
-                mask = module.initial_row_mask().to(module.linear.weight.dtype)
-                init.copy_(module.linear.weight, module.linear.weight * mask[:, None])
-                init.copy_(module.linear.bias, module.linear.bias * mask)
+            if not getattr(module.weight, "_is_hf_initialized", False):
+                zero_init_rows_(module)  # e.g. adaLN gates that start at zero (AdaLNModulation)
         elif isinstance(module, LayerScale):
             init.constant_(module.gamma, module.init_value)
         elif isinstance(module, (RMSNorm, FP32LayerNorm, nn.LayerNorm)):
