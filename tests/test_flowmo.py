@@ -332,3 +332,29 @@ def test_processor_round_trip_through_model(model, tmp_path):
         decoded = model.decode(model.encode(pixel_values), generator=torch.Generator().manual_seed(0))
     images = reloaded.postprocess(decoded)
     assert len(images) == 2 and images[0].size == (16, 16)
+
+
+# ------------------------------------------------------------------------------------------------
+# compile, model card
+@pytest.mark.slow
+def test_encode_compiles_fullgraph(model):
+    compiled = torch.compile(model.encode, fullgraph=True)
+    with torch.no_grad():
+        eager, traced = model.encode(_images()), compiled(_images())
+    assert torch.equal(traced.image_tokens, eager.image_tokens)
+    torch.testing.assert_close(traced.prequant_latents, eager.prequant_latents, atol=1e-5, rtol=0)
+
+
+def test_model_card_template_renders():
+    from pathlib import Path
+
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(library_name="hf_vtok", license="mit", tags=["image-tokenizer", "flowmo"])
+    config = FlowMoConfig.from_preset("flowmo-hi")
+    card = ModelCard.from_template(
+        data, template_path=str(Path(__file__).resolve().parents[1] / "model_cards" / "flowmo.md"), model_name="FlowMo-Hi", variant="flowmo-hi",
+        tokens_per_image=config.tokens_per_image, bits_per_token=config.bits_per_token, original_repo="ksarge/FlowMo",
+    )
+    assert "# FlowMo-Hi" in card.content and "1024 token ids (14 bits each)" in card.content
+    assert card.data.library_name == "hf_vtok"
