@@ -236,11 +236,17 @@ def test_code_dropout_and_timestep_sampling():
     model = tiny_model(cfg_dropout_prob=0.5).train()
     times = model.sample_timesteps(1000, torch.Generator().manual_seed(0), "cpu")
     assert times.min() >= 0 and times.max() <= 1 and 0.45 < times.mean() < 0.55
-    generator = torch.Generator().manual_seed(0)
+    images = _images(8, 16)
     with torch.no_grad():
-        first = model(_images(8, 16), return_loss=True, generator=generator)
-        repeat = model(_images(8, 16), return_loss=True, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(first.loss, repeat.loss)
+        runs = [model(images, return_loss=True, generator=torch.Generator().manual_seed(0), condition_dropout=drop)
+                for drop in (True, False, True)]
+        assert torch.equal(runs[0].loss, runs[2].loss)  # seeded
+        assert torch.equal(runs[0].timesteps, runs[1].timesteps) and torch.equal(runs[0].noise, runs[1].noise)
+        dropped = (runs[0].velocity != runs[1].velocity).flatten(1).any(1)
+        assert 0 < int(dropped.sum()) < 8
+        noisy = (1 - runs[0].timesteps.view(-1, 1, 1, 1)) * images + runs[0].timesteps.view(-1, 1, 1, 1) * runs[0].noise
+        null = model.velocity(noisy, runs[0].timesteps, conditioning=torch.zeros(8, 4, 7)).sample
+        torch.testing.assert_close(runs[0].velocity[dropped], null[dropped])
 
 
 @pytest.mark.parametrize("quantization_type", ["kl", "noop"])
@@ -358,3 +364,60 @@ def test_model_card_template_renders():
     )
     assert "# FlowMo-Hi" in card.content and "1024 token ids (14 bits each)" in card.content
     assert card.data.library_name == "hf_vtok"
+
+
+# ------------------------------------------------------------------------------------------------
+# converter pieces that need no checkpoint
+def test_original_key_names_and_dropped_encoder_parts():
+    from hf_vtok.models.flowmo.convert_flowmo_original_to_hf import convert_flowmo_state_dict
+
+    names = {
+        "decoder.time_in.in_layer.weight": "decoder.time_embedding.linear_1.weight",
+        "decoder.img_in.bias": "decoder.image_embed.bias",
+        "encoder.txt_in.weight": "encoder.code_embed.weight",
+        "decoder.double_blocks.3.img_mod.lin.weight": "decoder.blocks.3.image_modulation.linear.weight",
+        "decoder.double_blocks.0.txt_attn.qkv.bias": "decoder.blocks.0.code_attention.qkv_proj.bias",
+        "decoder.double_blocks.0.txt_attn.proj.weight": "decoder.blocks.0.code_attention.out_proj.weight",
+        "encoder.double_blocks.1.img_attn.norm.query_norm.scale": "encoder.blocks.1.image_attention.q_norm.weight",
+        "encoder.double_blocks.1.txt_attn.norm.key_norm.scale": "encoder.blocks.1.code_attention.k_norm.weight",
+        "decoder.double_blocks.2.img_mlp.2.weight": "decoder.blocks.2.image_mlp.fc2.weight",
+        "decoder.final_layer_img.adaLN_modulation.1.bias": "decoder.image_head.modulation.linear.bias",
+        "decoder.final_layer_txt.linear.weight": "decoder.code_head.linear.weight",
+        "encoder.final_layer_txt.linear.bias": "encoder.code_head.linear.bias",
+    }
+    dropped = [
+        "encoder.time_in.out_layer.bias", "encoder.double_blocks.0.img_mod.lin.weight",
+        "encoder.double_blocks.4.txt_mod.lin.bias", "encoder.final_layer_img.linear.weight",
+        "encoder.final_layer_txt.adaLN_modulation.1.weight",
+    ]
+    original = {"_orig_mod." + key: torch.zeros(1) for key in [*names, *dropped]}
+    assert sorted(convert_flowmo_state_dict(original)) == sorted(names.values())
+
+
+def test_original_config_mapping():
+    from hf_vtok.models.flowmo.convert_flowmo_original_to_hf import apply_overrides, config_from_original
+
+    original = apply_overrides({"model": {"enable_cfg": False}}, [
+        "data.image_size=128", "model.context_dim=56", "model.codebook_size_for_entropy=14", "model.enc_mup_width=null",
+        "eval.sampling.cfg_interval=null", "eval.sampling.schedule=linear", "opt.schedule=uniform",
+    ])
+    config = config_from_original(original)
+    assert (config.image_size, config.context_dim, config.bits_per_token, config.enc_mup_width) == (128, 56, 14, None)
+    assert config.guidance_interval is None and config.sampling_schedule == "linear"
+    assert config.cfg_dropout_prob == 0.0 and config.timestep_sampling == "uniform"
+    assert config.stack_hidden_size("encoder") == config.stack_hidden_size("decoder") == 1152
+    default = config_from_original({"eval": {"sampling": {"cfg_interval": "(.17,1.02)"}}})
+    assert default.guidance_interval == (0.17, 1.02) and default == FlowMoConfig()
+    with pytest.raises(ValueError, match="unknown width-table entries"):
+        config_from_original({}, {"hidden": 64})
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides({}, ["model.context_dim"])
+
+
+def test_cli_preset_download_fails_clearly_offline(tmp_path):
+    from hf_vtok.cli import main
+
+    with pytest.raises(RuntimeError, match="could not fetch flowmo_lo.pth"):
+        main(["convert", "flowmo", "--preset", "flowmo-lo", "--output", str(tmp_path)])
+    with pytest.raises(ValueError, match="no released checkpoint"):
+        main(["convert", "flowmo", "--preset", "flowmo-p8", "--output", str(tmp_path)])
