@@ -26,8 +26,7 @@ import torch
 from accelerate import init_empty_weights
 from transformers.utils import logging
 
-from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
-from ...conversion import strip_prefixes
+from ...conversion import load_original_state_dict, load_state_dict_strictly, rename_keys, strip_prefixes
 from .configuration_flowmo import FLOWMO_PRESETS, TIMESTEP_SAMPLINGS, FlowMoConfig
 from .image_processing_flowmo import FlowMoImageProcessor
 from .modeling_flowmo import FlowMoModel

@@ -640,7 +640,8 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         code_dtype = self.decoder.code_embed.weight.dtype
         conditioning = self.conditioning(latents).to(code_dtype)
         code_states = self.decoder.code_embed(conditioning)
-        paired_states = torch.cat([code_states, self.decoder.code_embed(torch.zeros_like(conditioning))])
+        if bool(guided.any()):  # conditional and null code side by side, one batched decoder call per guided step
+            paired_states = torch.cat([code_states, self.decoder.code_embed(torch.zeros_like(conditioning))])
 
         state = noise
         trajectory = []
@@ -649,7 +650,6 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             step_guided = guided[..., step]
             flow_times = time.expand(batch) if time.dim() == 0 else time
             if bool(step_guided.any()):
-                # conditional and null code in one batch
                 both, *_ = self._decoder_velocity(
                     torch.cat([state, state]), torch.cat([flow_times, flow_times]), paired_states, rotary
                 )
