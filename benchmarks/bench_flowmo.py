@@ -73,6 +73,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the patch-8 config, one repeat")
     parser.add_argument("--full-lo", action="store_true", help="run the full FlowMo-Lo reconstruction instead of estimating it")
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), help="configs to run (default: small and lo)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--json", help="also write the figures as JSON to this path")
@@ -97,7 +98,7 @@ def main():
     if args.device == "cpu":
         peaks = {name: common.matmul_peak(getattr(torch, dtype)) for name, dtype in DTYPES.items()}
         print(f"matmul peak ({threads} threads): " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
-    configs = ["small"] if args.quick else ["small", "lo"]
+    configs = args.configs or (["small"] if args.quick else ["small", "lo"])
     repeats = 1 if args.quick else args.repeats
     rows = []
     for config in configs:
