@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_vtok.modules import (
+    AdaLNModulation,
     Attention,
     DropPath,
     FP32LayerNorm,
@@ -14,6 +15,7 @@ from hf_vtok.modules import (
     RMSNorm,
     SwiGLU,
     apply_rotary_embedding,
+    joint_attention,
     modulate,
     padding_attention_mask,
     patchify,
@@ -136,3 +138,44 @@ def test_drop_path_and_modulate():
     assert 0.15 < (dropped[:, 0] == 0).float().mean() < 0.35
     assert torch.all(dropped == dropped[:, :1])  # whole samples are dropped
     torch.testing.assert_close(modulate(torch.ones(2, 3), torch.full((2, 3), 0.5), torch.full((2, 3), 2.0)), torch.full((2, 3), 3.5))
+
+
+def test_joint_attention_is_attention_over_the_joint_sequence():
+    torch.manual_seed(0)
+    layers = [Attention(32, 4, qkv_bias=True, out_bias=True, qk_norm=True, scale=0.3) for _ in range(2)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    first, second = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    tables = [rope_tables(torch.randint(0, 9, (length, 3)), (2, 2, 4)) for length in (5, 7)]
+    out_first, out_second = joint_attention(layers, (first, second), tables)
+    joint_tables = tuple(torch.cat(parts) for parts in zip(*tables))
+    reference = layers[0](torch.cat([first, second], 1), joint_tables)
+    torch.testing.assert_close(torch.cat([out_first, out_second], 1), reference, atol=1e-5, rtol=0)
+    layers[1].qkv_proj.weight.data.add_(0.1)  # streams really use their own weights
+    assert not torch.allclose(joint_attention(layers, (first, second), tables)[0], out_first)
+    with pytest.raises(ValueError, match="one attention layer, state and rotary entry per stream"):
+        joint_attention(layers, (first,), tables)
+    with pytest.raises(ValueError, match="share heads"):
+        joint_attention([layers[0], Attention(32, 2)], (first, second), tables)
+
+
+def test_rope_float64_angles_and_float32_rotation():
+    positions = torch.tensor([[4095.0, 255.0, 31.0]])
+    cos32, sin32 = rope_tables(positions, (8, 28, 28))
+    cos64, sin64 = rope_tables(positions, (8, 28, 28), angle_dtype=torch.float64)
+    assert cos64.dtype == torch.float32
+    inv = 1.0 / (10000.0 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8))
+    torch.testing.assert_close(cos64[0, :4], (4095.0 * inv).cos().float(), atol=0, rtol=0)
+    assert (cos32 - cos64).abs().max() > 0  # float32 angles drift at large positions
+    hidden = torch.randn(3, 64, dtype=torch.bfloat16)
+    rotated = apply_rotary_embedding(hidden, cos64, sin64, compute_dtype=torch.float32)
+    expected = apply_rotary_embedding(hidden.float(), cos64, sin64).to(torch.bfloat16)
+    assert rotated.dtype == torch.bfloat16 and torch.equal(rotated, expected)
+
+
+def test_adaln_modulation_chunks_and_zero_init():
+    modulation = AdaLNModulation(8, 6, zero_init_chunks=(2, 5))
+    chunks = modulation(torch.randn(3, 8))
+    assert len(chunks) == 6 and all(chunk.shape == (3, 1, 8) for chunk in chunks)
+    assert torch.all(chunks[2] == 0) and torch.all(chunks[5] == 0) and not torch.all(chunks[0] == 0)
+    with pytest.raises(ValueError, match="out of range"):
+        AdaLNModulation(8, 2, zero_init_chunks=(2,))

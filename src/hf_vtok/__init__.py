@@ -28,6 +28,16 @@ from .models.v2flow import (
     V2FlowOutput,
 )
 from .pipelines import V2FlowPipeline
+from .models.flowmo import (
+    FLOWMO_PRESETS,
+    FlowMoConfig,
+    FlowMoDecoderOutput,
+    FlowMoEncoderOutput,
+    FlowMoImageProcessor,
+    FlowMoModel,
+    FlowMoOutput,
+    FlowMoVelocityOutput,
+)
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
@@ -56,6 +66,7 @@ _TOKENIZERS = [
     (SoftVQConfig, SoftVQModel, LatentTokenImageProcessor),
     (MAETokConfig, MAETokModel, LatentTokenImageProcessor),
     (V2FlowConfig, V2FlowModel, V2FlowImageProcessor),
+    (FlowMoConfig, FlowMoModel, FlowMoImageProcessor),
 ]
 
 for _config, _model, _processor in _TOKENIZERS:
@@ -93,6 +104,14 @@ __all__ = [
     "V2FlowModel",
     "V2FlowOutput",
     "V2FlowPipeline",
+    "FLOWMO_PRESETS",
+    "FlowMoConfig",
+    "FlowMoDecoderOutput",
+    "FlowMoEncoderOutput",
+    "FlowMoImageProcessor",
+    "FlowMoModel",
+    "FlowMoOutput",
+    "FlowMoVelocityOutput",
     "VITOK_PRESETS",
     "ViTokConfig",
     "ViTokDecoderOutput",

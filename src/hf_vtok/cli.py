@@ -21,6 +21,7 @@ CONVERTERS = {
     "dit": "hf_vtok.models.dit_1d.convert_dit_1d_original_to_hf",
     "vitok-dit": "hf_vtok.models.vitok.convert_vitok_dit_original_to_hf",
     "v2flow": "hf_vtok.models.v2flow.convert_v2flow_original_to_hf",
+    "flowmo": "hf_vtok.models.flowmo.convert_flowmo_original_to_hf",
 }
 # other commands: name -> (module with add_arguments(parser) and run(args), help)
 TOOLS = {

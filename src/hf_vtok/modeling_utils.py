@@ -8,6 +8,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 
 from .modules import FP32LayerNorm, LayerScale, RMSNorm
+from .modules.modulation import zero_init_rows_
 
 
 class VisualTokenizerPreTrainedModel(PreTrainedModel):
@@ -33,6 +34,8 @@ class VisualTokenizerPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 bound = 1.0 / math.sqrt(module.in_features) if module.in_features > 0 else 0.0
                 init.uniform_(module.bias, -bound, bound)
+            if not getattr(module.weight, "_is_hf_initialized", False):
+                zero_init_rows_(module)  # e.g. adaLN gates that start at zero (AdaLNModulation)
         elif isinstance(module, LayerScale):
             init.constant_(module.gamma, module.init_value)
         elif isinstance(module, (RMSNorm, FP32LayerNorm, nn.LayerNorm)):

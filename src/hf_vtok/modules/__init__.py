@@ -1,12 +1,12 @@
 """Layers written once and shared by every hf_vtok family."""
 
-from .attention import Attention, padding_attention_mask
-from .position_embedding import LearnedPositionEmbedding, sincos_1d_interleaved
+from .attention import Attention, joint_attention, padding_attention_mask
 from .layers import DropPath, LayerScale
-from .modulation import modulate
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size
+from .modulation import AdaLNModulation, modulate
 from .norms import FP32LayerNorm, RMSNorm
 from .patches import grid_positions, patchify, scatter_to_canvas, unpatchify
+from .position_embedding import LearnedPositionEmbedding, sincos_1d_interleaved
 from .rope import (
     LearnedMixedRope2D,
     apply_rotary_embedding,
@@ -19,6 +19,7 @@ from .rope import (
 from .vit_blocks import LatentModulatedNorm, LatentModulatedViTBlock, ViTBlock, modulate_trailing_tokens
 
 __all__ = [
+    "AdaLNModulation",
     "Attention",
     "DropPath",
     "FP32LayerNorm",
@@ -35,6 +36,7 @@ __all__ = [
     "grid_positions",
     "init_mixed_rope_frequencies",
     "mixed_rope_tables",
+    "joint_attention",
     "modulate",
     "modulate_trailing_tokens",
     "patchify",

@@ -1,5 +1,7 @@
 """Multi-head self-attention on ``torch.nn.functional.scaled_dot_product_attention``."""
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,12 +55,18 @@ class Attention(nn.Module):
     ``"rms"``: RMSNorm; ``"layer"``: affine LayerNorm, as timm's DiT/SiT) is applied before the
     rotation. ``rotary`` is a ``(cos, sin)`` pair of ``[B, N, head_dim / 2]`` or ``[N, head_dim / 2]``
     tables shared by all heads, or of ``[B or 1, num_heads, N, head_dim / 2]`` per-head tables
-    (identity entries, cos=1 / sin=0, leave a token unrotated).
+    (identity entries, cos=1 / sin=0, leave a token unrotated). ``rope_dtype`` is the dtype the
+    rotation runs in (``None``: the activations' dtype; Flux-style models rotate in float32).
+    ``scale`` is the softmax scale (``None``: ``1/sqrt(head_dim)``; muP models use ``8/head_dim``).
 
     ``eager_float32=True`` computes float32 inputs as ``softmax((q * scale) @ k^T) @ v``, the order of
-    timm's non-fused path, so that originals running it (the DiT / SiT of continuous_tokenizer)
-    are matched bit for bit; other dtypes, and the default, use SDPA. ``attention_dropout`` (on the attention weights) and ``output_dropout`` (after ``out_proj``) act
-    in training mode only, as timm's ``Attention(attn_drop, proj_drop)``.
+    timm's non-fused path, so that originals running it (the DiT / SiT of continuous_tokenizer) are
+    matched bit for bit; other dtypes, and the default, use SDPA. ``attention_dropout`` (on the
+    attention weights) and ``output_dropout`` (after ``out_proj``) act in training mode only, as
+    timm's ``Attention(attn_drop, proj_drop)``.
+
+    The three steps (``project`` -> ``attend`` -> ``project_out``) are public so that several streams
+    with their own weights can attend jointly (``joint_attention``, MMDiT / Flux double-stream blocks).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class Attention(nn.Module):
         norm_eps: float = 1e-6,
         scale: float | None = None,
         rope_layout: str = "interleaved",
+        rope_dtype: torch.dtype | None = None,
         eager_float32: bool = False,
         attention_dropout: float = 0.0,
         output_dropout: float = 0.0,
@@ -83,6 +92,7 @@ class Attention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.scale = scale
         self.rope_layout = rope_layout
+        self.rope_dtype = rope_dtype
         self.eager_float32 = eager_float32
         self.attention_dropout = float(attention_dropout)
         self.output_dropout = float(output_dropout)
@@ -91,12 +101,10 @@ class Attention(nn.Module):
         self.k_norm = _qk_norm(qk_norm, self.head_dim, norm_eps)
         self.out_proj = nn.Linear(hidden_size, hidden_size, bias=out_bias)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def project(
+        self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, N, hidden]`` -> normed and rotated query, key and value, each ``[B, heads, N, head_dim]``."""
         batch, length, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, Dh]
@@ -106,14 +114,65 @@ class Attention(nn.Module):
             cos, sin = rotary
             if cos.dim() < 4:  # one table for every head
                 cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
-            query = apply_rotary_embedding(query, cos, sin, self.rope_layout)
-            key = apply_rotary_embedding(key, cos, sin, self.rope_layout)
+            query = apply_rotary_embedding(query, cos, sin, self.rope_layout, self.rope_dtype)
+            key = apply_rotary_embedding(key, cos, sin, self.rope_layout, self.rope_dtype)
+        return query, key, value
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attention with this layer's scale and dropout: ``[B, H, N, Dh]`` -> ``[B, H, N, Dh]``."""
         dropout = self.attention_dropout if self.training else 0.0
         if self.eager_float32 and query.dtype == torch.float32:
-            attended = _eager_attention(query, key, value, attention_mask, self.scale, dropout)
-        else:
-            attended = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=self.scale
-            )
+            return _eager_attention(query, key, value, attention_mask, self.scale, dropout)
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=self.scale
+        )
+
+    def project_out(self, attended: torch.Tensor) -> torch.Tensor:
+        """``[B, H, N, Dh]`` -> ``[B, N, hidden]`` through the output projection (and its dropout)."""
+        batch, _, length, _ = attended.shape
         output = self.out_proj(attended.transpose(1, 2).reshape(batch, length, self.hidden_size))
         return F.dropout(output, self.output_dropout, self.training) if self.output_dropout else output
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        query, key, value = self.project(hidden_states, rotary)
+        return self.project_out(self.attend(query, key, value, attention_mask))
+
+
+def joint_attention(
+    attentions: Sequence[Attention],
+    hidden_states: Sequence[torch.Tensor],
+    rotary: Sequence[tuple[torch.Tensor, torch.Tensor] | None],
+    attention_mask: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """Streams with their own QKV / norm / output weights attending over their joint sequence.
+
+    Each stream ``i`` is projected by ``attentions[i]`` (with its own ``rotary`` tables), the
+    streams are concatenated along the sequence in the given order, attend once (with the first
+    layer's scale and an optional mask over the joint sequence), and are split back and projected
+    out by their own layers. This is the MMDiT / Flux double-stream attention; the order of the
+    streams is the order of the original's concatenation (e.g. ``[text, image]``).
+    """
+    if not (len(attentions) == len(hidden_states) == len(rotary)) or not attentions:
+        raise ValueError(
+            f"joint_attention needs one attention layer, state and rotary entry per stream; got "
+            f"{len(attentions)}, {len(hidden_states)} and {len(rotary)}"
+        )
+    heads = {(layer.num_heads, layer.head_dim, layer.scale) for layer in attentions}
+    if len(heads) != 1:
+        raise ValueError(f"jointly attending layers must share heads, head_dim and scale; got {sorted(heads, key=str)}")
+    projected = [layer.project(states, tables) for layer, states, tables in zip(attentions, hidden_states, rotary)]
+    query, key, value = (torch.cat(parts, dim=2) for parts in zip(*projected))
+    attended = attentions[0].attend(query, key, value, attention_mask)
+    lengths = [states.shape[1] for states in hidden_states]
+    return [layer.project_out(part) for layer, part in zip(attentions, attended.split(lengths, dim=2))]

@@ -1,6 +1,7 @@
 """adaLN modulation helpers."""
 
 import torch
+from torch import nn
 
 
 def modulate(
@@ -12,3 +13,37 @@ def modulate(
     MAETok's latent-modulated decoder uses ``scale_offset=0`` (``x * scale + shift``).
     """
     return hidden_states * (scale_offset + scale) + shift
+
+
+class AdaLNModulation(nn.Module):
+    """``Linear(SiLU(c))`` split into ``num_chunks`` per-channel vectors, each ``[B, 1, hidden]``.
+
+    The conditioning ``c`` is ``[B, cond_dim]`` (one vector per sample, e.g. a timestep embedding);
+    the chunks broadcast over the tokens. Which chunk is shift, scale or gate is the caller's
+    convention (DiT: shift, scale, gate, ...; a final layer: shift, scale). ``zero_init_chunks``
+    lists chunks whose rows start at zero (Flux / FlowMo zero the gates so blocks start as the
+    identity): done here, and again by ``VisualTokenizerPreTrainedModel._init_weights`` through the
+    Linear's ``zero_init_rows``.
+    """
+
+    def __init__(self, hidden_size: int, num_chunks: int, cond_dim: int | None = None, zero_init_chunks=()):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_chunks = num_chunks
+        if any(not 0 <= chunk < num_chunks for chunk in zero_init_chunks):
+            raise ValueError(f"zero_init_chunks {tuple(zero_init_chunks)} out of range for {num_chunks} chunks")
+        self.linear = nn.Linear(cond_dim or hidden_size, num_chunks * hidden_size)
+        self.linear.zero_init_rows = tuple((chunk * hidden_size, (chunk + 1) * hidden_size) for chunk in zero_init_chunks)
+        zero_init_rows_(self.linear)
+
+    def forward(self, conditioning: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.linear(nn.functional.silu(conditioning))[:, None, :].chunk(self.num_chunks, dim=-1)
+
+
+def zero_init_rows_(linear: nn.Linear) -> None:
+    """Zero the output rows ``linear.zero_init_rows`` (``(start, end)`` ranges) of weight and bias."""
+    with torch.no_grad():
+        for start, end in getattr(linear, "zero_init_rows", ()):
+            linear.weight[start:end] = 0.0
+            if linear.bias is not None:
+                linear.bias[start:end] = 0.0

@@ -20,18 +20,27 @@ import torch
 from torch import nn
 
 
-def rope_inverse_frequencies(axis_dim: int, theta: float, device=None) -> torch.Tensor:
-    """``axis_dim / 2`` inverse frequencies ``1 / theta ** (arange(0, axis_dim, 2) / axis_dim)`` in float32."""
+def rope_inverse_frequencies(
+    axis_dim: int, theta: float, device=None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``axis_dim / 2`` inverse frequencies ``1 / theta ** (arange(0, axis_dim, 2) / axis_dim)`` in ``dtype``."""
     if axis_dim % 2:
         raise ValueError(f"a RoPE axis needs an even number of channels, got {axis_dim}")
-    exponents = torch.arange(0, axis_dim, 2, device=device, dtype=torch.float32) / axis_dim
+    exponents = torch.arange(0, axis_dim, 2, device=device, dtype=dtype) / axis_dim
     return 1.0 / (theta**exponents)
 
 
 def rope_tables(
-    positions: torch.Tensor, axes_dims: Sequence[int], theta: float = 10000.0
+    positions: torch.Tensor,
+    axes_dims: Sequence[int],
+    theta: float = 10000.0,
+    angle_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables ``[..., sum(axes_dims) / 2]`` (float32) for ``positions [..., num_axes]``."""
+    """cos/sin tables ``[..., sum(axes_dims) / 2]`` (float32) for ``positions [..., num_axes]``.
+
+    Frequencies, angles and cos/sin are computed in ``angle_dtype``; ``torch.float64`` is what
+    Flux-style models (FlowMo) do, which keeps large positions accurate. The tables are float32.
+    """
     if positions.dim() == 0 or positions.shape[-1] != len(axes_dims):
         raise ValueError(
             f"positions of shape {tuple(positions.shape)} do not end in one entry per axis "
@@ -39,10 +48,10 @@ def rope_tables(
         )
     angles = []
     for axis, axis_dim in enumerate(axes_dims):
-        inv_freq = rope_inverse_frequencies(axis_dim, theta, device=positions.device)
-        angles.append(positions[..., axis].float().unsqueeze(-1) * inv_freq)
+        inv_freq = rope_inverse_frequencies(axis_dim, theta, device=positions.device, dtype=angle_dtype)
+        angles.append(positions[..., axis].to(angle_dtype).unsqueeze(-1) * inv_freq)
     angles = torch.cat(angles, dim=-1)
-    return angles.cos(), angles.sin()
+    return angles.cos().float(), angles.sin().float()
 
 
 def rope_tables_2d(
@@ -56,12 +65,20 @@ def rope_tables_2d(
 
 
 def apply_rotary_embedding(
-    hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "interleaved"
+    hidden_states: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    layout: str = "interleaved",
+    compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Rotate the last dimension of ``hidden_states`` by angle tables broadcastable to ``[..., D/2]``.
 
-    The rotation runs in the dtype of ``hidden_states`` (tables are cast to it), as the originals do.
+    By default the rotation runs in the dtype of ``hidden_states`` (tables are cast to it), as ViTok
+    does; ``compute_dtype=torch.float32`` rotates in float32 and casts back (Flux / FlowMo).
     """
+    if compute_dtype is not None and compute_dtype != hidden_states.dtype:
+        rotated = apply_rotary_embedding(hidden_states.to(compute_dtype), cos, sin, layout)
+        return rotated.to(hidden_states.dtype)
     cos = cos.to(hidden_states.dtype)
     sin = sin.to(hidden_states.dtype)
     if layout == "interleaved":
