@@ -80,6 +80,8 @@ def test_arrays_and_tensors(processor):
         processor(floats)
     with pytest.raises(ValueError, match="NaN or infinite"):
         processor(torch.full((3, 8, 8), float("nan")), do_rescale=False)
+    with pytest.raises(ValueError, match="no images were given"):
+        processor([])
     with pytest.raises(ValueError, match="zero size"):
         processor(Image.new("RGB", (0, 8)))
 

@@ -35,6 +35,12 @@ class VisualTokenizerImageProcessor(PilBackend):
             return load_image(image_url_or_urls)
         return image_url_or_urls
 
+    def _prepare_image_like_inputs(self, images, *args, **kwargs):
+        prepared = super()._prepare_image_like_inputs(images, *args, **kwargs)
+        if not prepared:
+            raise ValueError("no images were given")
+        return prepared
+
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, do_rescale=None, **kwargs):
         if isinstance(image, Image.Image):
             if image.width == 0 or image.height == 0:

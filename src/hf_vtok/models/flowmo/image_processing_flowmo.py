@@ -76,12 +76,6 @@ class FlowMoImageProcessor(VisualTokenizerImageProcessor):
             raise ValueError('crop_size={"height": <pixels>, "width": <pixels>} is required (the model input size)')
         return super()._validate_preprocess_kwargs(**kwargs)
 
-    def _prepare_image_like_inputs(self, images, *args, **kwargs):
-        prepared = super()._prepare_image_like_inputs(images, *args, **kwargs)
-        if not prepared:
-            raise ValueError("no images were given")
-        return prepared
-
     @staticmethod
     def _size_of(image) -> tuple[int, int]:
         return (image.height, image.width) if isinstance(image, Image.Image) else tuple(image.shape[-2:])

@@ -36,12 +36,6 @@ class V2FlowImageProcessor(VisualTokenizerImageProcessor):
     def __init__(self, **kwargs: Unpack[V2FlowImageProcessorKwargs]):
         super().__init__(**kwargs)
 
-    def _prepare_image_like_inputs(self, images, *args, **kwargs):
-        prepared = super()._prepare_image_like_inputs(images, *args, **kwargs)
-        if not prepared:
-            raise ValueError("no images were given")
-        return prepared
-
     def _preprocess(
         self,
         images: list,

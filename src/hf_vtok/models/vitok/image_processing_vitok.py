@@ -114,12 +114,6 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
         kwargs.pop("do_center_crop", None)
         return super()._validate_preprocess_kwargs(**kwargs)
 
-    def _prepare_image_like_inputs(self, images, *args, **kwargs):
-        prepared = super()._prepare_image_like_inputs(images, *args, **kwargs)
-        if not prepared:
-            raise ValueError("no images were given")
-        return prepared
-
     # ----------------------------------------------------------------------------------------------
     def _preprocess(
         self,

@@ -28,12 +28,9 @@ from .configuration_vitok import ViTokConfig
 
 
 @dataclass
-class ViTokEncoderOutput(VisualTokenizerEncoderOutput):
-    """``latents``: ``[B, N, C]`` for a patch sequence, ``[B, C, H/p, W/p]`` for an image tensor.
-
-    The NaFlex layout (``patch_mask``, ``row_idx``, ``col_idx``, ``orig_height``, ``orig_width``)
-    rides along so that ``model.decode(encoder_output)`` and ``processor.postprocess`` need nothing else.
-    """
+class NaFlexLayout:
+    """The NaFlex layout of a patch sequence, carried by every ViTok output so that
+    ``model.decode(encoder_output)`` and ``processor.postprocess(decoder_output)`` need nothing else."""
 
     patch_mask: torch.BoolTensor | None = None
     row_idx: torch.LongTensor | None = None
@@ -43,23 +40,18 @@ class ViTokEncoderOutput(VisualTokenizerEncoderOutput):
 
 
 @dataclass
-class ViTokDecoderOutput(VisualTokenizerDecoderOutput):
+class ViTokEncoderOutput(NaFlexLayout, VisualTokenizerEncoderOutput):
+    """``latents``: ``[B, N, C]`` for a patch sequence, ``[B, C, H/p, W/p]`` for an image tensor."""
+
+
+@dataclass
+class ViTokDecoderOutput(NaFlexLayout, VisualTokenizerDecoderOutput):
     """``sample``: decoded patches ``[B, N, 3*p*p]`` (or an image ``[B, 3, H, W]`` for grid latents), unclamped."""
 
-    patch_mask: torch.BoolTensor | None = None
-    row_idx: torch.LongTensor | None = None
-    col_idx: torch.LongTensor | None = None
-    orig_height: torch.LongTensor | None = None
-    orig_width: torch.LongTensor | None = None
-
 
 @dataclass
-class ViTokOutput(VisualTokenizerOutput):
-    patch_mask: torch.BoolTensor | None = None
-    row_idx: torch.LongTensor | None = None
-    col_idx: torch.LongTensor | None = None
-    orig_height: torch.LongTensor | None = None
-    orig_width: torch.LongTensor | None = None
+class ViTokOutput(NaFlexLayout, VisualTokenizerOutput):
+    """``sample``: the reconstruction in the input's layout; ``latents``: the code."""
 
 
 class ViTokBlock(GradientCheckpointingLayer):
