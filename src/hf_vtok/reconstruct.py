@@ -36,7 +36,7 @@ def load_tokenizer(model_id: str, device: str, dtype: torch.dtype):
     return model, processor
 
 
-def _processor_for_any_size(processor):
+def processor_for_any_size(processor):
     """NaFlex processors take each image at its own size: lift the token budget, pad only within a batch."""
     if hasattr(processor, "max_num_patches") and not processor.do_resize:
         processor.max_num_patches = None
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     paths = [Path(path) for path in args.images]
     images = [load_image(path) for path in paths]  # fail on a bad file before any model work
     model, processor = load_tokenizer(args.model, args.device, DTYPES[args.dtype])
-    processor = _processor_for_any_size(processor)
+    processor = processor_for_any_size(processor)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
