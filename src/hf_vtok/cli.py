@@ -4,6 +4,7 @@
     hf-vtok reconstruct --model vitok-350M photo.jpg other.png --out recon/
     hf-vtok eval --model vitok-350M --model other-tokenizer --data images/ --metrics psnr,ssim,lpips,rfid
     hf-vtok eval-generation --pipeline sit-xl --num-samples 50000 --guidance-scale 1.5 --reference ref.npz
+    hf-vtok cache-latents --model softvq-l-64 --images imagenet/train --output cache/ --resolution 256 --flip
 """
 
 import argparse
@@ -54,12 +55,23 @@ def _add_eval(subparsers) -> None:
     parser.set_defaults(handler=generation.run)
 
 
+def _add_cache_latents(subparsers) -> None:
+    from .data import latent_cache
+
+    parser = subparsers.add_parser(
+        "cache-latents", help="encode images with a tokenizer or diffusers autoencoder into a resumable Arrow cache"
+    )
+    latent_cache.add_arguments(parser)
+    parser.set_defaults(handler=latent_cache.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-vtok", description="HuggingFace-native visual tokenizers")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_reconstruct(subparsers)
     _add_eval(subparsers)
+    _add_cache_latents(subparsers)
     return parser
 
 

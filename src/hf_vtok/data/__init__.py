@@ -1,5 +1,16 @@
-"""Data: reading images from folders, webdataset shards and ``datasets`` (Hub or local)."""
+"""Data: reading images from folders, webdataset shards and ``datasets`` (Hub or local); latent caches."""
 
 from .images import CROP_MODES, IMAGE_EXTENSIONS, expand_braces, frame_image, iter_images
+from .latent_cache import cache_latents, encode_latents, load_autoencoder, load_latent_cache
 
-__all__ = ["CROP_MODES", "IMAGE_EXTENSIONS", "expand_braces", "frame_image", "iter_images"]
+__all__ = [
+    "CROP_MODES",
+    "IMAGE_EXTENSIONS",
+    "cache_latents",
+    "encode_latents",
+    "expand_braces",
+    "frame_image",
+    "iter_images",
+    "load_autoencoder",
+    "load_latent_cache",
+]
