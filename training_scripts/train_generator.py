@@ -194,7 +194,7 @@ def main(argv=None) -> Path:
     trainer = Trainer(args)
     rows = load_latent_cache(args.latents)
     info = rows.cache_info
-    labels = torch.from_numpy(rows.data.column("label").to_numpy())
+    labels = torch.tensor(rows.data.column("label").to_numpy())
     if not args.unconditional and bool((labels == NO_LABEL).any()):
         raise ValueError(f"the latent cache {args.latents} has images without labels: pass --unconditional")
     num_classes = 1 if args.unconditional else int(labels.max()) + 1
