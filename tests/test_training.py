@@ -95,7 +95,12 @@ def test_folder_tar_and_datasets_sources(tmp_path):
     write_photos(tmp_path / "folder", count=4, classes=("cat", "dog"))
     folder = open_image_source(tmp_path / "folder")
     assert len(folder) == 4 and folder.class_names == ["cat", "dog"]
-    assert [folder.key(index) for index in range(4)] == ["cat/image0.png", "cat/image2.png", "dog/image1.png", "dog/image3.png"]
+    assert [folder.key(index) for index in range(4)] == [
+        "cat/image0.png",
+        "cat/image2.png",
+        "dog/image1.png",
+        "dog/image3.png",
+    ]
     assert [folder[index][2] for index in range(4)] == [0, 0, 1, 1]
     shard = tmp_path / "shard-000.tar"
     with tarfile.open(shard, "w") as archive:
@@ -107,7 +112,12 @@ def test_folder_tar_and_datasets_sources(tmp_path):
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
     shards = open_image_source(str(shard))
-    assert len(shards) == 3 and shards[2][2] == 7 and shards[2][1].size == (10, 8) and shards[1][1].getpixel((0, 0))[0] == 40
+    assert (
+        len(shards) == 3
+        and shards[2][2] == 7
+        and shards[2][1].size == (10, 8)
+        and shards[1][1].getpixel((0, 0))[0] == 40
+    )
     write_photos(tmp_path / "flat", count=2)
     dataset = open_image_source(tmp_path / "flat")
     assert dataset[1][2] == -1  # flat folder: no labels
@@ -119,7 +129,12 @@ def test_folder_tar_and_datasets_sources(tmp_path):
     )
     table.save_to_disk(tmp_path / "saved")
     saved = open_image_source(tmp_path / "saved")
-    assert len(saved) == 3 and saved[0][2] == 2 and saved[2][1].getpixel((0, 0))[0] == 100 and saved.class_names == ["a", "b", "c"]
+    assert (
+        len(saved) == 3
+        and saved[0][2] == 2
+        and saved[2][1].getpixel((0, 0))[0] == 100
+        and saved.class_names == ["a", "b", "c"]
+    )
 
 
 def test_streaming_follows_the_step_rule(tmp_path):
@@ -130,8 +145,16 @@ def test_streaming_follows_the_step_rule(tmp_path):
         return {"value": float(np.asarray(image, dtype=np.float32).mean())}
 
     def stream(batch, start_step=0, processes=1, rank=0):
-        dataset = StreamingAugmentedImages(str(tmp_path / "stream"), transform, batch, seed=0, start_step=start_step,
-                                           num_processes=processes, process_index=rank, shuffle_buffer=0)  # fmt: skip
+        dataset = StreamingAugmentedImages(
+            str(tmp_path / "stream"),
+            transform,
+            batch,
+            seed=0,
+            start_step=start_step,
+            num_processes=processes,
+            process_index=rank,
+            shuffle_buffer=0,
+        )
         iterator = iter(dataset)
         return [next(iterator)["position"] for _ in range(6)]
 
@@ -149,7 +172,9 @@ def test_augmented_images_are_reproducible(tmp_path):
     dataset = AugmentedImages(source, transform, seed=1)
     first, again, other = dataset[(7, 1)], dataset[(7, 1)], dataset[(8, 1)]
     assert torch.equal(first["pixel_values"], again["pixel_values"]) and first["label"] == -1 and first["position"] == 7
-    assert first["pixel_values"].shape != other["pixel_values"].shape or not torch.equal(first["pixel_values"], other["pixel_values"])
+    assert first["pixel_values"].shape != other["pixel_values"].shape or not torch.equal(
+        first["pixel_values"], other["pixel_values"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -297,8 +322,9 @@ def _fsdp_worker(rank: int, world: int, port: int, folder: str):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
-        model = SiTTransformer1DModel(in_channels=4, num_tokens=4, hidden_size=16, num_layers=2, num_attention_heads=2,
-                                      num_classes=3)  # fmt: skip
+        model = SiTTransformer1DModel(
+            in_channels=4, num_tokens=4, hidden_size=16, num_layers=2, num_attention_heads=2, num_classes=3
+        )
         reference = {name: value.clone() for name, value in model.state_dict().items()}
         for block in model.blocks:
             fully_shard(block)
@@ -318,7 +344,9 @@ def _fsdp_worker(rank: int, world: int, port: int, folder: str):
         flat_tensors, flat_plain = {}, {}
         _flatten_state("ema", ema.state_dict(), flat_tensors, flat_plain)  # gathers the sharded averages
         if rank == 0:
-            assert set(state) == set(reference) and not torch.equal(state["proj_in.weight"], reference["proj_in.weight"])
+            assert set(state) == set(reference) and not torch.equal(
+                state["proj_in.weight"], reference["proj_in.weight"]
+            )
             assert not torch.equal(averaged["proj_in.weight"], state["proj_in.weight"])
             assert flat_tensors["ema/shadow/proj_in.weight"].shape == reference["proj_in.weight"].shape
             fresh_copy_with_state(model, averaged).save_pretrained(folder)

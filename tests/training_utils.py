@@ -14,17 +14,32 @@ SCRIPTS = REPO_ROOT / "training_scripts"
 
 TINY_VITOK = "w32_d1_h2-w32_d1_h2/8x4"
 TINY_LATENT_TOKEN = dict(
-    image_size=32, encoder_patch_size=8, decoder_patch_size=8, num_latent_tokens=8, latent_channels=8,
-    encoder_hidden_size=32, encoder_num_layers=1, encoder_num_heads=4,
-    decoder_hidden_size=32, decoder_num_layers=1, decoder_num_heads=4,
-)  # fmt: skip
+    image_size=32,
+    encoder_patch_size=8,
+    decoder_patch_size=8,
+    num_latent_tokens=8,
+    latent_channels=8,
+    encoder_hidden_size=32,
+    encoder_num_layers=1,
+    encoder_num_heads=4,
+    decoder_hidden_size=32,
+    decoder_num_layers=1,
+    decoder_num_heads=4,
+)
 TINY_SOFTVQ = {**TINY_LATENT_TOKEN, "codebook_size": 16, "num_codebooks": 2}
 TINY_MAETOK = {
-    **TINY_LATENT_TOKEN, "auxiliary_hidden_size": 16, "auxiliary_num_layers": 1, "auxiliary_num_heads": 2,
-    "hog_gaussian_window": 16, "dinov2_feature_dim": 16, "siglip_feature_dim": 16,
-}  # fmt: skip
+    **TINY_LATENT_TOKEN,
+    "auxiliary_hidden_size": 16,
+    "auxiliary_num_layers": 1,
+    "auxiliary_num_heads": 2,
+    "hog_gaussian_window": 16,
+    "dinov2_feature_dim": 16,
+    "siglip_feature_dim": 16,
+}
 TINY_GENERATOR = {"hidden_size": 32, "num_layers": 1, "num_attention_heads": 2}
-TEACHER = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8)
+TEACHER = dict(
+    hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8
+)
 
 
 def load_script(name: str):

@@ -28,11 +28,24 @@ import train_vitok  # noqa: E402
 # Real photographs (grayscale ones become RGB). Left out: synthetic images (chessboard, phantom, logo, color wheel,
 # horse silhouette, text), the second frame of the motorcycle stereo pair, and the held-out set.
 TRAIN_PHOTOS = {
-    "skimage": ("brick.png", "camera.png", "cell.png", "clock_motion.png", "coins.png", "grass.png", "gravel.png",
-                "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png", "page.png", "retina.jpg",
-                "rocket.jpg"),
+    "skimage": (
+        "brick.png",
+        "camera.png",
+        "cell.png",
+        "clock_motion.png",
+        "coins.png",
+        "grass.png",
+        "gravel.png",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "moon.png",
+        "motorcycle_left.png",
+        "page.png",
+        "retina.jpg",
+        "rocket.jpg",
+    ),
     "sklearn": ("china.jpg", "flower.jpg"),
-}  # fmt: skip
+}
 HELD_OUT = {"skimage": ("astronaut.png", "chelsea.png", "coffee.png")}
 PACKAGE_DIR = HERE.parent / "src" / "hf_vtok" / "default_model"
 ASSETS_DIR = HERE.parent / "assets"
@@ -86,9 +99,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--max-steps", type=int, help="override the config's step count")
     parser.add_argument("--no-install", action="store_true", help="do not copy the result into the package")
-    parser.add_argument("--evaluate-only", action="store_true", help="score (and install) the finished run without training")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: these batches are small, and extra threads contend on a busy machine)")
+    parser.add_argument(
+        "--evaluate-only", action="store_true", help="score (and install) the finished run without training"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: these batches are small, and extra threads contend on a busy machine)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work_dir)
@@ -98,7 +117,14 @@ def main(argv=None) -> dict:
         if not (images / path.name).exists():
             shutil.copy(path, images / path.name)
     train_config = json.loads((HERE / "default_model.json").read_text())
-    train_args = ["--config", str(HERE / "default_model.json"), "--train-data", str(images), "--output-dir", str(work / "run")]
+    train_args = [
+        "--config",
+        str(HERE / "default_model.json"),
+        "--train-data",
+        str(images),
+        "--output-dir",
+        str(work / "run"),
+    ]
     if args.resume:
         train_args.append("--resume")
     if args.max_steps:

@@ -55,7 +55,9 @@ RECIPES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=sorted(MODELS), required=True)
     model.add_argument("--model-config", help="JSON file or inline JSON of the model's arguments (sizes)")
@@ -63,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--class-dropout", type=float, default=0.1, help="label dropout to the null class")
     objective = parser.add_argument_group("objective")
     objective.add_argument("--path-type", choices=["linear", "cosine"], default="linear", help="SiT interpolation path")
-    objective.add_argument("--time-sampling", choices=["lognormal", "uniform"], default="lognormal", help="SiT flow times")
+    objective.add_argument(
+        "--time-sampling", choices=["lognormal", "uniform"], default="lognormal", help="SiT flow times"
+    )
     objective.add_argument("--beta-schedule", choices=["linear", "cosine"], default="cosine", help="DiT noise schedule")
     data = parser.add_argument_group("data")
     data.add_argument("--latents", required=True, help="a cache folder written by `hf-vtok cache-latents`")
@@ -133,7 +137,9 @@ def sit_loss(model, latents, labels, args) -> torch.Tensor:
 
 
 def _normal_kl(mean1, logvar1, mean2, logvar2):
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2).square() * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2).square() * torch.exp(-logvar2)
+    )
 
 
 def _discretized_gaussian_log_likelihood(x, means, log_scales):
@@ -189,7 +195,9 @@ def vitok_dit_loss(model, latents, labels, train_sigmas: torch.Tensor) -> torch.
 def main(argv=None) -> Path:
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**RECIPES[known.model])  # the recipe's values; a --config file and the command line override them
+    parser.set_defaults(
+        **RECIPES[known.model]
+    )  # the recipe's values; a --config file and the command line override them
     args = parse_with_config(parser, argv)
     trainer = Trainer(args)
     rows = load_latent_cache(args.latents)
@@ -203,8 +211,13 @@ def main(argv=None) -> Path:
     model = build_model(args, sample.shape[0], sample.shape[1], num_classes)
     optimizer = build_optimizer(model, "adamw", args.lr, args.betas, args.weight_decay)
     warmup = int(args.warmup_ratio * args.max_steps)
-    scheduler = build_scheduler(optimizer, args.max_steps, warmup, args.lr * args.min_lr_ratio,
-                                schedule="cosine" if args.min_lr_ratio < 1 or warmup else "constant")  # fmt: skip
+    scheduler = build_scheduler(
+        optimizer,
+        args.max_steps,
+        warmup,
+        args.lr * args.min_lr_ratio,
+        schedule="cosine" if args.min_lr_ratio < 1 or warmup else "constant",
+    )
     model, optimizer, scheduler = trainer.prepare(model, optimizer, scheduler)
     trainer.add_model("transformer", model)
     diffusion = GaussianDiffusionScheduler(beta_schedule=args.beta_schedule) if args.model == "dit" else None

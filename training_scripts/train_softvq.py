@@ -17,7 +17,8 @@ Teachers and the discriminator backbone are transformers models given as folders
 VGG16 / LPIPS files (``--lpips-vgg``, ``--lpips-heads``; ``--lpips random`` for smoke tests).
 
     accelerate launch training_scripts/train_softvq.py --preset softvq-l-64 --train-data /data/imagenet/train \\
-        --output-dir runs/softvq --mixed-precision bf16 --repa-model facebook/dinov2-large --disc-model facebook/dino-vits16
+        --output-dir runs/softvq --mixed-precision bf16 --repa-model facebook/dinov2-large \\
+        --disc-model facebook/dino-vits16
 """
 
 import argparse
@@ -27,7 +28,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hf_vtok import MAETOK_PRESETS, SOFTVQ_PRESETS, LatentTokenImageProcessor, MAETokConfig, MAETokModel, SoftVQConfig, SoftVQModel
+from hf_vtok import (
+    MAETOK_PRESETS,
+    SOFTVQ_PRESETS,
+    LatentTokenImageProcessor,
+    MAETokConfig,
+    MAETokModel,
+    SoftVQConfig,
+    SoftVQModel,
+)
 from hf_vtok.losses import LPIPS, RepaProjector, repa_loss
 from hf_vtok.models.maetok.feature_targets_maetok import MAETokFeatureTargets
 from hf_vtok.training import (
@@ -49,15 +58,24 @@ FAMILIES = {
     "maetok": (MAETokConfig, MAETokModel, MAETOK_PRESETS),
 }
 RECIPE_DEFAULTS = {
-    "softvq": dict(optimizer="adam", weight_decay=0.0, gan_weight=0.2, disc_start=20_000, repa_weight=0.1,
-                   entropy_loss_ratio=0.01),
-    "maetok": dict(optimizer="adamw", weight_decay=1e-4, gan_weight=0.4, disc_start=30_000, disc_adaptive_weight=True,
-                   repa_weight=0.0),
-}  # fmt: skip
+    "softvq": dict(
+        optimizer="adam", weight_decay=0.0, gan_weight=0.2, disc_start=20_000, repa_weight=0.1, entropy_loss_ratio=0.01
+    ),
+    "maetok": dict(
+        optimizer="adamw",
+        weight_decay=1e-4,
+        gan_weight=0.4,
+        disc_start=30_000,
+        disc_adaptive_weight=True,
+        repa_weight=0.0,
+    ),
+}
 
 
 def build_parser(family: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--preset", help=f"sizes of a release: {sorted(FAMILIES[family][2])} (random initialisation)")
     model.add_argument("--model-config", help="JSON file (or inline JSON) of config fields, applied after --preset")
@@ -67,14 +85,20 @@ def build_parser(family: str) -> argparse.ArgumentParser:
     loss.add_argument("--reconstruction-weight", type=float, default=1.0)
     loss.add_argument("--perceptual-weight", type=float, default=1.0, help="LPIPS-VGG weight (0 disables)")
     loss.add_argument("--perceptual-warmup", type=int, default=10_000, help="steps of the linear LPIPS weight ramp")
-    loss.add_argument("--lpips", choices=["pretrained", "random"], default="pretrained",
-                      help="random: an untrained LPIPS network (smoke tests only)")
+    loss.add_argument(
+        "--lpips",
+        choices=["pretrained", "random"],
+        default="pretrained",
+        help="random: an untrained LPIPS network (smoke tests only)",
+    )
     loss.add_argument("--lpips-vgg", help="torchvision vgg16 weights (path, URL or hf://)")
     loss.add_argument("--lpips-heads", help="LPIPS v0.1 vgg.pth heads (default: the copy inside torchmetrics)")
     loss.add_argument("--repa-weight", type=float, help="REPA alignment weight (SoftVQ: 0.1; needs --repa-model)")
     loss.add_argument("--repa-model", help="DINOv2 teacher of REPA (folder or Hub id)")
     loss.add_argument("--repa-hidden-size", type=int, default=1024)
-    loss.add_argument("--auxiliary-weight", type=float, default=1.0, help="MAETok: weight of each auxiliary feature loss")
+    loss.add_argument(
+        "--auxiliary-weight", type=float, default=1.0, help="MAETok: weight of each auxiliary feature loss"
+    )
     loss.add_argument("--aux-dinov2-model", help="MAETok: DINOv2 teacher of the 'dinov2' auxiliary target")
     loss.add_argument("--aux-siglip-model", help="MAETok: SigLIP vision teacher of the 'siglip' auxiliary target")
     optim = parser.add_argument_group("optimizer")
@@ -102,8 +126,11 @@ def build_model(args, family: str):
         if args.preset not in presets:
             raise ValueError(f"unknown {family} preset {args.preset!r}; choose from {sorted(presets)}")
         release = presets[args.preset]
-        fields.update(num_latent_tokens=release.num_latent_tokens, latent_channels=release.latent_channels,
-                      image_size=release.image_size)  # fmt: skip
+        fields.update(
+            num_latent_tokens=release.num_latent_tokens,
+            latent_channels=release.latent_channels,
+            image_size=release.image_size,
+        )
     if args.model_config:
         inline = args.model_config.lstrip().startswith("{")
         text = args.model_config if inline else Path(args.model_config).read_text()

@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hf_vtok import ViTokConfig, ViTokImageProcessor, ViTokModel
+from hf_vtok.losses import DinoPerceptualLoss, charbonnier_loss, ssim_loss
 from hf_vtok.models.vitok.image_processing_vitok import token_budget_size
 from hf_vtok.modules import grid_positions, patchify
-from hf_vtok.losses import DinoPerceptualLoss, charbonnier_loss, ssim_loss
-from hf_vtok.training.adversarial import add_gan_arguments, build_adversarial
 from hf_vtok.training import (
     Trainer,
     add_data_arguments,
@@ -42,29 +41,42 @@ from hf_vtok.training import (
     random_resized_crop,
     to_pixel_values,
 )
-
+from hf_vtok.training.adversarial import add_gan_arguments, build_adversarial
 
 SEQUENCE_KEYS = ("pixel_values", "patch_mask", "row_idx", "col_idx")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--variant", default="Ld4-Ld24/1x16x64", help="ViTok variant string or release name")
     model.add_argument("--pretrained", help="start from this hf_vtok ViTok folder instead of a random initialisation")
-    model.add_argument("--mask-padding", action="store_true",
-                       help="mask padding tokens out of attention (the original lets them attend)")
+    model.add_argument(
+        "--mask-padding",
+        action="store_true",
+        help="mask padding tokens out of attention (the original lets them attend)",
+    )
     model.add_argument("--drop-path-rate", type=float, default=0.0)
     augment = parser.add_argument_group("augmentation")
-    augment.add_argument("--crop", choices=["vitok", "random"], default="vitok",
-                         help="vitok: the original random_choice(random_resized_crop, identity) | flip; "
-                              "random: random crops of --crop-min..--crop-max pixels at native resolution | flip")
+    augment.add_argument(
+        "--crop",
+        choices=["vitok", "random"],
+        default="vitok",
+        help="vitok: the original random_choice(random_resized_crop, identity) | flip; "
+        "random: random crops of --crop-min..--crop-max pixels at native resolution | flip",
+    )
     augment.add_argument("--image-size", type=int, default=256, help="random_resized_crop size (vitok crop)")
     augment.add_argument("--crop-probability", type=float, default=0.25, help="probability of random_resized_crop")
     augment.add_argument("--crop-min", type=int, default=64)
     augment.add_argument("--crop-max", type=int, default=256)
-    augment.add_argument("--max-tokens", type=int, default=256,
-                         help="token budget per image (resize_to_token_budget); batches are padded to their longest sequence")
+    augment.add_argument(
+        "--max-tokens",
+        type=int,
+        default=256,
+        help="token budget per image (resize_to_token_budget); batches are padded to their longest sequence",
+    )
     loss = parser.add_argument_group("losses")
     loss.add_argument("--charbonnier-weight", type=float, default=1.0)
     loss.add_argument("--charbonnier-eps", type=float, default=1e-3)
@@ -114,7 +126,9 @@ def make_transform(args, patch_size: int):
         if args.crop == "random":
             image = random_crop(image, args.crop_min, args.crop_max, rng, multiple=patch_size)
         elif rng.random() < args.crop_probability:
-            image = random_resized_crop(image, args.image_size, rng, scale=(0.8, 1.0), resample=Image.Resampling.LANCZOS)
+            image = random_resized_crop(
+                image, args.image_size, rng, scale=(0.8, 1.0), resample=Image.Resampling.LANCZOS
+            )
         image = horizontal_flip(image, rng)
         return naflex_sample(to_pixel_values(image), patch_size, args.max_tokens)
 
@@ -155,9 +169,9 @@ def main(argv=None) -> Path:
     if args.pretrained:
         model = ViTokModel.from_pretrained(args.pretrained)
     else:
-        model = ViTokModel(ViTokConfig.from_variant(
-            args.variant, mask_padding=args.mask_padding, drop_path_rate=args.drop_path_rate
-        ))  # fmt: skip
+        model = ViTokModel(
+            ViTokConfig.from_variant(args.variant, mask_padding=args.mask_padding, drop_path_rate=args.drop_path_rate)
+        )
     patch = model.config.patch_size
     # saved with the model: the original's inference pre-processing (no resize, the same token budget)
     processor = ViTokImageProcessor(patch_size=patch, max_num_patches=args.max_tokens)

@@ -1,6 +1,7 @@
 r"""``hf-vtok cache-latents``: encode an image data set once, store the latents in resumable Arrow shards.
 
-    hf-vtok cache-latents --model softvq-l-64 --images /data/imagenet/train --output cache/softvq --resolution 256 --flip
+    hf-vtok cache-latents --model softvq-l-64 --images /data/imagenet/train --output cache/softvq \
+        --resolution 256 --flip
     hf-vtok cache-latents --model mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers --images train/ --output cache/dcae \
         --resolution 512 --flip
 
@@ -64,10 +65,12 @@ def encode_latents(model, pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 def load_autoencoder(name_or_path: str, device="cpu", dtype=torch.float32, subfolder: str | None = None):
-    """An hf_vtok tokenizer (its config has an hf_vtok ``model_type``) or a diffusers ``AutoencoderDC`` / ``AutoencoderKL``."""
-    import hf_vtok  # noqa: F401  (registers the tokenizers)
+    """An hf_vtok tokenizer (its config has an hf_vtok ``model_type``), or a diffusers ``AutoencoderDC`` /
+    ``AutoencoderKL``."""
     from diffusers import AutoencoderDC, AutoencoderKL
     from transformers import AutoConfig, AutoModel
+
+    import hf_vtok  # noqa: F401  (registers the tokenizers)
 
     where = {"subfolder": subfolder} if subfolder else {}
     config = AutoencoderDC.load_config(name_or_path, **where)
@@ -172,7 +175,9 @@ def cache_latents(
                 pixels.append(to_pixel_values(image))
             shapes = {tuple(value.shape) for value in pixels}
             if len(shapes) > 1:
-                raise ValueError(f"images of different sizes {sorted(shapes)} in one batch: pass --resolution to crop them")
+                raise ValueError(
+                    f"images of different sizes {sorted(shapes)} in one batch: pass --resolution to crop them"
+                )
             batch = torch.stack(pixels).to(device, dtype)
             columns = {"key": keys, "label": labels, "latents": encode_latents(model, batch).float().cpu().numpy()}
             if flip:
@@ -180,7 +185,9 @@ def cache_latents(
             if writer is None:
                 shape = tuple(columns["latents"].shape[1:])
                 if not 2 <= len(shape) <= 5:
-                    raise ValueError(f"latents of shape {shape} per image: the cache stores 2- to 5-dimensional latents")
+                    raise ValueError(
+                        f"latents of shape {shape} per image: the cache stores 2- to 5-dimensional latents"
+                    )
                 array = getattr(datasets, f"Array{len(shape)}D")(shape=shape, dtype="float32")
                 features = {"key": datasets.Value("string"), "label": datasets.Value("int64"), "latents": array}
                 if flip:
@@ -224,13 +231,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-column")
     parser.add_argument("--label-column")
     parser.add_argument("--output", required=True, help="cache folder (created; run the same command again to resume)")
-    parser.add_argument("--resolution", type=int, help="ADM center crop to this square size (needed unless all images share one size)")
+    parser.add_argument(
+        "--resolution", type=int, help="ADM center crop to this square size (needed unless all images share one size)"
+    )
     parser.add_argument("--flip", action="store_true", help="also store the latents of the flipped images")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shard-size", type=int, default=1000, help="images per Arrow shard (the resume unit)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="autoencoder dtype (latents are stored as float32)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="autoencoder dtype (latents are stored as float32)",
+    )
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -247,9 +260,17 @@ def run(args: argparse.Namespace) -> Path:
     model = load_autoencoder(args.model, device, getattr(torch, args.dtype), args.subfolder)
     source = open_image_source(args.images, args.split, args.image_column, args.label_column)
     output = cache_latents(
-        model, source, args.output, args.resolution, args.batch_size, args.shard_size, args.flip, model_name=args.model,
-        num_processes=state.num_processes if state else 1, process_index=state.process_index if state else 0,
-    )  # fmt: skip
+        model,
+        source,
+        args.output,
+        args.resolution,
+        args.batch_size,
+        args.shard_size,
+        args.flip,
+        model_name=args.model,
+        num_processes=state.num_processes if state else 1,
+        process_index=state.process_index if state else 0,
+    )
     print(f"cached the latents of {args.images} in {output}")
     return output
 

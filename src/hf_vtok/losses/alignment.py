@@ -11,10 +11,12 @@ class RepaProjector(nn.Module):
     def __init__(self, latent_channels: int, feature_dim: int, hidden_size: int = 1024):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(latent_channels, hidden_size), nn.SiLU(),
-            nn.Linear(hidden_size, hidden_size), nn.SiLU(),
+            nn.Linear(latent_channels, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+            nn.SiLU(),
             nn.Linear(hidden_size, feature_dim),
-        )  # fmt: skip
+        )
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.mlp(latents)
@@ -25,7 +27,9 @@ def repa_loss(projected: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     ``[B, N, D]``; with ``L < N`` each token is repeated ``N / L`` times ("repeat" alignment)."""
     length, patches = projected.shape[1], features.shape[1]
     if projected.shape[0] != features.shape[0] or projected.shape[-1] != features.shape[-1]:
-        raise ValueError(f"REPA needs [B, L, D] and [B, N, D], got {tuple(projected.shape)} and {tuple(features.shape)}")
+        raise ValueError(
+            f"REPA needs [B, L, D] and [B, N, D], got {tuple(projected.shape)} and {tuple(features.shape)}"
+        )
     if patches % length:
         raise ValueError(f"{patches} teacher patches cannot be split evenly among {length} latent tokens")
     projected = projected.repeat_interleave(patches // length, dim=1)

@@ -61,15 +61,23 @@ class DinoPerceptualLoss(nn.Module):
 
     def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if max(images.shape[-2:]) > self.target_size:
-            images = F.interpolate(images.float(), size=(self.target_size, self.target_size), mode="bicubic",
-                                   align_corners=False, antialias=True)  # fmt: skip
+            images = F.interpolate(
+                images.float(),
+                size=(self.target_size, self.target_size),
+                mode="bicubic",
+                align_corners=False,
+                antialias=True,
+            )
         pixels = self.normalize(images).to(self.backbone.dtype)
         states = self.backbone(pixel_values=pixels, output_hidden_states=True).hidden_states[1:]
         return tuple(F.normalize(state.float(), dim=-1, eps=1e-6) for state in states)
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if prediction.shape != target.shape or prediction.dim() != 4:
-            raise ValueError(f"DINO perceptual loss needs two [B, 3, H, W] batches, got {tuple(prediction.shape)}, {tuple(target.shape)}")
+            raise ValueError(
+                "DINO perceptual loss needs two [B, 3, H, W] batches, "
+                f"got {tuple(prediction.shape)}, {tuple(target.shape)}"
+            )
         with torch.no_grad():
             target_features = self._features(target)
         losses = [(p - t).square().mean() for p, t in zip(self._features(prediction), target_features)]
@@ -109,8 +117,14 @@ class DinoDiscriminator(nn.Module):
     to each process (convert with ``nn.SyncBatchNorm.convert_sync_batchnorm`` for the original's synced one).
     """
 
-    def __init__(self, backbone: nn.Module, readout_layers=(2, 5, 8, 11), kernel_size: int = 9,
-                 spectral_norm: bool = True, norm_eps: float = 1e-6):  # fmt: skip
+    def __init__(
+        self,
+        backbone: nn.Module,
+        readout_layers=(2, 5, 8, 11),
+        kernel_size: int = 9,
+        spectral_norm: bool = True,
+        norm_eps: float = 1e-6,
+    ):
         super().__init__()
         # a tuple keeps the frozen backbone out of the module tree: it is neither trained, checkpointed nor saved
         self._backbone = (_freeze(backbone),)

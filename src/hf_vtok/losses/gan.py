@@ -27,7 +27,9 @@ class LeCAMRegularizer:
         self.fake_mean = self.fake_mean * self.decay + float(fake_logits.detach().mean()) * (1 - self.decay)
 
     def __call__(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        return F.relu(real_logits - self.fake_mean).square().mean() + F.relu(self.real_mean - fake_logits).square().mean()
+        return (
+            F.relu(real_logits - self.fake_mean).square().mean() + F.relu(self.real_mean - fake_logits).square().mean()
+        )
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "real_mean": self.real_mean, "fake_mean": self.fake_mean}
@@ -84,7 +86,9 @@ _AUGMENTATIONS = {
 }
 
 
-def diff_augment(x: torch.Tensor, policy: str = "color,translation,cutout_0.2", probability: float = 0.5) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor, policy: str = "color,translation,cutout_0.2", probability: float = 0.5
+) -> torch.Tensor:
     """Differentiable augmentation: each comma-separated op of ``policy`` (``color``, ``translation``,
     ``cutout_<ratio>``) is applied to the whole batch with ``probability``."""
     for name in filter(None, policy.split(",")):
@@ -102,8 +106,9 @@ def diff_augment(x: torch.Tensor, policy: str = "color,translation,cutout_0.2", 
     return x.contiguous()
 
 
-def adaptive_generator_weight(reconstruction_loss: torch.Tensor, generator_loss: torch.Tensor,
-                              last_layer: torch.Tensor, max_weight: float = 1e4) -> torch.Tensor:  # fmt: skip
+def adaptive_generator_weight(
+    reconstruction_loss: torch.Tensor, generator_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4
+) -> torch.Tensor:
     """VQGAN's balance: ``|grad rec| / (|grad gan| + 1e-4)`` at the decoder's last weight, clamped, detached."""
     rec_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
     gan_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True)[0]

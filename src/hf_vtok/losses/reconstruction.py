@@ -4,20 +4,25 @@ import torch
 import torch.nn.functional as F
 
 
-def charbonnier_loss(prediction: torch.Tensor, target: torch.Tensor, patch_mask: torch.Tensor | None = None,
-                     eps: float = 1e-3) -> torch.Tensor:  # fmt: skip
+def charbonnier_loss(
+    prediction: torch.Tensor, target: torch.Tensor, patch_mask: torch.Tensor | None = None, eps: float = 1e-3
+) -> torch.Tensor:
     """``sqrt(diff^2 + eps^2)`` in float32, as ViTok-v2 trains.
 
     On patch sequences ``[B, N, D]`` with ``patch_mask [B, N]``: mean over each token's values, summed over
     valid tokens and divided by their count per image, then averaged over the batch. Other shapes: the mean.
     """
     if prediction.shape != target.shape:
-        raise ValueError(f"Charbonnier loss needs equal shapes, got {tuple(prediction.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"Charbonnier loss needs equal shapes, got {tuple(prediction.shape)} and {tuple(target.shape)}"
+        )
     per_value = torch.sqrt((prediction.float() - target.float()).square() + eps * eps)
     if patch_mask is None:
         return per_value.mean()
     if prediction.dim() != 3 or tuple(patch_mask.shape) != tuple(prediction.shape[:2]):
-        raise ValueError(f"patch_mask {tuple(patch_mask.shape)} does not match patch sequences {tuple(prediction.shape)}")
+        raise ValueError(
+            f"patch_mask {tuple(patch_mask.shape)} does not match patch sequences {tuple(prediction.shape)}"
+        )
     mask = patch_mask.float()
     per_image = (per_value.mean(dim=-1) * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
     return per_image.mean()
@@ -41,11 +46,15 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 2.0
     (Gaussian window of ``2 * int(3.5 * sigma + 0.5) + 1`` taps, reflect padding, variances clamped at 0,
     the map averaged over the whole image) computed with separable matrix products, much faster on CPU."""
     if prediction.shape != target.shape or prediction.dim() != 4:
-        raise ValueError(f"SSIM needs two [B, C, H, W] batches, got {tuple(prediction.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"SSIM needs two [B, C, H, W] batches, got {tuple(prediction.shape)} and {tuple(target.shape)}"
+        )
     kernel_size = int(3.5 * sigma + 0.5) * 2 + 1
     pad = (kernel_size - 1) // 2
     if min(prediction.shape[-2:]) <= pad:
-        raise ValueError(f"SSIM with sigma {sigma} needs images larger than {pad} pixels, got {tuple(prediction.shape[-2:])}")
+        raise ValueError(
+            f"SSIM with sigma {sigma} needs images larger than {pad} pixels, got {tuple(prediction.shape[-2:])}"
+        )
     x = F.pad(prediction.float(), (pad, pad, pad, pad), mode="reflect")
     y = F.pad(target.float(), (pad, pad, pad, pad), mode="reflect")
     rows = _gaussian_band(x.shape[-2], kernel_size, sigma, x.device, x.dtype)
@@ -53,7 +62,9 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 2.0
 
     # one batched product for the five blurred maps: x, y, x^2, y^2, xy
     stacked = torch.stack((x, y, x * x, y * y, x * y)).flatten(0, 2)
-    mean_x, mean_y, square_x, square_y, product = (rows.transpose(0, 1) @ stacked @ cols).unflatten(0, (5, -1)).unbind(0)
+    mean_x, mean_y, square_x, square_y, product = (
+        (rows.transpose(0, 1) @ stacked @ cols).unflatten(0, (5, -1)).unbind(0)
+    )
     mean_x, mean_y, square_x, square_y, product = (
         value.view(prediction.shape) for value in (mean_x, mean_y, square_x, square_y, product)
     )

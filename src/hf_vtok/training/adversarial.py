@@ -30,7 +30,9 @@ STRONG_AUGMENT = "color,translation,cutout_0.5"
 def add_gan_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     group = parser.add_argument_group("GAN (DINO discriminator)")
     group.add_argument("--gan-weight", type=float, default=0.2, help="disc_weight; 0 disables the GAN")
-    group.add_argument("--disc-model", help="frozen DINO backbone of the discriminator (folder or Hub id, e.g. facebook/dino-vits16)")
+    group.add_argument(
+        "--disc-model", help="frozen DINO backbone of the discriminator (folder or Hub id, e.g. facebook/dino-vits16)"
+    )
     group.add_argument("--disc-start", type=int, default=20_000, help="step from which the GAN losses count")
     group.add_argument("--disc-adaptive-weight", action="store_true", help="VQGAN gradient-norm balancing")
     group.add_argument("--disc-lr", type=float, help="discriminator learning rate (default: --lr)")
@@ -46,8 +48,9 @@ class AdversarialTraining:
     def __init__(self, args, trainer, discriminator: torch.nn.Module, total_steps: int):
         self.args, self.trainer = args, trainer
         lr = args.disc_lr or args.lr
-        optimizer = build_optimizer(discriminator, getattr(args, "optimizer", "adamw"), lr, args.betas,
-                                    getattr(args, "weight_decay", 0.0))  # fmt: skip
+        optimizer = build_optimizer(
+            discriminator, getattr(args, "optimizer", "adamw"), lr, args.betas, getattr(args, "weight_decay", 0.0)
+        )
         warmup = int(getattr(args, "warmup_ratio", 0.0) * total_steps)
         scheduler = build_scheduler(optimizer, total_steps, warmup, getattr(args, "min_lr", 0.0))
         discriminator = discriminator.to(trainer.device)
@@ -62,8 +65,9 @@ class AdversarialTraining:
     def active(self, step: int) -> bool:
         return step >= self.args.disc_start
 
-    def generator_loss(self, fake: torch.Tensor, reconstruction_loss: torch.Tensor, last_layer, step: int,
-                       logs: dict) -> torch.Tensor:  # fmt: skip
+    def generator_loss(
+        self, fake: torch.Tensor, reconstruction_loss: torch.Tensor, last_layer, step: int, logs: dict
+    ) -> torch.Tensor:
         if not self.active(step):
             return fake.new_zeros(())
         logits = self.discriminator(self._augment(fake))
@@ -103,7 +107,9 @@ class AdversarialTraining:
         self.trainer.clip_gradients(self.discriminator.parameters())
         self.optimizer.step()
         self.scheduler.step()
-        logs.update(disc_loss=loss.detach(), logits_real=real_logits.detach().mean(), logits_fake=fake_logits.detach().mean())
+        logs.update(
+            disc_loss=loss.detach(), logits_real=real_logits.detach().mean(), logits_fake=fake_logits.detach().mean()
+        )
 
 
 def build_adversarial(args, trainer, total_steps: int, discriminator: torch.nn.Module | None = None):
@@ -112,7 +118,9 @@ def build_adversarial(args, trainer, total_steps: int, discriminator: torch.nn.M
         return None
     if discriminator is None:
         if not args.disc_model:
-            raise ValueError("--gan-weight > 0 needs --disc-model (a DINO ViT such as facebook/dino-vits16), or --gan-weight 0")
+            raise ValueError(
+                "--gan-weight > 0 needs --disc-model (a DINO ViT such as facebook/dino-vits16), or --gan-weight 0"
+            )
         discriminator = DinoDiscriminator.from_pretrained(args.disc_model)
     return AdversarialTraining(args, trainer, discriminator, total_steps)
 

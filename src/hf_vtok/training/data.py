@@ -123,8 +123,9 @@ class TarShardImages:
 class DatasetsImages:
     """A map-style ``datasets`` split; ``label_column`` (default ``"label"`` when present) gives integer labels."""
 
-    def __init__(self, source: str, split: str | None = None, image_column: str | None = None,
-                 label_column: str | None = None):  # fmt: skip
+    def __init__(
+        self, source: str, split: str | None = None, image_column: str | None = None, label_column: str | None = None
+    ):
         datasets = _import_datasets(source)
         path = Path(source)
         if path.is_dir() and not (path / "dataset_info.json").exists() and not any(path.glob("*.arrow")):
@@ -166,8 +167,12 @@ def _import_datasets(source: str):
     return datasets
 
 
-def open_image_source(source: str | os.PathLike, split: str | None = None, image_column: str | None = None,
-                      label_column: str | None = None):  # fmt: skip
+def open_image_source(
+    source: str | os.PathLike,
+    split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+):
     """Random-access images of a folder, tar shards, or a (non-streamed) ``datasets`` dataset."""
     source = str(source)
     shards = _tar_shards(source)
@@ -181,8 +186,14 @@ def open_image_source(source: str | os.PathLike, split: str | None = None, image
 
 # --------------------------------------------------------------------------------------------------
 # augmentations (PIL in, PIL out; all randomness from the given numpy generator)
-def random_resized_crop(image: Image.Image, size: int | tuple[int, int], rng: np.random.Generator,
-                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), resample=Image.Resampling.BICUBIC) -> Image.Image:  # fmt: skip
+def random_resized_crop(
+    image: Image.Image,
+    size: int | tuple[int, int],
+    rng: np.random.Generator,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    resample=Image.Resampling.BICUBIC,
+) -> Image.Image:
     """torchvision's RandomResizedCrop: an area fraction in ``scale`` and log-uniform aspect ratio in ``ratio``
     (10 tries, then the largest centred crop within ``ratio``), resized to ``size`` (height, width)."""
     height, width = (size, size) if isinstance(size, int) else size
@@ -209,11 +220,15 @@ def random_resized_crop(image: Image.Image, size: int | tuple[int, int], rng: np
     return image.resize((width, height), resample=resample, box=(left, top, left + crop_w, top + crop_h))
 
 
-def random_crop(image: Image.Image, min_size: int, max_size: int, rng: np.random.Generator, multiple: int = 1) -> Image.Image:
+def random_crop(
+    image: Image.Image, min_size: int, max_size: int, rng: np.random.Generator, multiple: int = 1
+) -> Image.Image:
     """A crop of random height and width in ``[min_size, max_size]`` (multiples of ``multiple``, at most the
     image's sides) at a random place, no resizing."""
     if min_size > max_size or min_size < multiple:
-        raise ValueError(f"random crop sizes need multiple <= min_size <= max_size, got {multiple}, {min_size}, {max_size}")
+        raise ValueError(
+            f"random crop sizes need multiple <= min_size <= max_size, got {multiple}, {min_size}, {max_size}"
+        )
     sides = []
     for extent in (image.height, image.width):
         high = min(max_size, extent) // multiple
@@ -252,8 +267,16 @@ class StepBatchSampler(Sampler):
     the ``r``-th block of ``B``.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start_step: int = 0, num_processes: int = 1,
-                 process_index: int = 0, shuffle: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        num_processes: int = 1,
+        process_index: int = 0,
+        shuffle: bool = True,
+    ):
         if num_items <= 0 or batch_size <= 0:
             raise ValueError(f"need items and a positive batch size, got {num_items} items, batch {batch_size}")
         self.num_items, self.batch_size, self.seed, self.shuffle = num_items, batch_size, seed, shuffle
@@ -300,16 +323,34 @@ class StreamingAugmentedImages(IterableDataset):
     process's samples from step ``start_step`` on. Epoch ``e`` is the stream shuffled with seed ``seed + e``
     (buffer ``shuffle_buffer``; 0 keeps the stream order). Resuming reads past the skipped samples."""
 
-    def __init__(self, source: str, transform, batch_size: int, seed: int = 0, start_step: int = 0,
-                 num_processes: int = 1, process_index: int = 0, split: str | None = None,
-                 image_column: str | None = None, label_column: str | None = None, shuffle_buffer: int = 1000):  # fmt: skip
+    def __init__(
+        self,
+        source: str,
+        transform,
+        batch_size: int,
+        seed: int = 0,
+        start_step: int = 0,
+        num_processes: int = 1,
+        process_index: int = 0,
+        split: str | None = None,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        shuffle_buffer: int = 1000,
+    ):
         self.source, self.transform, self.batch_size, self.seed = source, transform, batch_size, seed
         self.start_step, self.num_processes, self.process_index = start_step, num_processes, process_index
-        self.split, self.image_column, self.label_column, self.shuffle_buffer = split, image_column, label_column, shuffle_buffer
+        self.split, self.image_column, self.label_column, self.shuffle_buffer = (
+            split,
+            image_column,
+            label_column,
+            shuffle_buffer,
+        )
 
     def _epoch_stream(self, epoch: int):
         datasets = _import_datasets(self.source)
-        dataset = _pick_split(datasets.load_dataset(self.source, split=self.split, streaming=True), self.split, self.source)
+        dataset = _pick_split(
+            datasets.load_dataset(self.source, split=self.split, streaming=True), self.split, self.source
+        )
         if self.shuffle_buffer:
             dataset = dataset.shuffle(seed=self.seed + epoch, buffer_size=self.shuffle_buffer)
         return dataset
@@ -336,8 +377,12 @@ class StreamingAugmentedImages(IterableDataset):
 
 def add_data_arguments(parser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--train-data", required=True,
-                       help="image folder, webdataset shards (a.tar, shards-{000..099}.tar, a folder of .tar), or a datasets id / folder")
+    group.add_argument(
+        "--train-data",
+        required=True,
+        help="image folder, webdataset shards (a.tar, shards-{000..099}.tar, a folder of .tar), "
+        "or a datasets id / folder",
+    )
     group.add_argument("--split", help="dataset split (default: train, else the first)")
     group.add_argument("--image-column", help="image column of a datasets dataset (default: found by name / type)")
     group.add_argument("--label-column", help="label column of a datasets dataset (default: 'label' when present)")
@@ -349,9 +394,15 @@ def build_image_dataset(args, transform) -> Dataset | IterableDataset:
     """The training images of ``add_data_arguments`` options, each through ``transform(image, rng) -> dict``."""
     if args.streaming:
         return StreamingAugmentedImages(
-            args.train_data, transform, args.batch_size, seed=args.seed, split=args.split,
-            image_column=args.image_column, label_column=args.label_column, shuffle_buffer=args.shuffle_buffer,
-        )  # fmt: skip
+            args.train_data,
+            transform,
+            args.batch_size,
+            seed=args.seed,
+            split=args.split,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            shuffle_buffer=args.shuffle_buffer,
+        )
     source = open_image_source(args.train_data, args.split, args.image_column, args.label_column)
     return AugmentedImages(source, transform, seed=args.seed)
 

@@ -48,7 +48,9 @@ class CSVLogger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_all(old)
         with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=self.columns).writerow({key: _format(row.get(key)) for key in self.columns})
+            csv.DictWriter(handle, fieldnames=self.columns).writerow(
+                {key: _format(row.get(key)) for key in self.columns}
+            )
 
 
 def _format(value) -> str:
@@ -85,7 +87,9 @@ def plot_metrics(path: str | os.PathLike, output: str | os.PathLike | None = Non
     output = Path(output) if output else path.with_name(PLOT_FILE)
     per_row = min(3, len(columns))
     figure, axes = plt.subplots(
-        math.ceil(len(columns) / per_row), per_row, figsize=(4.5 * per_row, 3 * math.ceil(len(columns) / per_row)),
+        math.ceil(len(columns) / per_row),
+        per_row,
+        figsize=(4.5 * per_row, 3 * math.ceil(len(columns) / per_row)),
         squeeze=False,
     )
     for axis, column in zip(axes.flat, columns):

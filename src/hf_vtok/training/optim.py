@@ -24,8 +24,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [group for group in groups if group["params"]]
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0,
-                    eps: float = 1e-8) -> torch.optim.Optimizer:  # fmt: skip
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0, eps: float = 1e-8
+) -> torch.optim.Optimizer:
     """``adamw`` (decoupled decay on ``parameter_groups``) or ``adam`` (the SoftVQ recipe: no decay)."""
     if name == "adamw":
         return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
@@ -35,8 +36,14 @@ def build_optimizer(model: nn.Module, name: str, lr: float, betas=(0.9, 0.999), 
     raise ValueError(f"unknown optimizer {name!r}; expected 'adamw' or 'adam'")
 
 
-def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_factor: float = 0.0,
-                         warmup_start_factor: float = 0.0, schedule: str = "cosine") -> float:  # fmt: skip
+def warmup_cosine_factor(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    min_factor: float = 0.0,
+    warmup_start_factor: float = 0.0,
+    schedule: str = "cosine",
+) -> float:
     """Learning-rate multiplier at ``step``: linear warmup from ``warmup_start_factor`` to 1 over
     ``warmup_steps``, then cosine decay to ``min_factor`` at ``total_steps`` (or constant)."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -49,8 +56,14 @@ def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_fac
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer, total_steps: int, warmup_steps: int, min_lr: float = 0.0, warmup_start_lr: float = 0.0,
-                    schedule: str = "cosine") -> torch.optim.lr_scheduler.LambdaLR:  # fmt: skip
+def build_scheduler(
+    optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    min_lr: float = 0.0,
+    warmup_start_lr: float = 0.0,
+    schedule: str = "cosine",
+) -> torch.optim.lr_scheduler.LambdaLR:
     base = optimizer.param_groups[0]["lr"]
     min_factor, start_factor = (min_lr / base, warmup_start_lr / base) if base > 0 else (0.0, 0.0)
     return torch.optim.lr_scheduler.LambdaLR(

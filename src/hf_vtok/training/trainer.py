@@ -31,20 +31,32 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> argpa
     """The options every training script has; ``defaults`` overrides their defaults (a recipe's values)."""
     group = parser.add_argument_group("training loop")
     group.add_argument("--config", help="JSON file of option defaults (the command line overrides them)")
-    group.add_argument("--output-dir", required=True, help="checkpoints, metrics.csv, loss plot and the final model folders")
+    group.add_argument(
+        "--output-dir", required=True, help="checkpoints, metrics.csv, loss plot and the final model folders"
+    )
     group.add_argument("--max-steps", type=int, default=100_000, help="optimizer steps of the whole run")
     group.add_argument("--batch-size", type=int, default=32, help="per process")
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
     group.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="no")
-    group.add_argument("--fsdp", action="store_true",
-                       help="shard models with FSDP2 (accelerate, GPU only); DDP is used otherwise when launched on several processes")
-    group.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass")
+    group.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="shard models with FSDP2 (accelerate, GPU only); DDP is used otherwise when launched on several processes",
+    )
+    group.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass"
+    )
     group.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
     group.add_argument("--keep-checkpoints", type=int, default=2)
     group.add_argument("--log-every", type=int, default=10)
-    group.add_argument("--resume", nargs="?", const="latest", default=None,
-                       help="continue from the latest checkpoint in --output-dir (or the given checkpoint folder)")
+    group.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="continue from the latest checkpoint in --output-dir (or the given checkpoint folder)",
+    )
     group.add_argument("--ema-decay", type=float, default=0.9999, help="0 disables the EMA copy")
     group.add_argument("--ema-start", type=int, default=0, help="step from which the EMA averages (before: a copy)")
     group.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: no clipping)")
@@ -64,10 +76,12 @@ def move_to_device(batch, device):
 
 def fresh_copy_with_state(model: torch.nn.Module, state_dict: dict) -> torch.nn.Module:
     """A new, unsharded CPU instance of ``model``'s class and config holding ``state_dict``."""
-    if hasattr(model, "from_config") and not hasattr(model.config, "to_dict"):  # diffusers ModelMixin
-        fresh = type(model).from_config(model.config)
-    else:  # transformers PreTrainedModel
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
         fresh = type(model)(model.config)
+    else:  # a diffusers ModelMixin
+        fresh = type(model).from_config(model.config)
     fresh.load_state_dict(state_dict, strict=True)
     return fresh
 
@@ -87,8 +101,12 @@ class Trainer:
                 raise ValueError("--fsdp needs GPUs (accelerate's FSDP2 runs on CUDA / XPU devices); drop it on CPU")
             from accelerate import FullyShardedDataParallelPlugin
 
-            plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-                                                    reshard_after_forward=True, state_dict_type="SHARDED_STATE_DICT")  # fmt: skip
+            plugin = FullyShardedDataParallelPlugin(
+                fsdp_version=2,
+                auto_wrap_policy="transformer_based_wrap",
+                reshard_after_forward=True,
+                state_dict_type="SHARDED_STATE_DICT",
+            )
         # the schedule advances once per optimizer step, whatever the number of processes
         self.accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
@@ -113,7 +131,9 @@ class Trainer:
     def prepare(self, *objects):
         return self.accelerator.prepare(*objects)
 
-    def add_model(self, name: str, model, ema: bool = True, save_extra: Callable[[Path], None] | None = None) -> ModelEMA | None:
+    def add_model(
+        self, name: str, model, ema: bool = True, save_extra: Callable[[Path], None] | None = None
+    ) -> ModelEMA | None:
         """Register a prepared model to save as ``output_dir/<name>`` (and ``<name>_ema`` with an EMA).
 
         ``save_extra(folder)`` writes what else belongs in the folder (an image processor, a scheduler).
@@ -124,7 +144,9 @@ class Trainer:
                 unwrapped.gradient_checkpointing_enable()
             elif hasattr(unwrapped, "enable_gradient_checkpointing"):
                 unwrapped.enable_gradient_checkpointing()
-        average = ModelEMA(unwrapped, self.args.ema_decay, self.args.ema_start) if ema and self.args.ema_decay > 0 else None
+        average = (
+            ModelEMA(unwrapped, self.args.ema_decay, self.args.ema_start) if ema and self.args.ema_decay > 0 else None
+        )
         self.models[name] = {"model": model, "ema": average, "save_extra": save_extra}
         if average is not None:
             self.stateful[f"ema_{name}"] = average
@@ -140,8 +162,14 @@ class Trainer:
         return None
 
     # ----------------------------------------------------------------------------------------------
-    def dataloader(self, dataset, batch_size: int | None = None, start_step: int = 0, collate_fn=collate_samples,
-                   shuffle: bool = True) -> DataLoader:  # fmt: skip
+    def dataloader(
+        self,
+        dataset,
+        batch_size: int | None = None,
+        start_step: int = 0,
+        collate_fn=collate_samples,
+        shuffle: bool = True,
+    ) -> DataLoader:
         """This process's batches from ``start_step`` on, in the order ``StepBatchSampler`` defines."""
         batch_size = batch_size or self.args.batch_size
         accelerator = self.accelerator
@@ -149,15 +177,31 @@ class Trainer:
         if isinstance(dataset, IterableDataset):
             dataset.start_step, dataset.num_processes = start_step, accelerator.num_processes
             dataset.process_index, dataset.batch_size = accelerator.process_index, batch_size
-            return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, num_workers=min(workers, 1),
-                              generator=torch.Generator().manual_seed(self.args.seed))  # fmt: skip
+            return DataLoader(
+                dataset,
+                batch_size=batch_size,
+                collate_fn=collate_fn,
+                num_workers=min(workers, 1),
+                generator=torch.Generator().manual_seed(self.args.seed),
+            )
         sampler = StepBatchSampler(
-            len(dataset), batch_size, self.args.seed, start_step, accelerator.num_processes, accelerator.process_index,
+            len(dataset),
+            batch_size,
+            self.args.seed,
+            start_step,
+            accelerator.num_processes,
+            accelerator.process_index,
             shuffle=shuffle,
         )
         # an own generator: creating the iterator must not draw from the global stream (resume equality)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
-                          persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.args.seed))  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.args.seed),
+        )
 
     def _reduce_logs(self, logs: dict) -> dict[str, float]:
         names = sorted(logs)
