@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_utils import TEACHER, write_photos
+from training_utils import TEACHER, free_port, write_photos
 
 from hf_vtok.losses import (
     DinoDiscriminator,
@@ -360,15 +360,11 @@ def _fsdp_worker(rank: int, world: int, port: int, folder: str):
 
 
 def test_fsdp2_sharded_ema_and_saving(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
     from hf_vtok import SiTTransformer1DModel
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     # fork: the workers inherit the imported modules (spawning re-imports torch, transformers and diffusers)
     mp.start_processes(_fsdp_worker, args=(2, port, str(tmp_path / "ema")), nprocs=2, join=True, start_method="fork")
     loaded = SiTTransformer1DModel.from_pretrained(tmp_path / "ema")

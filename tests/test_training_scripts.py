@@ -16,6 +16,8 @@ from training_utils import (
     TINY_MAETOK,
     TINY_SOFTVQ,
     TINY_VITOK,
+    free_port,
+    load_script,
     metrics,
     run_script,
     save_teachers,
@@ -24,7 +26,7 @@ from training_utils import (
 
 from hf_vtok import MAETokModel, SiTTransformer1DModel, SoftVQModel, ViTokDiTTransformerModel, ViTokModel
 from hf_vtok.data import cache_latents, load_latent_cache
-from hf_vtok.training import list_checkpoints
+from hf_vtok.training import list_checkpoints, to_pixel_values
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +97,24 @@ def test_train_vitok_loss_decreases(photos, tmp_path):
     assert model.config.mask_padding and not _same_weights(model, ema)
     assert (output / "model" / "preprocessor_config.json").is_file() and (output / "loss_curves.png").is_file()
     assert [path.name for path in list_checkpoints(output)] == ["step-00000028", "step-00000030"]
+
+
+def test_vitok_training_samples_match_the_processor():
+    from PIL import Image
+
+    from hf_vtok import ViTokImageProcessor
+
+    naflex_sample = load_script("train_vitok").naflex_sample
+    image = Image.new("RGB", (61, 43), (10, 200, 90))
+    image.putpixel((5, 7), (255, 0, 0))
+    processor = ViTokImageProcessor(patch_size=8, max_num_patches=20, do_resize=True, resize_mode="token_budget",
+                                    padding="longest")  # fmt: skip
+    expected = processor(image, return_tensors="pt")
+    sample = naflex_sample(to_pixel_values(image), 8, 20)
+    for key in ("pixel_values", "patch_mask", "row_idx", "col_idx"):
+        torch.testing.assert_close(sample[key], expected[key][0], atol=1e-6, rtol=0)
+    expected_size = (int(expected["orig_height"][0]), int(expected["orig_width"][0]))
+    assert (sample["orig_height"], sample["orig_width"]) == expected_size
 
 
 def test_train_softvq_with_repa_and_gan(photos, teachers, tmp_path):
@@ -300,11 +320,7 @@ def test_kill_and_resume_equals_uninterrupted_run(softvq_cache, tmp_path):
 
 
 def test_ddp_two_processes_on_cpu(softvq_cache, tmp_path):
-    import socket
-
-    with socket.socket() as probe:  # a free port: other runs on this machine may hold accelerate's default
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**_environment(), "ACCELERATE_USE_CPU": "1"}
     command = [
         sys.executable,

@@ -93,6 +93,15 @@ def save_teachers(folder: Path) -> dict[str, Path]:
     return paths
 
 
+def free_port() -> int:
+    """A free local TCP port (other runs on this machine may hold the default rendezvous port)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def metrics(output_dir: Path) -> list[dict]:
     from hf_vtok.training import read_metrics
 
