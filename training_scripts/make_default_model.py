@@ -129,17 +129,18 @@ def main(argv=None) -> dict:
         train_args.append("--resume")
     if args.max_steps:
         train_args += ["--max-steps", str(args.max_steps)]
-    load_before = os.getloadavg()
-    started = time.time()
+    timing_file = work / "run" / "training_time.json"
     if not args.evaluate_only:
+        load_before = os.getloadavg()
+        started = time.time()
         train_vitok.main(train_args)
-    seconds = time.time() - started
-    load_after = os.getloadavg()
-    if args.evaluate_only:  # the training time of the finished run, from its loss log
-        from hf_vtok.training import read_metrics
-
-        rows = read_metrics(work / "run" / "metrics.csv")
-        seconds = sum(row["seconds_per_step"] * train_config["log_every"] for row in rows)
+        timing = {
+            "training_seconds": round(time.time() - started, 1),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        }
+        timing_file.write_text(json.dumps(timing, indent=1))
+    timing = json.loads(timing_file.read_text())
     held_out = photo_paths(HELD_OUT)
     results = {name: evaluate(work / "run" / name, held_out) for name in ("model", "model_ema")}
     best = max(results, key=lambda name: results[name]["mean"]["psnr"])
@@ -148,9 +149,7 @@ def main(argv=None) -> dict:
         "weights": "EMA" if best == "model_ema" else "online",
         "other_weights_held_out_mean": results["model" if best == "model_ema" else "model_ema"]["mean"],
         "train_photos": {package: list(names) for package, names in TRAIN_PHOTOS.items()},
-        "training_seconds": round(seconds, 1),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
+        **timing,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "config": train_config,
@@ -159,8 +158,13 @@ def main(argv=None) -> dict:
     print(json.dumps(report, indent=1))
     if not args.no_install:
         PACKAGE_DIR.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        for name in ("config.json", "model.safetensors"):
             shutil.copy(work / "run" / best / name, PACKAGE_DIR / name)
+        # the default model reads images of any size: no token budget, batches padded to their longest image
+        from hf_vtok import ViTokImageProcessor
+
+        patch_size = json.loads((PACKAGE_DIR / "config.json").read_text())["patch_size"]
+        ViTokImageProcessor(patch_size=patch_size, max_num_patches=None, padding="longest").save_pretrained(PACKAGE_DIR)
         ASSETS_DIR.mkdir(exist_ok=True)
         shutil.copy(work / "run" / "loss_curves.png", ASSETS_DIR / "default_model_loss_curves.png")
         (PACKAGE_DIR / "training_report.json").write_text(json.dumps(report, indent=1))
