@@ -369,3 +369,15 @@ def test_fsdp2_sharded_ema_and_saving(tmp_path):
     mp.start_processes(_fsdp_worker, args=(2, port, str(tmp_path / "ema")), nprocs=2, join=True, start_method="fork")
     loaded = SiTTransformer1DModel.from_pretrained(tmp_path / "ema")
     assert loaded.config.hidden_size == 16
+
+
+def test_feature_targets_resize_to_the_decoder_grid():
+    from transformers import Dinov2Config, Dinov2Model
+
+    from hf_vtok import MAETokFeatureTargets
+
+    teacher = Dinov2Model(Dinov2Config(**{**TEACHER, "patch_size": 4}, mlp_ratio=2))  # a 8x8 grid at 32 pixels
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert MAETokFeatureTargets(dinov2=teacher)(images)["dinov2"].shape == (2, 64, 16)
+    resized = MAETokFeatureTargets(dinov2=teacher, grid_size=(4, 4))(images)["dinov2"]  # reads 16x16 pixels
+    assert resized.shape == (2, 16, 16)

@@ -58,35 +58,11 @@ def _same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
 
 # ------------------------------------------------------------------------------------------------------
 def test_train_vitok_loss_decreases(photos, tmp_path):
-    output = run_script(
-        "train_vitok",
-        [
-            "--variant",
-            TINY_VITOK,
-            "--crop",
-            "random",
-            "--crop-min",
-            16,
-            "--crop-max",
-            32,
-            "--max-tokens",
-            16,
-            "--tile-size",
-            16,
-            "--train-data",
-            photos,
-            "--output-dir",
-            tmp_path,
-            "--max-steps",
-            30,
-            "--lr",
-            3e-3,
-            "--warmup-ratio",
-            0,
-            "--mask-padding",
-            *COMMON,
-        ],
-    )
+    output = run_script("train_vitok", [
+        "--variant", TINY_VITOK, "--crop", "random", "--crop-min", 16, "--crop-max", 32, "--max-tokens", 16,
+        "--tile-size", 16, "--train-data", photos, "--output-dir", tmp_path, "--max-steps", 30, "--lr", 3e-3,
+        "--warmup-ratio", 0, "--mask-padding", *COMMON
+    ])  # fmt: skip
     rows = metrics(output)
     assert len(rows) == 30 and {"charbonnier", "ssim_loss", "loss", "lr"} <= set(rows[0])
     first = sum(row["loss"] for row in rows[:5]) / 5
@@ -121,31 +97,12 @@ def test_vitok_training_samples_match_the_processor():
 
 
 def test_train_softvq_with_repa_and_gan(photos, teachers, tmp_path):
-    output = run_script(
-        "train_softvq",
-        [
-            "--model-config",
-            json.dumps(TINY_SOFTVQ),
-            "--lpips",
-            "random",
-            "--repa-model",
-            teachers["dinov2"],
-            "--disc-model",
-            teachers["dino"],
-            "--disc-start",
-            1,
-            "--disc-adaptive-weight",
-            "--warmup-steps",
-            1,
-            "--train-data",
-            photos,
-            "--output-dir",
-            tmp_path,
-            "--max-steps",
-            3,
-            *COMMON,
-        ],
-    )
+    output = run_script("train_softvq", [
+        "--model-config", json.dumps(TINY_SOFTVQ), "--lpips", "random", "--repa-model", teachers["dinov2"],
+        "--teacher-patch-size", 8, "--disc-model", teachers["dino"], "--disc-start", 1, "--disc-adaptive-weight",
+        "--warmup-steps", 1,
+        "--train-data", photos, "--output-dir", tmp_path, "--max-steps", 3, *COMMON
+    ])  # fmt: skip
     rows = metrics(output)
     assert {"l2", "lpips", "entropy_loss", "repa", "gan_generator", "disc_loss", "lecam", "disc_consistency"} <= set(
         rows[-1]
@@ -161,30 +118,11 @@ def test_train_softvq_with_repa_and_gan(photos, teachers, tmp_path):
 
 
 def test_train_maetok_with_auxiliary_targets(photos, teachers, tmp_path):
-    output = run_script(
-        "train_maetok",
-        [
-            "--model-config",
-            json.dumps(TINY_MAETOK),
-            "--lpips",
-            "random",
-            "--aux-dinov2-model",
-            teachers["dinov2"],
-            "--aux-siglip-model",
-            teachers["siglip"],
-            "--gan-weight",
-            0,
-            "--warmup-steps",
-            1,
-            "--train-data",
-            photos,
-            "--output-dir",
-            tmp_path,
-            "--max-steps",
-            2,
-            *COMMON,
-        ],
-    )
+    output = run_script("train_maetok", [
+        "--model-config", json.dumps(TINY_MAETOK), "--lpips", "random", "--aux-dinov2-model", teachers["dinov2"],
+        "--aux-siglip-model", teachers["siglip"], "--gan-weight", 0, "--warmup-steps", 1, "--train-data", photos,
+        "--output-dir", tmp_path, "--max-steps", 2, *COMMON
+    ])  # fmt: skip
     assert {"hog_loss", "dinov2_loss", "siglip_loss", "l2"} <= set(metrics(output)[-1])
     model = MAETokModel.from_pretrained(output / "model")
     assert model.config.auxiliary_targets == ("hog", "dinov2", "siglip")
@@ -204,24 +142,10 @@ def softvq_cache(photos, tmp_path_factory):
 
 @pytest.mark.parametrize("family", ["sit", "dit"])
 def test_train_generator_on_cached_latents(family, softvq_cache, tmp_path):
-    output = run_script(
-        "train_generator",
-        [
-            "--model",
-            family,
-            "--latents",
-            softvq_cache,
-            "--model-config",
-            json.dumps(TINY_GENERATOR),
-            "--output-dir",
-            tmp_path,
-            "--max-steps",
-            25,
-            "--lr",
-            3e-3,
-            *COMMON,
-        ],
-    )
+    output = run_script("train_generator", [
+        "--model", family, "--latents", softvq_cache, "--model-config", json.dumps(TINY_GENERATOR), "--output-dir",
+        tmp_path, "--max-steps", 25, "--lr", 3e-3, *COMMON
+    ])  # fmt: skip
     rows = metrics(output)
     assert sum(row["loss"] for row in rows[-5:]) < sum(row["loss"] for row in rows[:5])
     model_class = SiTTransformer1DModel if family == "sit" else __import__("hf_vtok").DiTTransformer1DModel
@@ -236,50 +160,19 @@ def test_train_vitok_dit_on_grid_latents(photos, tmp_path):
     tokenizer = ViTokModel(ViTokConfig.from_variant(TINY_VITOK)).eval()
     cache = cache_latents(tokenizer, photos, tmp_path / "cache", resolution=32, progress=False)
     assert load_latent_cache(cache)[0]["latents"].shape == (4, 4, 4)  # [C, h, w] grid latents
-    output = run_script(
-        "train_generator",
-        [
-            "--model",
-            "vitok-dit",
-            "--latents",
-            cache,
-            "--model-config",
-            json.dumps(TINY_GENERATOR),
-            "--output-dir",
-            tmp_path / "run",
-            "--max-steps",
-            2,
-            *COMMON,
-        ],
-    )
+    output = run_script("train_generator", [
+        "--model", "vitok-dit", "--latents", cache, "--model-config", json.dumps(TINY_GENERATOR), "--output-dir",
+        tmp_path / "run", "--max-steps", 2, *COMMON
+    ])  # fmt: skip
     model = ViTokDiTTransformerModel.from_pretrained(output / "transformer")
     assert model.config.in_channels == 4 and model.config.num_classes == 2
 
 
 # ------------------------------------------------------------------------------------------------------
 def _generator_command(cache, output, steps):
-    return [
-        sys.executable,
-        str(SCRIPTS / "train_generator.py"),
-        "--model",
-        "sit",
-        "--latents",
-        str(cache),
-        "--model-config",
-        json.dumps(TINY_GENERATOR),
-        "--output-dir",
-        str(output),
-        "--max-steps",
-        str(steps),
-        "--batch-size",
-        "2",
-        "--log-every",
-        "1",
-        "--checkpoint-every",
-        "3",
-        "--ema-decay",
-        "0.9",
-    ]
+    return [sys.executable, str(SCRIPTS / "train_generator.py"), "--model", "sit", "--latents", str(cache),
+            "--model-config", json.dumps(TINY_GENERATOR), "--output-dir", str(output), "--max-steps", str(steps),
+            "--batch-size", "2", "--log-every", "1", "--checkpoint-every", "3", "--ema-decay", "0.9"]  # fmt: skip
 
 
 def _environment():
@@ -327,23 +220,9 @@ def test_kill_and_resume_equals_uninterrupted_run(softvq_cache, tmp_path):
 def test_ddp_two_processes_on_cpu(softvq_cache, tmp_path):
     port = free_port()
     env = {**_environment(), "ACCELERATE_USE_CPU": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(port),
-        *_generator_command(softvq_cache, tmp_path, 4)[1:],
-    ]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), *_generator_command(softvq_cache, tmp_path, 4)[1:]]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     checkpoint = list_checkpoints(tmp_path)[-1]
@@ -377,82 +256,30 @@ def test_cache_latents_resumes_without_duplicates_or_gaps(tmp_path):
     photos = write_photos(tmp_path / "photos", count=5, size=(20, 16), classes=("x", "y"))
     torch.manual_seed(0)
     dcae = AutoencoderDC(
-        in_channels=3,
-        latent_channels=4,
-        attention_head_dim=4,
-        encoder_block_types="ResBlock",
-        decoder_block_types="ResBlock",
-        encoder_block_out_channels=(8, 16),
-        decoder_block_out_channels=(8, 16),
-        encoder_layers_per_block=(1, 1),
-        decoder_layers_per_block=(1, 1),
-        encoder_qkv_multiscales=((), ()),
-        decoder_qkv_multiscales=((), ()),
-        decoder_norm_types="rms_norm",
-        decoder_act_fns="silu",
-        scaling_factor=0.5,
-    ).eval()
+        in_channels=3, latent_channels=4, attention_head_dim=4, encoder_block_types="ResBlock",
+        decoder_block_types="ResBlock", encoder_block_out_channels=(8, 16), decoder_block_out_channels=(8, 16),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), encoder_qkv_multiscales=((), ()),
+        decoder_qkv_multiscales=((), ()), decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.5,
+    ).eval()  # fmt: skip
     dcae.save_pretrained(tmp_path / "dcae")
     name = str(tmp_path / "dcae")  # as the command line names it
-    straight = cache_latents(
-        dcae,
-        photos,
-        tmp_path / "straight",
-        resolution=16,
-        batch_size=1,
-        shard_size=2,
-        flip=True,
-        model_name=name,
-        progress=False,
-    )
+    settings = dict(resolution=16, shard_size=2, flip=True, model_name=name, progress=False)
+    straight = cache_latents(dcae, photos, tmp_path / "straight", batch_size=1, **settings)
     with pytest.raises(KeyboardInterrupt):  # image + flip per batch of one: stops inside shard 1
-        cache_latents(
-            _FailAfter(dcae, 5),
-            photos,
-            tmp_path / "resumed",
-            resolution=16,
-            batch_size=1,
-            shard_size=2,
-            flip=True,
-            model_name=name,
-            progress=False,
-        )
-    assert (tmp_path / "resumed" / "shard-00000.arrow").is_file() and not (
-        tmp_path / "resumed" / "shard-00001.arrow"
-    ).exists()
+        cache_latents(_FailAfter(dcae, 5), photos, tmp_path / "resumed", batch_size=1, **settings)
+    assert (tmp_path / "resumed" / "shard-00000.arrow").is_file()
+    assert not (tmp_path / "resumed" / "shard-00001.arrow").exists()
     with pytest.raises(ValueError, match="other settings"):
-        cache_latents(
-            dcae, photos, tmp_path / "resumed", resolution=8, shard_size=2, flip=True, model_name=name, progress=False
-        )
+        cache_latents(dcae, photos, tmp_path / "resumed", **{**settings, "resolution": 8})
     with pytest.raises(ValueError, match="1 of 3 shards"):
         load_latent_cache(tmp_path / "resumed")
-    main(
-        [
-            "cache-latents",
-            "--model",
-            str(tmp_path / "dcae"),
-            "--images",
-            str(photos),
-            "--output",
-            str(tmp_path / "resumed"),
-            "--resolution",
-            "16",
-            "--batch-size",
-            "2",
-            "--shard-size",
-            "2",
-            "--flip",
-            "--device",
-            "cpu",
-        ]
-    )
+    main(["cache-latents", "--model", name, "--images", str(photos), "--output", str(tmp_path / "resumed"),
+          "--resolution", "16", "--batch-size", "2", "--shard-size", "2", "--flip", "--device", "cpu"])  # fmt: skip
     resumed = load_latent_cache(tmp_path / "resumed")
     first, second = load_latent_cache(straight)[:], resumed[:]
-    assert (
-        second["key"]
-        == first["key"]
-        == [f"{c}/image{i}.png" for c, i in (("x", 0), ("x", 2), ("x", 4), ("y", 1), ("y", 3))]
-    )
+    order = (("x", 0), ("x", 2), ("x", 4), ("y", 1), ("y", 3))
+    expected_keys = [f"{folder}/image{index}.png" for folder, index in order]
+    assert second["key"] == first["key"] == expected_keys
     assert torch.equal(second["label"], torch.tensor([0, 0, 0, 1, 1]))
     # the resumed run encodes batches of 2, the first of 1: equal up to float32 summation order
     torch.testing.assert_close(second["latents"], first["latents"], atol=1e-5, rtol=1e-5)

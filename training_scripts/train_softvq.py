@@ -97,10 +97,17 @@ def build_parser(family: str) -> argparse.ArgumentParser:
     loss.add_argument("--repa-model", help="DINOv2 teacher of REPA (folder or Hub id)")
     loss.add_argument("--repa-hidden-size", type=int, default=1024)
     loss.add_argument(
+        "--teacher-patch-size",
+        type=int,
+        default=16,
+        help="teachers see the image resized so that their patch grid is image_size / this (the original's "
+        "patch-16 DINOv2 / SigLIP; a patch-14 Hub DINOv2 then reads 224 pixels of a 256 image)",
+    )
+    loss.add_argument(
         "--auxiliary-weight", type=float, default=1.0, help="MAETok: weight of each auxiliary feature loss"
     )
     loss.add_argument("--aux-dinov2-model", help="MAETok: DINOv2 teacher of the 'dinov2' auxiliary target")
-    loss.add_argument("--aux-siglip-model", help="MAETok: SigLIP vision teacher of the 'siglip' auxiliary target")
+    loss.add_argument("--aux-siglip-model", help="MAETok: SigLIP teacher (its vision tower) of the 'siglip' target")
     optim = parser.add_argument_group("optimizer")
     optim.add_argument("--optimizer", choices=["adam", "adamw"])
     optim.add_argument("--lr", type=float, default=1e-4)
@@ -146,12 +153,14 @@ def build_model(args, family: str):
     return model_class(config_class(**fields))
 
 
-def _teacher(name_or_path: str | None, device):
+def _teacher(name_or_path: str | None, device, vision_only: bool = False):
+    """A frozen transformers teacher; ``vision_only`` loads the vision tower of a (full) SigLIP checkpoint."""
     if not name_or_path:
         return None
-    from transformers import AutoModel
+    from transformers import AutoModel, SiglipVisionModel
 
-    return AutoModel.from_pretrained(name_or_path).to(device).requires_grad_(False).eval()
+    loader = SiglipVisionModel if vision_only else AutoModel
+    return loader.from_pretrained(name_or_path).to(device).requires_grad_(False).eval()
 
 
 def main(argv=None, family: str = "softvq") -> Path:
@@ -171,12 +180,16 @@ def main(argv=None, family: str = "softvq") -> Path:
         if not args.repa_model:
             raise ValueError("--repa-weight > 0 needs --repa-model (a DINOv2 folder or Hub id), or --repa-weight 0")
         teacher = _teacher(args.repa_model, device)
-        repa_targets = MAETokFeatureTargets(dinov2=teacher)
+        grid = (config.image_size // args.teacher_patch_size,) * 2
+        repa_targets = MAETokFeatureTargets(dinov2=teacher, grid_size=grid)
         projector = RepaProjector(config.latent_channels, teacher.config.hidden_size, args.repa_hidden_size)
     auxiliary_targets = None
     if family == "maetok" and config.auxiliary_targets:
         auxiliary_targets = MAETokFeatureTargets.for_config(
-            config, dinov2=_teacher(args.aux_dinov2_model, device), siglip=_teacher(args.aux_siglip_model, device)
+            config,
+            dinov2=_teacher(args.aux_dinov2_model, device),
+            siglip=_teacher(args.aux_siglip_model, device, vision_only=True),
+            resize_to_grid=True,
         )
 
     trained = torch.nn.ModuleDict({"model": model, **({"projector": projector} if projector is not None else {})})
