@@ -153,6 +153,17 @@ def test_train_generator_on_cached_latents(family, softvq_cache, tmp_path):
     assert model.config.num_classes == 2 and model.config.num_tokens == 8 and model.config.in_channels == 8
 
 
+def test_data_loader_workers_do_not_change_the_run(softvq_cache, tmp_path):
+    runs = {}
+    for workers in (0, 2):
+        output = run_script("train_generator", [
+            "--model", "sit", "--latents", softvq_cache, "--model-config", json.dumps(TINY_GENERATOR), "--output-dir",
+            tmp_path / str(workers), "--max-steps", 3, "--num-workers", workers, *COMMON
+        ])  # fmt: skip
+        runs[workers] = SiTTransformer1DModel.from_pretrained(output / "transformer")
+    assert _same_weights(runs[0], runs[2])
+
+
 def test_train_vitok_dit_on_grid_latents(photos, tmp_path):
     from hf_vtok import ViTokConfig
 
