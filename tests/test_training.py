@@ -2,6 +2,7 @@
 and FSDP2-sharded EMA / state gathering on gloo."""
 
 import io
+import json
 import math
 import tarfile
 
@@ -349,7 +350,9 @@ def _fsdp_worker(rank: int, world: int, port: int, folder: str):
             )
             assert not torch.equal(averaged["proj_in.weight"], state["proj_in.weight"])
             assert flat_tensors["ema/shadow/proj_in.weight"].shape == reference["proj_in.weight"].shape
-            fresh_copy_with_state(model, averaged).save_pretrained(folder)
+            copy = fresh_copy_with_state(model, averaged)
+            assert type(copy) is SiTTransformer1DModel  # not fully_shard's generated FSDPSiTTransformer1DModel
+            copy.save_pretrained(folder)
         restored = ModelEMA(model, decay=0.5)
         restored.load_state_dict(_unflatten_state("ema", flat_tensors, flat_plain))  # re-shards the full tensors
         for mine, theirs in zip(restored.shadow, ema.shadow):
@@ -369,6 +372,7 @@ def test_fsdp2_sharded_ema_and_saving(tmp_path):
     mp.start_processes(_fsdp_worker, args=(2, port, str(tmp_path / "ema")), nprocs=2, join=True, start_method="fork")
     loaded = SiTTransformer1DModel.from_pretrained(tmp_path / "ema")
     assert loaded.config.hidden_size == 16
+    assert json.loads((tmp_path / "ema" / "config.json").read_text())["_class_name"] == "SiTTransformer1DModel"
 
 
 def test_feature_targets_resize_to_the_decoder_grid():

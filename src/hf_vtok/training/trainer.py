@@ -74,14 +74,24 @@ def move_to_device(batch, device):
     return batch
 
 
+def _unsharded_class(model: torch.nn.Module) -> type:
+    """The model's own class: FSDP2's ``fully_shard`` swaps it for a generated ``FSDP<Class>`` subclass."""
+    cls = type(model)
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return cls
+    if issubclass(cls, FSDPModule):
+        cls = next(base for base in cls.__bases__ if base is not FSDPModule)
+    return cls
+
+
 def fresh_copy_with_state(model: torch.nn.Module, state_dict: dict) -> torch.nn.Module:
     """A new, unsharded CPU instance of ``model``'s class and config holding ``state_dict``."""
     from transformers import PreTrainedModel
 
-    if isinstance(model, PreTrainedModel):
-        fresh = type(model)(model.config)
-    else:  # a diffusers ModelMixin
-        fresh = type(model).from_config(model.config)
+    cls = _unsharded_class(model)
+    fresh = cls(model.config) if isinstance(model, PreTrainedModel) else cls.from_config(model.config)
     fresh.load_state_dict(state_dict, strict=True)
     return fresh
 
