@@ -31,17 +31,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .images import frame_image
+from .sources import import_datasets, open_image_source
 
 INFO_FILE = "cache_info.json"
 SHARD_PATTERN = "shard-{:05d}.arrow"
-
-
-def _datasets():
-    try:
-        import datasets
-    except ImportError as error:
-        raise ImportError("the latent cache needs the `datasets` package: pip install 'hf_vtok[train]'") from error
-    return datasets
 
 
 def _write_json_atomically(path: Path, content: dict) -> None:
@@ -122,10 +115,10 @@ def cache_latents(
     """Encode every image of ``source`` (a path / dataset id, or an ``open_image_source`` object) into Arrow
     shards under ``output``; shards already there (from an interrupted run with the same settings) are kept.
     With several processes, process ``r`` writes shards ``r, r + W, ...``."""
-    datasets = _datasets()
+    datasets = import_datasets("the latent cache")
     from datasets.arrow_writer import ArrowWriter
 
-    from ..training.data import open_image_source, to_pixel_values
+    from ..training.data import to_pixel_values
 
     if batch_size <= 0 or shard_size <= 0 or (resolution is not None and resolution <= 0):
         raise ValueError("batch_size, shard_size and resolution must be positive")
@@ -204,7 +197,7 @@ def cache_latents(
 
 def load_latent_cache(folder: str | os.PathLike, require_complete: bool = True):
     """The cached rows as one ``datasets.Dataset`` (torch format), in image order; ``.info`` has cache_info.json."""
-    datasets = _datasets()
+    datasets = import_datasets("the latent cache")
     folder = Path(folder)
     info_path = folder / INFO_FILE
     if not info_path.is_file():
@@ -247,8 +240,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Path:
-    from ..training.data import open_image_source
-
     state = None
     try:  # under accelerate launch / torchrun: split the shards between the processes
         from accelerate import PartialState
