@@ -193,18 +193,21 @@ def _environment():
 def _run_until(command, step: int, send: int) -> subprocess.CompletedProcess:
     """Start ``command``, send signal ``send`` once it has logged ``step``, wait for it to end."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_environment())
-    lines = []
+    lines, sent = [], False
     for line in process.stdout:
         lines.append(line)
         if line.startswith(f"step {step}/"):
             process.send_signal(send)
+            sent = True
             break
     rest, _ = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(command, process.returncode, "".join(lines) + rest)
+    output = "".join(lines) + rest
+    assert sent, f"the run ended before step {step}:\n{output[-3000:]}"
+    return subprocess.CompletedProcess(command, process.returncode, output)
 
 
 def test_kill_and_resume_equals_uninterrupted_run(softvq_cache, tmp_path):
-    steps = 12
+    steps = 60  # far more than the steps a run makes between a log line and the signal, even on a busy machine
     uninterrupted = run_script("train_generator", _generator_command(softvq_cache, tmp_path / "straight", steps)[2:])
     interrupted = tmp_path / "interrupted"
     command = _generator_command(softvq_cache, interrupted, steps)
@@ -216,7 +219,7 @@ def test_kill_and_resume_equals_uninterrupted_run(softvq_cache, tmp_path):
     stopped_at = int(checkpoint.name[5:])
     assert stopped_at >= 4 and json.loads((checkpoint / "trainer_state.json").read_text())["reason"] == "signal"
     # SIGKILL during the resumed run: it restarts from the last complete checkpoint, whatever was half-written
-    killed = _run_until([*command, "--resume"], stopped_at + 2, signal.SIGKILL)
+    killed = _run_until([*command, "--resume"], stopped_at + 4, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL and f"resumed from {checkpoint}" in killed.stdout
     run_script("train_generator", [*command[2:], "--resume"])  # finish in this process
     for name in ("transformer", "transformer_ema"):
@@ -236,9 +239,12 @@ def test_ddp_two_processes_on_cpu(softvq_cache, tmp_path):
                str(port), *_generator_command(softvq_cache, tmp_path, 4)[1:]]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    checkpoint = list_checkpoints(tmp_path)[-1]
-    assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2
-    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    checkpoints = list_checkpoints(tmp_path)
+    assert [path.name for path in checkpoints] == ["step-00000003", "step-00000004"]
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))  # every process wrote before the rename
+    for checkpoint in checkpoints:
+        assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2
+        assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
     assert len(metrics(tmp_path)) == 4  # one process logs the loss averaged over both
     SiTTransformer1DModel.from_pretrained(tmp_path / "transformer_ema")
 

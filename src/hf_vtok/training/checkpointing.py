@@ -93,6 +93,7 @@ class CheckpointManager:
             shutil.rmtree(temporary)  # left over from a save that was killed
         accelerator.wait_for_everyone()
         accelerator.save_state(str(temporary), safe_serialization=True)
+        accelerator.wait_for_everyone()  # every process has written its files (its RNG state) before the rename
         tensors, plain = {}, {}
         for name, obj in self.stateful.items():
             _flatten_state(name, obj.state_dict(), tensors, plain)
