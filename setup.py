@@ -25,7 +25,8 @@ EXTRAS = {
     # peft: the LoRA tests of the generators; datasets: latent-cache tests; the evaluation tests need the eval libraries and read real
     # photographs from scikit-image's data folder
     "test": ["pytest>=8", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22"],
-    "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4"],
+    # training scripts; scikit-learn / scikit-image only for the photos of make_default_model.py
+    "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "scikit-image>=0.22", "scikit-learn>=1.3"],
     "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
     "demo": ["gradio>=5"],
 }
@@ -41,6 +42,8 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    # the embedded default model of `hf-vtok reconstruct` (a small ViTok, training_scripts/make_default_model.py)
+    package_data={"hf_vtok": ["default_model/*.json", "default_model/*.safetensors"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,
