@@ -474,8 +474,8 @@ def test_latent_cache_frames_images_as_the_v2flow_processor(tmp_path):
     processor = V2FlowImageProcessor(crop_size={"height": 8, "width": 8})
     for row in rows:
         pixels = torch.as_tensor(processor(Image.open(images / row["key"])).pixel_values)
-        assert torch.allclose(row["latents"], vae.encode(pixels).latent[0], atol=1e-6)
-        assert torch.allclose(row["latents_flip"], vae.encode(pixels.flip(dims=[3])).latent[0], atol=1e-6)
+        assert torch.allclose(row["latents"], vae.encode(pixels).latent[0], atol=1e-5)
+        assert torch.allclose(row["latents_flip"], vae.encode(pixels.flip(dims=[3])).latent[0], atol=1e-5)
     assert rows.cache_info["scaling_factor"] == 0.5
 
 
