@@ -41,7 +41,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    include_package_data=True,
+    package_data={"hf_vtok": ["model_cards/*.md"]},  # model card templates (hf_vtok.hub)
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["hf-vtok=hf_vtok.cli:main"]},
