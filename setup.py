@@ -24,10 +24,15 @@ CORE = [
 EXTRAS = {
     # peft: the LoRA tests of the generators; datasets: latent-cache tests; the evaluation tests need the eval libraries and read real
     # photographs from scikit-image's data folder
-    "test": ["pytest>=8", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22"],
+    # selenium: the browser test of the Spaces demo (with the demo extra and Debian's chromium + chromium-driver)
+    "test": [
+        "pytest>=8", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22",
+        "selenium>=4.20",
+    ],
     "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4"],
     "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
-    "demo": ["gradio>=5"],
+    # gradio caps pillow below 13 (installing it downgrades a newer pillow; hf_vtok works with either)
+    "demo": ["gradio>=5", "torchmetrics>=1.4"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
