@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .remote_code import RemoteCodeMixin, _is_diffusers, write_remote_code
+from .remote_code import RemoteCodeMixin, is_diffusers_model, write_remote_code
 
 TEMPLATES = Path(__file__).resolve().parent / "model_cards"
 PROJECT_URL = "https://github.com/hf-vtok/hf_vtok"
@@ -254,7 +254,7 @@ def _remote_code_components(obj, kind: str):
 
 
 def _remote_auto_class(component) -> str:
-    return "AutoModel" if _is_diffusers(component) else component._remote_auto_class or "AutoModel"
+    return "AutoModel" if is_diffusers_model(component) else component._remote_auto_class or "AutoModel"
 
 
 def push_to_hub(
@@ -299,7 +299,7 @@ def push_to_hub(
                 if kind == "tokenizer" or hasattr(getattr(component, "config", None), "model_type"):
                     classes["AutoConfig"] = type(component.config)
                 write_remote_code(
-                    os.path.join(folder, subfolder), classes, "config.json", entry_imports_all=_is_diffusers(component)
+                    os.path.join(folder, subfolder), classes, "config.json", entry_imports_all=is_diffusers_model(component)
                 )
         card.save(os.path.join(folder, "README.md"))
         return api.upload_folder(

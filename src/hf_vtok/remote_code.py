@@ -160,7 +160,7 @@ def write_remote_code(
     return auto_map
 
 
-def _is_diffusers(obj) -> bool:
+def is_diffusers_model(obj) -> bool:
     from diffusers import ModelMixin
 
     return isinstance(obj, ModelMixin)
@@ -191,7 +191,7 @@ class RemoteCodeMixin:
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if self._remote_auto_class is not None:
             write_remote_code(
-                save_directory, self._remote_code_classes(), self._remote_config_file, entry_imports_all=_is_diffusers(self)
+                save_directory, self._remote_code_classes(), self._remote_config_file, entry_imports_all=is_diffusers_model(self)
             )
         return result
 
