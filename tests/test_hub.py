@@ -118,6 +118,9 @@ def test_tokenizer_push_card_and_files(family, tmp_path, monkeypatch, photo):
     assert fake.calls == [{"repo_id": "me/tiny", "commit_message": "tiny", "commit_description": None,
                            "revision": None, "create_pr": False}]  # fmt: skip
     card = ModelCard.load(fake.pushed / "README.md")
+    if family == "vitok":  # an example of a generated card, beside the demo's screenshot
+        (REPO_ROOT / "outputs").mkdir(exist_ok=True)
+        shutil.copy(fake.pushed / "README.md", REPO_ROOT / "outputs" / "model_card_vitok.md")
     entry = hf_vtok.PRETRAINED[preset[family]]
     assert card.data.library_name == "hf_vtok" and card.data.license == entry.license
     assert card.data.base_model == entry.repo_id and card.data.pipeline_tag == "image-feature-extraction"

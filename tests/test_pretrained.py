@@ -22,6 +22,7 @@ from hf_vtok.conversion import CheckpointMismatchError
 from hf_vtok.models.latent_token_vit.convert_latent_token_vit import load_arch_overrides
 from hf_vtok.pretrained import PRETRAINED, PretrainedNotAvailableError, get_pretrained
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"  # of the files in the test Hub caches
 RELEASES_PER_FAMILY = {"vitok": 9, "flowmo": 2, "softvq": 8, "maetok": 2, "sit": 10, "dit": 2}
 
 
@@ -85,7 +86,7 @@ def test_unreachable_hub_fails_at_once(tmp_path, monkeypatch):
 def cache_release(cache, entry, files, revision="main"):
     """Put ``files`` (role -> local file) where huggingface_hub's cache keeps ``entry``'s repository."""
     repo = cache / f"models--{entry.repo_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
+    commit = COMMIT
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / revision).write_text(commit)
     snapshot = repo / "snapshots" / commit
@@ -136,6 +137,9 @@ def test_convert_preset_from_the_hub_cache(family, family_parity_dir, tmp_path, 
     output = tmp_path / "converted"
     cli_main(["convert", "--preset", entry.short_name, "--output", str(output), "--cache-dir", str(cache)])
     saved = json.loads((output / "config.json").read_text())
+    provenance = json.loads((output / pretrained.PROVENANCE_FILE).read_text())
+    assert provenance == {"preset": entry.name, "repo_id": entry.repo_id, "revision": COMMIT,
+                          "files": dict(entry.files), "license": entry.license}  # fmt: skip
     if entry.kind == "tokenizer":
         reloaded = AutoModel.from_pretrained(output)
         assert (output / "preprocessor_config.json").is_file()

@@ -22,10 +22,12 @@ with the command that fetches it, instead of after the client's retries.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlparse
 
@@ -326,11 +328,33 @@ def save_preset(
         result = from_preset(entry.name, pipeline=True, dtype=dtype, revision=revision, cache_dir=cache_dir)
         result.save_pretrained(output_dir)
         return str(output_dir)
-    model, processor = convert_pretrained(entry, files=files, dtype=dtype, revision=revision, cache_dir=cache_dir)
+    if files is None:
+        files = download_pretrained(entry, revision=revision, cache_dir=cache_dir)
+    model, processor = convert_pretrained(entry, files=files, dtype=dtype)
     model.save_pretrained(output_dir)
     if processor is not None:
         processor.save_pretrained(output_dir)
+    write_provenance(entry, files, output_dir)
     return str(output_dir)
+
+
+PROVENANCE_FILE = "original_checkpoint.json"
+
+
+def write_provenance(entry: PretrainedCheckpoint, files: Mapping[str, str | os.PathLike], output_dir) -> Path:
+    """``original_checkpoint.json``: the release a converted folder came from, with the commit of the files
+    (read off the Hub cache's ``snapshots/<commit>/`` folder; None for files from elsewhere)."""
+    commits = {Path(path).parent.name for path in files.values() if Path(path).parent.parent.name == "snapshots"}
+    record = {
+        "preset": entry.name,
+        "repo_id": entry.repo_id,
+        "revision": commits.pop() if len(commits) == 1 else None,
+        "files": dict(entry.files),
+        "license": entry.license,
+    }
+    path = Path(output_dir) / PROVENANCE_FILE
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def format_registry() -> str:
