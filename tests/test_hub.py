@@ -299,3 +299,29 @@ def test_register_for_auto_class_writes_the_bundle_on_save(tmp_path, monkeypatch
     # a lazily imported part of hf_vtok that is not bundled (the registry's converters) says what it needs
     registry = (tmp_path / "hf_vtok_pretrained.py").read_text()
     assert "raise ImportError('pretrained: this needs hf_vtok installed (pip install hf_vtok)')" in registry
+
+
+def test_v2flow_pipeline_push_runs_its_snippet(tmp_path, monkeypatch, photo):
+    from diffusers import AutoencoderDC
+
+    torch.manual_seed(0)
+    tokenizer = hf_vtok.V2FlowModel(hf_vtok.V2FlowConfig(
+        latent_channels=4, sample_size=4, vae_downsample_factor=2, scaling_factor=0.5, connector_hidden_size=8,
+        connector_depth=1, llm_vocab_size=20, llm_embed_dim=12, codebook_size=16, hidden_size=16,
+        encoder_num_layers=1, decoder_num_layers=1, num_attention_heads=2, flow_head_width=16, flow_head_depth=1,
+        flow_num_inference_steps=2, num_ar_steps=2,
+    )).eval()  # fmt: skip
+    vae = AutoencoderDC(
+        in_channels=3, latent_channels=4, attention_head_dim=4, encoder_block_types="ResBlock",
+        decoder_block_types="ResBlock", encoder_block_out_channels=(8, 16), decoder_block_out_channels=(8, 16),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), encoder_qkv_multiscales=((), ()),
+        decoder_qkv_multiscales=((), ()), decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.5,
+    ).eval()  # fmt: skip
+    pipe = hf_vtok.V2FlowPipeline(vae=vae, tokenizer=tokenizer)
+    fake = FakeHub(tmp_path, monkeypatch)
+    pipe.push_to_hub("me/v2flow")
+    assert {"model_index.json", "vae/config.json", "tokenizer/config.json", "tokenizer/modeling_v2flow.py"} <= fake.files()
+    card = ModelCard.load(fake.pushed / "README.md")
+    assert card.data.license == "mit" and "arXiv:2503.07493" in card.content
+    namespace = run_snippet(usage_snippet(hub.model_card(pipe, repo_id=str(fake.pushed))), photo.parent)
+    assert namespace["ids"].shape == (1, tokenizer.config.sample_size**2) and isinstance(namespace["image"], Image.Image)
