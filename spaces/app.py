@@ -142,7 +142,9 @@ def generate_sample(pipe, class_label, steps, guidance_scale, seed) -> Image.Ima
     if not 0 <= int(class_label) < num_classes:
         raise gr.Error(f"the class id must be in 0..{num_classes - 1}")
     return pipe(
-        class_labels=[int(class_label)], num_inference_steps=int(steps), guidance_scale=float(guidance_scale),
+        class_labels=[int(class_label)],
+        num_inference_steps=int(steps),
+        guidance_scale=float(guidance_scale),
         generator=torch.Generator().manual_seed(int(seed)),
     ).images[0]
 
@@ -187,7 +189,10 @@ def build_demo(tokenizers: dict[str, Tokenizer], pipelines: dict | None = None) 
                         gr.Examples(EXAMPLES, inputs=image, label="bundled photos")
                 with gr.Column(scale=2):
                     gallery = gr.Gallery(
-                        label="input and reconstructions", columns=len(names) + 1, format="png", elem_id="reconstructions"
+                        label="input and reconstructions",
+                        columns=len(names) + 1,
+                        format="png",
+                        elem_id="reconstructions",
                     )
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="metrics", elem_id="metrics", interactive=False)
             button.click(reconstruct, [image, chosen], [gallery, table], api_name="reconstruct")

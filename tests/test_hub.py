@@ -53,7 +53,10 @@ def tiny_generator(tokenizer, kind="sit"):
     cls = hf_vtok.SiTTransformer1DModel if kind == "sit" else hf_vtok.DiTTransformer1DModel
     config = tokenizer.config
     return cls(
-        in_channels=config.latent_channels, num_tokens=config.num_latent_tokens, hidden_size=32, num_layers=1,
+        in_channels=config.latent_channels,
+        num_tokens=config.num_latent_tokens,
+        hidden_size=32,
+        num_layers=1,
         num_attention_heads=2,
     ).eval()
 
@@ -170,7 +173,9 @@ def test_generator_and_pipeline_push(tmp_path, monkeypatch):
         "AutoModel": "modeling_dit_1d.DiTTransformer1DModel"
     }
     card = ModelCard.load(fake.pushed / "README.md")
-    assert card.data.pipeline_tag == "unconditional-image-generation" and "@inproceedings{peebles2023dit" in card.content
+    assert (
+        card.data.pipeline_tag == "unconditional-image-generation" and "@inproceedings{peebles2023dit" in card.content
+    )
     transformer_folder = tmp_path / "transformer"
     shutil.copytree(fake.pushed, transformer_folder)
     namespace = run_snippet(usage_snippet(hub.model_card(transformer, repo_id=str(transformer_folder))), tmp_path)
@@ -273,7 +278,12 @@ def test_trust_remote_code_in_a_fresh_process_without_hf_vtok(tmp_path, monkeypa
     environment.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "tokenizer"), str(tmp_path / "generator"), str(io)],
-        capture_output=True, text=True, env=environment, cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=300,
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "remote code OK SoftVQModel SiTTransformer1DModel" in result.stdout
@@ -290,7 +300,10 @@ def test_register_for_auto_class_writes_the_bundle_on_save(tmp_path, monkeypatch
     hf_vtok.MAETokModel.register_for_auto_class()
     tiny_tokenizer("maetok").save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_maetok.MAETokConfig", "AutoModel": "modeling_maetok.MAETokModel"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_maetok.MAETokConfig",
+        "AutoModel": "modeling_maetok.MAETokModel",
+    }
     bundled = {path.name for path in tmp_path.glob("*.py")}
     assert {"modeling_maetok.py", "configuration_maetok.py", "hf_vtok_modules_attention.py"} <= bundled
     source = (tmp_path / "modeling_maetok.py").read_text()
@@ -320,8 +333,15 @@ def test_v2flow_pipeline_push_runs_its_snippet(tmp_path, monkeypatch, photo):
     pipe = hf_vtok.V2FlowPipeline(vae=vae, tokenizer=tokenizer)
     fake = FakeHub(tmp_path, monkeypatch)
     pipe.push_to_hub("me/v2flow")
-    assert {"model_index.json", "vae/config.json", "tokenizer/config.json", "tokenizer/modeling_v2flow.py"} <= fake.files()
+    assert {
+        "model_index.json",
+        "vae/config.json",
+        "tokenizer/config.json",
+        "tokenizer/modeling_v2flow.py",
+    } <= fake.files()
     card = ModelCard.load(fake.pushed / "README.md")
     assert card.data.license == "mit" and "arXiv:2503.07493" in card.content
     namespace = run_snippet(usage_snippet(hub.model_card(pipe, repo_id=str(fake.pushed))), photo.parent)
-    assert namespace["ids"].shape == (1, tokenizer.config.sample_size**2) and isinstance(namespace["image"], Image.Image)
+    assert namespace["ids"].shape == (1, tokenizer.config.sample_size**2) and isinstance(
+        namespace["image"], Image.Image
+    )

@@ -1,4 +1,4 @@
-"""hf_vtok.pretrained: the registry of released checkpoints, downloads through the Hub cache, `hf-vtok convert --preset`.
+"""hf_vtok.pretrained: the registry of released checkpoints, Hub-cache downloads, `hf-vtok convert --preset`.
 
 Nothing downloads: "released" files are the parity fixtures (original formats) put into a Hub cache
 folder laid out as huggingface_hub writes it, and each tiny fixture stands in for a real entry whose

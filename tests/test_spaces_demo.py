@@ -136,9 +136,16 @@ def test_demo_in_headless_chromium(app, tokenizer_folder, tmp_path):
 
         # the reconstruction the page shows is the model's, pixel for pixel
         expected_framed, expected, row = app.reconstruct_one(tokenizers["tiny-vitok"], app.prepare(Image.open(photo)))
-        sources = [element.get_attribute("src") for element in driver.find_elements(By.CSS_SELECTOR, "#reconstructions img")]
-        shown = [Image.open(io.BytesIO(urllib.request.urlopen(source, timeout=30).read())).convert("RGB") for source in sources]
-        reconstructions = [image for image in shown if not np.array_equal(np.asarray(image), np.asarray(expected_framed))]
+        sources = [
+            element.get_attribute("src") for element in driver.find_elements(By.CSS_SELECTOR, "#reconstructions img")
+        ]
+        shown = [
+            Image.open(io.BytesIO(urllib.request.urlopen(source, timeout=30).read())).convert("RGB")
+            for source in sources
+        ]
+        reconstructions = [
+            image for image in shown if not np.array_equal(np.asarray(image), np.asarray(expected_framed))
+        ]
         assert reconstructions and np.array_equal(np.asarray(reconstructions[0]), np.asarray(expected))
         table = driver.find_element(By.CSS_SELECTOR, "#metrics").text
         assert str(row[2]) in table and f"{row[4]}" in table

@@ -40,19 +40,35 @@ class CardFamily:
 _TOKENIZER_TAGS = ("image-tokenizer", "autoencoder")
 _GENERATOR_TAGS = ("class-conditional-image-generation", "imagenet")
 CARD_FAMILIES = {
-    "vitok": CardFamily("vitok.md", "ViTok-v2", "mit", _TOKENIZER_TAGS + ("vitok",), "https://github.com/Na-VAE/vitok-release"),
-    "flowmo": CardFamily("flowmo.md", "FlowMo", "apache-2.0", _TOKENIZER_TAGS + ("flowmo",), "https://github.com/kylesargent/FlowMo"),
+    "vitok": CardFamily(
+        "vitok.md", "ViTok-v2", "mit", _TOKENIZER_TAGS + ("vitok",), "https://github.com/Na-VAE/vitok-release"
+    ),
+    "flowmo": CardFamily(
+        "flowmo.md", "FlowMo", "apache-2.0", _TOKENIZER_TAGS + ("flowmo",), "https://github.com/kylesargent/FlowMo"
+    ),
     "softvq": CardFamily(
-        "softvq.md", "SoftVQ-VAE", "apache-2.0", _TOKENIZER_TAGS + ("softvq-vae", "1d-tokenizer"),
+        "softvq.md",
+        "SoftVQ-VAE",
+        "apache-2.0",
+        _TOKENIZER_TAGS + ("softvq-vae", "1d-tokenizer"),
         "https://github.com/Hhhhhhao/continuous_tokenizer",
     ),
     "maetok": CardFamily(
-        "maetok.md", "MAETok", "apache-2.0", _TOKENIZER_TAGS + ("maetok", "1d-tokenizer"),
+        "maetok.md",
+        "MAETok",
+        "apache-2.0",
+        _TOKENIZER_TAGS + ("maetok", "1d-tokenizer"),
         "https://github.com/Hhhhhhao/continuous_tokenizer",
     ),
-    "v2flow": CardFamily("v2flow.md", "V²Flow", "mit", _TOKENIZER_TAGS + ("v2flow",), "https://github.com/zhangguiwei610/V2Flow"),
-    "sit": CardFamily("sit.md", "SiT", "apache-2.0", _GENERATOR_TAGS + ("sit",), "https://github.com/Hhhhhhao/continuous_tokenizer"),
-    "dit": CardFamily("dit.md", "DiT", "apache-2.0", _GENERATOR_TAGS + ("dit",), "https://github.com/Hhhhhhao/continuous_tokenizer"),
+    "v2flow": CardFamily(
+        "v2flow.md", "V²Flow", "mit", _TOKENIZER_TAGS + ("v2flow",), "https://github.com/zhangguiwei610/V2Flow"
+    ),
+    "sit": CardFamily(
+        "sit.md", "SiT", "apache-2.0", _GENERATOR_TAGS + ("sit",), "https://github.com/Hhhhhhao/continuous_tokenizer"
+    ),
+    "dit": CardFamily(
+        "dit.md", "DiT", "apache-2.0", _GENERATOR_TAGS + ("dit",), "https://github.com/Hhhhhhao/continuous_tokenizer"
+    ),
     "vitok_dit": CardFamily(
         "vitok_dit.md", "ViTok-v2 DiT", "mit", _GENERATOR_TAGS + ("vitok",), "https://github.com/Na-VAE/vitok-release"
     ),
@@ -144,9 +160,14 @@ def evaluation(eval_results, row: str | None = None):
             if isinstance(value, (int, float)) and math.isfinite(value):
                 entries.append(
                     EvalResult(
-                        task_type=task[0], task_name=task[1], dataset_type=dataset or "images",
-                        dataset_name=Path(dataset.rstrip("/")).name or dataset or "images", dataset_split=split,
-                        metric_type=metric, metric_name=metric.upper(), metric_value=float(value),
+                        task_type=task[0],
+                        task_name=task[1],
+                        dataset_type=dataset or "images",
+                        dataset_name=Path(dataset.rstrip("/")).name or dataset or "images",
+                        dataset_split=split,
+                        metric_type=metric,
+                        metric_name=metric.upper(),
+                        metric_value=float(value),
                     )
                 )
     return table, entries
@@ -168,8 +189,20 @@ def _template_variables(obj, kind: str) -> dict:
     else:
         config, tokenizer_config = obj.config, None
         variables = {"model_class": type(obj).__name__}
-    for name in ("variant", "latent_channels", "num_latent_tokens", "image_size", "code_length", "bits_per_token",
-                 "in_channels", "num_tokens", "hidden_size", "num_layers", "num_classes", "codebook_size"):
+    for name in (
+        "variant",
+        "latent_channels",
+        "num_latent_tokens",
+        "image_size",
+        "code_length",
+        "bits_per_token",
+        "in_channels",
+        "num_tokens",
+        "hidden_size",
+        "num_layers",
+        "num_classes",
+        "codebook_size",
+    ):
         for source in (config, tokenizer_config):
             value = getattr(source, name, None) if source is not None else None
             if value is not None:
@@ -283,7 +316,12 @@ def push_to_hub(
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     card = model_card(
-        obj, repo_id=repo_id, preset=preset, eval_results=eval_results, eval_row=eval_row, remote_code=remote_code,
+        obj,
+        repo_id=repo_id,
+        preset=preset,
+        eval_results=eval_results,
+        eval_row=eval_row,
+        remote_code=remote_code,
         **(model_card_variables or {}),
     )
     with tempfile.TemporaryDirectory() as folder:
@@ -299,7 +337,10 @@ def push_to_hub(
                 if kind == "tokenizer" or hasattr(getattr(component, "config", None), "model_type"):
                     classes["AutoConfig"] = type(component.config)
                 write_remote_code(
-                    os.path.join(folder, subfolder), classes, "config.json", entry_imports_all=is_diffusers_model(component)
+                    os.path.join(folder, subfolder),
+                    classes,
+                    "config.json",
+                    entry_imports_all=is_diffusers_model(component),
                 )
         card.save(os.path.join(folder, "README.md"))
         return api.upload_folder(

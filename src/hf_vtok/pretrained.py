@@ -92,23 +92,36 @@ class PretrainedCheckpoint:
 
 def _vitok(short: str, variant: str) -> PretrainedCheckpoint:
     return PretrainedCheckpoint(
-        name=f"vitok-v2-{short}", aliases=(short,), family="vitok", kind="tokenizer",
+        name=f"vitok-v2-{short}",
+        aliases=(short,),
+        family="vitok",
+        kind="tokenizer",
         repo_id=f"philippehansen/ViTok-v2-{short}",
         files={"encoder": "encoder.safetensors", "decoder": "decoder.safetensors"},
-        license=VITOK_LICENSE, config={"variant": variant},
+        license=VITOK_LICENSE,
+        config={"variant": variant},
     )
 
 
 def _flowmo(name: str, filename: str, context_dim: int, bits_per_token: int) -> PretrainedCheckpoint:
     return PretrainedCheckpoint(
-        name=name, family="flowmo", kind="tokenizer", repo_id="ksarge/FlowMo", files={"checkpoint": filename},
-        license=FLOWMO_LICENSE, config={"context_dim": context_dim, "bits_per_token": bits_per_token},
+        name=name,
+        family="flowmo",
+        kind="tokenizer",
+        repo_id="ksarge/FlowMo",
+        files={"checkpoint": filename},
+        license=FLOWMO_LICENSE,
+        config={"context_dim": context_dim, "bits_per_token": bits_per_token},
     )
 
 
 def _latent_tokens(family: str, org: str, name: str, tokens: int, channels: int, size: int) -> PretrainedCheckpoint:
     return PretrainedCheckpoint(
-        name=name, family=family, kind="tokenizer", repo_id=f"{org}/{name}", files=_CHECKPOINT_FILES,
+        name=name,
+        family=family,
+        kind="tokenizer",
+        repo_id=f"{org}/{name}",
+        files=_CHECKPOINT_FILES,
         license=CONTINUOUS_TOKENIZER_LICENSE,
         config={"num_latent_tokens": tokens, "latent_channels": channels, "image_size": size},
     )
@@ -116,7 +129,10 @@ def _latent_tokens(family: str, org: str, name: str, tokens: int, channels: int,
 
 # README "SiT Generation": SDE sampler, cosine path, 250 steps, CFG 1.75 on t <= 0.7
 SIT_RECIPE = {
-    "sampler": "sde", "path_type": "cosine", "num_inference_steps": 250, "guidance_scale": 1.75,
+    "sampler": "sde",
+    "path_type": "cosine",
+    "num_inference_steps": 250,
+    "guidance_scale": 1.75,
     "guidance_interval": (0.0, 0.7),
 }
 # README "DiT Generation": cosine schedule, 250 ancestral steps, CFG 1.75 (clip_denoised False)
@@ -126,21 +142,33 @@ _XL = {"hidden_size": 1152, "num_layers": 28, "num_attention_heads": 16}
 
 def _generator(family: str, org: str, tokenizer: PretrainedCheckpoint) -> PretrainedCheckpoint:
     return PretrainedCheckpoint(
-        name=f"{family}-xl_{tokenizer.name}", family=family, kind="generator",
-        repo_id=f"{org}/{family}-xl_{tokenizer.name}", files=_CHECKPOINT_FILES, license=CONTINUOUS_TOKENIZER_LICENSE,
+        name=f"{family}-xl_{tokenizer.name}",
+        family=family,
+        kind="generator",
+        repo_id=f"{org}/{family}-xl_{tokenizer.name}",
+        files=_CHECKPOINT_FILES,
+        license=CONTINUOUS_TOKENIZER_LICENSE,
         config={
-            **_XL, "num_tokens": tokenizer.config["num_latent_tokens"], "in_channels": tokenizer.config["latent_channels"],
+            **_XL,
+            "num_tokens": tokenizer.config["num_latent_tokens"],
+            "in_channels": tokenizer.config["latent_channels"],
         },
-        tokenizer=tokenizer.name, sampling=SIT_RECIPE if family == "sit" else DIT_RECIPE,
+        tokenizer=tokenizer.name,
+        sampling=SIT_RECIPE if family == "sit" else DIT_RECIPE,
     )
 
 
 _SOFTVQ = [
     _latent_tokens("softvq", "SoftVQVAE", name, tokens, channels, size)
     for name, tokens, channels, size in (
-        ("softvq-l-64", 64, 32, 256), ("softvq-bl-64", 64, 32, 256), ("softvq-b-64", 64, 32, 256),
-        ("softvq-l-32", 32, 64, 256), ("softvq-bl-32", 32, 64, 256), ("softvq-b-32", 32, 64, 256),
-        ("softvq-bl-64-512", 64, 32, 512), ("softvq-l-32-512", 32, 64, 512),
+        ("softvq-l-64", 64, 32, 256),
+        ("softvq-bl-64", 64, 32, 256),
+        ("softvq-b-64", 64, 32, 256),
+        ("softvq-l-32", 32, 64, 256),
+        ("softvq-bl-32", 32, 64, 256),
+        ("softvq-b-32", 32, 64, 256),
+        ("softvq-bl-64-512", 64, 32, 512),
+        ("softvq-l-32-512", 32, 64, 512),
     )
 ]
 _MAETOK = [
@@ -168,8 +196,16 @@ PRETRAINED: dict[str, PretrainedCheckpoint] = {
         *(
             _generator("sit", "MAETok" if name.startswith("maetok") else "SoftVQVAE", _BY_NAME[name])
             for name in (
-                "maetok-b-128", "maetok-b-128-512", "softvq-l-64", "softvq-bl-64", "softvq-b-64", "softvq-l-32",
-                "softvq-bl-32", "softvq-b-32", "softvq-bl-64-512", "softvq-l-32-512",
+                "maetok-b-128",
+                "maetok-b-128-512",
+                "softvq-l-64",
+                "softvq-bl-64",
+                "softvq-b-64",
+                "softvq-l-32",
+                "softvq-bl-32",
+                "softvq-b-32",
+                "softvq-bl-64-512",
+                "softvq-l-32-512",
             )
         ),
         _generator("dit", "SoftVQVAE", _BY_NAME["softvq-l-64"]),

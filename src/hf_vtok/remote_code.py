@@ -191,7 +191,10 @@ class RemoteCodeMixin:
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if self._remote_auto_class is not None:
             write_remote_code(
-                save_directory, self._remote_code_classes(), self._remote_config_file, entry_imports_all=is_diffusers_model(self)
+                save_directory,
+                self._remote_code_classes(),
+                self._remote_config_file,
+                entry_imports_all=is_diffusers_model(self),
             )
         return result
 
