@@ -29,7 +29,8 @@ EXTRAS = {
         "pytest>=8", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22",
         "selenium>=4.20",
     ],
-    "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4"],
+    # training scripts (finetune_lora.py: peft); scikit-learn / scikit-image only for the photos of make_default_model.py
+    "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "scikit-image>=0.22", "scikit-learn>=1.3"],
     "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
     # gradio caps pillow below 13 (installing it downgrades a newer pillow; hf_vtok works with either)
     "demo": ["gradio>=5", "torchmetrics>=1.4"],
@@ -46,7 +47,10 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"hf_vtok": ["model_cards/*.md"]},  # model card templates (hf_vtok.hub)
+    # the embedded default model of `hf-vtok reconstruct` (a small ViTok, training_scripts/make_default_model.py)
+    # and the model card templates (hf_vtok.hub)
+    package_data={"hf_vtok": ["default_model/*.json", "default_model/*.safetensors", "model_cards/*.md"]},
+    include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["hf-vtok=hf_vtok.cli:main"]},

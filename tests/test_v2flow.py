@@ -463,55 +463,20 @@ def _image_folder(root, count=5):
     return root
 
 
-class _FailingAfter(torch.nn.Module):
-    """Wraps an autoencoder and fails after ``calls`` encode calls (an interrupted run)."""
-
-    def __init__(self, vae, calls):
-        super().__init__()
-        self.vae, self.calls, self.config = vae, calls, vae.config
-
-    def encode(self, pixels):
-        self.calls -= 1
-        if self.calls < 0:
-            raise KeyboardInterrupt
-        return self.vae.encode(pixels)
-
-
 @torch.no_grad()
-def test_cache_latents_is_resumable(tmp_path):
-    images, output, vae = _image_folder(tmp_path / "images"), tmp_path / "cache", tiny_dcae()
-    with pytest.raises(KeyboardInterrupt):  # 2 encodes (image + flip) per batch of 1: stops in shard 1
-        cache_latents(_FailingAfter(vae, 5), images, output, resolution=8, batch_size=1, shard_size=2, vae_name="tiny",
-                      progress=False)
-    info = json.loads((output / "cache_info.json").read_text())
-    assert info["completed_shards"] == [0] and not (output / "shard-00001.arrow").exists()
-    first_shard = (output / "shard-00000.arrow").stat().st_mtime_ns
-    with pytest.raises(ValueError, match="other settings"):
-        cache_latents(vae, images, output, resolution=16, shard_size=2, vae_name="tiny", progress=False)
-    with pytest.raises(ValueError, match="1 of 3"):
-        load_latent_cache(output)
-    cache_latents(vae, images, output, resolution=8, batch_size=2, shard_size=2, vae_name="tiny", progress=False)
-    assert (output / "shard-00000.arrow").stat().st_mtime_ns == first_shard
-    rows = load_latent_cache(output)
-    assert len(rows) == 5 and rows[0]["path"] == "cats/1.png" and rows[0]["label"] == "cats"
+def test_latent_cache_frames_images_as_the_v2flow_processor(tmp_path):
+    """The shared cache-latents tool (tested for resume in test_training_scripts) stores DC-AE latents of
+    exactly the V2Flow processor's pixels, flipped copies included."""
+    images, vae = _image_folder(tmp_path / "images", count=2), tiny_dcae()
+    rows = load_latent_cache(cache_latents(vae, images, tmp_path / "cache", resolution=8, flip=True, progress=False))
     from hf_vtok import V2FlowImageProcessor
 
-    pixels = V2FlowImageProcessor(crop_size={"height": 8, "width": 8})(Image.open(images / "cats/1.png")).pixel_values
-    pixels = torch.as_tensor(pixels)
-    assert torch.allclose(rows[0]["latents"], vae.encode(pixels).latent[0], atol=1e-6)
-    assert torch.allclose(rows[0]["latents_flip"], vae.encode(pixels.flip(dims=[3])).latent[0], atol=1e-6)
-    assert json.loads((output / "cache_info.json").read_text())["scaling_factor"] == 0.5
-
-
-def test_cache_latents_command(tmp_path):
-    images, vae_dir = _image_folder(tmp_path / "images", count=2), tmp_path / "vae"
-    tiny_dcae().save_pretrained(vae_dir)
-    main(["cache-latents", "--vae", str(vae_dir), "--images", str(images), "--output", str(tmp_path / "cache"),
-          "--resolution", "8", "--device", "cpu"])
-    assert len(load_latent_cache(tmp_path / "cache")) == 2
-    with pytest.raises(ValueError, match="no image files"):
-        main(["cache-latents", "--vae", str(vae_dir), "--images", str(tmp_path / "vae"), "--output", str(tmp_path / "x"),
-              "--resolution", "8", "--device", "cpu"])
+    processor = V2FlowImageProcessor(crop_size={"height": 8, "width": 8})
+    for row in rows:
+        pixels = torch.as_tensor(processor(Image.open(images / row["key"])).pixel_values)
+        assert torch.allclose(row["latents"], vae.encode(pixels).latent[0], atol=1e-6)
+        assert torch.allclose(row["latents_flip"], vae.encode(pixels.flip(dims=[3])).latent[0], atol=1e-6)
+    assert rows.cache_info["scaling_factor"] == 0.5
 
 
 def test_llm_vocabulary_from_sharded_checkpoint(tmp_path):

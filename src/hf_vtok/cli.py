@@ -6,7 +6,7 @@
     hf-vtok eval --model vitok-350M --model other-tokenizer --data images/ --metrics psnr,ssim,lpips,rfid
     hf-vtok eval-generation --pipeline sit-xl --num-samples 50000 --guidance-scale 1.5 --reference ref.npz
     hf-vtok cache-llm-vocabulary --llm Llama-2-7b-hf --output llama2_vocabulary.safetensors
-    hf-vtok cache-latents --vae dc-ae-f32c32-sana-1.1-diffusers --images imagenet/train --output cache/ --resolution 512
+    hf-vtok cache-latents --model softvq-l-64 --images imagenet/train --output cache/ --resolution 256 --flip
 """
 
 import argparse
@@ -29,10 +29,6 @@ TOOLS = {
     "cache-llm-vocabulary": (
         "hf_vtok.models.v2flow.llm_vocabulary",
         "extract an LLM's embed_tokens matrix to a safetensors file (V2Flow's visual vocabulary)",
-    ),
-    "cache-latents": (
-        "hf_vtok.data.latent_cache",
-        "encode an image folder with a diffusers autoencoder into a resumable Arrow cache (with flips)",
     ),
 }
 
@@ -117,12 +113,23 @@ def _add_tools(subparsers) -> None:
         parser.set_defaults(handler=module.run)
 
 
+def _add_cache_latents(subparsers) -> None:
+    from .data import latent_cache
+
+    parser = subparsers.add_parser(
+        "cache-latents", help="encode images with a tokenizer or diffusers autoencoder into a resumable Arrow cache"
+    )
+    latent_cache.add_arguments(parser)
+    parser.set_defaults(handler=latent_cache.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-vtok", description="HuggingFace-native visual tokenizers")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_reconstruct(subparsers)
     _add_eval(subparsers)
+    _add_cache_latents(subparsers)
     _add_tools(subparsers)
     return parser
 

@@ -1,25 +1,31 @@
 """``hf-vtok reconstruct``: encode and decode image files with any hf_vtok tokenizer.
 
-Reconstructions are written as PNG at each input's original size.
+Reconstructions are written as PNG at each input's original size, with a side-by-side PNG (input |
+reconstruction). Without ``--model`` the small ViTok embedded in the package is used (see
+``training_scripts/make_default_model.py``).
 """
 
 import argparse
 import inspect
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from .utils.images import load_image
 
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", required=True, help="hf_vtok folder or Hub id")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--model", default=None,
+                        help="hf_vtok folder or Hub id (default: the small ViTok embedded in the package)")
+    parser.add_argument("--out", default="reconstructions", help="output folder (default: reconstructions/)")
+    parser.add_argument("--no-side-by-side", action="store_true", help="do not write the input | reconstruction PNGs")
     parser.add_argument("--batch-size", type=int, default=1, help="images per batch (NaFlex models pad within a batch)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
@@ -36,7 +42,7 @@ def load_tokenizer(model_id: str, device: str, dtype: torch.dtype):
     return model, processor
 
 
-def _processor_for_any_size(processor):
+def processor_for_any_size(processor):
     """NaFlex processors take each image at its own size: lift the token budget, pad only within a batch."""
     if hasattr(processor, "max_num_patches") and not processor.do_resize:
         processor.max_num_patches = None
@@ -72,11 +78,31 @@ def reconstruct_images(model, processor, images: list[Image.Image], generator=No
     ]
 
 
+def side_by_side(first: Image.Image, second: Image.Image, gap: int = 8) -> Image.Image:
+    """``first | second`` on a white canvas."""
+    canvas = Image.new("RGB", (first.width + gap + second.width, max(first.height, second.height)), "white")
+    canvas.paste(first, (0, 0))
+    canvas.paste(second, (first.width + gap, 0))
+    return canvas
+
+
+def psnr_db(reconstruction: Image.Image, original: Image.Image) -> float:
+    error = np.mean((np.asarray(reconstruction, dtype=np.float64) - np.asarray(original, dtype=np.float64)) ** 2)
+    return float("inf") if error == 0 else float(10 * np.log10(255.0**2 / error))
+
+
+def default_model_path() -> str:
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        raise FileNotFoundError(f"the embedded default model is missing from {DEFAULT_MODEL}; pass --model")
+    return str(DEFAULT_MODEL)
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     paths = [Path(path) for path in args.images]
     images = [load_image(path) for path in paths]  # fail on a bad file before any model work
-    model, processor = load_tokenizer(args.model, args.device, DTYPES[args.dtype])
-    processor = _processor_for_any_size(processor)
+    model_id = args.model or default_model_path()
+    model, processor = load_tokenizer(model_id, args.device, DTYPES[args.dtype])
+    processor = processor_for_any_size(processor)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -84,9 +110,13 @@ def run(args: argparse.Namespace) -> list[Path]:
     batches = range(0, len(images), args.batch_size)
     for start in tqdm(batches, desc="reconstruct", unit="batch", disable=len(batches) < 2):
         chunk = images[start : start + args.batch_size]
-        for path, result in zip(paths[start : start + args.batch_size], reconstruct_images(model, processor, chunk, generator)):
+        results = reconstruct_images(model, processor, chunk, generator)
+        for path, image, result in zip(paths[start : start + args.batch_size], chunk, results):
             target = out_dir / f"{path.stem}_recon.png"
             result.save(target)
             written.append(target)
-    print(f"wrote {len(written)} reconstruction(s) to {out_dir}")
+            if not args.no_side_by_side:
+                side_by_side(image, result).save(out_dir / f"{path.stem}_side_by_side.png")
+            print(f"{path.name}: {image.width}x{image.height}, PSNR {psnr_db(result, image):.2f} dB -> {target}")
+    print(f"wrote {len(written)} reconstruction(s) to {out_dir}" + ("" if args.no_side_by_side else " (and side-by-side PNGs)"))
     return written

@@ -1,15 +1,24 @@
-r"""Cache the latents of an image folder (and of its horizontal flips) in Arrow shards.
+r"""``hf-vtok cache-latents``: encode an image data set once, store the latents in resumable Arrow shards.
 
-    hf-vtok cache-latents --vae mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers --images data/train \
-        --output cache/train-512 --resolution 512 --batch-size 32
+    hf-vtok cache-latents --model softvq-l-64 --images /data/imagenet/train --output cache/softvq \
+        --resolution 256 --flip
+    hf-vtok cache-latents --model mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers --images train/ --output cache/dcae \
+        --resolution 512 --flip
 
-Every image gets the ADM center crop to ``--resolution`` and [-1, 1] pixels; the autoencoder encodes
-it and its horizontally flipped copy. Latents are stored as the encoder returns them (float32, *not*
-multiplied by the scaling factor, which ``cache_info.json`` records), like V²Flow's ``main_cache.py``.
-Rows: ``path`` (relative to the image folder), ``label`` (its first folder, "" for flat folders),
-``latents`` and ``latents_flip`` ``[C, h, w]``. Shards of ``--shard-size`` images are written one by
-one (``shard-00000.arrow``, ...); running the same command again skips the finished shards, so an
-interrupted run resumes. ``load_latent_cache(folder)`` returns a ``datasets.Dataset``.
+The autoencoder is any hf_vtok tokenizer (``encode(...).latents``) or a diffusers autoencoder (DC-AE:
+``.latent``, KL: the posterior mode). Images come from a folder (class sub-folders give labels), webdataset
+shards (``.cls`` labels) or a ``datasets`` dataset (its label column), in a fixed order; with ``--resolution``
+each gets the ADM center crop to that size (the framing of every generator recipe here), then [-1, 1].
+Latents are stored as the encoder returns them, in float32, *not* normalised: ``cache_info.json`` records the
+model's ``scaling_factor`` / ``shift_factor`` for the trainer. ``--flip`` also stores the latents of the
+horizontally flipped image (``latents_flip``).
+
+Rows: ``key`` (the source's name of the image), ``label`` (int64, -1 without labels), ``latents`` and
+optionally ``latents_flip``. Shard ``k`` holds images ``[k * shard_size, (k + 1) * shard_size)``; it is written
+as ``shard-XXXXX.arrow.partial`` and renamed when complete, so after a kill the same command skips the
+finished shards and redoes the interrupted one: no duplicates, no gaps. Several processes
+(``accelerate launch -m hf_vtok.cli cache-latents ...``) split the shards between them.
+``load_latent_cache(folder)`` returns the rows as one ``datasets.Dataset`` in image order.
 """
 
 import argparse
@@ -21,176 +30,240 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..utils.images import load_image
+from .images import frame_image
+from .sources import import_datasets, open_image_source
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 INFO_FILE = "cache_info.json"
 SHARD_PATTERN = "shard-{:05d}.arrow"
 
 
-def _datasets():
-    try:
-        import datasets
-    except ImportError as error:
-        raise RuntimeError("the latent cache needs the `datasets` package: pip install 'hf_vtok[train]'") from error
-    return datasets
+def _write_json_atomically(path: Path, content: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(content, indent=1))
+    os.replace(temporary, path)
 
 
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Image files under ``folder`` (recursively), as sorted POSIX paths relative to it."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"image folder {str(folder)!r} does not exist or is not a folder")
-    files = sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    if not files:
-        raise ValueError(f"{str(folder)!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return files
+def encode_latents(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Deterministic latents of an hf_vtok tokenizer (``latents``) or a diffusers autoencoder (``latent`` /
+    the posterior mode)."""
+    encoded = model.encode(pixel_values)
+    for name in ("latents", "latent"):
+        value = getattr(encoded, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    distribution = getattr(encoded, "latent_dist", None)
+    if distribution is not None:
+        return distribution.mode()
+    raise ValueError(f"{type(model).__name__}.encode returned {type(encoded).__name__} without latents")
 
 
-def encode_latents(vae, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Deterministic latents of a diffusers autoencoder: ``.latent`` (DC-AE) or the posterior mode (KL)."""
-    encoded = vae.encode(pixel_values)
-    for name in ("latent", "latents"):
-        if getattr(encoded, name, None) is not None:
-            return getattr(encoded, name)
-    if getattr(encoded, "latent_dist", None) is not None:
-        return encoded.latent_dist.mode()
-    raise ValueError(f"{type(vae).__name__}.encode returned {type(encoded).__name__} without latents")
+def load_autoencoder(name_or_path: str, device="cpu", dtype=torch.float32, subfolder: str | None = None):
+    """An hf_vtok tokenizer (its config has an hf_vtok ``model_type``), or a diffusers ``AutoencoderDC`` /
+    ``AutoencoderKL``."""
+    from diffusers import AutoencoderDC, AutoencoderKL
+    from transformers import AutoConfig, AutoModel
+
+    import hf_vtok  # noqa: F401  (registers the tokenizers)
+
+    where = {"subfolder": subfolder} if subfolder else {}
+    config = AutoencoderDC.load_config(name_or_path, **where)
+    class_name = config.get("_class_name")
+    if class_name in ("AutoencoderDC", "AutoencoderKL"):
+        cls = AutoencoderDC if class_name == "AutoencoderDC" else AutoencoderKL
+        model = cls.from_pretrained(name_or_path, torch_dtype=dtype, **where)
+    elif "model_type" in config:
+        AutoConfig.from_pretrained(name_or_path, **where)  # a clear error for unknown model types
+        model = AutoModel.from_pretrained(name_or_path, dtype=dtype, **where)
+    else:
+        raise ValueError(
+            f"{name_or_path!r} is neither an hf_vtok tokenizer (config.json with model_type) nor a diffusers "
+            f"AutoencoderDC / AutoencoderKL (config.json with _class_name); found _class_name={class_name!r}"
+        )
+    return model.to(device).eval()
 
 
-def _settings(vae_name: str, resolution: int, shard_size: int, files: list[str]) -> dict:
-    digest = hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
-    return {"vae": vae_name, "resolution": resolution, "shard_size": shard_size, "num_images": len(files), "files_sha": digest}
+def _settings(model_name: str, source, resolution, shard_size: int, flip: bool) -> dict:
+    keys = "\n".join(source.key(index) for index in range(len(source)))
+    return {
+        "model": model_name,
+        "resolution": resolution,
+        "shard_size": shard_size,
+        "flip": flip,
+        "num_images": len(source),
+        "keys_sha256": hashlib.sha256(keys.encode()).hexdigest()[:16],
+    }
+
+
+def completed_shards(output: str | os.PathLike) -> list[int]:
+    return sorted(int(path.name[6:11]) for path in Path(output).glob("shard-?????.arrow"))
 
 
 @torch.no_grad()
 def cache_latents(
-    vae,
-    image_folder: str | os.PathLike,
+    model,
+    source,
     output: str | os.PathLike,
-    resolution: int,
+    resolution: int | None = None,
     batch_size: int = 32,
     shard_size: int = 1000,
-    vae_name: str | None = None,
+    flip: bool = False,
+    model_name: str | None = None,
+    num_processes: int = 1,
+    process_index: int = 0,
     progress: bool = True,
 ) -> Path:
-    """Encode every image of ``image_folder`` (and its flip) with ``vae`` into Arrow shards under ``output``.
-
-    Finished shards of an earlier run with the same settings are kept; other settings are an error.
-    """
-    datasets = _datasets()
+    """Encode every image of ``source`` (a path / dataset id, or an ``open_image_source`` object) into Arrow
+    shards under ``output``; shards already there (from an interrupted run with the same settings) are kept.
+    With several processes, process ``r`` writes shards ``r, r + W, ...``."""
+    datasets = import_datasets("the latent cache")
     from datasets.arrow_writer import ArrowWriter
 
-    if resolution <= 0 or batch_size <= 0 or shard_size <= 0:
-        raise ValueError("resolution, batch_size and shard_size must be positive")
-    image_folder, output = Path(image_folder), Path(output)
-    files = list_images(image_folder)
-    settings = _settings(vae_name or type(vae).__name__, resolution, shard_size, files)
-    output.mkdir(parents=True, exist_ok=True)
+    from ..training.data import to_pixel_values
+
+    if batch_size <= 0 or shard_size <= 0 or (resolution is not None and resolution <= 0):
+        raise ValueError("batch_size, shard_size and resolution must be positive")
+    if not hasattr(source, "key"):
+        source = open_image_source(source)
+    output = Path(output)
+    settings = _settings(model_name or type(model).__name__, source, resolution, shard_size, flip)
     info_path = output / INFO_FILE
-    info = {**settings, "completed_shards": []}
     if info_path.is_file():
         previous = json.loads(info_path.read_text())
         changed = {key: (previous.get(key), value) for key, value in settings.items() if previous.get(key) != value}
         if changed:
             raise ValueError(
-                f"{str(output)!r} holds a cache made with other settings {changed} (before, now); "
-                "use another output folder or delete it"
+                f"{str(output)!r} holds a cache made with other settings {changed} (before, now): use another "
+                "output folder or delete it"
             )
-        info = previous
-    from ..models.v2flow import V2FlowImageProcessor  # the ADM square crop to [-1, 1], as main_cache.py
-
-    processor = V2FlowImageProcessor(crop_size={"height": resolution, "width": resolution})
-    device = next(vae.parameters()).device
-    dtype = next(vae.parameters()).dtype
-    num_shards = -(-len(files) // shard_size)
-    todo = [index for index in range(num_shards) if index not in info["completed_shards"]]
-    bar = tqdm(total=len(files), desc="cache latents", unit="img", disable=not progress)
-    bar.update(len(files) - sum(len(files[i * shard_size : (i + 1) * shard_size]) for i in todo))
-    features = None
-    for shard in todo:
-        shard_files = files[shard * shard_size : (shard + 1) * shard_size]
+    config = getattr(model, "config", None)
+    info = {
+        **settings,
+        "scaling_factor": float(getattr(config, "scaling_factor", None) or 1.0),
+        "shift_factor": float(getattr(config, "shift_factor", None) or 0.0),
+        "class_names": list(getattr(source, "class_names", [])),
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    if process_index == 0:
+        _write_json_atomically(info_path, info)
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    num_shards = -(-len(source) // shard_size)
+    done = set(completed_shards(output))
+    mine = [shard for shard in range(process_index, num_shards, num_processes) if shard not in done]
+    total = sum(min(shard_size, len(source) - shard * shard_size) for shard in mine)
+    bar = tqdm(total=total, desc="cache latents", unit="img", disable=not progress)
+    for shard in mine:
+        indices = range(shard * shard_size, min((shard + 1) * shard_size, len(source)))
         target = output / SHARD_PATTERN.format(shard)
-        partial = target.with_suffix(".arrow.partial")
+        partial = target.with_name(target.name + ".partial")
         writer = None
-        for start in range(0, len(shard_files), batch_size):
-            names = shard_files[start : start + batch_size]
-            images = [load_image(image_folder / name) for name in names]
-            pixels = processor(images, return_tensors="pt").pixel_values.to(device, dtype)
-            latents = encode_latents(vae, pixels).float().cpu()
-            flipped = encode_latents(vae, pixels.flip(dims=[3])).float().cpu()
+        for start in range(0, len(indices), batch_size):
+            keys, labels, pixels = [], [], []
+            for index in indices[start : start + batch_size]:
+                key, image, label = source[index]
+                if resolution is not None:
+                    image = frame_image(image, "center", resolution)
+                keys.append(key)
+                labels.append(label)
+                pixels.append(to_pixel_values(image))
+            shapes = {tuple(value.shape) for value in pixels}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"images of different sizes {sorted(shapes)} in one batch: pass --resolution to crop them"
+                )
+            batch = torch.stack(pixels).to(device, dtype)
+            columns = {"key": keys, "label": labels, "latents": encode_latents(model, batch).float().cpu().numpy()}
+            if flip:
+                columns["latents_flip"] = encode_latents(model, batch.flip(dims=[3])).float().cpu().numpy()
             if writer is None:
-                shape = tuple(latents.shape[1:])
-                features = datasets.Features({
-                    "path": datasets.Value("string"),
-                    "label": datasets.Value("string"),
-                    "latents": datasets.Array3D(shape=shape, dtype="float32"),
-                    "latents_flip": datasets.Array3D(shape=shape, dtype="float32"),
-                })
-                writer = ArrowWriter(features=features, path=str(partial))
-            writer.write_batch({
-                "path": names,
-                "label": [name.split("/")[0] if "/" in name else "" for name in names],
-                "latents": latents.numpy(),
-                "latents_flip": flipped.numpy(),
-            })
-            bar.update(len(names))
+                shape = tuple(columns["latents"].shape[1:])
+                if not 2 <= len(shape) <= 5:
+                    raise ValueError(
+                        f"latents of shape {shape} per image: the cache stores 2- to 5-dimensional latents"
+                    )
+                array = getattr(datasets, f"Array{len(shape)}D")(shape=shape, dtype="float32")
+                features = {"key": datasets.Value("string"), "label": datasets.Value("int64"), "latents": array}
+                if flip:
+                    features["latents_flip"] = array
+                writer = ArrowWriter(features=datasets.Features(features), path=str(partial))
+            writer.write_batch(columns)
+            bar.update(len(keys))
         writer.finalize()
         writer.close()
-        os.replace(partial, target)  # a shard exists only once complete
-        info["completed_shards"] = sorted(info["completed_shards"] + [shard])
-        info["latent_shape"] = list(features["latents"].shape)
-        if hasattr(getattr(vae, "config", None), "scaling_factor"):
-            info["scaling_factor"] = float(vae.config.scaling_factor)
-        info_path.write_text(json.dumps(info, indent=1))
+        os.replace(partial, target)  # a shard file exists only once complete
     bar.close()
     return output
 
 
 def load_latent_cache(folder: str | os.PathLike, require_complete: bool = True):
-    """The cached rows as one ``datasets.Dataset`` (torch format), in image-file order."""
-    datasets = _datasets()
+    """The cached rows as one ``datasets.Dataset`` (torch format), in image order; ``.info`` has cache_info.json."""
+    datasets = import_datasets("the latent cache")
     folder = Path(folder)
     info_path = folder / INFO_FILE
     if not info_path.is_file():
         raise ValueError(f"{str(folder)!r} is not a latent cache (no {INFO_FILE})")
     info = json.loads(info_path.read_text())
     expected = -(-info["num_images"] // info["shard_size"])
-    if require_complete and len(info["completed_shards"]) != expected:
+    shards = completed_shards(folder)
+    if require_complete and len(shards) != expected:
         raise ValueError(
-            f"{str(folder)!r} holds {len(info['completed_shards'])} of {expected} shards: run the same "
-            "cache-latents command again to finish it (or pass require_complete=False)"
+            f"{str(folder)!r} holds {len(shards)} of {expected} shards: run the same cache-latents command again to "
+            "finish it (or pass require_complete=False)"
         )
-    shards = [datasets.Dataset.from_file(str(folder / SHARD_PATTERN.format(index))) for index in info["completed_shards"]]
-    return datasets.concatenate_datasets(shards).with_format("torch")
+    parts = [datasets.Dataset.from_file(str(folder / SHARD_PATTERN.format(index))) for index in shards]
+    dataset = datasets.concatenate_datasets(parts).with_format("torch")
+    dataset.cache_info = info
+    return dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vae", required=True, help="diffusers autoencoder folder or Hub id (AutoencoderDC for V2Flow)")
-    parser.add_argument("--vae-subfolder", help="subfolder of --vae holding the autoencoder (e.g. 'vae')")
-    parser.add_argument("--images", required=True, help="image folder (class sub-folders optional)")
-    parser.add_argument("--output", required=True, help="cache folder (created; reused to resume)")
-    parser.add_argument("--resolution", type=int, required=True, help="square image size, e.g. 512 or 1024")
+    parser.add_argument("--model", required=True, help="hf_vtok tokenizer or diffusers autoencoder (folder or Hub id)")
+    parser.add_argument("--subfolder", help="subfolder of --model holding the autoencoder (e.g. 'vae')")
+    parser.add_argument("--images", required=True, help="image folder, webdataset shards, or a datasets id / folder")
+    parser.add_argument("--split", help="dataset split")
+    parser.add_argument("--image-column")
+    parser.add_argument("--label-column")
+    parser.add_argument("--output", required=True, help="cache folder (created; run the same command again to resume)")
+    parser.add_argument(
+        "--resolution", type=int, help="ADM center crop to this square size (needed unless all images share one size)"
+    )
+    parser.add_argument("--flip", action="store_true", help="also store the latents of the flipped images")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shard-size", type=int, default=1000, help="images per Arrow shard (the resume unit)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="autoencoder dtype (latents are stored as float32)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="autoencoder dtype (latents are stored as float32)",
+    )
 
 
 def run(args: argparse.Namespace) -> Path:
-    from diffusers import AutoencoderDC, AutoencoderKL
+    state = None
+    try:  # under accelerate launch / torchrun: split the shards between the processes
+        from accelerate import PartialState
 
-    dtype = getattr(torch, args.dtype)
-    config = AutoencoderDC.load_config(args.vae, subfolder=args.vae_subfolder)
-    cls = AutoencoderDC if config.get("_class_name") == "AutoencoderDC" else AutoencoderKL
-    vae = cls.from_pretrained(args.vae, subfolder=args.vae_subfolder, torch_dtype=dtype).to(args.device).eval()
+        state = PartialState() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    except ImportError:
+        pass
+    device = state.device if state is not None else args.device
+    model = load_autoencoder(args.model, device, getattr(torch, args.dtype), args.subfolder)
+    source = open_image_source(args.images, args.split, args.image_column, args.label_column)
     output = cache_latents(
-        vae, args.images, args.output, args.resolution, args.batch_size, args.shard_size, vae_name=args.vae
+        model,
+        source,
+        args.output,
+        args.resolution,
+        args.batch_size,
+        args.shard_size,
+        args.flip,
+        model_name=args.model,
+        num_processes=state.num_processes if state else 1,
+        process_index=state.process_index if state else 0,
     )
-    print(f"cached latents of {args.images} in {output}")
+    print(f"cached the latents of {args.images} in {output}")
     return output
+
+
+__all__ = ["cache_latents", "encode_latents", "load_autoencoder", "load_latent_cache"]

@@ -80,15 +80,26 @@ class MAETokFeatureTargets(nn.Module):
     They are not part of the tokenizer (not saved with it): the training loop owns this module.
     """
 
-    def __init__(self, hog: HOGFeatures | None = None, dinov2: nn.Module | None = None, siglip: nn.Module | None = None):
+    def __init__(
+        self,
+        hog: HOGFeatures | None = None,
+        dinov2: nn.Module | None = None,
+        siglip: nn.Module | None = None,
+        grid_size: tuple[int, int] | None = None,
+    ):
         super().__init__()
         self.hog, self.dinov2, self.siglip = hog, dinov2, siglip
+        # with a grid size, each teacher sees the image resized to grid * its own patch size (bicubic), so that
+        # e.g. a patch-14 DINOv2 gives the 16x16 grid of a 256-pixel image that the original's patch-16 one does
+        self.grid_size = tuple(grid_size) if grid_size is not None else None
         for teacher in (dinov2, siglip):
             if teacher is not None:
                 teacher.requires_grad_(False).eval()
 
     @classmethod
-    def for_config(cls, config, dinov2: nn.Module | None = None, siglip: nn.Module | None = None) -> "MAETokFeatureTargets":
+    def for_config(
+        cls, config, dinov2: nn.Module | None = None, siglip: nn.Module | None = None, resize_to_grid: bool = False
+    ) -> "MAETokFeatureTargets":
         """Targets for ``config.auxiliary_targets``: HOG built from the config, teachers as given."""
         targets = set(config.auxiliary_targets)
         missing = [name for name, model in (("dinov2", dinov2), ("siglip", siglip)) if name in targets and model is None]
@@ -99,7 +110,17 @@ class MAETokFeatureTargets(nn.Module):
             if "hog" in targets
             else None
         )
-        return cls(hog, dinov2 if "dinov2" in targets else None, siglip if "siglip" in targets else None)
+        grid = config.decoder_grid_size if resize_to_grid else None
+        return cls(hog, dinov2 if "dinov2" in targets else None, siglip if "siglip" in targets else None, grid)
+
+    def _teacher_input(self, pixel_values: torch.Tensor, teacher: nn.Module) -> torch.Tensor:
+        if self.grid_size is None:
+            return pixel_values
+        patch = teacher.config.patch_size
+        size = (self.grid_size[0] * patch, self.grid_size[1] * patch)
+        if tuple(pixel_values.shape[-2:]) == size:
+            return pixel_values
+        return F.interpolate(pixel_values.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -121,14 +142,15 @@ class MAETokFeatureTargets(nn.Module):
         if self.dinov2 is not None:
             mean = torch.tensor(_IMAGENET_MEAN, device=pixel_values.device).view(1, -1, 1, 1)
             std = torch.tensor(_IMAGENET_STD, device=pixel_values.device).view(1, -1, 1, 1)
-            normalized = ((pixel_values.float() + 1) / 2 - mean) / std
+            normalized = ((self._teacher_input(pixel_values, self.dinov2).float() + 1) / 2 - mean) / std
             states = self.dinov2(pixel_values=normalized.to(self.dinov2.dtype)).last_hidden_state
             num_prefix = 1 + getattr(self.dinov2.config, "num_register_tokens", 0)
             targets["dinov2"] = states[:, num_prefix:]
         if self.siglip is not None:
-            resized = pixel_values.shape[-1] != self.siglip.config.image_size
+            siglip_input = self._teacher_input(pixel_values, self.siglip)
+            resized = siglip_input.shape[-1] != self.siglip.config.image_size
             states = self.siglip(
-                pixel_values=pixel_values.to(self.siglip.dtype), interpolate_pos_encoding=resized
+                pixel_values=siglip_input.to(self.siglip.dtype), interpolate_pos_encoding=resized
             ).last_hidden_state
             targets["siglip"] = states
         return targets
