@@ -30,7 +30,12 @@ from PIL import Image  # noqa: E402
 import hf_vtok  # noqa: E402, F401  (registers the Auto classes)
 from hf_vtok.evaluation.reconstruction import tokens_per_image  # noqa: E402
 from hf_vtok.metrics import psnr, ssim  # noqa: E402
-from hf_vtok.reconstruct import encode_decode, load_tokenizer  # noqa: E402
+from hf_vtok.reconstruct import (  # noqa: E402
+    default_model_path,
+    encode_decode,
+    load_tokenizer,
+    processor_for_any_size,
+)
 from hf_vtok.utils.images import adm_center_crop  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (Path(__file__).resolve().parent / "examples").glob("*.jpg"))
@@ -51,29 +56,11 @@ class Tokenizer:
         return None if processor_sized else getattr(self.model.config, "image_size", None)
 
 
-def default_model() -> str:
-    """The small ViTok embedded in hf_vtok (no download)."""
-    from hf_vtok import reconstruct
-
-    if not hasattr(reconstruct, "default_model_path"):
-        raise FileNotFoundError("this hf_vtok has no embedded default model; pass --model NAME=PATH")
-    return reconstruct.default_model_path()
-
-
-def _any_size(processor):
-    """NaFlex processors take each image at its own size (no token budget)."""
-    if hasattr(processor, "max_num_patches"):
-        processor.max_num_patches = None
-        processor.padding = "longest"
-        processor.do_resize = False
-    return processor
-
-
 def load_tokenizers(specs: dict[str, str], device: str = "cpu") -> dict[str, Tokenizer]:
     tokenizers = {}
     for name, model_id in specs.items():
         model, processor = load_tokenizer(model_id, device, torch.float32)
-        tokenizers[name] = Tokenizer(name, model, _any_size(processor))
+        tokenizers[name] = Tokenizer(name, model, processor_for_any_size(processor))
     return tokenizers
 
 
@@ -234,7 +221,7 @@ def main(argv=None):
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args(argv)
-    models = _named(args.model, "--model") or {"default ViTok": default_model()}
+    models = _named(args.model, "--model") or {"default ViTok": default_model_path()}
     demo = build_demo(load_tokenizers(models), load_pipelines(_named(args.pipeline, "--pipeline")))
     demo.launch(server_name=args.host, server_port=args.port)
 

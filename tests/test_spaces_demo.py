@@ -62,13 +62,11 @@ def app(requirements):
 
 
 @pytest.fixture(scope="module")
-def tokenizer_folder(tmp_path_factory):
-    """A small random ViTok (stands in for the embedded default model)."""
-    folder = tmp_path_factory.mktemp("tiny-vitok")
-    torch.manual_seed(0)
-    hf_vtok.ViTokModel(hf_vtok.ViTokConfig.from_variant("w64_d2_h4-w64_d2_h4/1x16x16")).save_pretrained(folder)
-    hf_vtok.ViTokImageProcessor(patch_size=16).save_pretrained(folder)
-    return folder
+def tokenizer_folder():
+    """The small ViTok embedded in hf_vtok: what ``python spaces/app.py`` runs on, with no download."""
+    from hf_vtok.reconstruct import default_model_path
+
+    return default_model_path()
 
 
 def _free_port() -> int:
@@ -78,25 +76,29 @@ def _free_port() -> int:
 
 
 def test_reconstruction_functions(app, tokenizer_folder):
-    tokenizers = app.load_tokenizers({"tiny": str(tokenizer_folder)})
+    tokenizers = app.load_tokenizers({"default": str(tokenizer_folder)})
+    config = tokenizers["default"].model.config
     image = app.prepare(Image.open(app.EXAMPLES[0]))
-    framed, reconstruction, row = app.reconstruct_one(tokenizers["tiny"], image)
+    framed, reconstruction, row = app.reconstruct_one(tokenizers["default"], image)
     assert reconstruction.size == framed.size == image.size and max(image.size) == app.MAX_SIDE
-    tokens = -(-image.width // 16) * -(-image.height // 16)
-    assert row[:3] == ["tiny", f"{image.width}x{image.height}", tokens]
-    assert row[3] == pytest.approx(tokens * 16 * 16 / (image.width * image.height), abs=1e-4)  # 16 channels x 16 bits
-    assert 0 < row[4] < 60 and -1 <= row[5] <= 1
+    tokens = -(-image.width // config.patch_size) * -(-image.height // config.patch_size)
+    assert row[:3] == ["default", f"{image.width}x{image.height}", tokens]
+    bits = tokens * config.latent_channels * app.CONTINUOUS_BITS / (image.width * image.height)
+    assert row[3] == pytest.approx(bits, abs=1e-4)
+    assert row[4] > 20 and 0.5 < row[5] <= 1  # the trained default model reconstructs photographs
 
 
 def test_generation_tab_functions(app, tokenizer_folder, tmp_path):
     tokenizer = hf_vtok.ViTokModel.from_pretrained(tokenizer_folder)
     transformer = hf_vtok.ViTokDiTTransformerModel(
-        in_channels=16, hidden_size=32, num_layers=1, num_attention_heads=2, num_tokens=16, num_classes=10
+        in_channels=tokenizer.config.latent_channels, hidden_size=32, num_layers=1, num_attention_heads=2,
+        num_tokens=16, num_classes=10,
     )
     hf_vtok.ViTokDiTPipeline.from_components(transformer, tokenizer).save_pretrained(tmp_path / "pipeline")
     pipelines = app.load_pipelines({"tiny": str(tmp_path / "pipeline")})
     sample = app.generate_sample(pipelines["tiny"], 3, steps=2, guidance_scale=1.5, seed=0)
-    assert isinstance(sample, Image.Image) and sample.size == (64, 64)
+    side = 4 * tokenizer.config.patch_size  # a 4 x 4 token grid
+    assert isinstance(sample, Image.Image) and sample.size == (side, side)
     assert np.array_equal(np.asarray(sample), np.asarray(app.generate_sample(pipelines["tiny"], 3, 2, 1.5, 0)))
     with pytest.raises(app.gr.Error, match="class id must be in 0..9"):
         app.generate_sample(pipelines["tiny"], 10, 2, 1.5, 0)
@@ -110,7 +112,7 @@ def test_demo_in_headless_chromium(app, tokenizer_folder, tmp_path):
     from selenium.webdriver.support import expected_conditions as conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    tokenizers = app.load_tokenizers({"tiny-vitok": str(tokenizer_folder)})
+    tokenizers = app.load_tokenizers({"default ViTok": str(tokenizer_folder)})
     demo = app.build_demo(tokenizers)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -128,14 +130,14 @@ def test_demo_in_headless_chromium(app, tokenizer_folder, tmp_path):
         upload.send_keys(str(photo))
         wait.until(conditions.presence_of_element_located((By.CSS_SELECTOR, "#input-image img")))
         driver.find_element(By.CSS_SELECTOR, "#reconstruct-button").click()
-        wait.until(lambda browser: "tiny-vitok" in browser.find_element(By.CSS_SELECTOR, "#metrics").text)
+        wait.until(lambda browser: "default ViTok" in browser.find_element(By.CSS_SELECTOR, "#metrics").text)
         wait.until(lambda browser: len(browser.find_elements(By.CSS_SELECTOR, "#reconstructions img")) >= 2)
         time.sleep(1)  # let the thumbnails paint before the screenshot
         SCREENSHOT.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
 
         # the reconstruction the page shows is the model's, pixel for pixel
-        expected_framed, expected, row = app.reconstruct_one(tokenizers["tiny-vitok"], app.prepare(Image.open(photo)))
+        expected_framed, expected, row = app.reconstruct_one(tokenizers["default ViTok"], app.prepare(Image.open(photo)))
         sources = [
             element.get_attribute("src") for element in driver.find_elements(By.CSS_SELECTOR, "#reconstructions img")
         ]
