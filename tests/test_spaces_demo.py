@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import hf_vtok
@@ -91,8 +90,12 @@ def test_reconstruction_functions(app, tokenizer_folder):
 def test_generation_tab_functions(app, tokenizer_folder, tmp_path):
     tokenizer = hf_vtok.ViTokModel.from_pretrained(tokenizer_folder)
     transformer = hf_vtok.ViTokDiTTransformerModel(
-        in_channels=tokenizer.config.latent_channels, hidden_size=32, num_layers=1, num_attention_heads=2,
-        num_tokens=16, num_classes=10,
+        in_channels=tokenizer.config.latent_channels,
+        hidden_size=32,
+        num_layers=1,
+        num_attention_heads=2,
+        num_tokens=16,
+        num_classes=10,
     )
     hf_vtok.ViTokDiTPipeline.from_components(transformer, tokenizer).save_pretrained(tmp_path / "pipeline")
     pipelines = app.load_pipelines({"tiny": str(tmp_path / "pipeline")})
@@ -137,7 +140,9 @@ def test_demo_in_headless_chromium(app, tokenizer_folder, tmp_path):
         driver.save_screenshot(str(SCREENSHOT))
 
         # the reconstruction the page shows is the model's, pixel for pixel
-        expected_framed, expected, row = app.reconstruct_one(tokenizers["default ViTok"], app.prepare(Image.open(photo)))
+        expected_framed, expected, row = app.reconstruct_one(
+            tokenizers["default ViTok"], app.prepare(Image.open(photo))
+        )
         sources = [
             element.get_attribute("src") for element in driver.find_elements(By.CSS_SELECTOR, "#reconstructions img")
         ]
