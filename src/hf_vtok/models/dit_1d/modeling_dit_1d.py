@@ -17,6 +17,7 @@ from diffusers.models.embeddings import LabelEmbedding, TimestepEmbedding, get_t
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
+from ...hub import HubMixin
 from ...modules import GELUMLP, Attention, modulate, sincos_1d_interleaved
 
 TIMESTEP_FREQUENCY_DIM = 256
@@ -59,7 +60,7 @@ class DiTFinalLayer(nn.Module):
         return self.linear(modulate(self.norm(hidden_states), shift, scale))
 
 
-class ClassConditionalTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
+class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Shared network of ``SiTTransformer1DModel`` and ``DiTTransformer1DModel`` (built by ``_build``).
 
     Subclasses declare their own ``@register_to_config __init__`` and call ``_build``.
@@ -175,6 +176,8 @@ class DiTTransformer1DModel(ClassConditionalTransformer1DModel):
     ``forward(hidden_states [B, L, C], timestep [B] integer DDPM steps 0..999, class_labels [B])``
     returns ``Transformer2DModelOutput(sample=[B, L, out_channels])``.
     """
+
+    card_family = "dit"  # its model card template (hf_vtok.hub)
 
     @register_to_config
     def __init__(
