@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 from ...flow import discrete_flow_sigmas, flow_dpm_solver_sample, flow_ode_sample
 from ...modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from ...modeling_utils import VisualTokenizerPreTrainedModel
-from ...modules import GELUMLP, Attention, modulate, patchify, unpatchify
+from ...modules import GELUMLP, Attention, gated_residual, modulate, patchify, unpatchify
 from ...quantizers import CosineEMAVectorQuantizer
 from .configuration_v2flow import V2FlowConfig
 from .llm_vocabulary import load_llm_vocabulary
@@ -297,7 +297,7 @@ class V2FlowHeadResBlock(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.modulation(F.silu(conditioning)).chunk(3, dim=-1)
-        return hidden_states + gate * self.mlp(modulate(self.norm(hidden_states), shift, scale))
+        return gated_residual(hidden_states, gate, self.mlp(modulate(self.norm(hidden_states), shift, scale)))
 
 
 class V2FlowHeadFinalLayer(nn.Module):
