@@ -18,7 +18,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
 from ...hub import HubMixin
-from ...modules import GELUMLP, Attention, modulate, sincos_1d_interleaved
+from ...modules import GELUMLP, Attention, gated_residual, modulate, sincos_1d_interleaved
 
 TIMESTEP_FREQUENCY_DIM = 256
 
@@ -44,8 +44,9 @@ class DiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.modulation(conditioning).unsqueeze(1).chunk(6, dim=-1)
         )
-        hidden_states = hidden_states + gate_msa * self.attn(modulate(self.norm1(hidden_states), shift_msa, scale_msa))
-        return hidden_states + gate_mlp * self.mlp(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp))
+        attended = self.attn(modulate(self.norm1(hidden_states), shift_msa, scale_msa))
+        hidden_states = gated_residual(hidden_states, gate_msa, attended)
+        return gated_residual(hidden_states, gate_mlp, self.mlp(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp)))
 
 
 class DiTFinalLayer(nn.Module):
