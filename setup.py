@@ -24,11 +24,16 @@ CORE = [
 EXTRAS = {
     # peft: the LoRA tests of the generators; datasets: latent-cache tests; the evaluation tests need the eval libraries and read real
     # photographs from scikit-image's data folder
-    "test": ["pytest>=8", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22"],
-    # training scripts; scikit-learn / scikit-image only for the photos of make_default_model.py
+    # selenium: the browser test of the Spaces demo (with the demo extra and Debian's chromium + chromium-driver)
+    "test": [
+        "pytest>=8", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22",
+        "selenium>=4.20",
+    ],
+    # training scripts (finetune_lora.py: peft); scikit-learn / scikit-image only for the photos of make_default_model.py
     "train": ["datasets>=3.0", "peft>=0.14", "torchmetrics>=1.4", "matplotlib>=3.8", "scikit-image>=0.22", "scikit-learn>=1.3"],
     "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
-    "demo": ["gradio>=5"],
+    # gradio caps pillow below 13 (installing it downgrades a newer pillow; hf_vtok works with either)
+    "demo": ["gradio>=5", "torchmetrics>=1.4"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
@@ -43,7 +48,8 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     # the embedded default model of `hf-vtok reconstruct` (a small ViTok, training_scripts/make_default_model.py)
-    package_data={"hf_vtok": ["default_model/*.json", "default_model/*.safetensors"]},
+    # and the model card templates (hf_vtok.hub)
+    package_data={"hf_vtok": ["default_model/*.json", "default_model/*.safetensors", "model_cards/*.md"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

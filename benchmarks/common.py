@@ -1,9 +1,12 @@
-"""Benchmark plumbing shared by every benchmark script.
+"""Benchmark plumbing: timing, FLOP counting, matmul peak, memory, baselines, table and JSON.
 
-Each configuration runs in a fresh process (so peak RSS is that configuration's own), timings are
-medians over repeated calls after warm-up, FLOPs are counted with torch's FlopCounterMode (matmul,
-conv and SDPA, as in ../shared/BASELINES.md), and the machine's matmul peak is measured in the same
-run so that "fraction of peak" compares like with like.
+Every benchmark (``run_all.py`` and the per-family wrappers) goes through this module. Protocol,
+as in ../shared/BASELINES.md: random weights, eval mode, inference mode, a fixed number of torch
+threads, eager (unless compiled rows are asked for), the median of several calls after a warm-up,
+each configuration in a fresh process. FLOPs are counted with torch's ``FlopCounterMode`` (matmul,
+convolution and SDPA only, the CPU flash kernel included). The matmul peak is measured in the
+same process around each configuration, so that the fraction of peak stays meaningful when other
+work shares the machine.
 """
 
 import json
@@ -20,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 BASELINES = Path(__file__).resolve().parents[1].parent / "shared" / "BASELINES.md"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def set_threads(threads: int | None) -> int:
@@ -28,16 +32,37 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
-def median_seconds(fn, warmup: int = 1, repeats: int = 3, min_seconds: float = 0.0) -> float:
-    """Median wall time of ``fn()``; keeps repeating until ``min_seconds`` of samples are collected."""
-    for _ in range(warmup):
-        fn()
+def synchronize(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_calls(fn, repeats: int, min_seconds: float = 0.0, device="cpu") -> list[float]:
+    """Wall times of ``fn()``: at least ``repeats`` calls, more until ``min_seconds`` of samples are collected."""
     samples = []
     while len(samples) < repeats or sum(samples) < min_seconds:
+        synchronize(device)
         start = time.perf_counter()
         fn()
+        synchronize(device)
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return samples
+
+
+def median_seconds(fn, warmup: int = 1, repeats: int = 3, min_seconds: float = 0.0, device="cpu") -> float:
+    """Median wall time of ``fn()`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(time_calls(fn, repeats, min_seconds, device))
+
+
+def interleaved_medians(functions: dict, repeats: int, device="cpu") -> dict[str, float]:
+    """Median time of each function, calling them in turn (A B A B ...) so that load changes hit all alike."""
+    samples = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            samples[name] += time_calls(fn, 1, device=device)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -56,15 +81,22 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a square ``torch.mm`` of ``size`` in ``dtype`` on this machine."""
-    left, right = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    seconds = median_seconds(lambda: torch.mm(left, right), warmup=2, repeats=repeats)
+def matmul_peak(dtype: torch.dtype, device="cpu", size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a square ``torch.mm`` of ``size`` in ``dtype`` on this machine (the best of ``repeats``)."""
+    left = torch.randn(size, size, dtype=dtype, device=device)
+    right = torch.randn(size, size, dtype=dtype, device=device)
+    for _ in range(2):
+        torch.mm(left, right)
+    seconds = min(time_calls(lambda: torch.mm(left, right), repeats, device=device))
     return 2 * size**3 / seconds
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+def peak_memory_gb(device="cpu") -> float:
+    """Peak resident set size of this process (CPU) or peak CUDA memory allocated, in GB."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated() / 1024**3
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024**3
 
 
 def run_worker(script: str, arguments: list[str]) -> dict:
@@ -75,18 +107,57 @@ def run_worker(script: str, arguments: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def baseline_fraction(row_label: str, batch: int, dtype: str) -> float | None:
-    """The original code's '% peak' for a row of ../shared/BASELINES.md, when that file is beside the checkout."""
-    if not BASELINES.is_file():
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
         return None
-    for line in BASELINES.read_text().splitlines():
+
+
+# --------------------------------------------------------------------------------------------------
+# ../shared/BASELINES.md: the original code's figures on this kind of machine
+def _number(cell: str, part: int) -> float | None:
+    pieces = [piece.strip().lstrip("~") for piece in cell.split("/")]
+    match = re.match(r"(\d+(?:\.\d+)?)", pieces[min(part, len(pieces) - 1)])
+    return float(match.group(1)) if match else None
+
+
+def read_baselines(path: Path = BASELINES) -> tuple[dict, dict]:
+    """``(rows, peaks)``: rows keyed by ``(config, batch, dtype)`` -> the raw cells; peaks in FLOP/s by dtype."""
+    if not path.is_file():
+        return {}, {}
+    text = path.read_text()
+    peaks = {}
+    for name in DTYPES:
+        match = re.search(rf"{name} ~(\d+) GFLOP/s", text)
+        if match:
+            peaks[name] = float(match.group(1)) * 1e9
+    rows = {}
+    for line in text.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) >= 8 and cells[0] == row_label and cells[1] == str(batch) and cells[2] == dtype:
-            match = re.match(r"(\d+(?:\.\d+)?)", cells[7])
-            return float(match.group(1)) / 100 if match else None
-    return None
+        if len(cells) >= 9 and cells[1].isdigit():
+            rows[(cells[0], int(cells[1]), cells[2])] = cells
+    return rows, peaks
 
 
+def baseline_figures(row: str, batch: int, dtype: str, part: int = 0) -> dict | None:
+    """The original's seconds per call, GFLOP, fraction of peak and RSS for a row (``part`` picks in "a / b" cells)."""
+    rows, peaks = read_baselines()
+    cells = rows.get((row, batch, dtype))
+    if cells is None:
+        return None
+    fraction = _number(cells[7], part)
+    return {
+        "seconds": _number(cells[3], part),
+        "gflop": _number(cells[5], part),
+        "peak_fraction": None if fraction is None else fraction / 100,
+        "rss_gb": _number(cells[8], part),
+        "peak_flops": peaks.get(dtype),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# output
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     """``columns``: (key, header, format spec); missing values print as '-'."""
     cells = [[header for _, header, _ in columns]]
@@ -96,7 +167,8 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         ])
     widths = [max(len(line[index]) for line in cells) for index in range(len(columns))]
     for number, line in enumerate(cells):
-        print("| " + " | ".join(cell.rjust(width) for cell, width in zip(line, widths)) + " |")
+        print("| " + " | ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
+                                for index, (cell, width) in enumerate(zip(line, widths))) + " |")
         if number == 0:
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
 

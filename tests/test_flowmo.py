@@ -352,14 +352,14 @@ def test_encode_compiles_fullgraph(model):
 
 
 def test_model_card_template_renders():
-    from pathlib import Path
-
     from huggingface_hub import ModelCard, ModelCardData
+
+    from hf_vtok.hub import template_path
 
     data = ModelCardData(library_name="hf_vtok", license="mit", tags=["image-tokenizer", "flowmo"])
     config = FlowMoConfig.from_preset("flowmo-hi")
     card = ModelCard.from_template(
-        data, template_path=str(Path(__file__).resolve().parents[1] / "model_cards" / "flowmo.md"), model_name="FlowMo-Hi", variant="flowmo-hi",
+        data, template_path=str(template_path("flowmo")), model_name="FlowMo-Hi", variant="flowmo-hi",
         tokens_per_image=config.tokens_per_image, bits_per_token=config.bits_per_token, original_repo="ksarge/FlowMo",
     )
     assert "# FlowMo-Hi" in card.content and "1024 token ids (14 bits each)" in card.content

@@ -300,9 +300,14 @@ def test_cli_tokenizer_presets_are_resolved(tmp_path):
 
 @pytest.mark.parametrize("name", ["sit", "dit"])
 @torch.no_grad()
-def test_bfloat16_components(name):
+def test_bfloat16_pipeline_from_pretrained(name, tmp_path):
     pipe = PIPELINES[name]()
-    pipe.transformer.to(torch.bfloat16)
-    pipe.tokenizer.to(torch.bfloat16)
-    images = pipe([1, 3], num_inference_steps=2, guidance_scale=1.5, output_type="pt").images
+    kwargs = dict(num_inference_steps=2, guidance_scale=1.5, output_type="pt")
+    reference = pipe([1, 3], generator=torch.Generator().manual_seed(0), **kwargs).images
+    pipe.save_pretrained(tmp_path)
+    half = type(pipe).from_pretrained(tmp_path, dtype=torch.bfloat16)
+    half.set_progress_bar_config(disable=True)
+    assert half.transformer.dtype == torch.bfloat16 and half.tokenizer.dtype == torch.bfloat16
+    images = half([1, 3], generator=torch.Generator().manual_seed(0), **kwargs).images
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
+    assert (images - reference).abs().max() < 0.05  # images in [0, 1]

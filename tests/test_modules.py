@@ -15,6 +15,7 @@ from hf_vtok.modules import (
     RMSNorm,
     SwiGLU,
     apply_rotary_embedding,
+    gated_residual,
     joint_attention,
     modulate,
     padding_attention_mask,
@@ -59,6 +60,50 @@ def test_rope_layouts_and_table_structure():
         rope_tables_2d(torch.zeros(3), torch.zeros(3), 6)
     with pytest.raises(ValueError, match="unknown RoPE layout"):
         apply_rotary_embedding(vector, cos[0], sin[0], "complex")
+
+
+def _textbook_rotation(hidden, cos, sin, layout):
+    """The rotation written out on the two halves of each pair (the originals' form)."""
+    if layout == "interleaved":
+        real, imag = hidden[..., 0::2], hidden[..., 1::2]
+        return torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2)
+    real, imag = hidden.chunk(2, dim=-1)
+    return torch.cat((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_rope_fast_paths_match_the_textbook_rotation(dtype, layout):
+    torch.manual_seed(0)
+    qkv = torch.randn(2, 7, 3, 4, 16, dtype=dtype)  # q / k as the strided views Attention rotates
+    query, key = qkv.permute(2, 0, 3, 1, 4)[:2]
+    cos, sin = rope_tables(torch.randint(0, 50, (7, 2)), (8, 8))
+    for hidden in (query, key, query.contiguous()[..., 1:15]):  # the last: odd offset, falls back to a copy
+        half = hidden.shape[-1] // 2
+        expected = _textbook_rotation(hidden, cos[:, :half].to(dtype), sin[:, :half].to(dtype), layout)
+        rotated = apply_rotary_embedding(hidden, cos[:, :half], sin[:, :half], layout)
+        if layout == "interleaved" and dtype != torch.bfloat16:  # one complex multiply: may fuse a multiply-add
+            torch.testing.assert_close(rotated, expected, rtol=0, atol=4 * torch.finfo(dtype).eps * hidden.abs().max())
+        else:  # the same operations in the same order
+            assert torch.equal(rotated, expected)
+
+
+def test_reduced_precision_norms_and_modulation_accumulate_in_float32():
+    torch.manual_seed(0)
+    hidden = (torch.randn(3, 5, 64) * 10).bfloat16()
+    norm = RMSNorm(64).bfloat16()
+    with torch.no_grad():
+        norm.weight.normal_()
+    assert torch.equal(norm(hidden), F.rms_norm(hidden.float(), (64,), norm.weight.float(), 1e-6).bfloat16())
+    layer_norm = FP32LayerNorm(64, eps=1e-6).bfloat16()
+    expected = F.layer_norm(hidden.float(), (64,), eps=1e-6).bfloat16()
+    assert (layer_norm(hidden).float() - expected.float()).abs().max() <= 2**-6  # one bf16 step at |x| < 4
+    shift, scale = torch.randn(3, 1, 64), torch.randn(3, 1, 64)
+    exact = hidden.float() * (1 + scale.bfloat16()).float() + shift.bfloat16().float()
+    fused = modulate(hidden, shift.bfloat16(), scale.bfloat16())
+    assert fused.dtype == torch.bfloat16 and torch.equal(fused, exact.bfloat16())  # one rounding
+    torch.testing.assert_close(gated_residual(hidden, scale.bfloat16(), hidden), hidden + scale.bfloat16() * hidden, atol=0.3, rtol=0.02)
+    assert torch.equal(gated_residual(hidden.float(), scale, hidden.float()), hidden.float() + scale * hidden.float())
 
 
 def test_attention_matches_a_written_out_reference_and_masks():

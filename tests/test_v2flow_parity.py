@@ -144,14 +144,22 @@ def test_linear_flow_dpm_solver(fixture, models):
     noise = torch.randn(out["dpm_noise"].shape, generator=generator)
     _close(noise, out["dpm_noise"], "dpm_noise")
     calls = []
-    hook = model.flow_head.register_forward_hook(lambda m, args, output: calls.append((*args, output)))
+    hook = model.flow_head.register_forward_hook(
+        lambda m, args, kwargs, output: calls.append((args[0], args[1], kwargs["projected_condition"], output)),
+        with_kwargs=True,
+    )
     try:
         sample = model.sample_flow_tokens(out["dpm_z"], noise)
     finally:
         hook.remove()
     _close(sample, out["dpm_out"], "dpm_out")
     assert len(calls) == out["dpm_call_x"].shape[0], f"{len(calls)} head calls, the reference made {out['dpm_call_x'].shape[0]}"
-    for name, index in (("dpm_call_x", 0), ("dpm_call_t", 1), ("dpm_call_c", 2), ("dpm_call_out", 3)):
+    # the sampler hands the head one time for all rows and the condition projected once for all steps
+    rows = out["dpm_call_t"].shape[1]
+    _close(torch.stack([call[1].expand(rows) for call in calls]), out["dpm_call_t"], "dpm_call_t")
+    projected = torch.stack([model.flow_head.project_condition(condition) for condition in out["dpm_call_c"]])
+    _close(torch.stack([call[2].expand(rows, -1) for call in calls]), projected, "dpm_call_c (projected)")
+    for name, index in (("dpm_call_x", 0), ("dpm_call_out", 3)):
         _close(torch.stack([call[index] for call in calls]), out[name], name)
 
 

@@ -50,6 +50,7 @@ from .models.vitok import (
     parse_vitok_dit_variant,
     parse_vitok_variant,
 )
+from .pretrained import PRETRAINED, PretrainedCheckpoint, from_preset
 from .pipelines import (
     DiT1DPipeline,
     GaussianDiffusionScheduler,
@@ -87,6 +88,8 @@ __all__ = [
     "MAETokConfig",
     "MAETokFeatureTargets",
     "MAETokModel",
+    "PRETRAINED",
+    "PretrainedCheckpoint",
     "SIT_PRESETS",
     "SOFTVQ_PRESETS",
     "SiTFlowScheduler",
@@ -126,6 +129,7 @@ __all__ = [
     "VisualTokenizerImageProcessor",
     "VisualTokenizerOutput",
     "VisualTokenizerPreTrainedModel",
+    "from_preset",
     "parse_vitok_dit_variant",
     "parse_vitok_variant",
     "vitok_flow_sigmas",

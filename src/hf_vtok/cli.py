@@ -1,6 +1,7 @@
 """The ``hf-vtok`` command.
 
-    hf-vtok convert vitok --preset 350M-f16x64 --output vitok-350M
+    hf-vtok convert --preset vitok-v2-350M-f16x64 --output vitok-350M      (hf-vtok convert --list: every release)
+    hf-vtok convert vitok --encoder encoder.safetensors --decoder decoder.safetensors --output vitok
     hf-vtok reconstruct --model vitok-350M photo.jpg other.png --out recon/
     hf-vtok eval --model vitok-350M --model other-tokenizer --data images/ --metrics psnr,ssim,lpips,rfid
     hf-vtok eval-generation --pipeline sit-xl --num-samples 50000 --guidance-scale 1.5 --reference ref.npz
@@ -33,13 +34,51 @@ TOOLS = {
 
 
 def _add_convert(subparsers) -> None:
-    convert = subparsers.add_parser("convert", help="convert an original release to an hf_vtok folder")
-    families = convert.add_subparsers(dest="family", required=True, metavar="FAMILY")
+    convert = subparsers.add_parser(
+        "convert",
+        help="convert an original release to an hf_vtok folder",
+        description="`hf-vtok convert --preset NAME --output DIR` downloads (cached) and converts a released checkpoint "
+        "(`--list` shows them); `hf-vtok convert FAMILY ...` converts original files of one family.",
+    )
+    # dest names differ from the family parsers' (a subparser's defaults would overwrite them)
+    convert.add_argument("--preset", dest="registry_preset", metavar="NAME", help="a released checkpoint (see --list)")
+    convert.add_argument("--output", dest="registry_output", metavar="DIR", help="output folder (with --preset)")
+    convert.add_argument("--pipeline", dest="registry_pipeline", action="store_true",
+                         help="generator presets: write the complete pipeline with the tokenizer it was trained on")
+    convert.add_argument("--revision", dest="registry_revision", help="commit / branch of the original repository")
+    convert.add_argument("--cache-dir", dest="registry_cache_dir", help="Hub cache folder (default: the HF cache)")
+    convert.add_argument("--dtype", dest="registry_dtype", choices=["float32", "bfloat16", "float16"],
+                         help="cast weights before saving")
+    convert.add_argument("--list", dest="registry_list", action="store_true", help="list the released checkpoints")
+    convert.set_defaults(handler=_convert_preset)
+    families = convert.add_subparsers(dest="family", metavar="FAMILY")
     for family, module_name in CONVERTERS.items():
         module = importlib.import_module(module_name)
         family_parser = families.add_parser(family, help=(module.__doc__ or "").strip().split("\n")[0])
         module.add_arguments(family_parser)
         family_parser.set_defaults(handler=module.run)
+
+
+def _convert_preset(args) -> str | None:
+    from . import pretrained
+
+    if args.registry_list:
+        print(pretrained.format_registry())
+        return None
+    if not (args.registry_preset and args.registry_output):
+        raise ValueError("give --preset NAME --output DIR (--list shows the names), or a FAMILY with its options")
+    import torch
+
+    output = pretrained.save_preset(
+        args.registry_preset,
+        args.registry_output,
+        pipeline=args.registry_pipeline,
+        dtype=getattr(torch, args.registry_dtype) if args.registry_dtype else None,
+        revision=args.registry_revision,
+        cache_dir=args.registry_cache_dir,
+    )
+    print(f"saved {pretrained.get_pretrained(args.registry_preset).name} to {output}")
+    return output
 
 
 def _add_reconstruct(subparsers) -> None:

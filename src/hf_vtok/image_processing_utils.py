@@ -16,17 +16,28 @@ from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks th
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import ChannelDimension, infer_channel_dimension_format
 
+from .remote_code import RemoteCodeMixin
 from .utils.images import load_image, to_rgb
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
-class VisualTokenizerImageProcessor(PilBackend):
+class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
     """Input handling shared by every hf_vtok processor.
 
     ``process_image`` returns an RGB ``PIL.Image`` for 8-bit inputs (so PIL resampling matches the
     originals) and a float32 ``[3, H, W]`` tensor for float inputs.
     """
+
+    _remote_config_file = "preprocessor_config.json"
+
+    @classmethod
+    def for_model(cls, config, **kwargs):
+        """The processor matching a model config: its ``patch_size`` / ``image_size`` where the processor has one."""
+        for name in ("patch_size", "image_size"):
+            if hasattr(cls, name) and hasattr(config, name):
+                kwargs.setdefault(name, getattr(config, name))
+        return cls(**kwargs)
 
     def fetch_images(self, image_url_or_urls):
         if isinstance(image_url_or_urls, (list, tuple)):

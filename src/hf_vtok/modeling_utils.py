@@ -9,9 +9,10 @@ from transformers import initialization as init
 
 from .modules import FP32LayerNorm, LayerScale, RMSNorm
 from .modules.modulation import zero_init_rows_
+from .hub import HubMixin
 
 
-class VisualTokenizerPreTrainedModel(PreTrainedModel):
+class VisualTokenizerPreTrainedModel(HubMixin, PreTrainedModel):
     """Common surface of the tokenizers: ``encode`` / ``decode`` / ``forward``.
 
     Families implement ``encode(pixel_values, ...) -> VisualTokenizerEncoderOutput`` and

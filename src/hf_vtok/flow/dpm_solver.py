@@ -68,7 +68,8 @@ def flow_dpm_solver_sample(
     r"""Sample from ``noise`` with DPM-Solver++ 2M (first order on the first and last steps).
 
     Args:
-        model: ``model(x, t * time_scale, condition) -> velocity`` (noise - x0), batched over rows.
+        model: ``model(x, t * time_scale, condition) -> velocity`` (noise - x0), batched over rows; the
+            time is one 0-dim tensor for every row (a model can embed it once per call).
         noise: the start ``x_1`` ``[N, ...]``.
         condition / unconditional_condition: per-row conditions ``[N, ...]``; guided calls run the model
             once on ``[unconditional; conditional]``.
@@ -84,18 +85,18 @@ def flow_dpm_solver_sample(
     timesteps = flow_dpm_solver_timesteps(num_steps, shift, t_end=t_end, device=noise.device)
     guided = guidance_scale != 1.0 and unconditional_condition is not None
     low, high = guidance_interval
+    # step-independent: the guided calls' conditions
+    paired_conditions = torch.cat([unconditional_condition, condition]) if guided else None
 
     def data_prediction(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t_rows = t.expand(x.shape[0])
         if guided and low < float(t) < high:
             x_in = torch.cat([x, x])
-            t_in = torch.cat([t_rows, t_rows])
-            velocity = model(x_in, t_in * time_scale, torch.cat([unconditional_condition, condition]))
-            eps_unconditional, eps_conditional = ((1 - _per_row(t_in, x_in)) * velocity + x_in).chunk(2)
+            velocity = model(x_in, t * time_scale, paired_conditions)
+            eps_unconditional, eps_conditional = ((1 - t.to(x_in)) * velocity + x_in).chunk(2)
             eps = eps_unconditional + guidance_scale * (eps_conditional - eps_unconditional)
         else:
-            velocity = model(x, t_rows * time_scale, condition)
-            eps = (1 - _per_row(t_rows, x)) * velocity + x
+            velocity = model(x, t * time_scale, condition)
+            eps = (1 - t.to(x)) * velocity + x
         return (x - t * eps) / (1 - t)
 
     x = noise
@@ -113,7 +114,3 @@ def flow_dpm_solver_sample(
             data = [data[-1], data_prediction(x, t)]
     return x
 
-
-def _per_row(t_rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``[N]`` times as ``[N, 1, ...]`` to broadcast against ``like``, in its dtype."""
-    return t_rows.reshape(-1, *([1] * (like.dim() - 1))).to(like)

@@ -3,7 +3,7 @@
 from .attention import Attention, joint_attention, padding_attention_mask
 from .layers import DropPath, LayerScale
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size
-from .modulation import AdaLNModulation, modulate
+from .modulation import AdaLNModulation, gated_residual, modulate
 from .norms import FP32LayerNorm, RMSNorm
 from .patches import grid_positions, patchify, scatter_to_canvas, unpatchify
 from .position_embedding import LearnedPositionEmbedding, sincos_1d_interleaved
@@ -33,6 +33,7 @@ __all__ = [
     "SwiGLU",
     "ViTBlock",
     "apply_rotary_embedding",
+    "gated_residual",
     "grid_positions",
     "init_mixed_rope_frequencies",
     "mixed_rope_tables",

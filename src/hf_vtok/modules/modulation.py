@@ -4,15 +4,29 @@ import torch
 from torch import nn
 
 
+_REDUCED_PRECISION = (torch.bfloat16, torch.float16)
+
+
 def modulate(
     hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, scale_offset: float = 1.0
 ) -> torch.Tensor:
     """``x * (scale_offset + scale) + shift``; shift/scale broadcast over tokens.
 
     The default ``scale_offset=1`` is the DiT / SiT / Flux convention ``x * (1 + scale) + shift``;
-    MAETok's latent-modulated decoder uses ``scale_offset=0`` (``x * scale + shift``).
+    MAETok's latent-modulated decoder uses ``scale_offset=0`` (``x * scale + shift``). In bfloat16 /
+    float16 it is one fused ``addcmul`` (one rounding instead of two: faster, and closer to float32);
+    float32 keeps the originals' two operations bit for bit.
     """
+    if hidden_states.dtype in _REDUCED_PRECISION:
+        return torch.addcmul(shift, hidden_states, scale_offset + scale)
     return hidden_states * (scale_offset + scale) + shift
+
+
+def gated_residual(hidden_states: torch.Tensor, gate: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """``x + gate * update`` (adaLN-Zero residuals); one fused ``addcmul`` in bfloat16 / float16, as ``modulate``."""
+    if hidden_states.dtype in _REDUCED_PRECISION:
+        return torch.addcmul(hidden_states, gate, update)
+    return hidden_states + gate * update
 
 
 class AdaLNModulation(nn.Module):

@@ -13,10 +13,12 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 
+from ..hub import HubMixin
+
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class TokenizerGenerationPipeline(DiffusionPipeline):
+class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
     """Base of ``SiTPipeline``, ``DiT1DPipeline`` and ``ViTokDiTPipeline``."""
 
     model_cpu_offload_seq = "transformer->tokenizer"

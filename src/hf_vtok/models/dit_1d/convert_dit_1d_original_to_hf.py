@@ -15,7 +15,6 @@ this module: both originals use the same key layout. No pickle is executed.
 import argparse
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,25 +22,12 @@ from accelerate import init_empty_weights
 
 from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
 from ...conversion import strip_prefixes
+from ...pretrained import PRETRAINED, convert_pretrained, download_pretrained, family_presets
 from .modeling_dit_1d import DiTTransformer1DModel
 
 
-@dataclass(frozen=True)
-class GeneratorPreset:
-    """A released generator: its Hub repository, the tokenizer preset it was trained on, its sampling recipe."""
-
-    repo_id: str
-    tokenizer: str
-    image_size: int
-    sampling: dict = field(default_factory=dict)
-
-
-# README "DiT Generation": cosine schedule, 250 ancestral steps, CFG 1.75 (clip_denoised False)
-_DIT_RECIPE = {"num_inference_steps": 250, "guidance_scale": 1.75}
-DIT_PRESETS: dict[str, GeneratorPreset] = {
-    "dit-xl_softvq-l-64": GeneratorPreset("SoftVQVAE/dit-xl_softvq-l-64", "softvq-l-64", 256, _DIT_RECIPE),
-    "dit-xl_softvq-l-32": GeneratorPreset("SoftVQVAE/dit-xl_softvq-l-32", "softvq-l-32", 256, _DIT_RECIPE),
-}
+# The released DiT-XL generators (entries of hf_vtok.pretrained) by preset name.
+DIT_PRESETS = family_presets("dit")
 
 # original key -> hf_vtok key; SiT and DiT share the layout
 KEY_RULES = [
@@ -145,34 +131,22 @@ def convert_dit_checkpoint(checkpoint_path, config_path, inner_key=None, dtype=N
     return convert_generator_checkpoint(DiTTransformer1DModel, "dit", checkpoint_path, config_path, inner_key, dtype)
 
 
-def download_generator(preset: GeneratorPreset, cache_dir=None) -> tuple[str, str]:
-    """Fetch ``model.safetensors`` and ``config.json`` of a released generator from the Hub."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    try:
-        return tuple(
-            hf_hub_download(preset.repo_id, name, cache_dir=cache_dir) for name in ("model.safetensors", "config.json")
-        )
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as error:
-        raise RuntimeError(
-            f"could not fetch model.safetensors / config.json of {preset.repo_id!r} ({type(error).__name__}). "
-            "Download them yourself and pass --checkpoint / --config, or go online."
-        ) from error
-
-
 def convert_released_tokenizer(name: str, dtype: torch.dtype | None = None):
-    """Download and convert a released SoftVQ-VAE / MAETok tokenizer (its ``hf-vtok convert`` preset name)."""
-    from ..latent_token_vit.convert_latent_token_vit import download_release
-    from ..maetok.convert_maetok_original_to_hf import MAETOK_PRESETS, convert_maetok_checkpoint
-    from ..softvq.convert_softvq_original_to_hf import SOFTVQ_PRESETS, convert_softvq_checkpoint
+    """Download and convert a released tokenizer (a ``hf_vtok.pretrained`` preset name)."""
+    entry = PRETRAINED.get(name)
+    if entry is None or entry.kind != "tokenizer":
+        known = sorted(name for name, entry in PRETRAINED.items() if entry.kind == "tokenizer")
+        raise ValueError(f"unknown tokenizer preset {name!r}; known: {known}")
+    return convert_pretrained(entry, dtype=dtype)[0]
 
-    for presets, convert in ((SOFTVQ_PRESETS, convert_softvq_checkpoint), (MAETOK_PRESETS, convert_maetok_checkpoint)):
-        if name in presets:
-            checkpoint, config = download_release(presets[name])
-            model, _ = convert(checkpoint, config, release=presets[name], dtype=dtype)
-            return model
-    raise ValueError(f"unknown tokenizer preset {name!r}; known: {sorted(SOFTVQ_PRESETS) + sorted(MAETOK_PRESETS)}")
+
+def generator_release_converter(convert):
+    """The registry hook ``convert_release(entry, files, dtype) -> (transformer, None)`` of a ``convert``."""
+
+    def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, **options):
+        return convert(files["checkpoint"], files["config"], dtype=dtype, **options), None
+
+    return convert_release
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser, presets: dict, kind: str) -> None:
@@ -196,11 +170,12 @@ def add_generator_arguments(parser: argparse.ArgumentParser, presets: dict, kind
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
 
 
-def run_generator_conversion(args, presets, convert, build_pipeline, kind) -> str:
+def run_generator_conversion(args, presets, convert, pipeline_builder, kind) -> str:
     checkpoint, config = args.checkpoint, args.config
     preset = presets.get(args.preset) if args.preset else None
     if preset is not None and not (checkpoint or config):
-        checkpoint, config = download_generator(preset)
+        files = download_pretrained(preset)
+        checkpoint, config = files["checkpoint"], files["config"]
     if not (checkpoint and config):
         raise ValueError(f"give --preset, or both --checkpoint and --config of the original {kind.upper()}")
     tokenizer = args.tokenizer
@@ -218,14 +193,14 @@ def run_generator_conversion(args, presets, convert, build_pipeline, kind) -> st
     if tokenizer_preset:
         tokenizer = convert_released_tokenizer(tokenizer_preset, dtype=dtype)
     if tokenizer is not None:
-        pipeline = build_pipeline(model, tokenizer, preset)
+        pipeline = pipeline_builder(model, tokenizer, preset)
         pipeline.save_pretrained(args.output)
         print(f"saved {type(pipeline).__name__} ({kind.upper()} {model.num_parameters() / 1e6:.1f}M) to {args.output}")
     else:
         model.save_pretrained(args.output)
         print(f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters) to {args.output}")
     if preset is not None:
-        print(f"trained on tokenizer preset {preset.tokenizer!r} ({preset.image_size}px); recipe: {preset.sampling}")
+        print(f"trained on tokenizer preset {preset.tokenizer!r}; recipe: {dict(preset.sampling)}")
     return args.output
 
 
@@ -233,11 +208,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_generator_arguments(parser, DIT_PRESETS, "dit")
 
 
-def _build_dit_pipeline(model, tokenizer, preset):
+def build_pipeline(model, tokenizer, preset=None):
+    """``DiT1DPipeline`` of a converted transformer and tokenizer (the registry's pipeline hook)."""
     from ...pipelines.dit_1d import DiT1DPipeline
 
     return DiT1DPipeline.from_components(model, tokenizer)
 
 
+convert_release = generator_release_converter(convert_dit_checkpoint)
+
+
 def run(args: argparse.Namespace) -> str:
-    return run_generator_conversion(args, DIT_PRESETS, convert_dit_checkpoint, _build_dit_pipeline, "dit")
+    return run_generator_conversion(args, DIT_PRESETS, convert_dit_checkpoint, build_pipeline, "dit")

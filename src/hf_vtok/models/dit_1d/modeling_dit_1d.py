@@ -17,7 +17,8 @@ from diffusers.models.embeddings import LabelEmbedding, TimestepEmbedding, get_t
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
-from ...modules import GELUMLP, Attention, modulate, sincos_1d_interleaved
+from ...hub import HubMixin
+from ...modules import GELUMLP, Attention, gated_residual, modulate, sincos_1d_interleaved
 
 TIMESTEP_FREQUENCY_DIM = 256
 
@@ -43,8 +44,9 @@ class DiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.modulation(conditioning).unsqueeze(1).chunk(6, dim=-1)
         )
-        hidden_states = hidden_states + gate_msa * self.attn(modulate(self.norm1(hidden_states), shift_msa, scale_msa))
-        return hidden_states + gate_mlp * self.mlp(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp))
+        attended = self.attn(modulate(self.norm1(hidden_states), shift_msa, scale_msa))
+        hidden_states = gated_residual(hidden_states, gate_msa, attended)
+        return gated_residual(hidden_states, gate_mlp, self.mlp(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp)))
 
 
 class DiTFinalLayer(nn.Module):
@@ -59,7 +61,7 @@ class DiTFinalLayer(nn.Module):
         return self.linear(modulate(self.norm(hidden_states), shift, scale))
 
 
-class ClassConditionalTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
+class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Shared network of ``SiTTransformer1DModel`` and ``DiTTransformer1DModel`` (built by ``_build``).
 
     Subclasses declare their own ``@register_to_config __init__`` and call ``_build``.
@@ -175,6 +177,8 @@ class DiTTransformer1DModel(ClassConditionalTransformer1DModel):
     ``forward(hidden_states [B, L, C], timestep [B] integer DDPM steps 0..999, class_labels [B])``
     returns ``Transformer2DModelOutput(sample=[B, L, out_channels])``.
     """
+
+    card_family = "dit"  # its model card template (hf_vtok.hub)
 
     @register_to_config
     def __init__(

@@ -5,15 +5,16 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...pretrained import family_presets
+
 QUANTIZATION_TYPES = ("lfq", "kl", "noop")
 TIMESTEP_SAMPLINGS = ("fat_lognormal", "lognormal", "uniform")
 
-# Released checkpoints and the README's small option: preset -> (config overrides, Hub repo, file).
-FLOWMO_PRESETS: dict[str, tuple[dict, str | None, str | None]] = {
-    "flowmo-lo": ({"context_dim": 18, "bits_per_token": 9}, "ksarge/FlowMo", "flowmo_lo.pth"),
-    "flowmo-hi": ({"context_dim": 56, "bits_per_token": 14}, "ksarge/FlowMo", "flowmo_hi.pth"),
-    # README "small" option (model.patch_size=8 model.mup_width=4); no checkpoint was released
-    "flowmo-p8": ({"patch_size": 8, "mup_width": 4}, None, None),
+# Config fields (over base.yaml) of the released checkpoints (entries of hf_vtok.pretrained) and of the
+# README's small option (model.patch_size=8 model.mup_width=4), of which no checkpoint was released.
+FLOWMO_PRESETS: dict[str, dict] = {
+    **{name: dict(entry.config) for name, entry in family_presets("flowmo").items()},
+    "flowmo-p8": {"patch_size": 8, "mup_width": 4},
 }
 
 
@@ -197,4 +198,4 @@ class FlowMoConfig(PreTrainedConfig):
         """``"flowmo-lo"``, ``"flowmo-hi"`` or ``"flowmo-p8"``, with any field overridden by ``kwargs``."""
         if preset not in FLOWMO_PRESETS:
             raise ValueError(f"unknown FlowMo preset {preset!r}; known: {sorted(FLOWMO_PRESETS)}")
-        return cls(**{**FLOWMO_PRESETS[preset][0], **kwargs})
+        return cls(**{**FLOWMO_PRESETS[preset], **kwargs})

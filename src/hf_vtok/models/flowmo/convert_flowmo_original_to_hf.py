@@ -27,6 +27,7 @@ from accelerate import init_empty_weights
 from transformers.utils import logging
 
 from ...conversion import load_original_state_dict, load_state_dict_strictly, rename_keys, strip_prefixes
+from ...pretrained import download_pretrained, family_presets
 from .configuration_flowmo import FLOWMO_PRESETS, TIMESTEP_SAMPLINGS, FlowMoConfig
 from .image_processing_flowmo import FlowMoImageProcessor
 from .modeling_flowmo import FlowMoModel
@@ -222,23 +223,19 @@ def convert_flowmo_checkpoint(
     return model.eval()
 
 
-def download_flowmo_preset(preset: str, cache_dir: str | None = None) -> str:
-    """Fetch the released ``.pth`` of a preset from the Hub (``ksarge/FlowMo``)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+def preset_original_config(preset: str) -> dict:
+    """The original config of a preset: base.yaml plus the README's overrides."""
+    return apply_overrides({"model": {}}, [f"{_dotted(field)}={value}" for field, value in FLOWMO_PRESETS[preset].items()])
 
-    if preset not in FLOWMO_PRESETS:
-        raise ValueError(f"unknown FlowMo preset {preset!r}; known: {sorted(FLOWMO_PRESETS)}")
-    _, repo, filename = FLOWMO_PRESETS[preset]
-    if repo is None:
-        raise ValueError(f"preset {preset!r} has no released checkpoint; pass --checkpoint")
-    try:
-        return hf_hub_download(repo, filename, cache_dir=cache_dir)
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as error:
-        raise RuntimeError(
-            f"could not fetch {filename} of {repo!r} ({type(error).__name__}). Download it yourself and pass "
-            "--checkpoint, or go online."
-        ) from error
+
+def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, original_config=None, **options):
+    """``(model, processor)`` of a registry entry (``hf_vtok.pretrained``) from its downloaded ``.pth``.
+
+    Without ``original_config`` the release is base.yaml plus its preset's overrides.
+    """
+    original_config = original_config if original_config is not None else preset_original_config(entry.name)
+    model = convert_flowmo_checkpoint(files["checkpoint"], original_config=original_config, dtype=dtype, **options)
+    return model, FlowMoImageProcessor(image_size=model.config.image_size)
 
 
 def _read_width_table(spec: str, original: Mapping | None) -> Mapping:
@@ -281,10 +278,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> str:
     if not (args.checkpoint or args.preset):
         raise ValueError("give --checkpoint (with --config or --preset) or a --preset to download")
-    checkpoint = args.checkpoint or download_flowmo_preset(args.preset)
-    original = {"model": {}}
-    if args.preset:  # a preset is base.yaml plus the README's overrides
-        original = apply_overrides(original, [f"{_dotted(field)}={value}" for field, value in FLOWMO_PRESETS[args.preset][0].items()])
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        releases = family_presets("flowmo")
+        if args.preset not in releases:
+            raise ValueError(f"preset {args.preset!r} has no released checkpoint; pass --checkpoint")
+        checkpoint = download_pretrained(releases[args.preset])["checkpoint"]
+    original = preset_original_config(args.preset) if args.preset else {"model": {}}
     if args.config:
         loaded = load_original_config(args.config)
         original = _merge(original, loaded)

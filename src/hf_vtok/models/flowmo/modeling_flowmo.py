@@ -25,6 +25,7 @@ from ...modules import (
     AdaLNModulation,
     Attention,
     FP32LayerNorm,
+    gated_residual,
     joint_attention,
     modulate,
     patchify,
@@ -201,8 +202,8 @@ class FlowMoBlock(GradientCheckpointingLayer):
             states = states + attended
             return states + mlp(norm(states))
         _, _, gate1, shift2, scale2, gate2 = modulation
-        states = states + gate1 * attended
-        return states + gate2 * mlp(modulate(norm(states), shift2, scale2))
+        states = gated_residual(states, gate1, attended)
+        return gated_residual(states, gate2, mlp(modulate(norm(states), shift2, scale2)))
 
     def forward(
         self,

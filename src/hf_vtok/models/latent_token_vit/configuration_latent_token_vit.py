@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...pretrained import family_presets
+
 
 @dataclass(frozen=True)
 class ReleasedTokenizer:
@@ -14,6 +16,11 @@ class ReleasedTokenizer:
     num_latent_tokens: int
     latent_channels: int
     image_size: int
+
+
+def released_tokenizers(family: str) -> dict[str, ReleasedTokenizer]:
+    """The releases of ``"softvq"`` / ``"maetok"`` (entries of ``hf_vtok.pretrained``) by preset name."""
+    return {name: ReleasedTokenizer(entry.repo_id, **entry.config) for name, entry in family_presets(family).items()}
 
 
 @strict

@@ -21,10 +21,15 @@ from typing import Any
 
 import torch
 from accelerate import init_empty_weights
+from transformers.utils import logging
 
 from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
 from ...conversion import strip_prefixes
+from ...pretrained import download_pretrained
 from .configuration_latent_token_vit import ReleasedTokenizer
+from .image_processing_latent_token_vit import LatentTokenImageProcessor
+
+logger = logging.get_logger(__name__)
 
 # ModelArgs defaults of the reference snapshot (continuous_tokenizer@7cc3e96, modelling/tokenizer.py)
 ORIGINAL_DEFAULTS: dict[str, Any] = {
@@ -297,18 +302,17 @@ def load_arch_overrides(value: str | None) -> dict | None:
     return overrides
 
 
-def download_release(release: ReleasedTokenizer, cache_dir: str | None = None) -> tuple[str, str]:
-    """Fetch ``model.safetensors`` and ``config.json`` of a release from the Hub."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+def release_converter(convert):
+    """The registry hook ``convert_release(entry, files, dtype) -> (model, processor)`` of a family's ``convert``."""
 
-    try:
-        return tuple(hf_hub_download(release.repo_id, name, cache_dir=cache_dir) for name in ("model.safetensors", "config.json"))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as error:
-        raise RuntimeError(
-            f"could not fetch model.safetensors / config.json of {release.repo_id!r} ({type(error).__name__}). "
-            "Download them yourself and pass --checkpoint / --config, or go online."
-        ) from error
+    def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, **options):
+        # the registry checks the release's sizes (entry.config) after conversion
+        model, report = convert(files["checkpoint"], files["config"], dtype=dtype, **options)
+        if report.summary():
+            logger.info(report.summary())
+        return model, LatentTokenImageProcessor.for_model(model.config)
+
+    return convert_release
 
 
 def add_common_arguments(parser, presets: dict[str, ReleasedTokenizer]) -> None:
@@ -325,7 +329,8 @@ def run_conversion(args, presets: dict[str, ReleasedTokenizer], convert, process
     release = presets[args.preset] if args.preset else None
     checkpoint, config = args.checkpoint, args.config
     if release is not None and not (checkpoint or config):
-        checkpoint, config = download_release(release)
+        files = download_pretrained(args.preset)
+        checkpoint, config = files["checkpoint"], files["config"]
     if not (checkpoint and config):
         raise ValueError("give --preset, or both --checkpoint and --config")
     model, report = convert(

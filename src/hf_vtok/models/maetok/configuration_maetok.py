@@ -2,13 +2,14 @@
 
 from huggingface_hub.dataclasses import strict
 
-from ..latent_token_vit.configuration_latent_token_vit import LatentTokenViTConfig, ReleasedTokenizer
+from ..latent_token_vit.configuration_latent_token_vit import (
+    LatentTokenViTConfig,
+    ReleasedTokenizer,
+    released_tokenizers,
+)
 
-# The released checkpoints: preset name -> original Hub repository and the sizes it must have.
-MAETOK_PRESETS: dict[str, ReleasedTokenizer] = {
-    "maetok-b-128": ReleasedTokenizer("MAETok/maetok-b-128", 128, 32, 256),
-    "maetok-b-128-512": ReleasedTokenizer("MAETok/maetok-b-128-512", 128, 32, 512),
-}
+# The released checkpoints (entries of hf_vtok.pretrained): preset name -> original Hub repository and sizes.
+MAETOK_PRESETS: dict[str, ReleasedTokenizer] = released_tokenizers("maetok")
 
 AUXILIARY_TARGETS = ("hog", "dinov2", "siglip")
 

@@ -20,6 +20,7 @@ from ..latent_token_vit.convert_latent_token_vit import (
     ConversionReport,
     add_common_arguments,
     convert_original_checkpoint,
+    release_converter,
     run_conversion,
 )
 from ..latent_token_vit.image_processing_latent_token_vit import LatentTokenImageProcessor
@@ -62,6 +63,9 @@ def convert_maetok_checkpoint(
         MAETokModel, checkpoint, original_config, maetok_fields, MAETOK_PRESETS, arch_overrides, release, dtype,
         **config_overrides,
     )
+
+
+convert_release = release_converter(convert_maetok_checkpoint)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,19 +2,14 @@
 
 from huggingface_hub.dataclasses import strict
 
-from ..latent_token_vit.configuration_latent_token_vit import LatentTokenViTConfig, ReleasedTokenizer
+from ..latent_token_vit.configuration_latent_token_vit import (
+    LatentTokenViTConfig,
+    ReleasedTokenizer,
+    released_tokenizers,
+)
 
-# The released checkpoints: preset name -> original Hub repository and the sizes it must have.
-SOFTVQ_PRESETS: dict[str, ReleasedTokenizer] = {
-    "softvq-l-64": ReleasedTokenizer("SoftVQVAE/softvq-l-64", 64, 32, 256),
-    "softvq-bl-64": ReleasedTokenizer("SoftVQVAE/softvq-bl-64", 64, 32, 256),
-    "softvq-b-64": ReleasedTokenizer("SoftVQVAE/softvq-b-64", 64, 32, 256),
-    "softvq-l-32": ReleasedTokenizer("SoftVQVAE/softvq-l-32", 32, 64, 256),
-    "softvq-bl-32": ReleasedTokenizer("SoftVQVAE/softvq-bl-32", 32, 64, 256),
-    "softvq-b-32": ReleasedTokenizer("SoftVQVAE/softvq-b-32", 32, 64, 256),
-    "softvq-bl-64-512": ReleasedTokenizer("SoftVQVAE/softvq-bl-64-512", 64, 32, 512),
-    "softvq-l-32-512": ReleasedTokenizer("SoftVQVAE/softvq-l-32-512", 32, 64, 512),
-}
+# The released checkpoints (entries of hf_vtok.pretrained): preset name -> original Hub repository and sizes.
+SOFTVQ_PRESETS: dict[str, ReleasedTokenizer] = released_tokenizers("softvq")
 
 
 @strict

@@ -36,6 +36,12 @@ class V2FlowImageProcessor(VisualTokenizerImageProcessor):
     def __init__(self, **kwargs: Unpack[V2FlowImageProcessorKwargs]):
         super().__init__(**kwargs)
 
+    @classmethod
+    def for_model(cls, config, **kwargs) -> "V2FlowImageProcessor":
+        """Images of the size whose DC-AE latents the model tokenizes (``sample_size * vae_downsample_factor``)."""
+        size = config.sample_size * config.vae_downsample_factor
+        return cls(crop_size={"height": size, "width": size}, **kwargs)
+
     def _preprocess(
         self,
         images: list,

@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 from ...flow import discrete_flow_sigmas, flow_dpm_solver_sample, flow_ode_sample
 from ...modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from ...modeling_utils import VisualTokenizerPreTrainedModel
-from ...modules import GELUMLP, Attention, modulate, patchify, unpatchify
+from ...modules import GELUMLP, Attention, gated_residual, modulate, patchify, unpatchify
 from ...quantizers import CosineEMAVectorQuantizer
 from .configuration_v2flow import V2FlowConfig
 from .llm_vocabulary import load_llm_vocabulary
@@ -247,6 +247,7 @@ class V2FlowMaskedEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
         """``tokens [B, L, C]``, ``mask [B, L]`` (1 = unknown; the same count in every row),
         ``conditions [B, L, W]`` -> ``[B, L + known, W]``."""
+        tokens = tokens.to(self.token_proj.weight.dtype)
         hidden_states = torch.cat([conditions.to(tokens.dtype), self.token_proj(tokens)], dim=1)
         hidden_states = self.input_norm(hidden_states + self.position_embedding)
         visible = ~_with_buffer(mask, self.buffer_size).bool()
@@ -272,7 +273,7 @@ class V2FlowMaskedDecoder(nn.Module):
 
     def forward(self, encoded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``encoded`` from the encoder, the same ``mask`` -> per-token conditions ``[B, L, W]``."""
-        encoded = self.input_proj(encoded)
+        encoded = self.input_proj(encoded.to(self.input_proj.weight.dtype))
         batch, width = encoded.shape[0], encoded.shape[-1]
         visible = ~_with_buffer(mask, self.buffer_size).bool()
         hidden_states = self.mask_token.to(encoded.dtype).expand(batch, visible.shape[1], width).clone()
@@ -297,7 +298,7 @@ class V2FlowHeadResBlock(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.modulation(F.silu(conditioning)).chunk(3, dim=-1)
-        return hidden_states + gate * self.mlp(modulate(self.norm(hidden_states), shift, scale))
+        return gated_residual(hidden_states, gate, self.mlp(modulate(self.norm(hidden_states), shift, scale)))
 
 
 class V2FlowHeadFinalLayer(nn.Module):
@@ -336,24 +337,51 @@ class V2FlowHead(nn.Module):
         for linear in (*zero_initialised, self.final_layer.modulation, self.final_layer.linear):
             linear.init_scheme = "zeros"
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def project_condition(self, condition: torch.Tensor) -> torch.Tensor:
+        """MAR conditions ``[N, hidden]`` -> ``[N, width]``: what samplers compute once for all their steps."""
+        return self.condition_proj(condition.to(self.condition_proj.weight.dtype))
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        condition: torch.Tensor | None = None,
+        projected_condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Velocity of ``sample [N, C]`` at ``timestep`` (``[N]``, or 0-dim for every row).
+
+        The condition comes as MAR conditions ``condition [N, hidden]`` or already through
+        ``project_condition`` (``projected_condition [N, width]``, hoisted out of sampler loops).
+        """
+        if (condition is None) == (projected_condition is None):
+            raise ValueError("give exactly one of condition or projected_condition")
+        if projected_condition is None:
+            projected_condition = self.project_condition(condition)
         dtype = self.input_proj.weight.dtype
+        # embedded row by row even for one shared time: a one-row matmul rounds differently
         frequencies = get_timestep_embedding(
-            timestep.reshape(-1), self.frequency_channels, flip_sin_to_cos=True, downscale_freq_shift=0
+            timestep.reshape(-1).expand(sample.shape[0]), self.frequency_channels, flip_sin_to_cos=True,
+            downscale_freq_shift=0,
         )
-        conditioning = self.time_embedding(frequencies.to(dtype)) + self.condition_proj(condition.to(dtype))
+        conditioning = self.time_embedding(frequencies.to(dtype)) + projected_condition
         hidden_states = self.input_proj(sample.to(dtype))
         for block in self.res_blocks:
             hidden_states = block(hidden_states, conditioning)
         return self.final_layer(hidden_states, conditioning)
 
     def guided_velocity(
-        self, sample: torch.Tensor, timestep: torch.Tensor, condition: torch.Tensor, guidance_scale
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        condition: torch.Tensor | None,
+        guidance_scale,
+        projected_condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Classifier-free guided velocity ``u + s (c - u)`` of ``sample [n, C]`` at one time (0-dim),
-        from a single call on ``condition [2n, W]`` = conditional rows then unconditional rows."""
+        from a single call on ``condition [2n, W]`` (or its ``projected_condition``) = conditional rows
+        then unconditional rows."""
         count = sample.shape[0]
-        output = self(torch.cat([sample, sample]), timestep.reshape(()).expand(2 * count), condition).float()
+        output = self(torch.cat([sample, sample]), timestep.reshape(()), condition, projected_condition).float()
         conditional, unconditional = output.split(count)
         return unconditional + guidance_scale * (conditional - unconditional)
 
@@ -597,17 +625,19 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
                 f"or {2 * count} (conditional rows, then unconditional rows)"
             )
         guided = condition.shape[0] == 2 * count
+        projected = self.flow_head.project_condition(condition)  # once for every solver step
 
         def velocity_model(sample, timestep, row_condition):
-            return self.flow_head(sample, timestep, row_condition).float()
+            return self.flow_head(sample, timestep, projected_condition=row_condition).float()
 
         if config.flow_method == "linear_flow":
             start = torch.cat([noise, noise]) if guided else noise
+            unconditional = self.flow_head.project_condition(self.unconditional_embedding.expand(start.shape[0], -1))
             return flow_dpm_solver_sample(
                 velocity_model,
                 start,
-                condition,
-                self.unconditional_embedding.expand(start.shape[0], -1),
+                projected,
+                unconditional,
                 guidance_scale=config.flow_guidance_scale if flow_guidance_scale is None else flow_guidance_scale,
                 num_steps=num_inference_steps or config.flow_num_inference_steps,
                 shift=config.flow_shift,
@@ -620,13 +650,15 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
             start = torch.cat([noise, noise])
 
             def velocity(sample, timestep):
-                guided_velocity = self.flow_head.guided_velocity(sample[:count], timestep, condition, guidance_scale)
+                guided_velocity = self.flow_head.guided_velocity(
+                    sample[:count], timestep, None, guidance_scale, projected_condition=projected
+                )
                 return torch.cat([guided_velocity, guided_velocity])
         else:
             start = noise
 
             def velocity(sample, timestep):
-                return velocity_model(sample, timestep.reshape(()).expand(count), condition)
+                return velocity_model(sample, timestep.reshape(()), projected)
 
         method = ode_method or config.ode_method
         step_size = None

@@ -6,6 +6,8 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...pretrained import family_presets
+
 # Base model tables of the ViTok variant language: width, depth, heads.
 _BASE_STACKS = {
     "B": (768, 12, 12),
@@ -17,17 +19,9 @@ _BASE_STACKS = {
 _DEFAULT_STACK = (768, 12, 12)  # a stack spec with no base letter
 _DEFAULT_MLP_RATIO = 2.67
 
-# The nine released checkpoints: preset name -> (variant string, original Hub repository).
+# The nine released checkpoints (entries of hf_vtok.pretrained): preset name -> (variant string, original Hub repository).
 VITOK_PRESETS: dict[str, tuple[str, str]] = {
-    "350M-f16x16": ("Ld4-Ld24/1x16x16", "philippehansen/ViTok-v2-350M-f16x16"),
-    "350M-f16x32": ("Ld4-Ld24/1x16x32", "philippehansen/ViTok-v2-350M-f16x32"),
-    "350M-f16x64": ("Ld4-Ld24/1x16x64", "philippehansen/ViTok-v2-350M-f16x64"),
-    "5B-f16x16": ("Td4-T/1x16x16", "philippehansen/ViTok-v2-5B-f16x16"),
-    "5B-f16x32": ("Td4-T/1x16x32", "philippehansen/ViTok-v2-5B-f16x32"),
-    "5B-f16x64": ("Td4-T/1x16x64", "philippehansen/ViTok-v2-5B-f16x64"),
-    "5B-f32x64": ("Td4-T/1x32x64", "philippehansen/ViTok-v2-5B-f32x64"),
-    "5B-f32x128": ("Td4-T/1x32x128", "philippehansen/ViTok-v2-5B-f32x128"),
-    "5B-f32x256": ("Td4-T/1x32x256", "philippehansen/ViTok-v2-5B-f32x256"),
+    name: (entry.config["variant"], entry.repo_id) for name, entry in family_presets("vitok").items()
 }
 
 _UNDERSCORE_STACK = re.compile(r"w(\d+)_d(\d+)_h(\d+)(?:_m(\d+(?:\.\d+)?))?")

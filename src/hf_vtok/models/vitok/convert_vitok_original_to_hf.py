@@ -19,6 +19,7 @@ from accelerate import init_empty_weights
 
 from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
 from ...conversion import strip_prefixes
+from ...pretrained import download_pretrained, family_presets
 from .configuration_vitok import VITOK_PRESETS, ViTokConfig
 from .image_processing_vitok import ViTokImageProcessor
 from .modeling_vitok import ViTokModel
@@ -126,21 +127,13 @@ def convert_vitok_checkpoint(
     return model.eval()
 
 
-def download_vitok_preset(preset: str, cache_dir: str | None = None) -> tuple[str, str]:
-    """Fetch ``encoder.safetensors`` and ``decoder.safetensors`` of a released preset from the Hub."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    if preset not in VITOK_PRESETS:
-        raise ValueError(f"unknown ViTok preset {preset!r}; known: {sorted(VITOK_PRESETS)}")
-    repo = VITOK_PRESETS[preset][1]
-    try:
-        return tuple(hf_hub_download(repo, name, cache_dir=cache_dir) for name in ("encoder.safetensors", "decoder.safetensors"))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as error:
-        raise RuntimeError(
-            f"could not fetch encoder.safetensors / decoder.safetensors of {repo!r} ({type(error).__name__}). "
-            "Download them yourself and pass --encoder / --decoder, or go online."
-        ) from error
+def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, **config_overrides):
+    """``(model, processor)`` of a registry entry (``hf_vtok.pretrained``) from its downloaded files."""
+    model = convert_vitok_checkpoint(
+        encoder_path=files["encoder"], decoder_path=files["decoder"], variant=entry.config["variant"], dtype=dtype,
+        **config_overrides,
+    )
+    return model, ViTokImageProcessor(patch_size=model.config.patch_size)
 
 
 def main(argv=None):
@@ -165,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> str:
     encoder, decoder = args.encoder, args.decoder
     if args.preset and not (encoder or decoder or args.checkpoint):
-        encoder, decoder = download_vitok_preset(args.preset)
+        files = download_pretrained(family_presets("vitok")[args.preset])
+        encoder, decoder = files["encoder"], files["decoder"]
     variant = args.variant or args.preset
     model = convert_vitok_checkpoint(
         encoder_path=encoder,

@@ -19,6 +19,7 @@ from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embeddin
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
+from ...hub import HubMixin
 from ...modules import Attention, FP32LayerNorm, LayerScale, SwiGLU, grid_positions, modulate, rope_tables_2d
 from ...modules import rounded_hidden_size
 
@@ -70,7 +71,7 @@ class ViTokDiTFinalLayer(nn.Module):
         return self.linear(modulate(self.norm(hidden_states), shift.unsqueeze(1), scale.unsqueeze(1)))
 
 
-class ViTokDiTTransformerModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
+class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
     r"""ViTok-v2 DiT: class-conditional velocity model on ViTok latent tokens (``ViTokDiTPipeline``).
 
     Args:
@@ -89,6 +90,8 @@ class ViTokDiTTransformerModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
     [B] or [B, 1], row_idx / col_idx [B, L] or [L] patch positions (inferred for a square grid))``
     returns ``Transformer2DModelOutput(sample=[B, L, C])``, the velocity ``noise - x_0``.
     """
+
+    card_family = "vitok_dit"  # its model card template (hf_vtok.hub)
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["ViTokDiTBlock"]

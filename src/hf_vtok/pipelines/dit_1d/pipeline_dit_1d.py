@@ -23,6 +23,8 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
     half; this pipeline does the same, so the random stream of ancestral sampling matches it.
     """
 
+    card_family = "dit"  # its model card template (hf_vtok.hub)
+
     def __init__(
         self, tokenizer: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler
     ):

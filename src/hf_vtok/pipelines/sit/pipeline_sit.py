@@ -27,6 +27,8 @@ class SiTPipeline(TokenizerGenerationPipeline):
     ```
     """
 
+    card_family = "sit"  # its model card template (hf_vtok.hub)
+
     def __init__(self, tokenizer: PreTrainedModel, transformer: SiTTransformer1DModel, scheduler: SiTFlowScheduler):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)

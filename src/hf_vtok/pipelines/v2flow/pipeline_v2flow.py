@@ -4,12 +4,13 @@ import torch
 from diffusers import AutoencoderDC, DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils import logging
 
+from ...hub import HubMixin
 from ...models.v2flow import V2FlowEncoderOutput, V2FlowImageProcessor, V2FlowModel
 
 logger = logging.get_logger(__name__)
 
 
-class V2FlowPipeline(DiffusionPipeline):
+class V2FlowPipeline(HubMixin, DiffusionPipeline):
     r"""Tokenize images into V²Flow ids and turn ids back into images.
 
     ``encode_images``: ADM center crop -> [-1, 1] -> DC-AE ``encode(...).latent`` -> x ``scaling_factor``
@@ -22,6 +23,8 @@ class V2FlowPipeline(DiffusionPipeline):
         vae: the DC-AE (``AutoencoderDC``), e.g. ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``.
         tokenizer: the ``V2FlowModel``.
     """
+
+    card_family = "v2flow"  # its model card template (hf_vtok.hub)
 
     model_cpu_offload_seq = "vae->tokenizer->vae"
 

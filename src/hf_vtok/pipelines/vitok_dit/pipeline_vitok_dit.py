@@ -48,6 +48,8 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
     Any diffusers flow-matching scheduler (e.g. ``FlowMatchEulerDiscreteScheduler``) can be swapped in.
     """
 
+    card_family = "vitok_dit"  # its model card template (hf_vtok.hub)
+
     fixed_token_count = False
 
     def __init__(self, tokenizer: PreTrainedModel, transformer: ViTokDiTTransformerModel, scheduler: UniPCMultistepScheduler):

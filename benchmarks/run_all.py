@@ -1,0 +1,446 @@
+"""Speed and memory of every hf_vtok family on the configurations of ../shared/BASELINES.md.
+
+    python benchmarks/run_all.py                     # every row, fp32 and bf16, one table
+    python benchmarks/run_all.py --quick             # a few rows, to check the setup (~3 min on 2 cores)
+    python benchmarks/run_all.py --families vitok sit --json out.json
+    python benchmarks/run_all.py --compile           # also torch.compile(fullgraph=True) speedups
+    python benchmarks/run_all.py --device cuda       # the same rows on a GPU
+
+Protocol (that of BASELINES.md): random weights built in the measured dtype, eval mode,
+``torch.inference_mode``, ``--threads`` torch threads (2 by default, as the baselines), eager,
+the median of several calls after a warm-up, every configuration in a fresh process, the whole
+suite ``--rounds`` times with the lower median kept. GFLOP per call are counted with
+``FlopCounterMode`` (matmul, convolution and attention). The matmul peak (2048² ``torch.mm``) is
+measured in each worker before and after its configuration; "% peak" divides by the better of
+the two, so load from other processes shifts both alike. Columns:
+
+* ``x orig``: the original's time on this machine's peak, ``orig s * orig peak / peak``, over
+  ours (> 1: faster than the original, whatever the FLOP counts);
+* ``target``: the ``x orig`` the issue asks for: 1.0 where the original's fraction of peak is the
+  bar, ``65 % / original %`` for bf16 FlowMo and SiT/DiT forwards;
+* ``ok``: speed and peak memory (RSS on CPU, allocated on CUDA) both within target.
+
+On a quiet 2-core machine the full set takes about 25 minutes with ``--rounds 1`` (the default)
+and ``--compile`` adds about 10.
+"""
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import common  # noqa: E402
+
+BF16_FAST_TARGET = 0.65  # bf16 FlowMo encode/decode and SiT/DiT forwards: 65 % of the bf16 peak
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    stage: str
+    label: str
+    batch: int
+    dtype: str
+    baselines: tuple[str, ...] = ()  # BASELINES.md row names to look the original up under
+    part: int = 0  # which value of an "encode / decode" cell
+    quick: bool = False
+    extra: bool = False  # not in BASELINES.md: only with --extra
+    single_call: bool = False  # minutes per call: one timed call, FLOPs counted by parts
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.label.lower().replace("²", "")).strip("-")
+        return f"{slug}-b{self.batch}-{self.dtype}"
+
+
+def _cases() -> list[Case]:
+    cases = []
+    for dtype in ("fp32", "bf16"):
+        for batch in (1, 4):
+            for stage in ("encode", "decode"):
+                label = f"ViTok-v2 350M-f16x64 {stage}"
+                cases.append(Case("vitok", stage, label, batch, dtype, (label,), quick=batch == 1 and stage == "encode"))
+    for variant, label, stem in (("small", "FlowMo-small", "FlowMo-small (p8, w4)"), ("lo", "FlowMo-Lo", "FlowMo-Lo (p4, w6)")):
+        for dtype in ("fp32", "bf16"):
+            cases.append(Case("flowmo", "encode", f"{label} encode+quantize", 1, dtype,
+                              (f"{stem} encode+quantize", f"{label} encode+quantize"), options={"variant": variant}))
+            cases.append(Case("flowmo", "decoder_call", f"{label} one decoder call", 1, dtype,
+                              (f"{label} one decoder call",), quick=variant == "small" and dtype == "bf16",
+                              options={"variant": variant}))
+            if variant == "small":
+                cases.append(Case("flowmo", "reconstruct", f"{label} full reconstruct", 1, dtype,
+                                  (f"{label} full reconstruct (25 steps, 31 decoder calls)", f"{label} full reconstruct"),
+                                  single_call=True, options={"variant": variant}))
+    for name, label in (("softvq-l-64", "SoftVQ-L-64"), ("maetok-b-128", "MAETok-B-128")):
+        for dtype in ("fp32", "bf16"):
+            for batch in (1, 4):
+                for part, stage in enumerate(("encode", "decode")):
+                    cases.append(Case("continuous", stage, f"{label} {stage}", batch, dtype, (f"{label} encode / decode",),
+                                      part=part, quick=name == "maetok-b-128" and batch == 1 and dtype == "fp32",
+                                      extra=dtype == "bf16" and batch == 4, options={"model": name}))
+    for dtype in ("fp32", "bf16"):
+        cases.append(Case("sit", "forward", "SiT-XL/1 forward of the CFG pair", 2, dtype,
+                          ("SiT-XL/1 one forward of the CFG pair (64 tokens × 32)", "SiT-XL/1 one forward of the CFG pair"),
+                          quick=dtype == "bf16", options={"model": "sit"}))
+        cases.append(Case("sit", "forward", "DiT-XL/1 forward of the CFG pair", 2, dtype, extra=True, options={"model": "dit"}))
+    for dtype in ("fp32", "bf16"):
+        for stage, label, baseline in (
+            ("tokenize", "V2Flow base 512² tokenize", "V²Flow base 512² tokenize (vocab 32000×4096)"),
+            ("reconstruct", "V2Flow base 512² tokenize + detokenize",
+             "V²Flow base 512² tokenize + detokenize (4 AR steps, DPM 20, cfg 2.9)"),
+            ("detokenize", "V2Flow base 512² detokenize", "V²Flow base 512² detokenize only (the difference of the two)"),
+        ):
+            cases.append(Case("v2flow", stage, label, 1, dtype, (baseline,), single_call=stage != "tokenize"))
+    return cases
+
+
+CASES = _cases()
+FAMILIES = sorted({case.family for case in CASES})
+
+
+# --------------------------------------------------------------------------------------------------
+# building one configuration (in the worker process)
+@dataclass
+class Bench:
+    """What a worker measures: ``call`` (timed), optional ``flops`` (FLOP count without timing it), and
+    ``compile`` (installs ``torch.compile(..., fullgraph=True)`` on the parts ``call`` runs)."""
+
+    call: object
+    flops: object = None
+    compile: object = None
+
+
+def _build(model_class, config, dtype, device):
+    """A transformers model with random weights, created directly in ``dtype`` (no float32 copy)."""
+    return model_class._from_config(config, dtype=dtype).to(device).eval()
+
+
+class _default_dtype:
+    """Build diffusers models in ``dtype`` (``torch_dtype`` of from_pretrained does the same for checkpoints)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        self.previous = common.torch.get_default_dtype()
+        common.torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc):
+        common.torch.set_default_dtype(self.previous)
+
+
+def _compiled(function):
+    import torch
+
+    return torch.compile(function, fullgraph=True, dynamic=False)
+
+
+def build_vitok(case: Case, dtype, device) -> Bench:
+    import numpy as np
+
+    from hf_vtok import ViTokConfig, ViTokImageProcessor, ViTokModel
+
+    config = ViTokConfig.from_variant("350M-f16x64")
+    model = _build(ViTokModel, config, dtype, device)
+    processor = ViTokImageProcessor(patch_size=config.patch_size, max_num_patches=(256 // config.patch_size) ** 2)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(case.batch)]
+    inputs = {key: value.to(device) for key, value in processor(images, return_tensors="pt").items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)  # the original converts model and inputs
+    encoded = model.encode(**inputs)
+    functions = {"encode": model.encode, "decode": model.decode}
+
+    def compile_():
+        functions["encode"], functions["decode"] = _compiled(model.encode), _compiled(model.decode)
+
+    if case.stage == "encode":
+        return Bench(lambda: functions["encode"](**inputs), compile=compile_)
+    return Bench(lambda: functions["decode"](encoded), compile=compile_)
+
+
+def build_flowmo(case: Case, dtype, device) -> Bench:
+    import torch
+
+    from hf_vtok import FlowMoConfig, FlowMoModel
+    from hf_vtok.models.flowmo.modeling_flowmo import flowmo_time_grid, guidance_interval_in_flow_time
+
+    preset = {"small": "flowmo-p8", "lo": "flowmo-lo"}[case.options["variant"]]
+    model = _build(FlowMoModel, FlowMoConfig.from_preset(preset), dtype, device)
+    size = model.config.image_size
+    pixels = torch.rand(case.batch, 3, size, size, device=device) * 2 - 1
+    noise = torch.randn_like(pixels)
+    encoded = model.encode(pixels)
+    times = torch.full((case.batch,), 0.5, device=device)
+
+    def compile_():
+        model.encoder.forward = _compiled(model.encoder.forward)
+        model.decoder.forward = _compiled(model.decoder.forward)
+
+    encode = lambda: model.encode(pixels)  # noqa: E731
+    decoder_call = lambda: model.velocity(noise, times, latents=encoded.latents)  # noqa: E731
+    if case.stage == "encode":
+        return Bench(encode, compile=compile_)
+    if case.stage == "decoder_call":
+        return Bench(decoder_call, compile=compile_)
+
+    def flops():  # encode + one decoder call per evaluation (a CFG pair counts twice)
+        config = model.config
+        grid, _ = flowmo_time_grid(config.num_inference_steps, config.sampling_schedule)
+        interval = guidance_interval_in_flow_time(config.guidance_interval)
+        grid = grid.double()  # the sampler compares python floats
+        guided = grid >= 0 if interval is None else (grid >= interval[0]) & (grid <= interval[1])
+        evaluations = len(grid) + (int(guided.sum()) if config.guidance_scale != 1.0 else 0)
+        return common.count_flops(encode) + evaluations * common.count_flops(decoder_call)
+
+    return Bench(lambda: model(pixels, noise=noise), flops=flops, compile=compile_)
+
+
+CONTINUOUS_SIZES = {
+    # the released architectures: ViT-L/16 encoder + decoder with 64 tokens; ViT-B/16 with 128 tokens
+    "softvq-l-64": ("SoftVQ", dict(hidden_size=1024, num_layers=24, num_heads=16), 64),
+    "maetok-b-128": ("MAETok", dict(hidden_size=768, num_layers=12, num_heads=12), 128),
+}
+
+
+def build_continuous(case: Case, dtype, device) -> Bench:
+    import torch
+
+    import hf_vtok
+
+    prefix, sizes, tokens = CONTINUOUS_SIZES[case.options["model"]]
+    stacks = {f"{role}_{key}": value for role in ("encoder", "decoder") for key, value in sizes.items()}
+    config = getattr(hf_vtok, f"{prefix}Config")(num_latent_tokens=tokens, latent_channels=32, **stacks)
+    model = _build(getattr(hf_vtok, f"{prefix}Model"), config, dtype, device)
+    images = torch.rand(case.batch, 3, config.image_size, config.image_size, device=device, dtype=dtype) * 2 - 1
+    latents = model.encode(images).latents
+    functions = {"encode": model.encode, "decode": model.decode}
+
+    def compile_():
+        functions["encode"], functions["decode"] = _compiled(model.encode), _compiled(model.decode)
+
+    if case.stage == "encode":
+        return Bench(lambda: functions["encode"](images), compile=compile_)
+    return Bench(lambda: functions["decode"](latents), compile=compile_)
+
+
+def build_sit(case: Case, dtype, device) -> Bench:
+    import torch
+
+    from hf_vtok import DiTTransformer1DModel, SiTTransformer1DModel
+
+    model_class = SiTTransformer1DModel if case.options["model"] == "sit" else DiTTransformer1DModel
+    with _default_dtype(dtype):  # SiT-XL/1 of the SoftVQ-64 generator
+        model = model_class(in_channels=32, num_tokens=64, hidden_size=1152, num_layers=28, num_attention_heads=16,
+                            num_classes=1000).to(device).eval()
+    latents = torch.randn(1, 64, 32, device=device, dtype=dtype)
+    pair = torch.cat([latents, latents])
+    labels = torch.tensor([207, model.null_class_label], device=device)
+    timestep = torch.full((2,), 0.5 if case.options["model"] == "sit" else 500, device=device)
+    functions = {"forward": model}
+
+    def compile_():
+        functions["forward"] = _compiled(model)
+
+    return Bench(lambda: functions["forward"](pair, timestep, labels), compile=compile_)
+
+
+def build_v2flow(case: Case, dtype, device) -> Bench:
+    import torch
+
+    from hf_vtok import V2FlowConfig, V2FlowModel
+
+    config = V2FlowConfig.from_preset("v2flow_base_512")
+    model = _build(V2FlowModel, config, dtype, device)
+    latents = torch.randn(case.batch, config.latent_channels, config.sample_size, config.sample_size, device=device)
+
+    def tokenize():
+        return model.encode(latents, generator=torch.Generator(device).manual_seed(0)).image_tokens
+
+    tokens = tokenize()
+
+    def detokenize(image_tokens):  # the baseline's settings: 4 AR steps, DPM-Solver 20 steps, MAR CFG 2.9
+        return model.decode(image_tokens=image_tokens, guidance_scale=2.9, generator=torch.Generator(device).manual_seed(0))
+
+    def compile_():
+        model.flow_head.forward = _compiled(model.flow_head.forward)
+
+    if case.stage == "tokenize":
+        return Bench(tokenize)
+    if case.stage == "detokenize":
+        return Bench(lambda: detokenize(tokens), compile=compile_)
+    return Bench(lambda: detokenize(tokenize()), compile=compile_)
+
+
+BUILDERS = {"vitok": build_vitok, "flowmo": build_flowmo, "continuous": build_continuous, "sit": build_sit,
+            "v2flow": build_v2flow}
+
+
+def worker(args) -> dict:
+    import torch
+
+    common.set_threads(args.threads)
+    case = next(case for case in CASES if case.key == args.case)
+    dtype, device = common.DTYPES[case.dtype], torch.device(args.device)
+    peaks = [common.matmul_peak(dtype, device)]
+    torch.manual_seed(0)
+    result = {}
+    with torch.inference_mode():
+        bench = BUILDERS[case.family](case, dtype, device)
+        if case.single_call:  # warm-up and FLOPs on the parts; one timed call
+            result["flops"] = bench.flops() if bench.flops else common.count_flops(bench.call)
+            samples = common.time_calls(bench.call, 1, device=device)
+        else:
+            result["flops"] = common.count_flops(bench.call)  # doubles as the first warm-up call
+            samples = [common.median_seconds(bench.call, args.warmup - 1, 1, 0.0, device)]
+            samples += common.time_calls(bench.call, args.repeats - 1, args.min_seconds, device)
+        result.update(seconds=statistics.median(samples), samples=samples)
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                bench.call()
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+        if args.compile and bench.compile is not None:
+            eager = bench.call
+            bench.compile()
+            start = time.perf_counter()
+            bench.call()
+            result["compile_seconds"] = time.perf_counter() - start
+            if case.single_call:
+                result["compiled_seconds"] = common.time_calls(bench.call, 1, device=device)[0]
+            else:
+                medians = common.interleaved_medians({"eager": eager, "compiled": bench.call}, args.repeats, device)
+                result.update(seconds=min(result["seconds"], medians["eager"]), compiled_seconds=medians["compiled"])
+            result["compile_speedup"] = result["seconds"] / result["compiled_seconds"]
+    peaks.append(common.matmul_peak(dtype, device))
+    result.update(peak_flops=max(peaks), memory_gb=common.peak_memory_gb(device))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# the parent: runs the workers, prints the table
+def _target(case: Case, original: dict | None) -> tuple[float | None, float | None]:
+    """(fraction of peak to reach, the ``x orig`` that means)."""
+    if case.dtype == "bf16" and case.family in ("flowmo", "sit"):
+        fraction = BF16_FAST_TARGET
+    elif original and original["peak_fraction"]:
+        fraction = original["peak_fraction"]
+    else:
+        return None, None
+    if not original or not original["peak_fraction"]:
+        return fraction, None
+    return fraction, max(1.0, fraction / original["peak_fraction"])
+
+
+def _row(case: Case, result: dict) -> dict:
+    original = next(
+        (found for name in case.baselines if (found := common.baseline_figures(name, case.batch, case.dtype, case.part))),
+        None,
+    )
+    achieved = result["flops"] / result["seconds"]
+    row = {
+        "key": case.key, "config": case.label, "family": case.family, "batch": case.batch, "dtype": case.dtype,
+        **{key: value for key, value in result.items() if key != "samples"},
+        "images_per_s": case.batch / result["seconds"], "gflop": result["flops"] / 1e9,
+        "gflop_per_s": achieved / 1e9, "peak_fraction": achieved / result["peak_flops"],
+    }  # fmt: skip
+    target_fraction, target_speedup = _target(case, original)
+    row["target_fraction"] = target_fraction
+    if original:
+        row["original"] = original
+        row["original_peak_fraction"] = original["peak_fraction"]
+        row["original_rss_gb"] = original["rss_gb"]
+        if original["seconds"] and original["peak_flops"]:
+            expected = original["seconds"] * original["peak_flops"] / result["peak_flops"]
+            row["speedup_vs_original"] = expected / result["seconds"]
+            row["target_speedup"] = target_speedup
+            fast = target_speedup is None or row["speedup_vs_original"] >= target_speedup
+            lean = not original["rss_gb"] or result["memory_gb"] <= original["rss_gb"]
+            row["meets_target"] = "yes" if fast and lean else ("slow" if lean else ("mem" if fast else "slow+mem"))
+    elif target_fraction is not None:
+        row["meets_target"] = "yes" if row["peak_fraction"] >= target_fraction else "slow"
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few rows (one per family), fewer repeats")
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, help="only these families")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(common.DTYPES), default=sorted(common.DTYPES, reverse=True))
+    parser.add_argument("--match", help="only rows whose key contains this text")
+    parser.add_argument("--extra", action="store_true", help="also the rows BASELINES.md has no original for")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(fullgraph=True), interleaved with eager")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler op table per row (stderr)")
+    parser.add_argument("--json", help="also write the figures as JSON to this path")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as BASELINES.md)")
+    parser.add_argument("--rounds", type=int, default=1, help="run the suite this many times, keep the lower median")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (at least)")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="keep timing a row until this much is collected")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return None
+
+    cases = [
+        case for case in CASES
+        if (not args.families or case.family in args.families) and case.dtype in args.dtypes
+        and (not case.extra or args.extra) and (not args.quick or case.quick)
+        and (not args.match or args.match in case.key)
+    ]  # fmt: skip
+    if args.list:
+        print("\n".join(case.key for case in cases))
+        return None
+    if args.quick:
+        args.repeats, args.min_seconds, args.warmup = min(args.repeats, 3), min(args.min_seconds, 1.0), 1
+    forwarded = ["--device", args.device, "--threads", str(args.threads), "--repeats", str(args.repeats),
+                 "--min-seconds", str(args.min_seconds), "--warmup", str(args.warmup)]
+    forwarded += ["--compile"] * args.compile + ["--profile"] * args.profile
+    started, load_before = time.time(), common.load_average()
+    results: dict[str, dict] = {}
+    for round_index in range(args.rounds):
+        for case in cases:
+            result = common.run_worker(__file__, ["--case", case.key, *forwarded])
+            kept = results.get(case.key)
+            if kept is None or result["seconds"] < kept["seconds"]:
+                results[case.key] = result
+            print(f"  [{round_index + 1}/{args.rounds}] {case.key}: {result['seconds']:.3f} s "
+                  f"(load {common.load_average()})", file=sys.stderr, flush=True)
+    rows = [_row(case, results[case.key]) for case in cases]
+    columns = [
+        ("config", "config", ""), ("batch", "batch", "d"), ("dtype", "dtype", ""), ("seconds", "s/call", ".3f"),
+        ("images_per_s", "img/s", ".3f"), ("gflop", "GFLOP/call", ".1f"), ("gflop_per_s", "GFLOP/s", ".0f"),
+        ("peak_fraction", "% peak", ".0%"), ("original_peak_fraction", "orig % peak", ".0%"),
+        ("target_fraction", "target %", ".0%"), ("speedup_vs_original", "x orig", ".2f"),
+        ("target_speedup", "target x", ".2f"), ("memory_gb", "mem GB", ".2f"), ("original_rss_gb", "orig GB", ".1f"),
+        ("meets_target", "ok", ""),
+    ]  # fmt: skip
+    if args.compile:
+        columns[-1:-1] = [("compile_seconds", "compile s", ".0f"), ("compile_speedup", "compiled x", ".2f")]
+    peaks = {dtype: max(row["peak_flops"] for row in rows if row["dtype"] == dtype) for dtype in {row["dtype"] for row in rows}}
+    minutes = (time.time() - started) / 60
+    print(f"\n{args.device}, {args.threads} threads, torch {common.torch.__version__}; matmul peak "
+          + ", ".join(f"{dtype} {peak / 1e9:.0f} GFLOP/s" for dtype, peak in sorted(peaks.items()))
+          + f"; load {load_before} -> {common.load_average()}; {minutes:.1f} min\n")
+    common.print_table(rows, columns)
+    common.write_json(args.json, {
+        "device": args.device, "threads": args.threads, "torch": common.torch.__version__, "rounds": args.rounds,
+        "matmul_peak_flops": peaks, "load_average": [load_before, common.load_average()], "minutes": minutes,
+        "cases": [asdict(case) for case in cases], "rows": rows,
+    })  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Saved folders that load with ``trust_remote_code=True`` where hf_vtok is not installed.
+
+transformers' remote code copies the module file of each class into the repository and, for
+each ``from .name import ...`` in it, the file ``name.py`` beside it: one flat folder. hf_vtok's
+modules import across packages (``from ...modules import Attention``), which that copy cannot
+follow. So hf_vtok writes the bundle itself: every hf_vtok module the classes' modules import at
+module level (transitively), each as one file of the folder, with its hf_vtok imports rewritten to
+the flat names. The classes' own modules keep their names (``modeling_vitok.py``,
+``configuration_vitok.py``, ``image_processing_vitok.py``); the others are named after their
+package path (``hf_vtok_modules_attention.py``).
+
+What loads that way: the config, the model and the image processor with everything they run
+(encode, decode, forward, postprocess). An hf_vtok import inside a function (converters, the
+release registry, the CLI) is not followed; if that function is called, it raises ``ImportError``
+saying that it needs hf_vtok installed. Remote code needs the model's own dependencies installed
+(torch, transformers, and whatever its modules import: diffusers, safetensors, ...). With hf_vtok
+imported, the ``auto_map`` is ignored and the registered classes load without remote code.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+PACKAGE = "hf_vtok"
+
+
+def _module_file(name: str) -> Path:
+    module = sys.modules.get(name) or importlib.import_module(name)
+    return Path(module.__file__)
+
+
+def _is_package(name: str) -> bool:
+    return _module_file(name).name == "__init__.py"
+
+
+def _resolve(module_name: str, node: ast.ImportFrom) -> str | None:
+    """Absolute name of the hf_vtok module an ``ImportFrom`` reads from (None: not an hf_vtok import)."""
+    if node.level == 0:
+        target = node.module or ""
+        return target if target == PACKAGE or target.startswith(PACKAGE + ".") else None
+    base = module_name if _is_package(module_name) else module_name.rpartition(".")[0]
+    for _ in range(node.level - 1):
+        base = base.rpartition(".")[0]
+    return f"{base}.{node.module}" if node.module else base
+
+
+def _module_level_imports(tree: ast.Module):
+    """``ImportFrom`` nodes that run on import (not inside a function or class body)."""
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.ImportFrom):
+            yield node
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                pending.extend(getattr(node, field, []))
+        elif isinstance(node, ast.ExceptHandler):
+            pending.extend(node.body)
+
+
+def _imported_modules(module_name: str, node: ast.ImportFrom) -> list[str]:
+    """The hf_vtok modules an import needs: its source module, plus any names that are submodules."""
+    target = _resolve(module_name, node)
+    if target is None:
+        return []
+    needed = [target]
+    if _is_package(target):
+        for alias in node.names:
+            candidate = f"{target}.{alias.name}"
+            if importlib.util.find_spec(candidate) is not None:
+                needed.append(candidate)
+    return needed
+
+
+def module_closure(roots: list[str]) -> list[str]:
+    """The hf_vtok modules that ``roots`` import at module level, transitively (``roots`` first)."""
+    seen, order, pending = set(), [], list(roots)
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        order.append(name)
+        tree = ast.parse(_module_file(name).read_text(encoding="utf-8"))
+        for node in _module_level_imports(tree):
+            pending.extend(_imported_modules(name, node))
+    return order
+
+
+def flat_name(module_name: str, keep: set[str]) -> str:
+    """File stem of a module in the flat bundle."""
+    if module_name in keep:
+        return module_name.rpartition(".")[2]
+    return module_name.replace(".", "_")
+
+
+def _rewrite(module_name: str, flat: dict[str, str]) -> str:
+    """The module's source with every hf_vtok import pointing at the flat files."""
+    path = _module_file(module_name)
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines(keepends=True)
+    edits = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom) or _resolve(module_name, node) is None:
+            continue
+        target = _resolve(module_name, node)
+        indent = lines[node.lineno - 1][: node.col_offset]
+        if target not in flat:  # a lazy import of a part of hf_vtok that is not bundled
+            message = f"{module_name.rpartition('.')[2]}: this needs hf_vtok installed (pip install hf_vtok)"
+            new = f"{indent}raise ImportError({message!r})\n"
+        else:
+            names = []
+            for alias in node.names:
+                submodule = f"{target}.{alias.name}"
+                if submodule in flat:
+                    raise ValueError(f"{path}: 'from {target} import {alias.name}' imports a module; import from it")
+                names.append(alias.name + (f" as {alias.asname}" if alias.asname else ""))
+            new = f"{indent}from .{flat[target]} import {', '.join(names)}\n"
+        edits.append((node.lineno, node.end_lineno, new))
+    for start, end, new in sorted(edits, reverse=True):
+        lines[start - 1 : end] = [new]
+    return "".join(lines)
+
+
+def write_remote_code(
+    folder: str | os.PathLike, classes: dict[str, type], config_file: str, entry_imports_all: bool = False
+) -> dict[str, str]:
+    """Write the flat module bundle of ``classes`` (auto class name -> class) into ``folder`` and add
+    their ``auto_map`` to ``folder/config_file`` (``config.json`` / ``preprocessor_config.json``).
+
+    ``entry_imports_all``: the classes' modules also import every bundled file themselves (diffusers'
+    remote code fetches only the files the entry module imports, not what those import in turn).
+    """
+    folder = Path(folder)
+    keep = {cls.__module__ for cls in classes.values()}
+    modules = module_closure(sorted(keep))
+    flat = {name: flat_name(name, keep) for name in modules}
+    if len(set(flat.values())) != len(flat):
+        raise ValueError(f"two hf_vtok modules would share a file name in the remote-code bundle: {flat}")
+    for name in modules:
+        source = _rewrite(name, flat)
+        if entry_imports_all and name in keep:
+            source += "\n# remote code: diffusers fetches only the files an entry module imports itself\n" + "".join(
+                f"from .{flat[other]} import __name__ as _bundled_{index}  # noqa: F401\n"
+                for index, other in enumerate(modules)
+                if other != name
+            )
+        (folder / f"{flat[name]}.py").write_text(source, encoding="utf-8")
+    auto_map = {auto_class: f"{flat[cls.__module__]}.{cls.__name__}" for auto_class, cls in classes.items()}
+    config_path = folder / config_file
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["auto_map"] = {**config.get("auto_map", {}), **auto_map}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return auto_map
+
+
+def is_diffusers_model(obj) -> bool:
+    from diffusers import ModelMixin
+
+    return isinstance(obj, ModelMixin)
+
+
+class RemoteCodeMixin:
+    """``register_for_auto_class()`` on an hf_vtok model or image processor: its ``save_pretrained``
+    (and so ``push_to_hub``) also writes the remote-code bundle (see this module)."""
+
+    _remote_auto_class: str | None = None
+    _remote_config_file = "config.json"  # the processors': preprocessor_config.json
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str | None = None):
+        default = "AutoImageProcessor" if cls._remote_config_file == "preprocessor_config.json" else "AutoModel"
+        cls._remote_auto_class = auto_class or default
+        # transformers' own copy (custom_object_save) cannot follow hf_vtok's imports: never let it run
+        cls._auto_class = None
+
+    def _remote_code_classes(self) -> dict[str, type]:
+        classes = {self._remote_auto_class: type(self)}
+        config = getattr(self, "config", None)
+        if hasattr(config, "model_type"):  # a transformers config (diffusers models keep theirs in config.json)
+            classes["AutoConfig"] = type(config)
+        return classes
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self._remote_auto_class is not None:
+            write_remote_code(
+                save_directory,
+                self._remote_code_classes(),
+                self._remote_config_file,
+                entry_imports_all=is_diffusers_model(self),
+            )
+        return result
+
+
+__all__ = ["RemoteCodeMixin", "module_closure", "write_remote_code"]
