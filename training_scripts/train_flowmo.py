@@ -148,18 +148,25 @@ def build_model(args) -> FlowMoModel:
 
 def build_perceptual(args, mode: str, device):
     """The frozen perceptual network: ``vgg`` LPIPS or ``resnet`` logit MSE (``random`` weights for tests)."""
+    if args.lpips == "random":
+        return random_perceptual(mode, args.resnet_config).to(device)
     if mode == "vgg":
-        network = LPIPS() if args.lpips == "random" else LPIPS.from_pretrained(args.lpips_vgg, args.lpips_heads)
-    elif args.lpips == "random":
+        return LPIPS.from_pretrained(args.lpips_vgg, args.lpips_heads).to(device)
+    return ResNetLogitPerceptualLoss.from_pretrained(args.resnet_weights).to(device)
+
+
+def random_perceptual(mode: str, resnet_config: str | None = None):
+    """Untrained perceptual network for smoke tests, always the same one (seed 0, the run's streams untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if mode == "vgg":
+            return LPIPS()
         config = None
-        if args.resnet_config:
+        if resnet_config:
             from transformers import ResNetConfig
 
-            config = ResNetConfig(**json.loads(args.resnet_config))
-        network = ResNetLogitPerceptualLoss(config)
-    else:
-        network = ResNetLogitPerceptualLoss.from_pretrained(args.resnet_weights)
-    return network.to(device)
+            config = ResNetConfig(**json.loads(resnet_config))
+        return ResNetLogitPerceptualLoss(config)
 
 
 # ------------------------------------------------------------------------------------------------------
