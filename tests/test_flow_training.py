@@ -308,3 +308,71 @@ def test_flowmo_kill_and_resume_equals_uninterrupted(photos, flowmo_init, tmp_pa
         for (key, a), b in zip(reference.state_dict().items(), other.state_dict().values()):
             assert torch.equal(a, b), (name, key)
     assert [row["loss"] for row in metrics(resumed)] == [row["loss"] for row in metrics(straight)]
+
+
+# ------------------------------------------------------------------------------------------------------
+def test_sparse_ema_matches_flowmo_simple_ema():
+    """update_every=n: averaged after steps 1, n + 1, ... with decay ** n (FlowMo's SimpleEMA, 0-based step % n == 0)."""
+    from hf_vtok.training import ModelEMA
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    ema = ModelEMA(layer, decay=0.5, update_every=2)
+    expected = 0.0
+    for step in range(1, 6):
+        with torch.no_grad():
+            layer.weight.fill_(float(step))
+        ema.update(layer, step)
+        if (step - 1) % 2 == 0:
+            expected = expected * 0.25 + step * 0.75
+        assert ema.shadow[0].item() == pytest.approx(expected), step
+
+
+def test_early_stopping_tracks_the_best_and_stops_after_patience(tmp_path):
+    from types import SimpleNamespace
+
+    from hf_vtok.training import EarlyStopping
+
+    requests = []
+    trainer = SimpleNamespace(
+        accelerator=SimpleNamespace(is_main_process=True), output_dir=tmp_path, request_stop=requests.append
+    )
+    values, best = iter([1.0, 3.0, 2.5, 3.0, 2.0]), []
+    stopper = EarlyStopping(trainer, lambda step: next(values), "psnr", True, every=2, patience=3,
+                            on_best=lambda step, value: best.append((step, value)))  # fmt: skip
+    logged = [stopper.maybe_evaluate(step) for step in range(1, 11)]
+    assert logged[0] == {} and logged[1] == {"eval_psnr": 1.0, "best_psnr": 1.0}
+    assert best == [(2, 1.0), (4, 3.0)] and len(requests) == 1 and "best 3 at step 4" in requests[0]
+    resumed = EarlyStopping(trainer, lambda step: 0.0, "psnr", True, every=2, patience=3)
+    resumed.load_state_dict(stopper.state_dict())  # a run that had stopped stays stopped
+    assert len(requests) == 2 and json.loads((tmp_path / "early_stopping.json").read_text())["best_step"] == 4
+
+
+def test_resnet_logit_loss_reads_torchvision_keys():
+    from transformers import ResNetConfig
+
+    from hf_vtok.losses import ResNetLogitPerceptualLoss
+    from hf_vtok.losses.resnet_perceptual import convert_torchvision_resnet
+
+    torch.manual_seed(0)
+    # torchvision's layout: bottlenecks with 4x expansion, so every stage's first block has a projection shortcut
+    config = ResNetConfig(depths=[1, 1], hidden_sizes=[16, 32], embedding_size=4, num_labels=10, layer_type="bottleneck")
+    loss = ResNetLogitPerceptualLoss(config)
+    batch_norm = ("weight", "bias", "running_mean", "running_var")
+    torchvision_keys = ["conv1.weight", *(f"bn1.{leaf}" for leaf in batch_norm), "fc.weight", "fc.bias"]
+    for layer in (1, 2):  # one bottleneck per stage, each with a projection shortcut
+        prefix = f"layer{layer}.0."
+        torchvision_keys += [f"{prefix}conv{index}.weight" for index in (1, 2, 3)]
+        torchvision_keys += [f"{prefix}bn{index}.{leaf}" for index in (1, 2, 3) for leaf in batch_norm]
+        torchvision_keys += [f"{prefix}downsample.0.weight", *(f"{prefix}downsample.1.{leaf}" for leaf in batch_norm)]
+    converted = convert_torchvision_resnet({key: torch.zeros(1) for key in torchvision_keys})
+    expected = {key for key in loss.classifier.state_dict() if not key.endswith("num_batches_tracked")}
+    assert set(converted) == expected
+    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    assert float(loss(images, images.detach()).detach()) == 0.0
+    value = loss(images, torch.rand(2, 3, 16, 16))
+    value.backward()
+    assert value > 0 and images.grad.abs().sum() > 0 and loss.classifier.training is False
+    with pytest.raises(ValueError, match="same shape"):
+        loss(images, torch.rand(2, 3, 8, 8))

@@ -241,7 +241,7 @@ def main(argv=None) -> Path:
     if norm_fix is not None:
         trainer.add_state("initial_norms", norm_fix)
 
-    early_stopping = None
+    early_stopping, evaluated = None, {}  # evaluated: the copy the last evaluation used
     if args.eval_data:
         held_out = load_held_out(args, config)
         metric = perceptual if args.eval_metric == "lpips" and args.lpips_mode == "vgg" else None
@@ -249,14 +249,17 @@ def main(argv=None) -> Path:
             metric = build_perceptual(args, "vgg", device)
 
         def evaluation_model() -> FlowMoModel:
-            if args.eval_weights == "online" or ema is None:
-                return unwrapped
+            """An unsharded copy of the EMA (or online) weights; gathering them is collective, so every process
+            builds it (the best one is saved from it without gathering again)."""
             state = accelerator.get_state_dict(model)
-            return fresh_copy_with_state(unwrapped, ema.averaged_state_dict(state)).to(device)
+            if args.eval_weights == "ema" and ema is not None:
+                state = ema.averaged_state_dict(state)
+            return fresh_copy_with_state(unwrapped, {key: value.cpu() for key, value in state.items()}).to(device)
 
         @torch.no_grad()
         def evaluate(step: int) -> float:
             network, values = evaluation_model().eval(), []
+            evaluated["model"] = network
             generator = torch.Generator(device).manual_seed(args.seed)  # the same sampler noise every time
             for start in range(0, len(held_out), args.eval_batch_size):
                 pixels = held_out[start : start + args.eval_batch_size].to(device)
@@ -272,9 +275,9 @@ def main(argv=None) -> Path:
 
         def save_best(step: int, value: float) -> None:
             if accelerator.is_main_process:
-                best = evaluation_model()
-                best.save_pretrained(trainer.output_dir / "model_best")
+                evaluated["model"].save_pretrained(trainer.output_dir / "model_best")
                 processor.save_pretrained(trainer.output_dir / "model_best")
+            accelerator.wait_for_everyone()
 
         early_stopping = EarlyStopping(
             trainer,
@@ -335,6 +338,7 @@ def main(argv=None) -> Path:
         logs["loss"] = total
         if early_stopping is not None:
             logs.update(early_stopping.maybe_evaluate(step + 1))
+            evaluated.clear()
         return logs
 
     def transform(image, rng):
