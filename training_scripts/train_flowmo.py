@@ -39,8 +39,8 @@ import torch
 from PIL import Image
 
 from hf_vtok import FlowMoConfig, FlowMoImageProcessor, FlowMoModel
-from hf_vtok.models.flowmo.image_processing_flowmo import shorter_side_size
 from hf_vtok.losses import LPIPS, ResNetLogitPerceptualLoss
+from hf_vtok.models.flowmo.image_processing_flowmo import shorter_side_size
 from hf_vtok.training import (
     EarlyStopping,
     Trainer,

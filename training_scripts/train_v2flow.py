@@ -32,7 +32,13 @@ import torch
 
 from hf_vtok import V2FlowConfig, V2FlowModel
 from hf_vtok.data import load_latent_cache
-from hf_vtok.training import CachedLatents, Trainer, add_training_arguments, build_scheduler, parse_with_config
+from hf_vtok.training import (
+    CachedLatents,
+    Trainer,
+    add_training_arguments,
+    build_scheduler,
+    parse_with_config,
+)
 
 FLOW_METHODS = ("linear_flow", "CondOT")
 
