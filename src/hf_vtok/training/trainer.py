@@ -154,7 +154,9 @@ class Trainer:
         """
         unwrapped = self.accelerator.unwrap_model(model)
         if self.args.gradient_checkpointing:
-            if hasattr(unwrapped, "gradient_checkpointing_enable"):
+            if hasattr(unwrapped, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
+                unwrapped.activation_checkpointing_enable()
+            elif hasattr(unwrapped, "gradient_checkpointing_enable"):
                 unwrapped.gradient_checkpointing_enable()
             elif hasattr(unwrapped, "enable_gradient_checkpointing"):
                 unwrapped.enable_gradient_checkpointing()
