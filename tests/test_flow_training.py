@@ -17,7 +17,7 @@ from hf_vtok.modules import AdaLNModulation
 from hf_vtok.quantizers import CosineEMAVectorQuantizer
 from hf_vtok.training import list_checkpoints
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TINY_FLOWMO = dict(
     image_size=16, patch_size=4, code_length=4, context_dim=6, bits_per_token=3, mup_width=2, enc_mup_width=2,
@@ -32,13 +32,6 @@ TINY_V2FLOW = dict(
 )  # fmt: skip
 COMMON = ["--log-every", 1, "--lpips", "random", "--resnet-config", json.dumps(TINY_RESNET)]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
