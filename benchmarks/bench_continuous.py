@@ -1,153 +1,121 @@
-"""Encode / decode throughput and peak memory of the 1D continuous tokenizers (SoftVQ-VAE, MAETok).
+"""Encode / decode throughput, FLOP/s and peak memory of the 1D continuous tokenizers (SoftVQ-VAE, MAETok).
 
     python benchmarks/bench_continuous.py                       # SoftVQ-L-64 and MAETok-B-128, fp32 + bf16
-    python benchmarks/bench_continuous.py --batch-size 16 --iterations 20 --json bench.json
+    python benchmarks/bench_continuous.py --batch-size 4 --iterations 20 --json bench.json
+    python benchmarks/bench_continuous.py --models maetok-b-128 --dtypes fp32 --set image_size=64 encoder_num_layers=1
 
-Random weights (the architecture decides the cost), 256x256 images. Peak memory is the CUDA peak
-allocated during each measurement on GPU, and the peak resident set size of the process during each
-measurement on CPU (weights included; sampled from /proc, else the process high-water mark).
+Random weights built in the measured dtype (the architecture decides the cost), 256x256 images,
+each model and dtype in a fresh process (``--in-process``: all in this one). Per row: images/s,
+GFLOP per call (``FlopCounterMode`` on the first warm-up call), achieved GFLOP/s, the fraction of
+this machine's matmul peak for the row's dtype (measured at the start of the run) and, where
+../shared/BASELINES.md has the same row, the original's s/call and fraction of peak. Peak memory:
+CUDA's peak allocated bytes on GPU; on CPU the peak resident set size during the measurement,
+sampled by a thread (weights included).
 """
 
 import argparse
 import json
-import multiprocessing
-import os
-import resource
 import sys
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import common  # noqa: E402
 
-from hf_vtok import MAETokConfig, MAETokModel, SoftVQConfig, SoftVQModel
-
-VIT_L = dict(hidden_size=1024, num_layers=24, num_heads=16)
-VIT_B = dict(hidden_size=768, num_layers=12, num_heads=12)
-
-
-def _stacks(encoder: dict, decoder: dict) -> dict:
-    return {f"{role}_{key}": value for role, sizes in (("encoder", encoder), ("decoder", decoder)) for key, value in sizes.items()}
-
-
-# the released architectures (ViT-L/16 encoder + decoder with 64 tokens; ViT-B/16 with 128 tokens)
+VIT_L = {"hidden_size": 1024, "num_layers": 24, "num_heads": 16}
+VIT_B = {"hidden_size": 768, "num_layers": 12, "num_heads": 12}
+# the released architectures (ViT-L/16 encoder + decoder with 64 tokens; ViT-B/16 with 128 tokens):
+# name -> (hf_vtok class prefix, encoder and decoder sizes, latent tokens, BASELINES.md row)
 MODELS = {
-    "softvq-l-64": lambda: SoftVQModel(SoftVQConfig(num_latent_tokens=64, latent_channels=32, **_stacks(VIT_L, VIT_L))),
-    "maetok-b-128": lambda: MAETokModel(MAETokConfig(num_latent_tokens=128, latent_channels=32, **_stacks(VIT_B, VIT_B))),
+    "softvq-l-64": ("SoftVQ", VIT_L, 64, "SoftVQ-L-64 encode / decode"),
+    "maetok-b-128": ("MAETok", VIT_B, 128, "MAETok-B-128 encode / decode"),
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+STAGES = ("encode", "decode")  # the order of the "encode / decode" cells of BASELINES.md
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def build_model(name: str, dtype, device="cpu", **overrides):
+    """A released SoftVQ / MAETok architecture with random weights, created directly in ``dtype``."""
+    import hf_vtok
+
+    prefix, sizes, tokens, _ = MODELS[name]
+    fields = {f"{role}_{key}": value for role in ("encoder", "decoder") for key, value in sizes.items()}
+    fields.update(num_latent_tokens=tokens, latent_channels=32, **overrides)
+    config = getattr(hf_vtok, f"{prefix}Config")(**fields)
+    return getattr(hf_vtok, f"{prefix}Model")._from_config(config, dtype=dtype).to(device).eval()
 
 
-class _ResidentSetSampler:
-    """Peak resident set size of this process while active, sampled from /proc every 2 ms (Linux)."""
+def measure(case: dict) -> list[dict]:
+    """Encode and decode figures of one model and dtype (``case``: the parent's JSON)."""
+    import torch
 
-    def __init__(self):
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    @staticmethod
-    def current_bytes() -> int:
-        try:
-            with open("/proc/self/statm") as handle:
-                return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:  # no /proc (macOS): the process high-water mark instead
-            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            return maxrss if sys.platform == "darwin" else maxrss * 1024
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.current_bytes())
-            self._stop.wait(0.002)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current_bytes())
-
-
-def _measure(function, device: torch.device, warmup: int, iterations: int) -> tuple[float, float]:
-    """Seconds per call and peak memory (MiB) of ``function``: CUDA peak allocated, or process peak RSS on CPU."""
-    for _ in range(warmup):
-        function()
-    _synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with _ResidentSetSampler() as sampler:
-        start = time.perf_counter()
-        for _ in range(iterations):
-            function()
-        _synchronize(device)
-        seconds = (time.perf_counter() - start) / iterations
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else sampler.peak
-    return seconds, peak / 2**20
-
-
-@torch.inference_mode()
-def benchmark(name: str, dtype: torch.dtype, device: torch.device, batch_size: int, warmup: int, iterations: int) -> list[dict]:
+    common.set_threads(case["threads"])
+    device, dtype = torch.device(case["device"]), common.TORCH_DTYPES[case["dtype"]]
     torch.manual_seed(0)
-    torch.set_default_dtype(dtype)  # build the weights in the measured dtype (runs in its own process)
-    model = MODELS[name]().to(device).eval()
-    size = model.config.image_size
-    images = torch.rand(batch_size, 3, size, size, device=device, dtype=dtype) * 2 - 1
-    latents = model.encode(images).latents
-    rows = []
-    for stage, function in (("encode", lambda: model.encode(images)), ("decode", lambda: model.decode(latents))):
-        seconds, peak = _measure(function, device, warmup, iterations)
-        rows.append({
-            "model": name, "dtype": str(dtype).removeprefix("torch."), "stage": stage, "batch_size": batch_size,
-            "resolution": size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3, "peak_mib": peak,
-        })  # fmt: skip
-    return rows
-
-
-def format_table(rows: list[dict], device: torch.device) -> str:
-    peak = "peak MiB (CUDA allocated)" if device.type == "cuda" else "peak MiB (process RSS)"
-    lines = [
-        f"| model | dtype | stage | batch | images/s | ms/batch | {peak} |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['model']} | {row['dtype']} | {row['stage']} | {row['batch_size']} | {row['images_per_s']:.2f} | "
-            f"{row['ms_per_batch']:.1f} | {row['peak_mib']:.0f} |"
-        )
-    return "\n".join(lines)
+    model = build_model(case["model"], dtype, device, **case["overrides"])
+    size, batch = model.config.image_size, case["batch_size"]
+    results = []
+    with torch.inference_mode():
+        images = torch.rand(batch, 3, size, size, device=device, dtype=dtype) * 2 - 1
+        latents = model.encode(images).latents
+        for stage, function in zip(STAGES, (lambda: model.encode(images), lambda: model.decode(latents))):
+            flops = common.count_flops(function)  # also the first warm-up call
+            with common.PeakMemory(device) as memory:
+                seconds = common.median_seconds(function, case["warmup"] - 1, case["iterations"], device=device)
+            results.append({"stage": stage, "resolution": size, "flops": flops, "seconds": seconds, "memory_gb": memory.gb})
+    return results
 
 
 def main(argv=None) -> list[dict]:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS, reverse=True))
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", type=common.dtype_name, choices=common.dtype_choices(common.DTYPES),
+                        default=["fp32", "bf16"], help="fp32 / float32, bf16 / bfloat16")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=8 if torch.cuda.is_available() else 1)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=10 if torch.cuda.is_available() else 2)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up calls (at least 1: the FLOP count)")
+    parser.add_argument("--iterations", type=int, default=10 if torch.cuda.is_available() else 2, help="timed calls")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides (e.g. image_size=64 encoder_num_layers=2); no BASELINES.md figures then")
+    parser.add_argument("--in-process", action="store_true", help="measure in this process, not a fresh one per row")
+    parser.add_argument("--json", help="also write the figures as JSON to this path")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # one model and dtype (JSON), in this process
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    if args.worker:
+        print(json.dumps(measure(json.loads(args.case))))
+        return []
+
+    threads = common.set_threads(args.threads)
+    overrides = common.parse_overrides(args.set)
+    peaks = common.measure_peaks(args.dtypes, args.device)
     rows = []
     for name in args.models:
-        for dtype_name in args.dtypes:
-            # a fresh process per row: memory peaks and allocator caches do not carry over
-            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                job = pool.submit(benchmark, name, DTYPES[dtype_name], device, args.batch_size, args.warmup, args.iterations)
-                rows += job.result()
-    header = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"{header}, torch {torch.__version__}, 256x256, random weights\n")
-    print(format_table(rows, device))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(rows, handle, indent=2)
+        for dtype in args.dtypes:
+            case = {"model": name, "dtype": dtype, "device": args.device, "batch_size": args.batch_size,
+                    "warmup": max(1, args.warmup), "iterations": args.iterations, "threads": threads,
+                    "overrides": overrides}  # fmt: skip
+            results = measure(case) if args.in_process else common.run_worker(__file__, ["--case", json.dumps(case)])
+            for part, result in enumerate(results):
+                original = None if overrides else common.baseline_figures(MODELS[name][3], args.batch_size, dtype, part)
+                rows.append({
+                    "model": name, "dtype": dtype, "stage": result["stage"], "batch": args.batch_size,
+                    "resolution": result["resolution"], "memory_gb": result["memory_gb"],
+                    **common.rate_figures(result["flops"], result["seconds"], args.batch_size, peaks[dtype]),
+                    **common.original_columns(original),
+                })  # fmt: skip
+            print(f"  done: {name} {dtype}", file=sys.stderr)
+    memory = "peak GB (CUDA allocated)" if args.device.startswith("cuda") else "peak GB (RSS)"
+    print(f"{common.machine_line(args.device, threads, peaks)}; {rows[0]['resolution']}x{rows[0]['resolution']}, "
+          f"random weights\n")
+    common.print_table(rows, [
+        ("model", "model", ""), ("dtype", "dtype", ""), ("stage", "stage", ""), ("batch", "batch", "d"),
+        *common.RATE_COLUMNS, *common.ORIGINAL_COLUMNS, ("memory_gb", memory, ".2f"),
+    ])  # fmt: skip
+    common.write_json(args.json, {"device": args.device, "threads": threads, "matmul_peak_flops": peaks,
+                                  "overrides": overrides, "rows": rows})  # fmt: skip
     return rows
 
 

@@ -59,7 +59,7 @@ def worker(args) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         seconds = common.median_seconds(timed, warmup=args.warmup, repeats=args.repeats, min_seconds=args.min_seconds)
-        memory = torch.cuda.max_memory_allocated() / 1024**3 if device.type == "cuda" else common.peak_rss_gb()
+        memory = torch.cuda.max_memory_allocated() / 1024**3 if device.type == "cuda" else common.peak_memory_gb()
         if args.stage == "reconstruct":  # encode + one FLOP count per decoder evaluation
             decoded = model.decode(encoded, noise=noise)
             evaluations = decoded.guidance_steps.numel() + int(decoded.guidance_steps.sum())
@@ -97,7 +97,7 @@ def main():
     peaks = {}
     if args.device == "cpu":
         peaks = {name: common.matmul_peak(getattr(torch, dtype)) for name, dtype in DTYPES.items()}
-        print(f"matmul peak ({threads} threads): " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
+        print(f"matmul peak ({threads} threads): {common.format_peaks(peaks)}")
     configs = args.configs or (["small"] if args.quick else ["small", "lo"])
     repeats = 1 if args.quick else args.repeats
     rows = []
@@ -148,10 +148,8 @@ def _baseline_fraction(label: str, stage: str, batch: int, dtype: str) -> float 
         "decoder_call": [f"{label} one decoder call"],
         "reconstruct": [f"{label} full reconstruct", f"{label} full reconstruct (25 steps, 31 decoder calls)"],
     }[stage]
-    for name in names:
-        if name.startswith(label) and (fraction := common.baseline_fraction(name, batch, dtype)) is not None:
-            return fraction
-    return None
+    original = common.baseline_figures([name for name in names if name.startswith(label)], batch, dtype)
+    return original and original["peak_fraction"]
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def worker(args) -> dict:
         fn = calls[args.stage]
         flops = common.count_flops(fn)
         seconds = common.median_seconds(fn, warmup=2, repeats=args.repeats, min_seconds=args.min_seconds)
-    return {"seconds": seconds, "flops": flops, "rss_gb": common.peak_rss_gb()}
+    return {"seconds": seconds, "flops": flops, "rss_gb": common.peak_memory_gb()}
 
 
 def main():
@@ -65,7 +65,7 @@ def main():
 
     threads = common.set_threads(args.threads)
     peaks = {name: common.matmul_peak(getattr(torch, dtype)) for name, dtype in DTYPES.items()}
-    print(f"matmul peak ({threads} threads): " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
+    print(f"matmul peak ({threads} threads): {common.format_peaks(peaks)}")
     batches = [1] if args.quick else [1, 4]
     repeats = 2 if args.quick else args.repeats
     rows = []
@@ -77,14 +77,12 @@ def main():
                 if args.threads:
                     extra += ["--threads", str(args.threads)]
                 result = common.run_worker(__file__, extra)
-                achieved = result["flops"] / result["seconds"]
+                name = f"ViTok-v2 {VARIANT} {stage}"
                 rows.append({
-                    "config": f"ViTok-v2 {VARIANT} {stage}", "batch": batch, "dtype": dtype,
-                    "seconds": result["seconds"], "images_per_s": batch / result["seconds"],
-                    "gflop": result["flops"] / 1e9, "gflop_per_s": achieved / 1e9,
-                    "peak_fraction": achieved / peaks[dtype], "rss_gb": result["rss_gb"],
-                    "original_peak_fraction": common.baseline_fraction(f"ViTok-v2 {VARIANT} {stage}", batch, dtype),
-                })
+                    "config": name, "batch": batch, "dtype": dtype, "rss_gb": result["rss_gb"],
+                    **common.rate_figures(result["flops"], result["seconds"], batch, peaks[dtype]),
+                    **common.original_columns(common.baseline_figures(name, batch, dtype)),
+                })  # fmt: skip
                 print(f"  done: {rows[-1]['config']} batch {batch} {dtype}", file=sys.stderr)
     common.print_table(rows, [
         ("config", "config", ""), ("batch", "batch", "d"), ("dtype", "dtype", ""), ("seconds", "s/call", ".3f"),

@@ -16,14 +16,42 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 BASELINES = Path(__file__).resolve().parents[1].parent / "shared" / "BASELINES.md"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the dtypes of BASELINES.md
+TORCH_DTYPES = {**DTYPES, "fp16": torch.float16}
+DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def dtype_name(text: str) -> str:
+    """The short name of a dtype flag: ``bf16`` and ``bfloat16`` both give ``bf16`` (an argparse ``type``)."""
+    return DTYPE_ALIASES.get(text, text)
+
+
+def dtype_choices(names=TORCH_DTYPES) -> list[str]:
+    """Short names and their aliases, for argparse ``choices`` (after ``type=dtype_name``, short names match)."""
+    return [*names, *(alias for alias, name in DTYPE_ALIASES.items() if name in names)]
+
+
+def parse_overrides(items: Sequence[str] | None) -> dict:
+    """``["num_layers=1", "mlp_ratio=2.0", "flow_method=CondOT"]`` -> config overrides (values JSON, else text)."""
+    overrides = {}
+    for item in items or ():
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 def set_threads(threads: int | None) -> int:
@@ -99,9 +127,59 @@ def peak_memory_gb(device="cpu") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024**3
 
 
+def resident_set_bytes() -> int:
+    """Current resident set size of this process (Linux /proc), else its high-water mark."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+class PeakMemory:
+    """Peak memory while active, in GB: CUDA's peak allocated bytes, or on CPU the resident set size
+    sampled every ``interval`` seconds by a thread (weights included; unlike ``peak_memory_gb`` it is
+    this block's own peak, not the process's high-water mark)."""
+
+    def __init__(self, device="cpu", interval: float = 0.002):
+        self.cuda = torch.device(device).type == "cuda"
+        self.interval, self.peak_bytes = interval, 0
+        self._stop = threading.Event()
+        self._thread = None if self.cuda else threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, resident_set_bytes())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.peak_bytes = resident_set_bytes()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_bytes = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self.peak_bytes, resident_set_bytes())
+
+    @property
+    def gb(self) -> float:
+        return self.peak_bytes / 1024**3
+
+
 def run_worker(script: str, arguments: list[str]) -> dict:
     """Run ``script --worker ...`` in a fresh interpreter; it prints one JSON object on its last line."""
-    result = subprocess.run([sys.executable, script, "--worker", *arguments], capture_output=True, text=True)
+    command = [sys.executable, script, "--worker", *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark worker {arguments} failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -140,10 +218,14 @@ def read_baselines(path: Path = BASELINES) -> tuple[dict, dict]:
     return rows, peaks
 
 
-def baseline_figures(row: str, batch: int, dtype: str, part: int = 0) -> dict | None:
-    """The original's seconds per call, GFLOP, fraction of peak and RSS for a row (``part`` picks in "a / b" cells)."""
+def baseline_figures(row: str | Sequence[str], batch: int, dtype: str, part: int = 0) -> dict | None:
+    """The original's seconds per call, GFLOP, fraction of peak and RSS for a row (``part`` picks in "a / b" cells).
+
+    ``row``: its name in BASELINES.md, or several names (the first one found is used).
+    """
     rows, peaks = read_baselines()
-    cells = rows.get((row, batch, dtype))
+    names = [row] if isinstance(row, str) else row
+    cells = next((rows[key] for name in names if (key := (name, batch, dtype)) in rows), None)
     if cells is None:
         return None
     fraction = _number(cells[7], part)
@@ -158,6 +240,50 @@ def baseline_figures(row: str, batch: int, dtype: str, part: int = 0) -> dict | 
 
 # --------------------------------------------------------------------------------------------------
 # output
+def rate_figures(flops: float, seconds: float, images: int, peak_flops: float | None) -> dict:
+    """The columns every benchmark prints: images/s, GFLOP per call, achieved GFLOP/s, fraction of the matmul peak."""
+    achieved = flops / seconds
+    return {
+        "seconds": seconds, "images_per_s": images / seconds, "gflop": flops / 1e9, "gflop_per_s": achieved / 1e9,
+        "peak_fraction": achieved / peak_flops if peak_flops else None,
+    }  # fmt: skip
+
+
+def original_columns(original: dict | None) -> dict:
+    """The original's figures for a row (``baseline_figures``) as table columns (``None`` where unknown)."""
+    original = original or {}
+    return {
+        "original_seconds": original.get("seconds"), "original_peak_fraction": original.get("peak_fraction"),
+        "original_rss_gb": original.get("rss_gb"),
+    }  # fmt: skip
+
+
+RATE_COLUMNS = [
+    ("seconds", "s/call", ".3f"), ("images_per_s", "img/s", ".3f"), ("gflop", "GFLOP/call", ".1f"),
+    ("gflop_per_s", "GFLOP/s", ".0f"), ("peak_fraction", "% peak", ".0%"),
+]  # fmt: skip
+ORIGINAL_COLUMNS = [("original_seconds", "orig s/call", ".3f"), ("original_peak_fraction", "orig % peak", ".0%")]
+
+
+def measure_peaks(dtype_names, device="cpu") -> dict[str, float]:
+    """``matmul_peak`` of each dtype (short names, as ``TORCH_DTYPES``)."""
+    return {name: matmul_peak(TORCH_DTYPES[name], device) for name in dtype_names}
+
+
+def format_peaks(peaks: dict[str, float]) -> str:
+    """``{"fp32": 1.9e11}`` -> ``"fp32 190 GFLOP/s"``."""
+    return ", ".join(f"{dtype} {peak / 1e9:.0f} GFLOP/s" for dtype, peak in peaks.items())
+
+
+def machine_line(device, threads: int, peaks: dict[str, float]) -> str:
+    """The header line of a table: the device, torch threads and version, and the matmul peaks."""
+    if torch.device(device).type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"CPU, {threads} threads"
+    return f"{where}, torch {torch.__version__}; matmul peak {format_peaks(peaks)}"
+
+
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     """``columns``: (key, header, format spec); missing values print as '-'."""
     cells = [[header for _, header, _ in columns]]
