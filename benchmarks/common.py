@@ -102,9 +102,24 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
 _EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
 
 
+class _TotalsOnly:
+    """Stands in for ``FlopCounterMode``'s module tracker: only the total is read here, and the tracker's
+    hooks fail on module inputs that require grad but have no graph (parameter views in inference mode)."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
 def count_flops(fn) -> float:
     """FLOPs of one call: matmuls, convolutions and attention (every SDPA kernel counted)."""
-    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    counter.mod_tracker = _TotalsOnly()
+    with counter:
         fn()
     return float(counter.get_total_flops())
 
