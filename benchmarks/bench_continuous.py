@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import common  # noqa: E402
+import common
 
 VIT_L = {"hidden_size": 1024, "num_layers": 24, "num_heads": 16}
 VIT_B = {"hidden_size": 768, "num_layers": 12, "num_heads": 12}
@@ -61,7 +61,9 @@ def measure(case: dict) -> list[dict]:
             flops = common.count_flops(function)  # also the first warm-up call
             with common.PeakMemory(device) as memory:
                 seconds = common.median_seconds(function, case["warmup"] - 1, case["iterations"], device=device)
-            results.append({"stage": stage, "resolution": size, "flops": flops, "seconds": seconds, "memory_gb": memory.gb})
+            results.append(
+                {"stage": stage, "resolution": size, "flops": flops, "seconds": seconds, "memory_gb": memory.gb}
+            )
     return results
 
 
@@ -77,8 +79,13 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up calls (at least 1: the FLOP count)")
     parser.add_argument("--iterations", type=int, default=10 if torch.cuda.is_available() else 2, help="timed calls")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="config overrides (e.g. image_size=64 encoder_num_layers=2); no BASELINES.md figures then")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides (e.g. image_size=64 encoder_num_layers=2); no BASELINES.md figures then",
+    )
     parser.add_argument("--in-process", action="store_true", help="measure in this process, not a fresh one per row")
     parser.add_argument("--json", help="also write the figures as JSON to this path")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -108,8 +115,10 @@ def main(argv=None) -> list[dict]:
                 })  # fmt: skip
             print(f"  done: {name} {dtype}", file=sys.stderr)
     memory = "peak GB (CUDA allocated)" if args.device.startswith("cuda") else "peak GB (RSS)"
-    print(f"{common.machine_line(args.device, threads, peaks)}; {rows[0]['resolution']}x{rows[0]['resolution']}, "
-          f"random weights\n")
+    print(
+        f"{common.machine_line(args.device, threads, peaks)}; {rows[0]['resolution']}x{rows[0]['resolution']}, "
+        f"random weights\n"
+    )
     common.print_table(rows, [
         ("model", "model", ""), ("dtype", "dtype", ""), ("stage", "stage", ""), ("batch", "batch", "d"),
         *common.RATE_COLUMNS, *common.ORIGINAL_COLUMNS, ("memory_gb", memory, ".2f"),

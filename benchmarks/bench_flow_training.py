@@ -8,58 +8,71 @@ steps (with and without step-wise recomputation), and V²Flow, at the test sizes
 One training step = what the training scripts do per optimizer step: forward with the losses (stage 1: the
 rectified-flow loss, quantizer terms and LPIPS on the one-step estimate; stage 2: the same plus the sampler chain
 and the ResNet-logit loss on its sample; V²Flow: the masked flow loss and commitment with the EMA codebook update),
-backward, Adam(W) step. ``saved activations`` are the bytes autograd keeps for the backward pass of the tokenizer (an exact
-activation-memory figure, parameters excluded; what recomputation saves). Each configuration runs in a fresh process, so the peak memory is its own: on CUDA the
-peak allocated bytes, on CPU the process's peak resident size and its growth over the resident size before the
-first step (``peak_rss_mib`` / ``step_rss_mib``; the growth is the activation and optimizer memory). Times are
-the median of ``--repeats`` steps after two warm-up steps.
+backward, Adam(W) step. ``saved activations`` are the bytes autograd keeps for the backward pass of the tokenizer
+(an exact activation-memory figure, parameters excluded; what recomputation saves). Each configuration runs in a
+fresh process, so the peak memory is its own: on CUDA the peak allocated bytes, on CPU the process's peak resident size and its growth over the resident size before the
+first step (``peak_rss_mib`` / ``step_rss_mib``; the growth is the activation and optimizer memory); ``--in-process``
+measures every configuration in this one process instead (quicker, but the memory figures then carry over). Times
+are the median of ``--repeats`` steps after two warm-up steps, the first of which counts the FLOPs of a step
+(forward, backward and the perceptual network, ``FlopCounterMode``): GFLOP/s and the fraction of this machine's
+fp32 matmul peak (measured at the start of the run).
 """
 
 import argparse
 import contextlib
 import json
-import resource
-import statistics
-import subprocess
 import sys
-import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import common
 import torch
 
 FLOWMO_SIZES = {
     # the sizes of tests/test_flow_training.py, and a larger one to see the scaling
-    "test": dict(
-        image_size=16, patch_size=4, code_length=4, context_dim=6, bits_per_token=3, mup_width=2, enc_mup_width=2,
-        encoder_depth=1, decoder_depth=2, base_hidden_size=64, num_attention_heads=2, base_axes_dim=(8, 12, 12),
-    ),
-    "small": dict(
-        image_size=64, patch_size=4, code_length=32, context_dim=18, bits_per_token=9, mup_width=2, enc_mup_width=2,
-        encoder_depth=2, decoder_depth=4, base_hidden_size=64, num_attention_heads=2, base_axes_dim=(8, 12, 12),
-    ),
+    "test": {
+        "image_size": 16,
+        "patch_size": 4,
+        "code_length": 4,
+        "context_dim": 6,
+        "bits_per_token": 3,
+        "mup_width": 2,
+        "enc_mup_width": 2,
+        "encoder_depth": 1,
+        "decoder_depth": 2,
+        "base_hidden_size": 64,
+        "num_attention_heads": 2,
+        "base_axes_dim": (8, 12, 12),
+    },
+    "small": {
+        "image_size": 64,
+        "patch_size": 4,
+        "code_length": 32,
+        "context_dim": 18,
+        "bits_per_token": 9,
+        "mup_width": 2,
+        "enc_mup_width": 2,
+        "encoder_depth": 2,
+        "decoder_depth": 4,
+        "base_hidden_size": 64,
+        "num_attention_heads": 2,
+        "base_axes_dim": (8, 12, 12),
+    },
 }
 V2FLOW_SIZES = {
-    "test": dict(
-        latent_channels=4, sample_size=4, vae_downsample_factor=2, connector_hidden_size=8, connector_depth=1,
-        llm_vocab_size=20, llm_embed_dim=12, codebook_size=16, hidden_size=16, encoder_num_layers=1,
-        decoder_num_layers=1, num_attention_heads=2, flow_head_width=16, flow_head_depth=1,
-    ),
-    "small": dict(
-        latent_channels=32, sample_size=8, vae_downsample_factor=32, connector_hidden_size=64, connector_depth=1,
-        llm_vocab_size=256, llm_embed_dim=64, codebook_size=256, hidden_size=128, encoder_num_layers=2,
-        decoder_num_layers=2, num_attention_heads=4, flow_head_width=128, flow_head_depth=2,
-    ),
+    "test": {
+        "latent_channels": 4, "sample_size": 4, "vae_downsample_factor": 2, "connector_hidden_size": 8,
+        "connector_depth": 1, "llm_vocab_size": 20, "llm_embed_dim": 12, "codebook_size": 16, "hidden_size": 16, "encoder_num_layers": 1,
+        "decoder_num_layers": 1, "num_attention_heads": 2, "flow_head_width": 16, "flow_head_depth": 1,
+    },
+    "small": {
+        "latent_channels": 32, "sample_size": 8, "vae_downsample_factor": 32, "connector_hidden_size": 64,
+        "connector_depth": 1, "llm_vocab_size": 256, "llm_embed_dim": 64, "codebook_size": 256, "hidden_size": 128, "encoder_num_layers": 2,
+        "decoder_num_layers": 2, "num_attention_heads": 4, "flow_head_width": 128, "flow_head_depth": 2,
+    },
 }  # fmt: skip
-TINY_RESNET = dict(depths=[1, 1], hidden_sizes=[8, 16], embedding_size=8, num_labels=10)
-
-
-def _rss_mib() -> float:
-    """Current resident size (Linux /proc), MiB."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+TINY_RESNET = {"depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8, "num_labels": 10}
 
 
 def saved_activation_mib(step, model_parameters) -> float:
@@ -89,7 +102,9 @@ def build_step(case: dict, device: torch.device):
         fields = V2FLOW_SIZES[size]
         model = V2FlowModel(V2FlowConfig(**fields, flow_method=case["flow_method"])).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.02)
-        latents = torch.randn(batch, fields["latent_channels"], fields["sample_size"], fields["sample_size"], device=device)
+        latents = torch.randn(
+            batch, fields["latent_channels"], fields["sample_size"], fields["sample_size"], device=device
+        )
 
         def step(context=contextlib.nullcontext):
             with context():
@@ -138,35 +153,33 @@ def build_step(case: dict, device: torch.device):
 
 def measure(case: dict) -> dict:
     device = torch.device(case["device"])
-    torch.set_num_threads(case["threads"])
+    common.set_threads(case["threads"])
     torch.manual_seed(0)
     step, parameters = build_step(case, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    rss_before = _rss_mib()
-    for _ in range(2):  # warm-up (allocator, optimizer state)
-        step()
-    times = []
-    for _ in range(case["repeats"]):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    result = {**case, "step_ms": 1000 * statistics.median(times), "saved_activations_mib": saved_activation_mib(step, parameters)}
+    rss_before = common.resident_set_bytes() / 2**20
+    flops = common.count_flops(step)  # also the first warm-up step (allocator, optimizer state)
+    seconds = common.median_seconds(step, warmup=1, repeats=case["repeats"], device=device)
+    result = {**case, "step_ms": 1000 * seconds, "flops": flops,
+              "saved_activations_mib": saved_activation_mib(step, parameters)}  # fmt: skip
+    peak_mib = common.peak_memory_gb(device) * 1024
     if device.type == "cuda":
-        result["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        result["peak_allocated_mib"] = peak_mib
     else:
-        result["peak_rss_mib"] = _peak_rss_mib()
-        result["step_rss_mib"] = max(0.0, _peak_rss_mib() - rss_before)
+        result.update(peak_rss_mib=peak_mib, step_rss_mib=max(0.0, peak_mib - rss_before))
     return result
 
 
 def cases(args) -> list[dict]:
-    common = dict(size=args.size, batch_size=args.batch_size, device=args.device, threads=args.threads, repeats=args.repeats)
+    common = {
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "threads": args.threads,
+        "repeats": args.repeats,
+    }
     rows = [dict(common, family="flowmo", stage="pretrain", name="flowmo stage 1")]
     for steps in args.sampler_steps:
         for checkpointed in (False, True):
@@ -187,29 +200,38 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--match", help="only the configurations whose name contains this text")
+    parser.add_argument("--in-process", action="store_true", help="measure in this process, not a fresh one per row")
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)  # one configuration, in this process (JSON)
     args = parser.parse_args(argv)
-    if args.case:
+    if args.worker:
         print(json.dumps(measure(json.loads(args.case))))
         return []
+    threads = common.set_threads(args.threads)
+    peaks = common.measure_peaks(["fp32"], args.device)
     results = []
     for case in cases(args):
-        completed = subprocess.run(
-            [sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True, check=False
-        )
-        if completed.returncode:
-            raise RuntimeError(f"{case['name']} failed:\n{completed.stderr[-3000:]}")
-        results.append(json.loads(completed.stdout.strip().splitlines()[-1]))
-    memory_key = "peak_allocated_mib" if args.device.startswith("cuda") else "step_rss_mib"
-    header = f"{'configuration':42s} {'step ms':>9s} {'saved activations MiB':>22s} {memory_key:>18s}"
-    print(header + ("" if memory_key != "step_rss_mib" else f" {'peak_rss_mib':>13s}"))
-    for row in results:
-        extra = f" {row['peak_rss_mib']:13.1f}" if "peak_rss_mib" in row else ""
-        print(f"{row['name']:42s} {row['step_ms']:9.1f} {row['saved_activations_mib']:22.3f} {row[memory_key]:18.1f}{extra}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
+        if args.match and args.match not in case["name"]:
+            continue
+        result = measure(case) if args.in_process else common.run_worker(__file__, ["--case", json.dumps(case)])
+        seconds = result["step_ms"] / 1000
+        results.append({**result, **common.rate_figures(result["flops"], seconds, case["batch_size"], peaks["fp32"])})
+        print(f"  done: {case['name']}", file=sys.stderr)
+    print(f"{common.machine_line(args.device, threads, peaks)}; {args.size} sizes, batch {args.batch_size}\n")
+    memory = (
+        [("peak_allocated_mib", "peak allocated MiB", ".1f")]
+        if args.device.startswith("cuda")
+        else [("step_rss_mib", "step RSS MiB", ".1f"), ("peak_rss_mib", "peak RSS MiB", ".1f")]
+    )
+    common.print_table(results, [
+        ("name", "configuration", ""), ("step_ms", "step ms", ".1f"), ("gflop", "GFLOP/step", ".3f"),
+        ("gflop_per_s", "GFLOP/s", ".1f"), ("peak_fraction", "% peak", ".1%"),
+        ("saved_activations_mib", "saved activations MiB", ".3f"), *memory,
+    ])  # fmt: skip
+    common.write_json(args.json, {"device": args.device, "threads": threads, "matmul_peak_flops": peaks,
+                                  "size": args.size, "rows": results})  # fmt: skip
     return results
 
 

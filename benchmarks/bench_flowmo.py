@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 CONFIGS = {"small": ("flowmo-p8", "FlowMo-small"), "lo": ("flowmo-lo", "FlowMo-Lo")}
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import common  # noqa: E402
+import common
 
 XL = {"hidden_size": 1152, "num_layers": 28, "num_attention_heads": 16, "mlp_ratio": 4.0, "num_classes": 1000}
 TOKENIZER_PREFIX = "tokenizer."  # --set keys for the tokenizer's config; the others go to the transformer
@@ -41,7 +41,9 @@ def build_pipeline(name: str, tokens: int, channels: int, device: str, dtype, ov
     )
 
     overrides = overrides or {}
-    tokenizer_fields = {k.removeprefix(TOKENIZER_PREFIX): v for k, v in overrides.items() if k.startswith(TOKENIZER_PREFIX)}
+    tokenizer_fields = {
+        k.removeprefix(TOKENIZER_PREFIX): v for k, v in overrides.items() if k.startswith(TOKENIZER_PREFIX)
+    }
     transformer_fields = {**XL, **{k: v for k, v in overrides.items() if not k.startswith(TOKENIZER_PREFIX)}}
     config = MAETokConfig(num_latent_tokens=tokens, latent_channels=channels, **tokenizer_fields)
     tokenizer = MAETokModel._from_config(config, dtype=dtype).to(device).eval()
@@ -87,8 +89,13 @@ def main(argv=None) -> list[dict]:
                         default=["fp32", "bf16"], help="fp32 / float32, bf16 / bfloat16, fp16 / float16")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help=f"transformer config overrides (e.g. num_layers=2), {TOKENIZER_PREFIX}KEY=VALUE for the tokenizer")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"transformer config overrides (e.g. num_layers=2), {TOKENIZER_PREFIX}KEY=VALUE for the tokenizer",
+    )
     parser.add_argument("--json", help="also write the figures as JSON to this path")
     args = parser.parse_args(argv)
 
@@ -104,8 +111,8 @@ def main(argv=None) -> list[dict]:
             for batch in args.batch_sizes:
                 result = measure(pipe, batch, args.steps, args.guidance_scale, args.device)
                 rows.append({
-                    "model": name, "params_M": round(parameters, 1), "dtype": dtype, "batch": batch, "steps": args.steps,
-                    "memory_gb": result["memory_gb"],
+                    "model": name, "params_M": round(parameters, 1), "dtype": dtype, "batch": batch,
+                    "steps": args.steps, "memory_gb": result["memory_gb"],
                     **common.rate_figures(result["flops"], result["seconds"], batch, peaks[dtype]),
                 })  # fmt: skip
                 print(f"  done: {name} {dtype} batch {batch}", file=sys.stderr)
@@ -113,8 +120,10 @@ def main(argv=None) -> list[dict]:
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
 
-    print(f"{common.machine_line(args.device, threads, peaks)}; {args.tokens} tokens x {args.channels} channels, "
-          f"{args.steps} steps, CFG {args.guidance_scale}\n")
+    print(
+        f"{common.machine_line(args.device, threads, peaks)}; {args.tokens} tokens x {args.channels} channels, "
+        f"{args.steps} steps, CFG {args.guidance_scale}\n"
+    )
     memory = "peak GB (CUDA allocated)" if args.device.startswith("cuda") else "peak GB (RSS)"
     common.print_table(rows, [
         ("model", "model", ""), ("params_M", "params (M)", ".1f"), ("dtype", "dtype", ""), ("batch", "batch", "d"),

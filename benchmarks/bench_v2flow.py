@@ -24,17 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import common  # noqa: E402
+import common
 
 # the DC-AE f32c32 architecture of mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers (random weights here)
+_DCAE_BLOCKS = ("ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock", "EfficientViTBlock")
 DCAE_F32C32 = {
     "in_channels": 3, "latent_channels": 32, "attention_head_dim": 32,
-    "encoder_block_types": ("ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock", "EfficientViTBlock"),
-    "decoder_block_types": ("ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock", "EfficientViTBlock"),
+    "encoder_block_types": _DCAE_BLOCKS, "decoder_block_types": _DCAE_BLOCKS,
     "encoder_block_out_channels": (128, 256, 512, 512, 1024, 1024),
     "decoder_block_out_channels": (128, 256, 512, 512, 1024, 1024),
     "encoder_layers_per_block": (2, 2, 2, 3, 3, 3), "decoder_layers_per_block": (3, 3, 3, 3, 3, 3),
-    "encoder_qkv_multiscales": ((), (), (), (5,), (5,), (5,)), "decoder_qkv_multiscales": ((), (), (), (5,), (5,), (5,)),
+    "encoder_qkv_multiscales": ((), (), (), (5,), (5,), (5,)),
+    "decoder_qkv_multiscales": ((), (), (), (5,), (5,), (5,)),
     "upsample_block_type": "interpolate", "downsample_block_type": "Conv",
     "decoder_norm_types": ("batch_norm", "batch_norm", "batch_norm", "rms_norm", "rms_norm", "rms_norm"),
     "decoder_act_fns": ("relu", "relu", "relu", "silu", "silu", "silu"), "scaling_factor": 0.41407,
@@ -170,14 +171,23 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=1, help="warm-up calls per stage (at least 1: the FLOP count)")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per stage")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--guidance-scale", type=float, default=None,
-                        help=f"MAR guidance of detokenize (default: the config's; BASELINES.md used {BASELINE_GUIDANCE})")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help=f"MAR guidance of detokenize (default: the config's; BASELINES.md used {BASELINE_GUIDANCE})",
+    )
     parser.add_argument("--with-dcae", action="store_true", help="also time a random DC-AE f32c32 on pixels")
     parser.add_argument("--llm-vocab-size", type=int, help="override the LLaMA-2 vocabulary size (32000)")
     parser.add_argument("--llm-embed-dim", type=int, help="override the LLM width (4096)")
     parser.add_argument("--codebook-size", type=int, help="override the codebook size (16384)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="other config overrides (e.g. hidden_size=64 encoder_num_layers=1)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other config overrides (e.g. hidden_size=64 encoder_num_layers=1)",
+    )
     parser.add_argument("--json", help="also write the figures as JSON to this path")
     args = parser.parse_args(argv)
     args.warmup = max(1, args.warmup)
@@ -195,9 +205,11 @@ def main(argv=None) -> list[dict]:
                 **common.original_columns(original_figures(result["stage"], args.batch_size, dtype, facts)),
             })  # fmt: skip
         print(f"  done: {dtype}", file=sys.stderr)
-    print(f"{common.machine_line(args.device, threads, peaks)}\nV2Flow {args.preset} ({facts['tokens']} tokens, "
-          f"{facts['flow_method']}, MAR guidance {facts['guidance_scale']}, {facts['parameters_m']}M parameters), "
-          f"batch {args.batch_size}\n")
+    print(
+        f"{common.machine_line(args.device, threads, peaks)}\nV2Flow {args.preset} ({facts['tokens']} tokens, "
+        f"{facts['flow_method']}, MAR guidance {facts['guidance_scale']}, {facts['parameters_m']}M parameters), "
+        f"batch {args.batch_size}\n"
+    )
     memory = "peak GB (CUDA allocated)" if args.device.startswith("cuda") else "peak GB (RSS)"
     common.print_table(rows, [
         ("stage", "stage", ""), ("dtype", "dtype", ""), *common.RATE_COLUMNS, ("mar_seconds", "MAR s", ".3f"),

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 VARIANT = "350M-f16x64"
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}

@@ -303,13 +303,17 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     """``columns``: (key, header, format spec); missing values print as '-'."""
     cells = [[header for _, header, _ in columns]]
     for row in rows:
-        cells.append([
-            "-" if row.get(key) is None else format(row[key], spec) for key, _, spec in columns
-        ])
+        cells.append(["-" if row.get(key) is None else format(row[key], spec) for key, _, spec in columns])
     widths = [max(len(line[index]) for line in cells) for index in range(len(columns))]
     for number, line in enumerate(cells):
-        print("| " + " | ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
-                                for index, (cell, width) in enumerate(zip(line, widths))) + " |")
+        print(
+            "| "
+            + " | ".join(
+                cell.ljust(width) if index == 0 else cell.rjust(width)
+                for index, (cell, width) in enumerate(zip(line, widths))
+            )
+            + " |"
+        )
         if number == 0:
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
 

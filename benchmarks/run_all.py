@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import common  # noqa: E402
+import common
 
 BF16_FAST_TARGET = 0.65  # bf16 FlowMo encode/decode and SiT/DiT forwards: 65 % of the bf16 peak
 
@@ -169,7 +169,10 @@ def build_flowmo(case: Case, dtype, device) -> Bench:
     import torch
 
     from hf_vtok import FlowMoConfig, FlowMoModel
-    from hf_vtok.models.flowmo.modeling_flowmo import flowmo_time_grid, guidance_interval_in_flow_time
+    from hf_vtok.models.flowmo.modeling_flowmo import (
+        flowmo_time_grid,
+        guidance_interval_in_flow_time,
+    )
 
     preset = {"small": "flowmo-p8", "lo": "flowmo-lo"}[case.options["variant"]]
     model = _build(FlowMoModel, FlowMoConfig.from_preset(preset), dtype, device)
@@ -183,8 +186,8 @@ def build_flowmo(case: Case, dtype, device) -> Bench:
         model.encoder.forward = _compiled(model.encoder.forward)
         model.decoder.forward = _compiled(model.decoder.forward)
 
-    encode = lambda: model.encode(pixels)  # noqa: E731
-    decoder_call = lambda: model.velocity(noise, times, latents=encoded.latents)  # noqa: E731
+    encode = lambda: model.encode(pixels)
+    decoder_call = lambda: model.velocity(noise, times, latents=encoded.latents)
     if case.stage == "encode":
         return Bench(encode, compile=compile_)
     if case.stage == "decoder_call":
@@ -202,22 +205,12 @@ def build_flowmo(case: Case, dtype, device) -> Bench:
     return Bench(lambda: model(pixels, noise=noise), flops=flops, compile=compile_)
 
 
-CONTINUOUS_SIZES = {
-    # the released architectures: ViT-L/16 encoder + decoder with 64 tokens; ViT-B/16 with 128 tokens
-    "softvq-l-64": ("SoftVQ", dict(hidden_size=1024, num_layers=24, num_heads=16), 64),
-    "maetok-b-128": ("MAETok", dict(hidden_size=768, num_layers=12, num_heads=12), 128),
-}
-
-
 def build_continuous(case: Case, dtype, device) -> Bench:
     import torch
+    from bench_continuous import build_model
 
-    import hf_vtok
-
-    prefix, sizes, tokens = CONTINUOUS_SIZES[case.options["model"]]
-    stacks = {f"{role}_{key}": value for role in ("encoder", "decoder") for key, value in sizes.items()}
-    config = getattr(hf_vtok, f"{prefix}Config")(num_latent_tokens=tokens, latent_channels=32, **stacks)
-    model = _build(getattr(hf_vtok, f"{prefix}Model"), config, dtype, device)
+    model = build_model(case.options["model"], dtype, device)
+    config = model.config
     images = torch.rand(case.batch, 3, config.image_size, config.image_size, device=device, dtype=dtype) * 2 - 1
     latents = model.encode(images).latents
     functions = {"encode": model.encode, "decode": model.decode}
