@@ -10,9 +10,10 @@ rectified-flow loss, quantizer terms and LPIPS on the one-step estimate; stage 2
 and the ResNet-logit loss on its sample; V²Flow: the masked flow loss and commitment with the EMA codebook update),
 backward, Adam(W) step. ``saved activations`` are the bytes autograd keeps for the backward pass of the tokenizer
 (an exact activation-memory figure, parameters excluded; what recomputation saves). Each configuration runs in a
-fresh process, so the peak memory is its own: on CUDA the peak allocated bytes, on CPU the process's peak resident size and its growth over the resident size before the
-first step (``peak_rss_mib`` / ``step_rss_mib``; the growth is the activation and optimizer memory); ``--in-process``
-measures every configuration in this one process instead (quicker, but the memory figures then carry over). Times
+fresh process, so the peak memory is its own: on CUDA the peak allocated bytes, on CPU the process's peak resident
+size and its growth over the resident size before the first step (``peak_rss_mib`` / ``step_rss_mib``; the growth
+is the activation and optimizer memory); ``--in-process`` measures every configuration in this one process instead
+(quicker, but the memory figures then carry over). Times
 are the median of ``--repeats`` steps after two warm-up steps, the first of which counts the FLOPs of a step
 (forward, backward and the perceptual network, ``FlopCounterMode``): GFLOP/s and the fraction of this machine's
 fp32 matmul peak (measured at the start of the run).
@@ -63,13 +64,15 @@ FLOWMO_SIZES = {
 V2FLOW_SIZES = {
     "test": {
         "latent_channels": 4, "sample_size": 4, "vae_downsample_factor": 2, "connector_hidden_size": 8,
-        "connector_depth": 1, "llm_vocab_size": 20, "llm_embed_dim": 12, "codebook_size": 16, "hidden_size": 16, "encoder_num_layers": 1,
-        "decoder_num_layers": 1, "num_attention_heads": 2, "flow_head_width": 16, "flow_head_depth": 1,
+        "connector_depth": 1, "llm_vocab_size": 20, "llm_embed_dim": 12, "codebook_size": 16, "hidden_size": 16,
+        "encoder_num_layers": 1, "decoder_num_layers": 1, "num_attention_heads": 2, "flow_head_width": 16,
+        "flow_head_depth": 1,
     },
     "small": {
         "latent_channels": 32, "sample_size": 8, "vae_downsample_factor": 32, "connector_hidden_size": 64,
-        "connector_depth": 1, "llm_vocab_size": 256, "llm_embed_dim": 64, "codebook_size": 256, "hidden_size": 128, "encoder_num_layers": 2,
-        "decoder_num_layers": 2, "num_attention_heads": 4, "flow_head_width": 128, "flow_head_depth": 2,
+        "connector_depth": 1, "llm_vocab_size": 256, "llm_embed_dim": 64, "codebook_size": 256, "hidden_size": 128,
+        "encoder_num_layers": 2, "decoder_num_layers": 2, "num_attention_heads": 4, "flow_head_width": 128,
+        "flow_head_depth": 2,
     },
 }  # fmt: skip
 TINY_RESNET = {"depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8, "num_labels": 10}
