@@ -2,6 +2,8 @@
 token-id cache and the training script (no download: the text tokenizer is built here)."""
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,8 +29,8 @@ from hf_vtok.models.v2flow.language_model import (
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_v2flow import TINY, tiny_dcae  # noqa: E402
+from training_utils import REPO_ROOT, free_port, run_script  # noqa: E402
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "training_scripts"
 WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "bird", "big", "small", "the", "car", "tree", "sky", "sun", "cats"]
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -298,14 +300,7 @@ def test_token_cache_holds_v2flow_ids(token_cache):
 
 
 def _run(arguments):
-    from hf_vtok.training.trainer import parse_with_config  # noqa: F401  (the script's own parser)
-
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import train_v2flow_llama
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return train_v2flow_llama.main([str(argument) for argument in arguments])
+    return run_script("train_v2flow_llama", arguments)
 
 
 def _losses(output: Path) -> list[float]:
@@ -349,3 +344,33 @@ def test_lora_training_with_captions(token_cache, tmp_path):
     with pytest.raises(ValueError, match="captions"):
         _run(["--language-model", token_cache / "llama", "--image-pipeline", token_cache / "v2flow", "--tokens",
               token_cache / "cache", "--output-dir", tmp_path / "bad", "--conditioning", "text"])
+
+
+def _training_arguments(token_cache, output, *extra):
+    return [
+        "--language-model", token_cache / "llama", "--image-pipeline", token_cache / "v2flow",
+        "--tokens", token_cache / "cache", "--output-dir", output, "--max-steps", 3, "--lr", 1e-2,
+        "--min-lr", 1e-2, "--log-every", 1, "--checkpoint-every", 0, "--max-prompt-tokens", 2, *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one(token_cache, tmp_path):
+    """2 processes x batch 3 see the samples 1 process x batch 6 sees; with DDP's averaged gradients both
+    runs train the same language model."""
+    single = _run(_training_arguments(token_cache, tmp_path / "single", "--batch-size", 6))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+        "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(REPO_ROOT / "training_scripts" / "train_v2flow_llama.py"),
+        *map(str, _training_arguments(token_cache, tmp_path / "ddp", "--batch-size", 3)),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    one = AutoModelForCausalLM.from_pretrained(single / "language_model").state_dict()
+    two = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "language_model").state_dict()
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=key)
+    np.testing.assert_allclose(_losses(tmp_path / "ddp"), _losses(single), rtol=1e-4)
