@@ -22,10 +22,18 @@ the logits processors below (classifier-free guidance over a conditional and an 
 tokens only inside the image span, seeded sampling).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessor
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -302,6 +310,96 @@ class SeededSamplingLogitsProcessor(LogitsProcessor):
         return chosen.scatter_(1, tokens, 0.0)
 
 
+# --------------------------------------------------------------------------------------------------
+# generation
+
+
+def image_logits_processors(
+    vocabulary: V2FlowVocabulary,
+    num_image_tokens: int,
+    guidance_scale: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> LogitsProcessorList:
+    """Guidance (over two streams when ``guidance_scale != 1``; it must come before the mask, where -inf would
+    make ``u + s (c - u)`` NaN), the image-span mask, temperature / top-k / top-p, then seeded sampling."""
+    guided = guidance_scale != 1.0
+    processors = [ClassifierFreeGuidanceLogitsProcessor(guidance_scale)] if guided else []
+    processors.append(ImageSpanLogitsProcessor(vocabulary, num_image_tokens))
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        processors.append(TopKLogitsWarper(top_k))
+    if top_p is not None and top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p))
+    processors.append(SeededSamplingLogitsProcessor(generator, paired=guided))
+    return LogitsProcessorList(processors)
+
+
+@torch.no_grad()
+def generate_image_tokens(
+    language_model,
+    text_tokenizer,
+    vocabulary: V2FlowVocabulary,
+    num_image_tokens: int,
+    prompt: str | list[str],
+    negative_prompt: str | list[str] = "",
+    guidance_scale: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    max_prompt_tokens: int | None = None,
+) -> torch.LongTensor:
+    """Prompts -> V²Flow code ids ``[B, num_image_tokens]`` with ``language_model.generate()``.
+
+    Each prompt becomes ``[BOS] prompt <begin_of_image>``, left-padded; with guidance the unconditional stream
+    (``negative_prompt``) runs as extra batch rows in the same KV-cached ``generate()`` call. ``generate()``
+    runs greedily over the scores of ``SeededSamplingLogitsProcessor``, which draws with ``generator``."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or not all(isinstance(text, str) for text in prompts):
+        raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+    negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+    if len(negatives) != len(prompts):
+        raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
+    if not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 or None: off), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    guided = guidance_scale != 1.0
+    streams = prompts + negatives if guided else prompts
+    sequences = [prompt_ids(text_tokenizer, text, vocabulary, max_prompt_tokens) for text in streams]
+    pad = text_tokenizer.pad_token_id if text_tokenizer.pad_token_id is not None else vocabulary.end_of_image_token_id
+    input_ids, attention_mask = left_padded_batch(sequences, pad)
+    device = language_model.device
+    generation_config = GenerationConfig(
+        do_sample=False,  # SeededSamplingLogitsProcessor samples; greedy takes its choice
+        max_new_tokens=num_image_tokens,
+        min_new_tokens=num_image_tokens,
+        use_cache=use_cache,
+        pad_token_id=pad,
+        bos_token_id=text_tokenizer.bos_token_id,
+        eos_token_id=None,
+    )
+    processors = image_logits_processors(
+        vocabulary, num_image_tokens, guidance_scale, temperature, top_k, top_p, generator
+    )
+    output = language_model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        generation_config=generation_config,
+        logits_processor=processors,
+    )
+    return vocabulary.ids_to_codes(output[: len(prompts), -num_image_tokens:])
+
+
 __all__ = [
     "BEGIN_OF_IMAGE_TOKEN",
     "END_OF_IMAGE_TOKEN",
@@ -312,6 +410,8 @@ __all__ = [
     "SeededSamplingLogitsProcessor",
     "V2FlowVocabulary",
     "extend_vocabulary",
+    "generate_image_tokens",
+    "image_logits_processors",
     "image_sequence",
     "left_padded_batch",
     "prompt_ids",

@@ -1,28 +1,11 @@
 """Prompt -> V²Flow image tokens from a causal LM with the V²Flow vocabulary -> images (V²Flow + DC-AE)."""
 
-import math
-
 import torch
 from diffusers import AutoencoderDC, ImagePipelineOutput
-from transformers import (
-    GenerationConfig,
-    LogitsProcessorList,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...models.v2flow import V2FlowModel
-from ...models.v2flow.language_model import (
-    ClassifierFreeGuidanceLogitsProcessor,
-    ImageSpanLogitsProcessor,
-    SeededSamplingLogitsProcessor,
-    V2FlowVocabulary,
-    left_padded_batch,
-    prompt_ids,
-)
+from ...models.v2flow.language_model import V2FlowVocabulary, generate_image_tokens
 from .pipeline_v2flow import V2FlowPipeline
 
 
@@ -31,8 +14,8 @@ class V2FlowLlamaPipeline(V2FlowPipeline):
     model whose vocabulary was extended by ``hf_vtok.models.v2flow.language_model.extend_vocabulary``.
 
     ``__call__``: each prompt becomes ``[BOS] prompt <begin_of_image>``; ``language_model.generate()`` (KV cache)
-    appends ``tokenizer.config.num_tokens`` image tokens, sampled with the logits processors of
-    ``language_model.py`` (only image tokens inside the image span; classifier-free guidance over a conditional
+    appends ``tokenizer.config.num_tokens`` image tokens (``language_model.generate_image_tokens``, with the
+    logits processors of ``language_model.py``: only image tokens inside the image span; classifier-free guidance over a conditional
     and an unconditional stream, ``u + s (c - u)``, the unconditional prompt being ``negative_prompt``, ``""`` by
     default; temperature, top-k, top-p; a ``torch.Generator`` for reproducibility). The ids then go through the
     V²Flow decoder and the DC-AE (``V2FlowPipeline.decode_tokens``).
@@ -68,31 +51,6 @@ class V2FlowLlamaPipeline(V2FlowPipeline):
         """Tokens per image (the V²Flow tokenizer's ``num_tokens``)."""
         return self.tokenizer.config.num_tokens
 
-    def _pad_token_id(self) -> int:
-        pad = self.text_tokenizer.pad_token_id
-        return pad if pad is not None else self.vocabulary.end_of_image_token_id
-
-    def logits_processors(
-        self,
-        guidance_scale: float,
-        temperature: float,
-        top_k: int | None,
-        top_p: float | None,
-        generator: torch.Generator | None,
-    ) -> LogitsProcessorList:
-        """Guidance (two streams when ``guidance_scale != 1``), the image-span mask, the warpers, seeded sampling."""
-        guided = guidance_scale != 1.0
-        processors = [ClassifierFreeGuidanceLogitsProcessor(guidance_scale)] if guided else []
-        processors.append(ImageSpanLogitsProcessor(self.vocabulary, self.num_image_tokens))
-        if temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(temperature))
-        if top_k:
-            processors.append(TopKLogitsWarper(top_k))
-        if top_p is not None and top_p < 1.0:
-            processors.append(TopPLogitsWarper(top_p))
-        processors.append(SeededSamplingLogitsProcessor(generator, paired=guided))
-        return LogitsProcessorList(processors)
-
     @torch.no_grad()
     def generate_image_tokens(
         self,
@@ -107,42 +65,21 @@ class V2FlowLlamaPipeline(V2FlowPipeline):
         max_prompt_tokens: int | None = None,
     ) -> torch.LongTensor:
         """Prompts -> V²Flow code ids ``[B, num_tokens]`` (see ``__call__``)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(text, str) for text in prompts):
-            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
-        negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-        if len(negatives) != len(prompts):
-            raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
-        if not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if top_k is not None and top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 or None: off), got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        guided = guidance_scale != 1.0
-        streams = prompts + negatives if guided else prompts
-        sequences = [prompt_ids(self.text_tokenizer, text, self.vocabulary, max_prompt_tokens) for text in streams]
-        input_ids, attention_mask = left_padded_batch(sequences, self._pad_token_id())
-        device = self.language_model.device
-        length = self.num_image_tokens
-        generation_config = GenerationConfig(
-            do_sample=False,  # SeededSamplingLogitsProcessor samples; greedy picks its choice
-            max_new_tokens=length,
-            min_new_tokens=length,
+        return generate_image_tokens(
+            self.language_model,
+            self.text_tokenizer,
+            self.vocabulary,
+            self.num_image_tokens,
+            prompt,
+            negative_prompt=negative_prompt,
+            guidance_scale=guidance_scale,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
             use_cache=use_cache,
-            pad_token_id=self._pad_token_id(),
-            bos_token_id=self.text_tokenizer.bos_token_id,
-            eos_token_id=None,
+            max_prompt_tokens=max_prompt_tokens,
         )
-        output = self.language_model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            generation_config=generation_config,
-            logits_processor=self.logits_processors(guidance_scale, temperature, top_k, top_p, generator),
-        )
-        return self.vocabulary.ids_to_codes(output[: len(prompts), -length:])
 
     @torch.no_grad()
     def __call__(
