@@ -294,9 +294,12 @@ def test_token_cache_holds_v2flow_ids(token_cache):
     assert rows.column_names == ["key", "label", "image_tokens", "image_tokens_flip"]
     assert rows[0]["image_tokens"].shape == (16,) and rows[0]["image_tokens"].dtype == torch.int64
     assert rows.cache_info["class_names"] == ["cat", "dog"]
-    encoder = load_autoencoder(str(token_cache / "v2flow"))
-    pixels = encoder.pipeline.preprocess(Image.open(token_cache / "images" / rows[4]["key"]))
-    assert torch.equal(rows[4]["image_tokens"], encoder.encode_for_cache(pixels, 4)[0])  # seeded per image
+    pipe = V2FlowPipeline.from_pretrained(token_cache / "v2flow")
+    image = Image.open(token_cache / "images" / rows[4]["key"])
+    expected = pipe.encode_images([image], generator=seeded(4)).image_tokens[0]  # image i: seed i
+    assert torch.equal(rows[4]["image_tokens"], expected)
+    flipped = pipe.encode_images([image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], generator=seeded(4))
+    assert torch.equal(rows[4]["image_tokens_flip"], flipped.image_tokens[0])
 
 
 def _run(arguments):

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from hf_vtok.data import load_latent_cache
 from hf_vtok.models.v2flow.language_model import (
     BEGIN_OF_IMAGE_TOKEN,
+    IMAGE_TOKEN_TEMPLATE,
     V2FlowVocabulary,
     extend_vocabulary,
     image_sequence,
@@ -137,8 +138,12 @@ def load_models(args):
     if args.image_pipeline:
         vae = AutoencoderDC.from_pretrained(args.image_pipeline, subfolder="vae")
         image_tokenizer = AutoModel.from_pretrained(args.image_pipeline, subfolder="tokenizer").eval()
-    if BEGIN_OF_IMAGE_TOKEN in text_tokenizer.get_vocab():
-        codebook_size = sum(1 for name in text_tokenizer.get_vocab() if name.startswith("<|v2flow_")) - 2
+    if BEGIN_OF_IMAGE_TOKEN in text_tokenizer.get_vocab():  # extended before (e.g. a previous run's output)
+        if image_tokenizer is not None:
+            codebook_size = image_tokenizer.config.codebook_size
+        else:  # every V2Flow token shares the prefix; two are begin / end of image
+            prefix = IMAGE_TOKEN_TEMPLATE.split("{")[0]
+            codebook_size = sum(name.startswith(prefix) for name in text_tokenizer.get_vocab()) - 2
         vocabulary = V2FlowVocabulary.from_tokenizer(text_tokenizer, codebook_size)
     elif image_tokenizer is not None:
         vocabulary = extend_vocabulary(language_model, text_tokenizer, image_tokenizer)

@@ -60,7 +60,8 @@ def encode_latents(model, pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 class ImageTokenEncoder(torch.nn.Module):
-    """Images -> discrete ids for the cache: a ``V2FlowPipeline`` (DC-AE, then the V²Flow tokenizer).
+    """Images -> discrete ids for the cache: a ``V2FlowPipeline``'s DC-AE, then its V²Flow tokenizer (as
+    ``V2FlowPipeline.encode_images``, on pixels the cache has already framed).
 
     The V²Flow resampler draws Gumbel noise at inference (as the original does); the noise of image ``i`` of
     the source comes from a generator seeded with ``seed + i``, so a resumed or re-split cache is the same."""
@@ -70,26 +71,24 @@ class ImageTokenEncoder(torch.nn.Module):
     def __init__(self, pipeline, seed: int = 0):
         super().__init__()
         self.vae, self.tokenizer, self.seed = pipeline.vae, pipeline.tokenizer, seed
-        self.pipeline = pipeline
 
     @torch.no_grad()
     def encode_for_cache(self, pixel_values: torch.Tensor, start_index: int) -> torch.Tensor:
+        """Pixels ``[B, 3, S, S]`` of images ``start_index, ...`` -> ids ``[B, L]``."""
+        latents = self.vae.encode(pixel_values.to(self.vae.device, self.vae.dtype)).latent
+        latents = (latents * self.tokenizer.config.scaling_factor).to(self.tokenizer.device)
         ids = []
-        for offset, pixels in enumerate(pixel_values):
+        for offset, image_latents in enumerate(latents):
             generator = torch.Generator(self.tokenizer.device).manual_seed(self.seed + start_index + offset)
-            ids.append(self.pipeline.encode_images(pixels[None], generator=generator).image_tokens[0])
+            ids.append(self.tokenizer.encode(image_latents[None], generator=generator).image_tokens[0])
         return torch.stack(ids)
 
 
-def _pipeline_class_name(name_or_path: str, subfolder: str | None) -> str | None:
-    from diffusers import DiffusionPipeline
-
-    if subfolder:
-        return None
-    try:
-        return DiffusionPipeline.load_config(name_or_path).get("_class_name")
-    except (OSError, ValueError, EnvironmentError):
-        return None
+def _is_v2flow_pipeline_folder(name_or_path: str, subfolder: str | None) -> bool:
+    index = Path(name_or_path) / "model_index.json"
+    if subfolder or not index.is_file():
+        return False
+    return json.loads(index.read_text()).get("_class_name") in ("V2FlowPipeline", "V2FlowLlamaPipeline")
 
 
 def load_autoencoder(name_or_path: str, device="cpu", dtype=torch.float32, subfolder: str | None = None):
@@ -100,7 +99,7 @@ def load_autoencoder(name_or_path: str, device="cpu", dtype=torch.float32, subfo
 
     import hf_vtok  # noqa: F401  (registers the tokenizers)
 
-    if _pipeline_class_name(name_or_path, subfolder) in ("V2FlowPipeline", "V2FlowLlamaPipeline"):
+    if _is_v2flow_pipeline_folder(name_or_path, subfolder):
         from ..pipelines import V2FlowPipeline
 
         vae = AutoencoderDC.from_pretrained(name_or_path, subfolder="vae", torch_dtype=dtype)
