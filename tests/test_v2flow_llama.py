@@ -340,10 +340,15 @@ def test_lora_training_with_captions(token_cache, tmp_path):
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
     assert (output / "adapter" / "adapter_config.json").is_file()
     merged = AutoModelForCausalLM.from_pretrained(output / "language_model")
-    base = AutoModelForCausalLM.from_pretrained(token_cache / "llama")
-    vocab = TINY["llm_vocab_size"]
-    # LoRA trains the new token rows only: text embeddings stay bit-identical
-    assert torch.equal(merged.get_input_embeddings().weight[:vocab], base.get_input_embeddings().weight)
+    base, text_tokenizer = AutoModelForCausalLM.from_pretrained(token_cache / "llama"), tiny_text_tokenizer()
+    image_tokenizer = V2FlowPipeline.from_pretrained(token_cache / "v2flow").tokenizer
+    vocabulary = extend_vocabulary(base, text_tokenizer, image_tokenizer)  # the run's starting point
+    # LoRA trains the new token rows only (input and output): text rows stay bit-identical
+    for name in ("get_input_embeddings", "get_output_embeddings"):
+        trained, initial = getattr(merged, name)().weight, getattr(base, name)().weight
+        text, image = slice(0, TINY["llm_vocab_size"]), list(vocabulary.image_token_ids)
+        assert torch.equal(trained[text], initial[text]), name
+        assert not torch.allclose(trained[image], initial[image]), name
     with pytest.raises(ValueError, match="captions"):
         _run(["--language-model", token_cache / "llama", "--image-pipeline", token_cache / "v2flow", "--tokens",
               token_cache / "cache", "--output-dir", tmp_path / "bad", "--conditioning", "text"])
