@@ -27,9 +27,8 @@ from hf_vtok.models.v2flow.language_model import (
     image_sequence,
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_v2flow import TINY, tiny_dcae  # noqa: E402
-from training_utils import REPO_ROOT, free_port, run_script  # noqa: E402
+from test_v2flow import TINY, tiny_dcae
+from training_utils import REPO_ROOT, free_port, run_script
 
 WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "bird", "big", "small", "the", "car", "tree", "sky", "sun", "cats"]
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -327,6 +326,7 @@ def test_training_reduces_the_image_token_loss_and_saves_a_pipeline(token_cache,
 
 
 def test_lora_training_with_captions(token_cache, tmp_path):
+    pytest.importorskip("peft")
     rows = load_latent_cache(token_cache / "cache")
     captions = {key: f"a photo of a {'red' if index % 2 else 'blue'} {key.split('/')[0]}" for index, key in enumerate(rows["key"])}
     (tmp_path / "captions.json").write_text(json.dumps(captions))
