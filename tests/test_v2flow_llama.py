@@ -382,3 +382,19 @@ def test_ddp_two_processes_equal_one(token_cache, tmp_path):
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=key)
     np.testing.assert_allclose(_losses(tmp_path / "ddp"), _losses(single), rtol=1e-4)
+
+
+def test_push_to_hub_card_runs_its_snippet(pipeline, tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+    from test_hub import FakeHub, run_snippet, usage_snippet
+
+    from hf_vtok import hub
+
+    fake = FakeHub(tmp_path, monkeypatch)
+    pipeline.push_to_hub("me/v2flow-llama")
+    assert {"model_index.json", "language_model/config.json", "text_tokenizer/tokenizer.json", "vae/config.json",
+            "tokenizer/config.json", "tokenizer/modeling_v2flow.py"} <= fake.files()  # fmt: skip
+    card = ModelCard.load(fake.pushed / "README.md")
+    assert card.data.pipeline_tag == "text-to-image" and "LlamaForCausalLM generates 16 V²Flow" in card.content
+    namespace = run_snippet(usage_snippet(hub.model_card(pipeline, repo_id=str(fake.pushed))), tmp_path)
+    assert len(namespace["images"]) == 1 and isinstance(namespace["images"][0], Image.Image)

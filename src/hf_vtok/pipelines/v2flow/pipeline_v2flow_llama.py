@@ -27,6 +27,7 @@ class V2FlowLlamaPipeline(V2FlowPipeline):
         text_tokenizer: its tokenizer, extended with the same tokens.
     """
 
+    card_family = "v2flow_llama"
     model_cpu_offload_seq = "language_model->tokenizer->vae"
 
     def __init__(
