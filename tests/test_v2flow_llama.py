@@ -398,3 +398,19 @@ def test_push_to_hub_card_runs_its_snippet(pipeline, tmp_path, monkeypatch):
     assert card.data.pipeline_tag == "text-to-image" and "LlamaForCausalLM generates 16 V²Flow" in card.content
     namespace = run_snippet(usage_snippet(hub.model_card(pipeline, repo_id=str(fake.pushed))), tmp_path)
     assert len(namespace["images"]) == 1 and isinstance(namespace["images"][0], Image.Image)
+
+
+def test_lora_run_resumes_exactly(token_cache, tmp_path):
+    """2 steps, then --resume to 4, trains the adapter 4 straight steps train (prompt dropout and flips drawn
+    per sample position, optimizer and adapter state from the checkpoint)."""
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    lora = ("--lora-rank", 2, "--batch-size", 4, "--prompt-dropout", 0.5)
+    straight = _run(_training_arguments(token_cache, tmp_path / "straight", *lora, "--max-steps", 4))
+    _run(_training_arguments(token_cache, tmp_path / "resumed", *lora, "--max-steps", 2))
+    resumed = _run(_training_arguments(token_cache, tmp_path / "resumed", *lora, "--max-steps", 4, "--resume"))
+    assert _losses(resumed) == _losses(straight)
+    one = load_file(straight / "adapter" / "adapter_model.safetensors")
+    two = load_file(resumed / "adapter" / "adapter_model.safetensors")
+    assert one.keys() == two.keys() and all(torch.equal(one[key], two[key]) for key in one)
