@@ -8,10 +8,11 @@ The default model is 1B-sized (Llama-3.2-1B's shape: width 2048, 16 layers, 32 q
 8192) with LLaMA-2's 32000 text tokens plus the V²Flow vocabulary (16384 image tokens, begin / end of image).
 Each row times ``generate()`` with the pipeline's logits processors (image-span mask, seeded sampling; no
 guidance unless ``--guidance-scale``) producing ``--new-tokens`` image tokens of a ``--image-tokens``-token image
-for ``batch`` prompts (``--start`` image tokens already in the prompt). The rate is ``(new_tokens - 1) / (t(new_tokens) - t(1))``: the prefill (and the first
-token) is left out. When fewer tokens than a whole image are measured, the span sits by default in the middle
-of the image, so that the rate estimates the whole image's average: without the cache the cost per token
-grows linearly with the position (``--quick`` measures at the start, which flatters the no-cache rows).
+for ``batch`` prompts (``--start`` image tokens already in the prompt). The rate is
+``batch x (new_tokens - 1) / (t(new_tokens) - t(1))``: the prefill (and the first token) is left out. When
+fewer tokens than a whole image are measured, the span sits by default in the middle of the image, so that
+the rate estimates the whole image's average: without the cache the cost per token grows linearly with the
+position (``--quick`` measures at the start, which flatters the no-cache rows).
 """
 
 import argparse
@@ -153,7 +154,8 @@ def main(argv=None) -> list[dict]:
                 rate = batch * (new_tokens - 1) / max(total - first, 1e-9)
                 row = dict(dtype=dtype_name, batch=batch, kv_cache=cache, tokens_per_s=rate, seconds=total)
                 rows.append(row)
-                print(f"{dtype_name:5s} batch {batch:2d} kv-cache {cache:3s}: {rate:9.2f} image tokens/s ({total:.2f}s)")
+                shown = f"{dtype_name:5s} batch {batch:2d} kv-cache {cache:3s}"
+                print(f"{shown}: {rate:9.2f} image tokens/s ({total:.2f}s)")
     print()
     print("| dtype | batch | KV cache | image tokens/s |")
     print("|---|---|---|---|")

@@ -30,7 +30,7 @@ from hf_vtok.models.v2flow.language_model import (
 from test_v2flow import TINY, tiny_dcae
 from training_utils import REPO_ROOT, free_port, run_script
 
-WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "bird", "big", "small", "the", "car", "tree", "sky", "sun", "cats"]
+WORDS = "a photo of cat dog red blue bird big small the car tree sky sun cats".split()
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 
@@ -174,7 +174,8 @@ def test_training_sequence_labels_only_image_tokens(pipeline):
 def test_image_span_processor(pipeline):
     vocabulary = pipeline.vocabulary
     processor = ImageSpanLogitsProcessor(vocabulary, num_tokens_per_image=2)
-    begin, end, image = vocabulary.begin_of_image_token_id, vocabulary.end_of_image_token_id, vocabulary.image_token_offset
+    begin, end = vocabulary.begin_of_image_token_id, vocabulary.end_of_image_token_id
+    image = vocabulary.image_token_offset
     rows = torch.tensor([
         [1, 5, 6, 7],  # text: untouched
         [1, 5, 6, begin],  # span opened: image tokens only
@@ -194,8 +195,10 @@ def test_guidance_one_equals_plain_sampling():
     scores = torch.cat([conditional, unconditional])
     assert torch.equal(ClassifierFreeGuidanceLogitsProcessor(1.0)(None, scores), torch.cat([conditional, conditional]))
     guided = ClassifierFreeGuidanceLogitsProcessor(3.0)(None, scores)
-    assert torch.allclose(guided[:3], unconditional + 3 * (conditional - unconditional)) and torch.equal(guided[:3], guided[3:])
-    paired = SeededSamplingLogitsProcessor(seeded(5), paired=True)(None, ClassifierFreeGuidanceLogitsProcessor(1.0)(None, scores))
+    assert torch.allclose(guided[:3], unconditional + 3 * (conditional - unconditional))
+    assert torch.equal(guided[:3], guided[3:])
+    unguided = ClassifierFreeGuidanceLogitsProcessor(1.0)(None, scores)
+    paired = SeededSamplingLogitsProcessor(seeded(5), paired=True)(None, unguided)
     plain = SeededSamplingLogitsProcessor(seeded(5))(None, conditional)
     assert torch.equal(paired[:3], plain) and torch.equal(paired[3:], plain)
     assert torch.equal(torch.isfinite(plain).sum(dim=1), torch.ones(3, dtype=torch.long))
@@ -215,7 +218,8 @@ def test_generation_returns_images_and_is_reproducible(pipeline):
     assert len(images) == 2 and images[0].size == (size, size)
     codes = pipeline.generate_image_tokens(prompts, generator=seeded(2), top_k=5, top_p=0.9, temperature=0.7)
     assert codes.shape == (2, pipeline.num_image_tokens) and 0 <= int(codes.min()) and int(codes.max()) < 16
-    assert torch.equal(codes, pipeline.generate_image_tokens(prompts, generator=seeded(2), top_k=5, top_p=0.9, temperature=0.7))
+    again = pipeline.generate_image_tokens(prompts, generator=seeded(2), top_k=5, top_p=0.9, temperature=0.7)
+    assert torch.equal(codes, again)
     # top_k=1 is greedy: with and without the KV cache the same tokens come
     greedy = pipeline.generate_image_tokens(prompts, top_k=1)
     assert torch.equal(greedy, pipeline.generate_image_tokens(prompts, top_k=1, use_cache=False))
@@ -328,7 +332,8 @@ def test_training_reduces_the_image_token_loss_and_saves_a_pipeline(token_cache,
 def test_lora_training_with_captions(token_cache, tmp_path):
     pytest.importorskip("peft")
     rows = load_latent_cache(token_cache / "cache")
-    captions = {key: f"a photo of a {'red' if index % 2 else 'blue'} {key.split('/')[0]}" for index, key in enumerate(rows["key"])}
+    colours = ["red", "blue"]
+    captions = {key: f"a photo of a {colours[index % 2]} {key.split('/')[0]}" for index, key in enumerate(rows["key"])}
     (tmp_path / "captions.json").write_text(json.dumps(captions))
     output = _run([
         "--language-model", token_cache / "llama", "--image-pipeline", token_cache / "v2flow",

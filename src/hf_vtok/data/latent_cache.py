@@ -18,7 +18,8 @@ optionally ``latents_flip``. A tokenizer that turns images into discrete ids (``
 ``V2FlowPipeline`` folder: DC-AE then V²Flow) stores ``image_tokens`` (int64 ids ``[L]``) and optionally
 ``image_tokens_flip`` instead of latents; ``training_scripts/train_v2flow_llama.py`` reads those.
 Shard ``k`` holds images ``[k * shard_size, (k + 1) * shard_size)``; it is written as
-``shard-XXXXX.arrow.partial`` and renamed when complete, so after a kill the same command skips the finished shards and redoes the interrupted one: no duplicates, no gaps. Several processes
+``shard-XXXXX.arrow.partial`` and renamed when complete, so after a kill the same command skips the finished
+shards and redoes the interrupted one: no duplicates, no gaps. Several processes
 (``accelerate launch -m hf_vtok.cli cache-latents ...``) split the shards between them.
 ``load_latent_cache(folder)`` returns the rows as one ``datasets.Dataset`` in image order.
 """

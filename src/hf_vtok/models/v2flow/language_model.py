@@ -70,7 +70,9 @@ class V2FlowVocabulary:
         """V²Flow code ids ``[..., L]`` -> language-model ids."""
         codes = torch.as_tensor(codes)
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.num_image_tokens):
-            raise ValueError(f"V2Flow code ids must be in [0, {self.num_image_tokens}), got {int(codes.min())}..{int(codes.max())}")
+            raise ValueError(
+                f"V2Flow code ids must be in [0, {self.num_image_tokens}), got {int(codes.min())}..{int(codes.max())}"
+            )
         return codes.long() + self.image_token_offset
 
     def ids_to_codes(self, ids: torch.Tensor) -> torch.Tensor:
@@ -93,8 +95,8 @@ class V2FlowVocabulary:
         missing = [name for name in names if name not in vocabulary]
         if missing:
             raise ValueError(
-                f"the tokenizer lacks {len(missing)} of the {len(names)} V2Flow tokens (e.g. {missing[0]!r}): extend it "
-                "with hf_vtok.models.v2flow.language_model.extend_vocabulary (or the codebook size differs)"
+                f"the tokenizer lacks {len(missing)} of the {len(names)} V2Flow tokens (e.g. {missing[0]!r}): "
+                "extend it with hf_vtok.models.v2flow.language_model.extend_vocabulary (or the codebook size differs)"
             )
         ids = [vocabulary[name] for name in names]
         offset = ids[0]
@@ -135,8 +137,8 @@ def extend_vocabulary(
     codebook = image_tokenizer.quantizer.codebook.detach().float()
     if codebook.shape[1] != width:
         raise ValueError(
-            f"the V2Flow codebook has {codebook.shape[1]}-d codes (config.llm_embed_dim={config.llm_embed_dim}) but the "
-            f"language model's input embeddings are {width}-d: the codebook lives in another LLM's embedding space"
+            f"the V2Flow codebook has {codebook.shape[1]}-d codes (config.llm_embed_dim={config.llm_embed_dim}) but "
+            f"the language model's input embeddings are {width}-d: the codebook lives in another LLM's embedding space"
         )
     names = [IMAGE_TOKEN_TEMPLATE.format(code) for code in range(config.codebook_size)]
     present = [name for name in (*names, BEGIN_OF_IMAGE_TOKEN, END_OF_IMAGE_TOKEN) if name in tokenizer.get_vocab()]

@@ -14,11 +14,11 @@ class V2FlowLlamaPipeline(V2FlowPipeline):
     model whose vocabulary was extended by ``hf_vtok.models.v2flow.language_model.extend_vocabulary``.
 
     ``__call__``: each prompt becomes ``[BOS] prompt <begin_of_image>``; ``language_model.generate()`` (KV cache)
-    appends ``tokenizer.config.num_tokens`` image tokens (``language_model.generate_image_tokens``, with the
-    logits processors of ``language_model.py``: only image tokens inside the image span; classifier-free guidance over a conditional
-    and an unconditional stream, ``u + s (c - u)``, the unconditional prompt being ``negative_prompt``, ``""`` by
-    default; temperature, top-k, top-p; a ``torch.Generator`` for reproducibility). The ids then go through the
-    V²Flow decoder and the DC-AE (``V2FlowPipeline.decode_tokens``).
+    appends ``tokenizer.config.num_tokens`` image tokens (``language_model.generate_image_tokens``): only image
+    tokens inside the image span; classifier-free guidance over a conditional and an unconditional stream,
+    ``u + s (c - u)``, the unconditional prompt being ``negative_prompt``, ``""`` by default; temperature,
+    top-k, top-p; a ``torch.Generator`` for reproducibility. The ids then go through the V²Flow decoder and the
+    DC-AE (``V2FlowPipeline.decode_tokens``).
 
     Args:
         vae: the DC-AE (``AutoencoderDC``).
