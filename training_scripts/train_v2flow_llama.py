@@ -41,7 +41,7 @@ from hf_vtok.models.v2flow.language_model import (
     extend_vocabulary,
     image_sequence,
 )
-from hf_vtok.training import Trainer, add_training_arguments, build_scheduler, parse_with_config
+from hf_vtok.training import Trainer, add_training_arguments, build_optimizer, build_scheduler, parse_with_config
 from hf_vtok.training.data import draw_generator
 
 LANGUAGE_MODEL_FOLDER = "language_model"
@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--lr", type=float, default=1e-4)
     optim.add_argument("--min-lr", type=float, default=1e-5)
     optim.add_argument("--warmup-steps", type=int, default=0)
-    optim.add_argument("--weight-decay", type=float, default=0.0)
+    optim.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95))
+    optim.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decay on weight matrices only")
     add_training_arguments(parser, max_steps=10_000, batch_size=8, ema_decay=0.0, checkpoint_every=1000)
     return parser
 
@@ -193,7 +194,7 @@ def main(argv=None) -> Path:
         )
     model = with_lora(language_model, vocabulary, args) if args.lora_rank > 0 else language_model
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(model, "adamw", args.lr, args.betas, args.weight_decay)
     scheduler = build_scheduler(optimizer, args.max_steps, args.warmup_steps, args.min_lr, 0.0)
     model, optimizer, scheduler = trainer.prepare(model, optimizer, scheduler)
     trainer.print(f"{sum(p.numel() for p in trainable)} trainable parameters, sequences of {dataset.length} tokens")
