@@ -20,9 +20,9 @@ adapters (peft) on the attention and MLP projections plus the new token rows onl
 (``trainable_token_indices``); without it every weight trains. The loop is ``hf_vtok.training.Trainer``
 (DDP under ``accelerate launch``, resumable checkpoints, loss curves).
 
-Output: ``<output-dir>/language_model`` (the trained, merged causal LM and its tokenizer,
-``from_pretrained``-ready), with LoRA also ``<output-dir>/adapter``, and with ``--image-pipeline`` the whole
-``V2FlowLlamaPipeline`` in ``<output-dir>/pipeline``.
+Output: ``<output-dir>/language_model`` (the trained causal LM and its tokenizer, ``from_pretrained``-ready;
+LoRA: merged), ``language_model_ema`` with ``--ema-decay``, ``adapter`` with LoRA (the peft adapter), and with
+``--image-pipeline`` the whole ``V2FlowLlamaPipeline`` in ``<output-dir>/pipeline`` (the EMA weights if any).
 """
 
 import argparse
@@ -192,11 +192,18 @@ def main(argv=None) -> Path:
             f"the cache holds {cached_tokens} tokens per image but the V2Flow tokenizer of {args.image_pipeline} makes "
             f"{image_tokenizer.config.num_tokens}"
         )
-    model = with_lora(language_model, vocabulary, args) if args.lora_rank > 0 else language_model
+    lora = args.lora_rank > 0
+    if lora and args.ema_decay > 0:
+        raise ValueError("--ema-decay applies to full fine-tuning; LoRA runs keep no EMA (pass --ema-decay 0)")
+    if lora and args.gradient_checkpointing:  # (full fine-tuning: Trainer.add_model enables it)
+        language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = with_lora(language_model, vocabulary, args) if lora else language_model
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = build_optimizer(model, "adamw", args.lr, args.betas, args.weight_decay)
     scheduler = build_scheduler(optimizer, args.max_steps, args.warmup_steps, args.min_lr, 0.0)
     model, optimizer, scheduler = trainer.prepare(model, optimizer, scheduler)
+    if not lora:  # saved by the trainer as <output>/language_model (and language_model_ema), with the tokenizer
+        trainer.add_model(LANGUAGE_MODEL_FOLDER, model, save_extra=text_tokenizer.save_pretrained)
     trainer.print(f"{sum(p.numel() for p in trainable)} trainable parameters, sequences of {dataset.length} tokens")
 
     def train_step(batch, step):
@@ -216,22 +223,26 @@ def main(argv=None) -> Path:
     output = trainer.fit(train_step, dataset)
     accelerator = trainer.accelerator
     if accelerator.is_main_process:
-        trained = accelerator.unwrap_model(model)
-        if args.lora_rank > 0:
-            trained.save_pretrained(output / ADAPTER_FOLDER)
-            trained = copy.deepcopy(trained).merge_and_unload()
-        trained.eval().save_pretrained(output / LANGUAGE_MODEL_FOLDER)
-        text_tokenizer.save_pretrained(output / LANGUAGE_MODEL_FOLDER)
+        if lora:
+            adapted = accelerator.unwrap_model(model).eval()
+            adapted.save_pretrained(output / ADAPTER_FOLDER)
+            copy.deepcopy(adapted).merge_and_unload().save_pretrained(output / LANGUAGE_MODEL_FOLDER)
+            text_tokenizer.save_pretrained(output / LANGUAGE_MODEL_FOLDER)
         if image_tokenizer is not None:
+            from transformers import AutoModelForCausalLM
+
             from hf_vtok import V2FlowLlamaPipeline
 
+            averaged = output / f"{LANGUAGE_MODEL_FOLDER}_ema"  # the EMA weights generate, when there are some
+            trained = AutoModelForCausalLM.from_pretrained(
+                averaged if averaged.is_dir() else output / LANGUAGE_MODEL_FOLDER
+            )
             pipeline = V2FlowLlamaPipeline(
-                vae=vae, tokenizer=image_tokenizer, language_model=trained, text_tokenizer=text_tokenizer
+                vae=vae, tokenizer=image_tokenizer, language_model=trained.eval(), text_tokenizer=text_tokenizer
             )
             pipeline.save_pretrained(output / PIPELINE_FOLDER)
     accelerator.wait_for_everyone()
     return output
-
 
 if __name__ == "__main__":
     main()
