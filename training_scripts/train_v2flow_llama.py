@@ -196,7 +196,7 @@ def main(argv=None) -> Path:
     if lora and args.ema_decay > 0:
         raise ValueError("--ema-decay applies to full fine-tuning; LoRA runs keep no EMA (pass --ema-decay 0)")
     if lora and args.gradient_checkpointing:  # (full fine-tuning: Trainer.add_model enables it)
-        language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        language_model.activation_checkpointing_enable({"use_reentrant": False})
     model = with_lora(language_model, vocabulary, args) if lora else language_model
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = build_optimizer(model, "adamw", args.lr, args.betas, args.weight_decay)
