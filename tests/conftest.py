@@ -46,6 +46,18 @@ def family_parity_dir():
     return parity_dir
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors run fastest on one thread (several compete for this machine's 2 cores).
+
+    Use as ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

@@ -42,13 +42,7 @@ from hf_vtok.training import (
 from hf_vtok.training.checkpointing import _flatten_state, _unflatten_state
 from hf_vtok.training.data import draw_generator
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------------

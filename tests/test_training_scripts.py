@@ -28,15 +28,8 @@ from hf_vtok import MAETokModel, SiTTransformer1DModel, SoftVQModel, ViTokDiTTra
 from hf_vtok.data import cache_latents, load_latent_cache
 from hf_vtok.training import list_checkpoints, to_pixel_values
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ from hf_vtok.data import cache_latents, load_latent_cache
 from hf_vtok.models.v2flow.llm_vocabulary import extract_llm_vocabulary, load_llm_vocabulary
 from hf_vtok.quantizers import CosineEMAVectorQuantizer, rotate_to
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(
     latent_channels=4, sample_size=4, vae_downsample_factor=2, scaling_factor=0.5, connector_hidden_size=8,
     connector_depth=1, llm_vocab_size=20, llm_embed_dim=12, codebook_size=16, hidden_size=16, encoder_num_layers=1,
@@ -43,14 +45,6 @@ def tiny_dcae() -> AutoencoderDC:
         decoder_qkv_multiscales=((), ()), decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.5,
     ).eval()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is ~100x faster than several competing for this machine's 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,8 @@ ERRORS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def report_errors(one_thread):
     yield
-    torch.set_num_threads(threads)
     if ERRORS:  # shown with `pytest -s`
         print("\nV2Flow parity, max abs error per tensor:")
         for name, error in sorted(ERRORS.items()):

@@ -31,20 +31,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from hf_vtok import DiTTransformer1DModel, GaussianDiffusionScheduler, SiTTransformer1DModel, ViTokDiTTransformerModel
 from hf_vtok.data import load_latent_cache
 from hf_vtok.flow.scheduling_sit import path_coefficients
 from hf_vtok.training import (
     NO_LABEL,
+    CachedLatents,
     Trainer,
     add_training_arguments,
     build_optimizer,
     build_scheduler,
     parse_with_config,
 )
-from hf_vtok.training.data import draw_generator
 
 MODELS = {"sit": SiTTransformer1DModel, "dit": DiTTransformer1DModel, "vitok-dit": ViTokDiTTransformerModel}
 RECIPES = {
@@ -80,29 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--min-lr-ratio", type=float, help="final lr / lr of the cosine decay (1: constant)")
     add_training_arguments(parser, max_steps=400_000, batch_size=32, seed=0)
     return parser
-
-
-class CachedLatents(Dataset):
-    """``dataset[(position, index)]`` -> normalised latents ``[L, C]`` (grid latents flattened) and the label."""
-
-    def __init__(self, rows, scaling_factor: float, shift_factor: float, seed: int, unconditional: bool):
-        self.rows, self.seed, self.unconditional = rows, seed, unconditional
-        self.scaling_factor, self.shift_factor = scaling_factor, shift_factor
-        self.has_flip = "latents_flip" in rows.column_names
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, draw):
-        position, index = draw
-        row = self.rows[index]
-        use_flip = self.has_flip and draw_generator(self.seed, position).random() < 0.5
-        latents = (row["latents_flip"] if use_flip else row["latents"]).float()
-        if latents.dim() == 3:  # grid latents [C, h, w] -> tokens [h * w, C]
-            latents = latents.flatten(1).transpose(0, 1)
-        latents = (latents - self.shift_factor) * self.scaling_factor
-        label = 0 if self.unconditional else int(row["label"])
-        return {"latents": latents, "label": label}
 
 
 def build_model(args, tokens: int, channels: int, num_classes: int):
@@ -206,7 +182,7 @@ def main(argv=None) -> Path:
     if not args.unconditional and bool((labels == NO_LABEL).any()):
         raise ValueError(f"the latent cache {args.latents} has images without labels: pass --unconditional")
     num_classes = 1 if args.unconditional else int(labels.max()) + 1
-    dataset = CachedLatents(rows, info["scaling_factor"], info["shift_factor"], args.seed, args.unconditional)
+    dataset = CachedLatents(rows, args.seed, unconditional=args.unconditional)
     sample = dataset[(0, 0)]["latents"]
     model = build_model(args, sample.shape[0], sample.shape[1], num_classes)
     optimizer = build_optimizer(model, "adamw", args.lr, args.betas, args.weight_decay)

@@ -11,6 +11,7 @@ from .gan import (
 )
 from .lpips import LPIPS, VGG16Features
 from .reconstruction import charbonnier_loss, ssim_loss
+from .resnet_perceptual import ResNetLogitPerceptualLoss
 
 __all__ = [
     "LPIPS",
@@ -18,6 +19,7 @@ __all__ = [
     "DinoPerceptualLoss",
     "LeCAMRegularizer",
     "RepaProjector",
+    "ResNetLogitPerceptualLoss",
     "VGG16Features",
     "adaptive_generator_weight",
     "charbonnier_loss",

@@ -6,6 +6,7 @@ from .checkpointing import CheckpointManager, StopRequest, latest_checkpoint, li
 from .data import (
     NO_LABEL,
     AugmentedImages,
+    CachedLatents,
     StepBatchSampler,
     StreamingAugmentedImages,
     add_data_arguments,
@@ -17,6 +18,7 @@ from .data import (
     random_resized_crop,
     to_pixel_values,
 )
+from .early_stopping import EarlyStopping
 from .ema import ModelEMA
 from .logging import CSVLogger, plot_metrics, read_metrics
 from .optim import build_optimizer, build_scheduler, parameter_groups, warmup_cosine_factor
@@ -26,7 +28,9 @@ __all__ = [
     "NO_LABEL",
     "AugmentedImages",
     "CSVLogger",
+    "CachedLatents",
     "CheckpointManager",
+    "EarlyStopping",
     "ModelEMA",
     "StepBatchSampler",
     "StopRequest",

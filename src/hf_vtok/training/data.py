@@ -213,6 +213,38 @@ class StreamingAugmentedImages(IterableDataset):
             epoch += 1
 
 
+class CachedLatents(Dataset):
+    """Rows of a latent cache (``hf_vtok.data.load_latent_cache``) as training samples.
+
+    ``dataset[(position, index)]`` -> ``{"latents", "label"}``: the latents normalised with the cache's
+    ``(z - shift_factor) * scaling_factor``; a cache made with ``--flip`` gives the flipped latents for half
+    of the draws (decided by ``(seed, position)``, so resumable). ``layout="tokens"`` flattens grid latents
+    ``[C, h, w]`` to ``[h * w, C]`` (1-D generators), ``"grid"`` keeps them. ``unconditional`` labels everything 0.
+    """
+
+    def __init__(self, rows, seed: int, layout: str = "tokens", unconditional: bool = False):
+        if layout not in ("tokens", "grid"):
+            raise ValueError(f"layout must be 'tokens' or 'grid', got {layout!r}")
+        info = rows.cache_info
+        self.rows, self.seed, self.layout, self.unconditional = rows, seed, layout, unconditional
+        self.scaling_factor, self.shift_factor = info["scaling_factor"], info["shift_factor"]
+        self.has_flip = "latents_flip" in rows.column_names
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, draw):
+        position, index = draw
+        row = self.rows[index]
+        use_flip = self.has_flip and draw_generator(self.seed, position).random() < 0.5
+        latents = (row["latents_flip"] if use_flip else row["latents"]).float()
+        if latents.dim() == 3 and self.layout == "tokens":  # grid latents [C, h, w] -> tokens [h * w, C]
+            latents = latents.flatten(1).transpose(0, 1)
+        latents = (latents - self.shift_factor) * self.scaling_factor
+        label = 0 if self.unconditional else int(row["label"])
+        return {"latents": latents, "label": label}
+
+
 def add_data_arguments(parser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument(
@@ -269,6 +301,7 @@ def collate_samples(samples: list[dict], pad_keys: tuple[str, ...] = ()) -> dict
 __all__ = [
     "NO_LABEL",
     "AugmentedImages",
+    "CachedLatents",
     "DatasetsImages",
     "FolderImages",
     "StepBatchSampler",

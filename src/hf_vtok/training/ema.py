@@ -2,8 +2,10 @@
 
 ``ema = decay * ema + (1 - decay) * online`` after every optimizer step from ``start_step`` on (before
 it the average tracks the online weights exactly), as the originals do: a constant decay (0.9999) and
-an optional start step (ViTok's DiT starts at step 5000). Buffers are copied, not averaged. Works on
-sharded (FSDP2 ``DTensor``) parameters: the average is kept per shard and gathered when saved.
+an optional start step (ViTok's DiT starts at step 5000). With ``update_every = n`` the average is
+updated after steps 1, n + 1, 2n + 1, ... with ``decay ** n`` (FlowMo's ``SimpleEMA``: every 10 steps,
+the same decay per step). Buffers are copied, not averaged. Works on sharded (FSDP2 ``DTensor``)
+parameters: the average is kept per shard and gathered when saved.
 """
 
 import torch
@@ -11,10 +13,12 @@ from torch import nn
 
 
 class ModelEMA:
-    def __init__(self, model: nn.Module, decay: float = 0.9999, start_step: int = 0):
+    def __init__(self, model: nn.Module, decay: float = 0.9999, start_step: int = 0, update_every: int = 1):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        self.decay, self.start_step = decay, start_step
+        if update_every < 1:
+            raise ValueError(f"EMA update_every must be a positive number of steps, got {update_every}")
+        self.decay, self.start_step, self.update_every = decay, start_step, update_every
         self.names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
         parameters = dict(model.named_parameters())
         self.shadow = [parameters[name].detach().float().clone() for name in self.names]
@@ -30,8 +34,10 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """Average in the weights after optimizer step ``step`` (1-based)."""
+        if (step - 1) % self.update_every:
+            return
         online = [tensor.float() for tensor in self._online(model)]
-        weight = 1.0 if step <= self.start_step else 1.0 - self.decay
+        weight = 1.0 if step <= self.start_step else 1.0 - self.decay**self.update_every
         torch._foreach_lerp_(self.shadow, online, weight)
         self.num_updates += 1
 
@@ -54,6 +60,7 @@ class ModelEMA:
         return {
             "decay": self.decay,
             "start_step": self.start_step,
+            "update_every": self.update_every,
             "num_updates": self.num_updates,
             "shadow": dict(zip(self.names, self.shadow)),
         }

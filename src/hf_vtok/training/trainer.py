@@ -59,6 +59,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> argpa
     )
     group.add_argument("--ema-decay", type=float, default=0.9999, help="0 disables the EMA copy")
     group.add_argument("--ema-start", type=int, default=0, help="step from which the EMA averages (before: a copy)")
+    group.add_argument(
+        "--ema-update-every", type=int, default=1, help="steps between EMA updates (each with decay ** this)"
+    )
     group.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: no clipping)")
     parser.set_defaults(**{key.replace("-", "_"): value for key, value in defaults.items()})
     return parser
@@ -129,6 +132,7 @@ class Trainer:
         self.stateful: dict = {}
         self.logger = CSVLogger(self.output_dir, enabled=self.accelerator.is_main_process)
         self.step = 0
+        self.stop_reason: str | None = None
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -150,12 +154,17 @@ class Trainer:
         """
         unwrapped = self.accelerator.unwrap_model(model)
         if self.args.gradient_checkpointing:
-            if hasattr(unwrapped, "gradient_checkpointing_enable"):
+            if hasattr(unwrapped, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
+                unwrapped.activation_checkpointing_enable()
+            elif hasattr(unwrapped, "gradient_checkpointing_enable"):
                 unwrapped.gradient_checkpointing_enable()
             elif hasattr(unwrapped, "enable_gradient_checkpointing"):
                 unwrapped.enable_gradient_checkpointing()
+        every = getattr(self.args, "ema_update_every", 1)
         average = (
-            ModelEMA(unwrapped, self.args.ema_decay, self.args.ema_start) if ema and self.args.ema_decay > 0 else None
+            ModelEMA(unwrapped, self.args.ema_decay, self.args.ema_start, every)
+            if ema and self.args.ema_decay > 0
+            else None
         )
         self.models[name] = {"model": model, "ema": average, "save_extra": save_extra}
         if average is not None:
@@ -165,6 +174,11 @@ class Trainer:
     def add_state(self, name: str, obj) -> None:
         """Extra state to checkpoint (``state_dict`` / ``load_state_dict`` with tensors and JSON values)."""
         self.stateful[name] = obj
+
+    def request_stop(self, reason: str) -> None:
+        """End ``fit`` after the current step (early stopping): a last checkpoint, then the final folders.
+        Every process must make the same request (base it on values they all share)."""
+        self.stop_reason = reason
 
     def clip_gradients(self, parameters) -> float | None:
         if self.args.grad_clip and self.args.grad_clip > 0:
@@ -243,7 +257,7 @@ class Trainer:
         started, last_log = time.time(), time.time()
         saved_at = self.step
         with StopRequest() as stop:
-            while self.step < args.max_steps:
+            while self.step < args.max_steps and self.stop_reason is None:
                 batch = move_to_device(next(batches), self.device)
                 for entry in self.models.values():
                     entry["model"].train()
@@ -268,8 +282,10 @@ class Trainer:
                 if args.checkpoint_every > 0 and self.step % args.checkpoint_every == 0 and self.step < args.max_steps:
                     manager.save(self.step)
                     saved_at = self.step
+        if self.stop_reason is not None:
+            self.print(f"stopped at step {self.step}: {self.stop_reason}")
         if saved_at != self.step:
-            manager.save(self.step, reason="end")
+            manager.save(self.step, reason=self.stop_reason or "end")
         self.save_models()
         self._finish_plot()
         self.print(f"finished {self.step} steps in {time.time() - started:.1f}s; models in {self.output_dir}")

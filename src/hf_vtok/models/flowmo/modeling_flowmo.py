@@ -11,6 +11,7 @@ convention). Decoding integrates the flow from noise with Euler steps and interv
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
@@ -101,13 +102,15 @@ class FlowMoOutput(VisualTokenizerOutput):
     Reconstruction mode: ``sample`` is the decoded image. Training mode (``return_loss=True``):
     ``loss`` = diffusion loss + quantizer loss, ``losses`` holds every term, ``sample`` is the
     one-step prediction ``x_t - t * v`` (unclipped; what the original's perceptual loss compares),
-    with the ``velocity``, ``timesteps`` and ``noise`` used.
+    with the ``velocity``, ``timesteps`` and ``noise`` used, and with post-training the image sampled
+    through the differentiable sampler chain (``posttrain_sample``, unclipped).
     """
 
     velocity: torch.FloatTensor | None = None
     timesteps: torch.FloatTensor | None = None
     noise: torch.FloatTensor | None = None
     prequant_latents: torch.FloatTensor | None = None
+    posttrain_sample: torch.FloatTensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -561,6 +564,10 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def _step_velocity(self, sample, timesteps, code_states, rotary) -> torch.Tensor:
+        """One unguided sampler evaluation (float32 velocity); the unit ``checkpoint_steps`` recomputes."""
+        return self._decoder_velocity(sample, timesteps, code_states, rotary)[0].float()
+
     def _time_grid(self, timesteps, num_inference_steps, sampling_schedule, batch, device):
         """(times, step sizes) on ``device`` from a custom grid ``[N+1]`` / ``[B, N+1]`` or the schedule."""
         if timesteps is None:
@@ -587,6 +594,8 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         height: int | None = None,
         width: int | None = None,
         output_trajectory: bool = False,
+        clip_sample: bool = True,
+        checkpoint_steps: bool = False,
         return_dict: bool = True,
     ) -> FlowMoDecoderOutput | tuple:
         r"""Decode a code (``latents`` or LFQ ``image_tokens``) to images with the original sampler.
@@ -598,7 +607,11 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         (``num_inference_steps``, ``sampling_schedule``, ``guidance_scale``, ``guidance_interval``;
         ``guidance_interval=None`` guides every step, ``guidance_scale=1`` never). ``timesteps``
         replaces the schedule by a custom grid ``[N+1]`` or per-sample grids ``[B, N+1]`` (flow times
-        from 1 down; step ``i`` goes from ``t_i`` to ``t_(i+1)``). The loop is differentiable.
+        from 1 down; step ``i`` goes from ``t_i`` to ``t_(i+1)``). The loop is differentiable:
+        ``clip_sample=False`` returns the last state unclipped (the original post-training loss reads it),
+        and ``checkpoint_steps=True`` recomputes each step's decoder call in the backward pass instead of
+        keeping its activations (the original's ``decode_checkpointed``; combine it with
+        ``activation_checkpointing_enable()`` to keep only block inputs during that recomputation).
         """
         config = self.config
         if isinstance(latents, FlowMoEncoderOutput):
@@ -644,6 +657,13 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         if bool(guided.any()):  # conditional and null code side by side, one batched decoder call per guided step
             paired_states = torch.cat([code_states, self.decoder.code_embed(torch.zeros_like(conditioning))])
 
+        recompute = checkpoint_steps and torch.is_grad_enabled()
+
+        def step_velocity(*inputs):
+            if recompute:
+                return torch.utils.checkpoint.checkpoint(self._step_velocity, *inputs, rotary, use_reentrant=False)
+            return self._step_velocity(*inputs, rotary)
+
         state = noise
         trajectory = []
         for step in range(times.shape[-1]):
@@ -651,23 +671,21 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             step_guided = guided[..., step]
             flow_times = time.expand(batch) if time.dim() == 0 else time
             if bool(step_guided.any()):
-                both, *_ = self._decoder_velocity(
-                    torch.cat([state, state]), torch.cat([flow_times, flow_times]), paired_states, rotary
-                )
-                velocity, null_velocity = both.float().chunk(2)
+                both = step_velocity(torch.cat([state, state]), torch.cat([flow_times, flow_times]), paired_states)
+                velocity, null_velocity = both.chunk(2)
                 guided_velocity = null_velocity + guidance_scale * (velocity - null_velocity)
                 if step_guided.dim() == 0 or bool(step_guided.all()):
                     velocity = guided_velocity
                 else:
                     velocity = torch.where(step_guided.to(device)[:, None, None, None], guided_velocity, velocity)
             else:
-                velocity = self._decoder_velocity(state, flow_times, code_states, rotary)[0].float()
+                velocity = step_velocity(state, flow_times, code_states)
             step_size = step_size if step_size.dim() == 0 else step_size[:, None, None, None]
             state = state - step_size * velocity
             if output_trajectory:
                 trajectory.append(state)
         output = FlowMoDecoderOutput(
-            sample=state.clip(-1, 1),
+            sample=state.clip(-1, 1) if clip_sample else state,
             trajectory=torch.stack(trajectory) if output_trajectory else None,
             guidance_steps=guided.to(device),
         )
@@ -686,6 +704,20 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             times = torch.where(_uniform((batch,), generator, device) <= 0.9, times, _uniform((batch,), generator, device))
         return times
 
+    def sample_posttrain_timesteps(
+        self, batch: int, num_steps: int, generator: torch.Generator | None = None, device=None
+    ) -> torch.Tensor:
+        """Random per-sample sampler grids ``[B, num_steps + 1]`` of post-training, from 1 down to 0.
+
+        The original draws ``num_steps + 1`` uniform numbers per sample and uses their normalised cumulative
+        sums (minus the first) as a monotone grid, so the step sizes are random and differ between samples.
+        """
+        if num_steps <= 0:
+            raise ValueError(f"post-training needs at least one sampler step, got num_steps={num_steps}")
+        grid = _uniform((batch, num_steps + 1), generator, device or self.device).cumsum(dim=1)
+        grid = grid - grid[:, :1]
+        return (grid / grid[:, -1:]).flip(dims=(1,))
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -696,6 +728,10 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         generator: torch.Generator | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        posttrain_steps: int | None = None,
+        posttrain_timesteps: torch.Tensor | None = None,
+        posttrain_noise: torch.Tensor | None = None,
+        checkpoint_posttrain_steps: bool = False,
         return_dict: bool = True,
     ) -> FlowMoOutput | tuple:
         r"""Reconstruct ``pixel_values`` (encode + sampler), or with ``return_loss=True`` compute the
@@ -707,6 +743,13 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         ``loss = mean((noise - v - x)^2) + quantizer_loss`` with every term in ``losses``. The
         original's perceptual term (LPIPS-VGG on ``sample = x_t - t v``) is left to the trainer.
         In reconstruction mode ``noise`` / ``generator`` seed the sampler.
+
+        Post-training (the original ``posttrain_sample``): with ``posttrain_steps=K`` (or an explicit
+        ``posttrain_timesteps`` grid ``[B, K+1]``) the training mode also samples the image from
+        ``posttrain_noise`` with K Euler steps on random per-sample grids (``sample_posttrain_timesteps``),
+        conditioned on the code before dropout, without guidance, keeping the graph through every step
+        (``checkpoint_posttrain_steps`` recomputes each step's decoder call in the backward pass). The
+        unclipped result is ``posttrain_sample``, for the trainer's sample-level perceptual loss.
         """
         self._check_pixels(pixel_values)
         if not return_loss:
@@ -745,6 +788,21 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             conditioning = conditioning * keep[:, None, None].to(conditioning.dtype)
         velocity = self.velocity(noisy, timesteps, conditioning=conditioning).sample.float()
         diffusion_loss = ((noise - velocity - pixel_values) ** 2).mean(dim=(1, 2, 3)).mean()
+        posttrain_sample = None
+        if posttrain_steps is not None or posttrain_timesteps is not None:
+            if posttrain_timesteps is None:
+                posttrain_timesteps = self.sample_posttrain_timesteps(batch, posttrain_steps, generator, device)
+            posttrain_sample = self.decode(
+                encoded.latents,
+                timesteps=posttrain_timesteps,
+                noise=posttrain_noise,
+                generator=generator,
+                height=pixel_values.shape[-2],
+                width=pixel_values.shape[-1],
+                guidance_scale=1.0,
+                clip_sample=False,
+                checkpoint_steps=checkpoint_posttrain_steps,
+            ).sample
         loss = diffusion_loss + encoded.quantizer_loss
         losses = {"diffusion_loss": diffusion_loss, "quantizer_loss": encoded.quantizer_loss, **(encoded.quantizer_losses or {})}
         output = FlowMoOutput(
@@ -757,5 +815,6 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             timesteps=timesteps,
             noise=noise,
             prequant_latents=encoded.prequant_latents,
+            posttrain_sample=posttrain_sample,
         )
         return output if return_dict else output.to_tuple()
