@@ -34,12 +34,7 @@ WORDS = "a photo of cat dog red blue bird big small the car tree sky sun cats".s
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_text_tokenizer() -> PreTrainedTokenizerFast:
