@@ -26,8 +26,9 @@ from .models.v2flow import (
     V2FlowImageProcessor,
     V2FlowModel,
     V2FlowOutput,
+    V2FlowVocabulary,
 )
-from .pipelines import V2FlowPipeline
+from .pipelines import V2FlowLlamaPipeline, V2FlowPipeline
 from .models.flowmo import (
     FLOWMO_PRESETS,
     FlowMoConfig,
@@ -106,7 +107,9 @@ __all__ = [
     "V2FlowImageProcessor",
     "V2FlowModel",
     "V2FlowOutput",
+    "V2FlowLlamaPipeline",
     "V2FlowPipeline",
+    "V2FlowVocabulary",
     "FLOWMO_PRESETS",
     "FlowMoConfig",
     "FlowMoDecoderOutput",

@@ -35,6 +35,7 @@ class CardFamily:
     license: str
     tags: tuple[str, ...]
     original_code: str
+    pipeline_tag: str | None = None  # None: the tokenizer / generation tag of the object's kind
 
 
 _TOKENIZER_TAGS = ("image-tokenizer", "autoencoder")
@@ -62,6 +63,14 @@ CARD_FAMILIES = {
     ),
     "v2flow": CardFamily(
         "v2flow.md", "V²Flow", "mit", _TOKENIZER_TAGS + ("v2flow",), "https://github.com/zhangguiwei610/V2Flow"
+    ),
+    "v2flow_llama": CardFamily(
+        "v2flow_llama.md",
+        "V²Flow + LLaMA",
+        "mit",
+        ("text-to-image", "autoregressive", "v2flow", "llama"),
+        "https://github.com/zhangguiwei610/V2Flow",
+        pipeline_tag="text-to-image",
     ),
     "sit": CardFamily(
         "sit.md", "SiT", "apache-2.0", _GENERATOR_TAGS + ("sit",), "https://github.com/Hhhhhhao/continuous_tokenizer"
@@ -184,6 +193,9 @@ def _template_variables(obj, kind: str) -> dict:
         transformer = getattr(obj, "transformer", None)
         config = transformer.config if transformer is not None else tokenizer_config
         variables = {"tokenizer_class": type(obj.tokenizer).__name__, "pipeline_class": type(obj).__name__}
+        language_model = getattr(obj, "language_model", None)
+        if language_model is not None:
+            variables["language_model_class"] = type(language_model).__name__
         if transformer is not None:
             variables["transformer_class"] = type(transformer).__name__
     else:
@@ -244,7 +256,8 @@ def model_card(
         library_name="hf_vtok",
         license=entry.license if entry is not None else info.license,
         tags=[*info.tags, "hf_vtok", kind] + (["custom_code"] if remote_code and kind != "pipeline" else []),
-        pipeline_tag=TOKENIZER_PIPELINE_TAG if kind == "tokenizer" else GENERATION_PIPELINE_TAG,
+        pipeline_tag=info.pipeline_tag
+        or (TOKENIZER_PIPELINE_TAG if kind == "tokenizer" else GENERATION_PIPELINE_TAG),
         base_model=entry.repo_id if entry is not None else None,
         model_name=model_name,
         eval_results=eval_entries or None,

@@ -14,9 +14,12 @@ model's ``scaling_factor`` / ``shift_factor`` for the trainer. ``--flip`` also s
 horizontally flipped image (``latents_flip``).
 
 Rows: ``key`` (the source's name of the image), ``label`` (int64, -1 without labels), ``latents`` and
-optionally ``latents_flip``. Shard ``k`` holds images ``[k * shard_size, (k + 1) * shard_size)``; it is written
-as ``shard-XXXXX.arrow.partial`` and renamed when complete, so after a kill the same command skips the
-finished shards and redoes the interrupted one: no duplicates, no gaps. Several processes
+optionally ``latents_flip``. A tokenizer that turns images into discrete ids (``--model`` a saved
+``V2FlowPipeline`` folder: DC-AE then V²Flow) stores ``image_tokens`` (int64 ids ``[L]``) and optionally
+``image_tokens_flip`` instead of latents; ``training_scripts/train_v2flow_llama.py`` reads those.
+Shard ``k`` holds images ``[k * shard_size, (k + 1) * shard_size)``; it is written as
+``shard-XXXXX.arrow.partial`` and renamed when complete, so after a kill the same command skips the finished
+shards and redoes the interrupted one: no duplicates, no gaps. Several processes
 (``accelerate launch -m hf_vtok.cli cache-latents ...``) split the shards between them.
 ``load_latent_cache(folder)`` returns the rows as one ``datasets.Dataset`` in image order.
 """
@@ -57,14 +60,52 @@ def encode_latents(model, pixel_values: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"{type(model).__name__}.encode returned {type(encoded).__name__} without latents")
 
 
+class ImageTokenEncoder(torch.nn.Module):
+    """Images -> discrete ids for the cache: a ``V2FlowPipeline``'s DC-AE, then its V²Flow tokenizer (as
+    ``V2FlowPipeline.encode_images``, on pixels the cache has already framed).
+
+    The V²Flow resampler draws Gumbel noise at inference (as the original does); the noise of image ``i`` of
+    the source comes from a generator seeded with ``seed + i``, so a resumed or re-split cache is the same."""
+
+    cache_column = "image_tokens"
+
+    def __init__(self, pipeline, seed: int = 0):
+        super().__init__()
+        self.vae, self.tokenizer, self.seed = pipeline.vae, pipeline.tokenizer, seed
+
+    @torch.no_grad()
+    def encode_for_cache(self, pixel_values: torch.Tensor, start_index: int) -> torch.Tensor:
+        """Pixels ``[B, 3, S, S]`` of images ``start_index, ...`` -> ids ``[B, L]``."""
+        latents = self.vae.encode(pixel_values.to(self.vae.device, self.vae.dtype)).latent
+        latents = (latents * self.tokenizer.config.scaling_factor).to(self.tokenizer.device)
+        ids = []
+        for offset, image_latents in enumerate(latents):
+            generator = torch.Generator(self.tokenizer.device).manual_seed(self.seed + start_index + offset)
+            ids.append(self.tokenizer.encode(image_latents[None], generator=generator).image_tokens[0])
+        return torch.stack(ids)
+
+
+def _is_v2flow_pipeline_folder(name_or_path: str, subfolder: str | None) -> bool:
+    index = Path(name_or_path) / "model_index.json"
+    if subfolder or not index.is_file():
+        return False
+    return json.loads(index.read_text()).get("_class_name") in ("V2FlowPipeline", "V2FlowLlamaPipeline")
+
+
 def load_autoencoder(name_or_path: str, device="cpu", dtype=torch.float32, subfolder: str | None = None):
-    """An hf_vtok tokenizer (its config has an hf_vtok ``model_type``), or a diffusers ``AutoencoderDC`` /
-    ``AutoencoderKL``."""
+    """An hf_vtok tokenizer (its config has an hf_vtok ``model_type``), a diffusers ``AutoencoderDC`` /
+    ``AutoencoderKL``, or a saved ``V2FlowPipeline`` (an ``ImageTokenEncoder``: the cache stores token ids)."""
     from diffusers import AutoencoderDC, AutoencoderKL
     from transformers import AutoConfig, AutoModel
 
     import hf_vtok  # noqa: F401  (registers the tokenizers)
 
+    if _is_v2flow_pipeline_folder(name_or_path, subfolder):
+        from ..pipelines import V2FlowPipeline
+
+        vae = AutoencoderDC.from_pretrained(name_or_path, subfolder="vae", torch_dtype=dtype)
+        tokenizer = AutoModel.from_pretrained(name_or_path, subfolder="tokenizer", dtype=dtype)
+        return ImageTokenEncoder(V2FlowPipeline(vae=vae, tokenizer=tokenizer)).to(device).eval()
     where = {"subfolder": subfolder} if subfolder else {}
     config = AutoencoderDC.load_config(name_or_path, **where)
     class_name = config.get("_class_name")
@@ -136,6 +177,8 @@ def cache_latents(
                 "output folder or delete it"
             )
     config = getattr(model, "config", None)
+    if isinstance(model, ImageTokenEncoder):
+        config = model.tokenizer.config
     info = {
         **settings,
         "scaling_factor": float(getattr(config, "scaling_factor", None) or 1.0),
@@ -147,6 +190,7 @@ def cache_latents(
         _write_json_atomically(info_path, info)
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
+    column = getattr(model, "cache_column", "latents")
     num_shards = -(-len(source) // shard_size)
     done = set(completed_shards(output))
     mine = [shard for shard in range(process_index, num_shards, num_processes) if shard not in done]
@@ -172,19 +216,26 @@ def cache_latents(
                     f"images of different sizes {sorted(shapes)} in one batch: pass --resolution to crop them"
                 )
             batch = torch.stack(pixels).to(device, dtype)
-            columns = {"key": keys, "label": labels, "latents": encode_latents(model, batch).float().cpu().numpy()}
-            if flip:
-                columns["latents_flip"] = encode_latents(model, batch.flip(dims=[3])).float().cpu().numpy()
+            columns = {"key": keys, "label": labels}
+            for suffix, view in [("", batch), ("_flip", batch.flip(dims=[3]))][: 1 + flip]:
+                if column == "image_tokens":
+                    encoded = model.encode_for_cache(view, indices[start]).cpu().long().numpy()
+                else:
+                    encoded = encode_latents(model, view).float().cpu().numpy()
+                columns[column + suffix] = encoded
             if writer is None:
-                shape = tuple(columns["latents"].shape[1:])
-                if not 2 <= len(shape) <= 5:
+                shape = tuple(columns[column].shape[1:])
+                if column == "image_tokens":
+                    array = datasets.Sequence(datasets.Value("int64"), length=shape[0])
+                elif 2 <= len(shape) <= 5:
+                    array = getattr(datasets, f"Array{len(shape)}D")(shape=shape, dtype="float32")
+                else:
                     raise ValueError(
                         f"latents of shape {shape} per image: the cache stores 2- to 5-dimensional latents"
                     )
-                array = getattr(datasets, f"Array{len(shape)}D")(shape=shape, dtype="float32")
-                features = {"key": datasets.Value("string"), "label": datasets.Value("int64"), "latents": array}
+                features = {"key": datasets.Value("string"), "label": datasets.Value("int64"), column: array}
                 if flip:
-                    features["latents_flip"] = array
+                    features[column + "_flip"] = array
                 writer = ArrowWriter(features=datasets.Features(features), path=str(partial))
             writer.write_batch(columns)
             bar.update(len(keys))
@@ -266,4 +317,4 @@ def run(args: argparse.Namespace) -> Path:
     return output
 
 
-__all__ = ["cache_latents", "encode_latents", "load_autoencoder", "load_latent_cache"]
+__all__ = ["ImageTokenEncoder", "cache_latents", "encode_latents", "load_autoencoder", "load_latent_cache"]

@@ -1,3 +1,4 @@
 from .pipeline_v2flow import V2FlowPipeline
+from .pipeline_v2flow_llama import V2FlowLlamaPipeline
 
-__all__ = ["V2FlowPipeline"]
+__all__ = ["V2FlowLlamaPipeline", "V2FlowPipeline"]
