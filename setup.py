@@ -45,11 +45,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    package_dir={"": "src"},
-    packages=find_packages("src"),
+    # the model card templates live in the top-level model_cards/ and ship as hf_vtok/model_cards (hf_vtok.hub)
+    package_dir={"": "src", "hf_vtok.model_cards": "model_cards"},
+    packages=find_packages("src") + ["hf_vtok.model_cards"],
     # the embedded default model of `hf-vtok reconstruct` (a small ViTok, training_scripts/make_default_model.py)
-    # and the model card templates (hf_vtok.hub)
-    package_data={"hf_vtok": ["default_model/*.json", "default_model/*.safetensors", "model_cards/*.md"]},
+    package_data={"hf_vtok": ["default_model/*.json", "default_model/*.safetensors"], "hf_vtok.model_cards": ["*.md"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

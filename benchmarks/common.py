@@ -192,11 +192,14 @@ class PeakMemory:
 
 
 def run_worker(script: str, arguments: list[str]) -> dict:
-    """Run ``script --worker ...`` in a fresh interpreter; it prints one JSON object on its last line."""
+    """Run ``script --worker ...`` in a fresh interpreter; it prints one JSON object on its last line.
+
+    Its stderr (progress, ``--profile`` tables, tracebacks) goes straight to ours.
+    """
     command = [sys.executable, script, "--worker", *arguments]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"benchmark worker {arguments} failed:\n{result.stderr[-4000:]}")
+        raise RuntimeError(f"benchmark worker {arguments} failed with exit code {result.returncode} (its stderr is above)")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

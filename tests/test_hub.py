@@ -207,7 +207,8 @@ def test_templates_ship_in_the_wheel(tmp_path):
     source.mkdir()
     for name in ("setup.py", "README.md"):
         shutil.copy(REPO_ROOT / name, source / name)
-    shutil.copytree(REPO_ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for folder in ("src", "model_cards"):
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source), "-w",
          str(tmp_path / "wheel")],

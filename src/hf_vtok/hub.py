@@ -3,8 +3,8 @@
     model.push_to_hub("me/vitok-350M-f16x64", preset="vitok-v2-350M-f16x64", eval_results="eval/results.json")
     card = hf_vtok.hub.model_card(model, repo_id="me/vitok-350M-f16x64")   # huggingface_hub.ModelCard
 
-Cards are rendered from the jinja templates in ``hf_vtok/model_cards/`` (one per family, shipped
-with the package) through ``huggingface_hub.ModelCard`` / ``ModelCardData``: library name, tags,
+Cards are rendered from the jinja templates in the top-level ``model_cards/`` (one per family, shipped
+in the wheel as ``hf_vtok/model_cards/``) through ``huggingface_hub.ModelCard`` / ``ModelCardData``: library name, tags,
 the license of the original release, pipeline tag, the original paper's citation, a usage snippet,
 and the table of an ``hf-vtok eval`` / ``hf-vtok eval-generation`` run when given. A pushed repo
 also carries the remote-code bundle (``hf_vtok.remote_code``) unless ``remote_code=False``, so
@@ -22,7 +22,9 @@ from pathlib import Path
 
 from .remote_code import RemoteCodeMixin, is_diffusers_model, write_remote_code
 
-TEMPLATES = Path(__file__).resolve().parent / "model_cards"
+_PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "model_cards"  # an installed wheel
+# a source checkout (editable installs map hf_vtok.model_cards to the top-level folder)
+TEMPLATES = _PACKAGED_TEMPLATES if _PACKAGED_TEMPLATES.is_dir() else Path(__file__).resolve().parents[2] / "model_cards"
 PROJECT_URL = "https://github.com/hf-vtok/hf_vtok"
 
 
