@@ -12,11 +12,11 @@ for ``batch`` prompts (``--start`` image tokens already in the prompt). The rate
 ``batch x (new_tokens - 1) / (t(new_tokens) - t(1))``: the prefill (and the first token) is left out. When
 fewer tokens than a whole image are measured, the span sits by default in the middle of the image, so that
 the rate estimates the whole image's average: without the cache the cost per token grows linearly with the
-position (``--quick`` measures at the start, which flatters the no-cache rows).
+position (``--quick`` measures at the start, which flatters the no-cache rows). GFLOP/s counts the same
+difference, ``F(new_tokens) - F(1)`` (``FlopCounterMode``), against this machine's matmul peak in the row's dtype.
 """
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -24,11 +24,15 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import common
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
-
-from hf_vtok.models.v2flow.language_model import V2FlowVocabulary, image_logits_processors  # noqa: E402
+from hf_vtok.models.v2flow.language_model import (
+    V2FlowVocabulary,
+    image_logits_processors,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PROMPT_TOKENS = 8  # [BOS] + a short prompt
@@ -46,19 +50,38 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--codebook-size", type=int, default=16384)
     run = parser.add_argument_group("runs")
     run.add_argument("--image-tokens", type=int, default=256, help="tokens per image")
-    run.add_argument("--new-tokens", type=int, help="tokens measured per image (default: the whole image)")
     run.add_argument(
-        "--start", type=int, help="image tokens already in the prompt (default: the span is centred in the image)"
+        "--new-tokens",
+        type=int,
+        help="tokens measured per image (default: the whole image)",
+    )
+    run.add_argument(
+        "--start",
+        type=int,
+        help="image tokens already in the prompt (default: the span is centred in the image)",
     )
     run.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    run.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
+    run.add_argument(
+        "--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"]
+    )
     run.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
-    run.add_argument("--guidance-scale", type=float, default=1.0, help="!= 1 doubles the batch (two streams)")
-    run.add_argument("--repeats", type=int, default=2, help="timed calls per row (the best is kept)")
-    run.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's)")
+    run.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=1.0,
+        help="!= 1 doubles the batch (two streams)",
+    )
+    run.add_argument(
+        "--repeats", type=int, default=2, help="timed calls per row (the best is kept)"
+    )
+    run.add_argument(
+        "--threads", type=int, help="torch threads on CPU (default: torch's)"
+    )
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     run.add_argument(
-        "--quick", action="store_true", help="--new-tokens 4 --start 0 --repeats 1 (a CPU-sized run; flatters no-cache)"
+        "--quick",
+        action="store_true",
+        help="--new-tokens 4 --start 0 --repeats 1 (a CPU-sized run; flatters no-cache)",
     )
     run.add_argument("--json", help="write the rows and settings to this file")
     return parser
@@ -91,16 +114,33 @@ def build_model(args) -> tuple[LlamaForCausalLM, V2FlowVocabulary]:
 def prompts(args, vocabulary: V2FlowVocabulary, batch: int, start: int) -> torch.Tensor:
     """``[BOS] prompt <begin_of_image>`` + the ``start`` image tokens before the measured span."""
     generator = torch.Generator().manual_seed(batch)
-    text = torch.randint(3, args.text_vocab_size, (batch, PROMPT_TOKENS - 1), generator=generator)
-    image = torch.randint(0, args.codebook_size, (batch, start), generator=generator) + vocabulary.image_token_offset
+    text = torch.randint(
+        3, args.text_vocab_size, (batch, PROMPT_TOKENS - 1), generator=generator
+    )
+    image = (
+        torch.randint(0, args.codebook_size, (batch, start), generator=generator)
+        + vocabulary.image_token_offset
+    )
     bos = torch.ones(batch, 1, dtype=torch.long)
     begin = torch.full((batch, 1), vocabulary.begin_of_image_token_id)
     return torch.cat([bos, text, begin, image], dim=1)
 
 
-def time_generate(model, vocabulary, input_ids, args, new_tokens: int, use_cache: bool) -> float:
+def time_generate(
+    model,
+    vocabulary,
+    input_ids,
+    args,
+    new_tokens: int,
+    use_cache: bool,
+    count_flops=False,
+) -> float:
+    """Best wall time of ``args.repeats`` ``generate()`` calls, or (``count_flops``) the FLOPs of one call."""
     processors = image_logits_processors(
-        vocabulary, args.image_tokens, args.guidance_scale, generator=torch.Generator(input_ids.device).manual_seed(0)
+        vocabulary,
+        args.image_tokens,
+        args.guidance_scale,
+        generator=torch.Generator(input_ids.device).manual_seed(0),
     )
     config = GenerationConfig(
         do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=use_cache, pad_token_id=0,
@@ -108,15 +148,21 @@ def time_generate(model, vocabulary, input_ids, args, new_tokens: int, use_cache
     )  # fmt: skip
     if args.guidance_scale != 1.0:
         input_ids = torch.cat([input_ids, input_ids])
+
+    def generate():
+        return model.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
+            logits_processor=processors,
+        )  # fmt: skip
+
+    if count_flops:
+        return common.count_flops(generate)
     best = float("inf")
     for _ in range(args.repeats):
         if input_ids.device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        output = model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
-            logits_processor=processors,
-        )  # fmt: skip
+        output = generate()
         if input_ids.device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - started)
@@ -131,16 +177,29 @@ def main(argv=None) -> list[dict]:
         args.start = 0 if args.start is None else args.start
     new_tokens = args.new_tokens or args.image_tokens
     if not 2 <= new_tokens <= args.image_tokens:
-        raise ValueError(f"--new-tokens must be in [2, --image-tokens={args.image_tokens}], got {new_tokens}")
+        raise ValueError(
+            f"--new-tokens must be in [2, --image-tokens={args.image_tokens}], got {new_tokens}"
+        )
     start = (args.image_tokens - new_tokens) // 2 if args.start is None else args.start
     if not 0 <= start <= args.image_tokens - new_tokens:
-        raise ValueError(f"--start must be in [0, {args.image_tokens - new_tokens}] for {new_tokens} new tokens")
+        raise ValueError(
+            f"--start must be in [0, {args.image_tokens - new_tokens}] for {new_tokens} new tokens"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     model, vocabulary = build_model(args)
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    print(f"LLaMA with {parameters / 1e9:.2f}B parameters; {new_tokens} of {args.image_tokens} tokens from {start}")
+    print(
+        f"LLaMA with {parameters / 1e9:.2f}B parameters; {new_tokens} of {args.image_tokens} tokens from {start}"
+    )
     rows = []
+    peaks = {
+        name: common.matmul_peak(DTYPES[name], args.device) for name in args.dtypes
+    }
+    print(
+        "matmul peak "
+        + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items())
+    )
     for dtype_name in args.dtypes:
         model.to(args.device, DTYPES[dtype_name])
         for batch in args.batch_sizes:
@@ -148,27 +207,60 @@ def main(argv=None) -> list[dict]:
             for cache in args.cache:
                 use_cache = cache == "on"
                 with torch.inference_mode():
-                    time_generate(model, vocabulary, input_ids, args, 1, use_cache)  # warm-up
-                    first = time_generate(model, vocabulary, input_ids, args, 1, use_cache)
-                    total = time_generate(model, vocabulary, input_ids, args, new_tokens, use_cache)
-                rate = batch * (new_tokens - 1) / max(total - first, 1e-9)
-                row = dict(dtype=dtype_name, batch=batch, kv_cache=cache, tokens_per_s=rate, seconds=total)
+                    # the FLOP counts double as warm-up calls
+                    flops_first = time_generate(
+                        model,
+                        vocabulary,
+                        input_ids,
+                        args,
+                        1,
+                        use_cache,
+                        count_flops=True,
+                    )
+                    flops_total = time_generate(
+                        model, vocabulary, input_ids, args, new_tokens, use_cache, True
+                    )
+                    first = time_generate(
+                        model, vocabulary, input_ids, args, 1, use_cache
+                    )
+                    total = time_generate(
+                        model, vocabulary, input_ids, args, new_tokens, use_cache
+                    )
+                seconds = max(total - first, 1e-9)
+                rate = batch * (new_tokens - 1) / seconds
+                achieved = (flops_total - flops_first) / seconds
+                row = {
+                    "dtype": dtype_name, "batch": batch, "kv_cache": cache, "tokens_per_s": rate, "seconds": total,
+                    "gflop_per_token": (flops_total - flops_first) / (batch * (new_tokens - 1)) / 1e9,
+                    "gflop_per_s": achieved / 1e9, "peak_fraction": achieved / peaks[dtype_name],
+                }  # fmt: skip
                 rows.append(row)
                 shown = f"{dtype_name:5s} batch {batch:2d} kv-cache {cache:3s}"
-                print(f"{shown}: {rate:9.2f} image tokens/s ({total:.2f}s)")
+                print(
+                    f"{shown}: {rate:9.2f} image tokens/s ({total:.2f}s, {achieved / 1e9:.0f} GFLOP/s)"
+                )
     print()
-    print("| dtype | batch | KV cache | image tokens/s |")
-    print("|---|---|---|---|")
+    print(
+        "| dtype | batch | KV cache | image tokens/s | GFLOP / token | GFLOP/s | % peak |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['dtype']} | {row['batch']} | {row['kv_cache']} | {row['tokens_per_s']:.2f} |")
+        print(
+            f"| {row['dtype']} | {row['batch']} | {row['kv_cache']} | {row['tokens_per_s']:.2f} | "
+            f"{row['gflop_per_token']:.2f} | {row['gflop_per_s']:.0f} | {row['peak_fraction']:.0%} |"
+        )
     if args.json:
         settings = {key: value for key, value in vars(args).items() if key != "json"}
-        device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-        info = dict(
-            settings=settings, parameters=parameters, new_tokens=new_tokens, start=start, device=device,
-            threads=torch.get_num_threads(), torch=torch.__version__, rows=rows,
-        )  # fmt: skip
-        Path(args.json).write_text(json.dumps(info, indent=1))
+        device = (
+            torch.cuda.get_device_name()
+            if args.device.startswith("cuda")
+            else platform.processor() or "cpu"
+        )
+        info = {
+            "settings": settings, "parameters": parameters, "new_tokens": new_tokens, "start": start, "device": device,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "matmul_peak_flops": peaks, "rows": rows,
+        }  # fmt: skip
+        common.write_json(args.json, info)
     return rows
 
 

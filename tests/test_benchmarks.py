@@ -178,3 +178,20 @@ def test_bench_flow_training_smoke(tmp_path, fake_peak):
     rows = bench_flow_training.main(["--match", "v2flow linear", "--repeats", "1", "--in-process", "--json", str(out)])
     _check_rows(rows, 1, out)
     assert rows[0]["saved_activations_mib"] > 0 and rows[0]["step_ms"] > 0
+
+
+def test_bench_v2flow_llama_smoke(tmp_path, fake_peak):
+    import bench_v2flow_llama
+
+    tiny = ["--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--num-kv-heads", "1",
+            "--intermediate-size", "64", "--text-vocab-size", "50", "--codebook-size", "16", "--image-tokens", "8"]
+    out = tmp_path / "llama.json"
+    rows = bench_v2flow_llama.main([*tiny, "--new-tokens", "3", "--batch-sizes", "2", "--dtypes", "fp32",
+                                    "--repeats", "1", "--json", str(out)])  # fmt: skip
+    assert [row["kv_cache"] for row in rows] == ["on", "off"]
+    for row in rows:
+        assert row["tokens_per_s"] > 0 and row["gflop_per_token"] > 0
+        assert row["peak_fraction"] == pytest.approx(row["gflop_per_s"] * 1e9 / 1e11)
+    # without the cache every new token recomputes the whole prefix
+    assert rows[1]["gflop_per_token"] > rows[0]["gflop_per_token"]
+    assert len(json.loads(out.read_text())["rows"]) == 2
