@@ -168,14 +168,7 @@ def finetune(args: argparse.Namespace):
             structural = ssim_loss(sample.float(), target)
             loss = loss + args.ssim_weight * structural
             logs["ssim_loss"] = structural.detach()
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        grad_norm = trainer.clip_gradients(trainable)
-        optimizer.step()
-        scheduler.step()
-        logs.update(loss=loss.detach(), lr=scheduler.get_last_lr()[0])
-        if grad_norm is not None:
-            logs["grad_norm"] = grad_norm
+        logs.update(trainer.optimizer_step(loss, optimizer, scheduler, trainable), loss=loss.detach())
         return logs
 
     pad_keys = tuple(key for key in ("pixel_values", "patch_mask", "row_idx", "col_idx") if fixed_size is None)

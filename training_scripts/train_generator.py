@@ -177,7 +177,6 @@ def main(argv=None) -> Path:
     args = parse_with_config(parser, argv)
     trainer = Trainer(args)
     rows = load_latent_cache(args.latents)
-    info = rows.cache_info
     labels = torch.tensor(rows.data.column("label").to_numpy())
     if not args.unconditional and bool((labels == NO_LABEL).any()):
         raise ValueError(f"the latent cache {args.latents} has images without labels: pass --unconditional")
@@ -210,15 +209,7 @@ def main(argv=None) -> Path:
             else:
                 drop = torch.rand(labels.shape, device=labels.device) < args.class_dropout
                 loss = vitok_dit_loss(model, latents, torch.where(drop, null_class, labels), train_sigmas)
-        optimizer.zero_grad(set_to_none=True)
-        trainer.accelerator.backward(loss)
-        grad_norm = trainer.clip_gradients(model.parameters())
-        optimizer.step()
-        scheduler.step()
-        logs = {"loss": loss.detach(), "lr": scheduler.get_last_lr()[0]}
-        if grad_norm is not None:
-            logs["grad_norm"] = grad_norm
-        return logs
+        return {"loss": loss.detach(), **trainer.optimizer_step(loss, optimizer, scheduler, model.parameters())}
 
     return trainer.fit(train_step, dataset)
 

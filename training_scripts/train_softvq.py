@@ -230,17 +230,10 @@ def main(argv=None, family: str = "softvq") -> Path:
             logs["repa"] = alignment.detach()
         if gan is not None:
             loss = loss + gan.generator_loss(reconstruction, loss, last_layer, step, logs)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
         parameters = list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
-        grad_norm = trainer.clip_gradients(parameters)
-        optimizer.step()
-        scheduler.step()
+        logs.update(trainer.optimizer_step(loss, optimizer, scheduler, parameters), loss=loss.detach())
         if gan is not None:
             gan.discriminator_step(pixels, reconstruction, step, logs)
-        logs.update(loss=loss.detach(), lr=scheduler.get_last_lr()[0])
-        if grad_norm is not None:
-            logs["grad_norm"] = grad_norm
         return logs
 
     def transform(image, rng):

@@ -149,19 +149,12 @@ def main(argv=None) -> Path:
             output = model(batch["latents"], return_loss=True)
         loss = output.loss
         logs = {name: float(value.detach()) for name, value in output.losses.items()}
-        optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(float(loss.detach())):  # the original skips such iterations
             skipped["count"] += 1
             trainer.print(f"step {step + 1}: non-finite loss {float(loss)}, skipped")
             scheduler.step()
             return {**logs, "loss": float(loss.detach()), "skipped_steps": skipped["count"]}
-        accelerator.backward(loss)
-        grad_norm = trainer.clip_gradients(model.parameters())
-        optimizer.step()
-        scheduler.step()
-        logs.update(loss=float(loss.detach()), lr=scheduler.get_last_lr()[0])
-        if grad_norm is not None:
-            logs["grad_norm"] = grad_norm
+        logs.update(trainer.optimizer_step(loss, optimizer, scheduler, model.parameters()), loss=float(loss.detach()))
         return logs
 
     return trainer.fit(train_step, dataset)

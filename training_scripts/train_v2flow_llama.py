@@ -207,18 +207,9 @@ def main(argv=None) -> Path:
     trainer.print(f"{sum(p.numel() for p in trainable)} trainable parameters, sequences of {dataset.length} tokens")
 
     def train_step(batch, step):
-        accelerator = trainer.accelerator
-        with accelerator.autocast():
+        with trainer.accelerator.autocast():
             loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        grad_norm = trainer.clip_gradients(trainable)
-        optimizer.step()
-        scheduler.step()
-        logs = {"image_token_loss": loss.detach(), "lr": scheduler.get_last_lr()[0]}
-        if grad_norm is not None:
-            logs["grad_norm"] = grad_norm
-        return logs
+        return {"image_token_loss": loss.detach(), **trainer.optimizer_step(loss, optimizer, scheduler, trainable)}
 
     output = trainer.fit(train_step, dataset)
     accelerator = trainer.accelerator

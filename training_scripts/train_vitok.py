@@ -211,16 +211,9 @@ def main(argv=None) -> Path:
             logs["dino_perceptual"] = perceptual.detach()
         if gan is not None:
             loss = loss + gan.generator_loss(tiles[0], loss, last_layer, step, logs)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        grad_norm = trainer.clip_gradients(model.parameters())
-        optimizer.step()
-        scheduler.step()
+        logs.update(trainer.optimizer_step(loss, optimizer, scheduler, model.parameters()), loss=loss.detach())
         if gan is not None:
             gan.discriminator_step(tiles[1], tiles[0], step, logs)
-        logs.update(loss=loss.detach(), lr=scheduler.get_last_lr()[0])
-        if grad_norm is not None:
-            logs["grad_norm"] = grad_norm
         return logs
 
     collate = partial(collate_samples, pad_keys=SEQUENCE_KEYS)

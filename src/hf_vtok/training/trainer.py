@@ -185,6 +185,21 @@ class Trainer:
             return float(self.accelerator.clip_grad_norm_(parameters, self.args.grad_clip))
         return None
 
+    def optimizer_step(self, loss: torch.Tensor, optimizer, scheduler, parameters) -> dict:
+        """Backward of ``loss``, gradient clipping of ``parameters``, one optimizer and schedule step.
+
+        Returns the logs every step reports: ``lr`` and, when clipping is on, ``grad_norm``.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        grad_norm = self.clip_gradients(parameters)
+        optimizer.step()
+        scheduler.step()
+        logs = {"lr": scheduler.get_last_lr()[0]}
+        if grad_norm is not None:
+            logs["grad_norm"] = grad_norm
+        return logs
+
     # ----------------------------------------------------------------------------------------------
     def dataloader(
         self,
