@@ -99,7 +99,18 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+def _prepacked_linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    # oneDNN's linear on prepacked weights (hf_vtok.prepack_linear_weights): a [rows, in] x [in, out] matmul
+    rows = 1
+    for size in input_shape[:-1]:
+        rows *= size
+    return 2 * rows * weight_shape[0] * weight_shape[1]
+
+
+_EXTRA_FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
+    torch.ops.mkldnn._linear_pointwise: _prepacked_linear_flops,
+}
 
 
 class _TotalsOnly:

@@ -115,6 +115,7 @@ class Bench:
     call: object
     flops: object = None
     compile: object = None
+    modules: tuple = ()  # the models ``call`` runs (for ``--prepack``)
 
 
 def _build(model_class, config, dtype, device):
@@ -161,8 +162,8 @@ def build_vitok(case: Case, dtype, device) -> Bench:
         functions["encode"], functions["decode"] = _compiled(model.encode), _compiled(model.decode)
 
     if case.stage == "encode":
-        return Bench(lambda: functions["encode"](**inputs), compile=compile_)
-    return Bench(lambda: functions["decode"](encoded), compile=compile_)
+        return Bench(lambda: functions["encode"](**inputs), compile=compile_, modules=(model,))
+    return Bench(lambda: functions["decode"](encoded), compile=compile_, modules=(model,))
 
 
 def build_flowmo(case: Case, dtype, device) -> Bench:
@@ -189,9 +190,9 @@ def build_flowmo(case: Case, dtype, device) -> Bench:
     encode = lambda: model.encode(pixels)
     decoder_call = lambda: model.velocity(noise, times, latents=encoded.latents)
     if case.stage == "encode":
-        return Bench(encode, compile=compile_)
+        return Bench(encode, compile=compile_, modules=(model,))
     if case.stage == "decoder_call":
-        return Bench(decoder_call, compile=compile_)
+        return Bench(decoder_call, compile=compile_, modules=(model,))
 
     def flops():  # encode + one decoder call per evaluation (a CFG pair counts twice)
         config = model.config
@@ -202,7 +203,7 @@ def build_flowmo(case: Case, dtype, device) -> Bench:
         evaluations = len(grid) + (int(guided.sum()) if config.guidance_scale != 1.0 else 0)
         return common.count_flops(encode) + evaluations * common.count_flops(decoder_call)
 
-    return Bench(lambda: model(pixels, noise=noise), flops=flops, compile=compile_)
+    return Bench(lambda: model(pixels, noise=noise), flops=flops, compile=compile_, modules=(model,))
 
 
 def build_continuous(case: Case, dtype, device) -> Bench:
@@ -219,8 +220,8 @@ def build_continuous(case: Case, dtype, device) -> Bench:
         functions["encode"], functions["decode"] = _compiled(model.encode), _compiled(model.decode)
 
     if case.stage == "encode":
-        return Bench(lambda: functions["encode"](images), compile=compile_)
-    return Bench(lambda: functions["decode"](latents), compile=compile_)
+        return Bench(lambda: functions["encode"](images), compile=compile_, modules=(model,))
+    return Bench(lambda: functions["decode"](latents), compile=compile_, modules=(model,))
 
 
 def build_sit(case: Case, dtype, device) -> Bench:
@@ -241,7 +242,7 @@ def build_sit(case: Case, dtype, device) -> Bench:
     def compile_():
         functions["forward"] = _compiled(model)
 
-    return Bench(lambda: functions["forward"](pair, timestep, labels), compile=compile_)
+    return Bench(lambda: functions["forward"](pair, timestep, labels), compile=compile_, modules=(model,))
 
 
 def build_v2flow(case: Case, dtype, device) -> Bench:
@@ -265,10 +266,10 @@ def build_v2flow(case: Case, dtype, device) -> Bench:
         model.flow_head.forward = _compiled(model.flow_head.forward)
 
     if case.stage == "tokenize":
-        return Bench(tokenize)
+        return Bench(tokenize, modules=(model,))
     if case.stage == "detokenize":
-        return Bench(lambda: detokenize(tokens), compile=compile_)
-    return Bench(lambda: detokenize(tokenize()), compile=compile_)
+        return Bench(lambda: detokenize(tokens), compile=compile_, modules=(model,))
+    return Bench(lambda: detokenize(tokenize()), compile=compile_, modules=(model,))
 
 
 BUILDERS = {"vitok": build_vitok, "flowmo": build_flowmo, "continuous": build_continuous, "sit": build_sit,
@@ -286,6 +287,10 @@ def worker(args) -> dict:
     result = {}
     with torch.inference_mode():
         bench = BUILDERS[case.family](case, dtype, device)
+        if args.prepack:
+            from hf_vtok import prepack_linear_weights
+
+            result["prepacked_layers"] = sum(prepack_linear_weights(module) for module in bench.modules)
         if case.single_call:  # warm-up and FLOPs on the parts; one timed call
             result["flops"] = bench.flops() if bench.flops else common.count_flops(bench.call)
             samples = common.time_calls(bench.call, 1, device=device)
@@ -371,6 +376,8 @@ def main(argv=None):
     parser.add_argument("--extra", action="store_true", help="also the rows BASELINES.md has no original for")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(fullgraph=True), interleaved with eager")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler op table per row (stderr)")
+    parser.add_argument("--prepack", action="store_true",
+                        help="prepack linear weights for oneDNN first (hf_vtok.prepack_linear_weights; CPU only)")
     parser.add_argument("--json", help="also write the figures as JSON to this path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as BASELINES.md)")
@@ -399,7 +406,9 @@ def main(argv=None):
         args.repeats, args.min_seconds, args.warmup = min(args.repeats, 3), min(args.min_seconds, 1.0), 1
     forwarded = ["--device", args.device, "--threads", str(args.threads), "--repeats", str(args.repeats),
                  "--min-seconds", str(args.min_seconds), "--warmup", str(args.warmup)]
-    forwarded += ["--compile"] * args.compile + ["--profile"] * args.profile
+    if args.prepack and args.compile:
+        parser.error("--prepack and --compile exclude each other: inductor's freezing prepacks compiled graphs itself")
+    forwarded += ["--compile"] * args.compile + ["--profile"] * args.profile + ["--prepack"] * args.prepack
     started, load_before = time.time(), common.load_average()
     results: dict[str, dict] = {}
     for round_index in range(args.rounds):
@@ -423,12 +432,14 @@ def main(argv=None):
         columns[-1:-1] = [("compile_seconds", "compile s", ".0f"), ("compile_speedup", "compiled x", ".2f")]
     peaks = {dtype: max(row["peak_flops"] for row in rows if row["dtype"] == dtype) for dtype in {row["dtype"] for row in rows}}
     minutes = (time.time() - started) / 60
-    print(f"\n{args.device}, {args.threads} threads, torch {common.torch.__version__}; matmul peak "
+    print(f"\n{args.device}, {args.threads} threads, torch {common.torch.__version__}"
+          + ("; linear weights prepacked (oneDNN)" if args.prepack else "") + "; matmul peak "
           + ", ".join(f"{dtype} {peak / 1e9:.0f} GFLOP/s" for dtype, peak in sorted(peaks.items()))
           + f"; load {load_before} -> {common.load_average()}; {minutes:.1f} min\n")
     common.print_table(rows, columns)
     common.write_json(args.json, {
         "device": args.device, "threads": args.threads, "torch": common.torch.__version__, "rounds": args.rounds,
+        "prepacked": args.prepack,
         "matmul_peak_flops": peaks, "load_average": [load_before, common.load_average()], "minutes": minutes,
         "cases": [asdict(case) for case in cases], "rows": rows,
     })  # fmt: skip

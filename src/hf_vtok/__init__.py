@@ -52,6 +52,7 @@ from .models.vitok import (
     parse_vitok_variant,
 )
 from .pretrained import PRETRAINED, PretrainedCheckpoint, from_preset
+from .utils.prepack import prepack_linear_weights, unpack_linear_weights
 from .pipelines import (
     DiT1DPipeline,
     GaussianDiffusionScheduler,
@@ -77,6 +78,8 @@ for _config, _model, _processor in _TOKENIZERS:
     AutoImageProcessor.register(_config, image_processor_classes={"pil": _processor}, exist_ok=True)
 
 __all__ = [
+    "prepack_linear_weights",
+    "unpack_linear_weights",
     "DIT_PRESETS",
     "DiT1DPipeline",
     "DiTTransformer1DModel",

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.prepack import is_prepacked, prepacked_linear
+
 
 def rounded_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int = 16) -> int:
     """``int(hidden_size * mlp_ratio)`` rounded to the nearest multiple (ties up), as ViTok-v2 sizes SwiGLU."""
@@ -51,7 +53,10 @@ class GELUMLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = F.gelu(self.fc1(hidden_states), approximate=self.approximate)
+        if is_prepacked(self.fc1):  # one oneDNN call, the GELU fused into the matmul's epilogue
+            hidden_states = prepacked_linear(self.fc1, hidden_states, "gelu", self.approximate)
+        else:
+            hidden_states = F.gelu(self.fc1(hidden_states), approximate=self.approximate)
         if self.dropout:
             hidden_states = F.dropout(hidden_states, self.dropout, self.training)
             return F.dropout(self.fc2(hidden_states), self.dropout, self.training)
