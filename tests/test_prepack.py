@@ -97,6 +97,7 @@ def test_tied_and_foreign_layers_are_left_alone():
             self.half = nn.Linear(8, 8).half()  # float16: not packed
 
     model = Tied()
+    assert prepack_linear_weights(model, max_weight_bytes=8 * 8 * 4 - 1) == 0  # over the size limit: left plain
     assert prepack_linear_weights(model) == 1
     assert is_prepacked(model.body) and not is_prepacked(model.head) and not is_prepacked(model.half)
     assert model.head.weight is model.embed.weight and not model.embed.weight.is_mkldnn

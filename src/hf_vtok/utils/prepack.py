@@ -68,11 +68,12 @@ def is_prepacked(module: nn.Module) -> bool:
     return hasattr(module, _PACKED_NAME)
 
 
-def _eligible(layer: nn.Module, shared: set[int]) -> bool:
+def _eligible(layer: nn.Module, shared: set[int], max_weight_bytes: int | None) -> bool:
     weight = getattr(layer, "weight", None)
     return (
         type(layer) is nn.Linear  # subclasses (quantized, LoRA-wrapped) keep their own forward
         and isinstance(weight, torch.Tensor)
+        and (max_weight_bytes is None or weight.numel() * weight.element_size() <= max_weight_bytes)
         and not weight.is_mkldnn
         and weight.device.type == "cpu"
         and weight.dtype in PACKABLE_DTYPES
@@ -103,12 +104,19 @@ def _trim_heap() -> None:
         trim(0)
 
 
-def prepack_linear_weights(model, batch_size_hint: int | None = None) -> int:
+DEFAULT_MAX_WEIGHT_BYTES = 512 * 2**20
+
+
+def prepack_linear_weights(
+    model, batch_size_hint: int | None = None, max_weight_bytes: int | None = DEFAULT_MAX_WEIGHT_BYTES
+) -> int:
     """Reorder the weight of every CPU float32/bfloat16 ``nn.Linear`` of ``model`` (or of a pipeline's models)
     into oneDNN's blocked layout; returns how many layers were packed.
 
     Tied weights, layers on another device or dtype and already packed layers are left alone, so calling
     it twice is harmless. ``batch_size_hint`` (rows per call) lets oneDNN pick the layout for that size.
+    Weights over ``max_weight_bytes`` stay plain: the reorder holds two copies of a weight for a moment,
+    which for V²Flow's 4 GiB vocabulary readout would raise the peak memory by as much.
     """
     if not torch.backends.mkldnn.is_available():
         raise RuntimeError("prepack_linear_weights needs a torch build with oneDNN (mkldnn), which this one lacks")
@@ -117,7 +125,7 @@ def prepack_linear_weights(model, batch_size_hint: int | None = None) -> int:
         counts = Counter(id(parameter) for _, parameter in root.named_parameters(remove_duplicate=False))
         shared = {key for key, count in counts.items() if count > 1}
         for name, layer in root.named_modules():
-            if is_prepacked(layer) or not _eligible(layer, shared):
+            if is_prepacked(layer) or not _eligible(layer, shared, max_weight_bytes):
                 continue
             with torch.no_grad():
                 weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), batch_size_hint)
