@@ -73,8 +73,7 @@ def _eligible(layer: nn.Module, shared: set[int], max_weight_bytes: int | None) 
     return (
         type(layer) is nn.Linear  # subclasses (quantized, LoRA-wrapped) keep their own forward
         and isinstance(weight, torch.Tensor)
-        and (max_weight_bytes is None or weight.numel() * weight.element_size() <= max_weight_bytes)
-        and not weight.is_mkldnn
+        and (max_weight_bytes is None or weight.nbytes <= max_weight_bytes)
         and weight.device.type == "cpu"
         and weight.dtype in PACKABLE_DTYPES
         and id(weight) not in shared  # a tied weight is also read as a plain tensor elsewhere
@@ -129,7 +128,7 @@ def prepack_linear_weights(
                 continue
             with torch.no_grad():
                 weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), batch_size_hint)
-            freed += layer.weight.numel() * layer.weight.element_size()
+            freed += layer.weight.nbytes
             layer.weight = nn.Parameter(weight, requires_grad=False)
             if freed >= _TRIM_EVERY_BYTES:
                 _trim_heap()
