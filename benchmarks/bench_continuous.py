@@ -106,7 +106,9 @@ def main(argv=None) -> list[dict]:
                     "overrides": overrides}  # fmt: skip
             results = measure(case) if args.in_process else common.run_worker(__file__, ["--case", json.dumps(case)])
             for part, result in enumerate(results):
-                original = None if overrides else common.baseline_figures(MODELS[name][3], args.batch_size, dtype, part)
+                original = (
+                    None if overrides else common.baseline_figures(MODELS[name][3], args.batch_size, dtype, part)
+                )
                 rows.append({
                     "model": name, "dtype": dtype, "stage": result["stage"], "batch": args.batch_size,
                     "resolution": result["resolution"], "memory_gb": result["memory_gb"],

@@ -72,7 +72,9 @@ def worker(args) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the patch-8 config, one repeat")
-    parser.add_argument("--full-lo", action="store_true", help="run the full FlowMo-Lo reconstruction instead of estimating it")
+    parser.add_argument(
+        "--full-lo", action="store_true", help="run the full FlowMo-Lo reconstruction instead of estimating it"
+    )
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), help="configs to run (default: small and lo)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1)
@@ -109,15 +111,34 @@ def main():
                 row = {"config": f"{label} {STAGES[stage]}", "batch": args.batch, "dtype": dtype}
                 if stage == "reconstruct" and config == "lo" and args.device == "cpu" and not args.full_lo:
                     evaluations = 31  # 25 steps, CFG on 6 of them
-                    row.update(estimated=True, seconds=parts["encode"]["seconds"] + evaluations * parts["decoder_call"]["seconds"],
-                               flops=parts["encode"]["flops"] + evaluations * parts["decoder_call"]["flops"],
-                               memory_gb=parts["decoder_call"]["memory_gb"])
+                    row.update(
+                        estimated=True,
+                        seconds=parts["encode"]["seconds"] + evaluations * parts["decoder_call"]["seconds"],
+                        flops=parts["encode"]["flops"] + evaluations * parts["decoder_call"]["flops"],
+                        memory_gb=parts["decoder_call"]["memory_gb"],
+                    )
                 else:
                     slow = stage == "reconstruct"
-                    extra = ["--config", config, "--stage", stage, "--dtype", dtype, "--batch", str(args.batch),
-                             "--resolution", str(args.resolution), "--device", args.device,
-                             "--repeats", str(1 if slow else repeats), "--min-seconds", str(0 if slow else args.min_seconds),
-                             "--warmup", str(0 if slow and args.device == "cpu" else 1)]
+                    extra = [
+                        "--config",
+                        config,
+                        "--stage",
+                        stage,
+                        "--dtype",
+                        dtype,
+                        "--batch",
+                        str(args.batch),
+                        "--resolution",
+                        str(args.resolution),
+                        "--device",
+                        args.device,
+                        "--repeats",
+                        str(1 if slow else repeats),
+                        "--min-seconds",
+                        str(0 if slow else args.min_seconds),
+                        "--warmup",
+                        str(0 if slow and args.device == "cpu" else 1),
+                    ]
                     if args.threads:
                         extra += ["--threads", str(args.threads)]
                     row.update(common.run_worker(__file__, extra))
@@ -125,26 +146,49 @@ def main():
                 achieved = row["flops"] / row["seconds"]
                 row.update(
                     label=row["config"] + (" (est.)" if row.get("estimated") else ""),
-                    images_per_s=args.batch / row["seconds"], gflop=row["flops"] / 1e9, gflop_per_s=achieved / 1e9,
+                    images_per_s=args.batch / row["seconds"],
+                    gflop=row["flops"] / 1e9,
+                    gflop_per_s=achieved / 1e9,
                     peak_fraction=achieved / peaks[dtype] if peaks else None,
                     original_peak_fraction=_baseline_fraction(label, stage, args.batch, dtype),
                 )
                 rows.append(row)
                 print(f"  done: {row['label']} {dtype}", file=sys.stderr)
-    common.print_table(rows, [
-        ("label", "config", ""), ("batch", "batch", "d"), ("dtype", "dtype", ""), ("seconds", "s/call", ".3f"),
-        ("images_per_s", "img/s", ".3f"), ("gflop", "GFLOP/call", ".0f"), ("gflop_per_s", "GFLOP/s", ".0f"),
-        ("peak_fraction", "% peak", ".0%"), ("original_peak_fraction", "original % peak", ".0%"),
-        ("memory_gb", "peak mem GB", ".2f"),
-    ])
-    common.write_json(args.json, {"threads": threads, "device": args.device, "matmul_peak_flops": peaks,
-                                  "resolution": args.resolution, "rows": rows})
+    common.print_table(
+        rows,
+        [
+            ("label", "config", ""),
+            ("batch", "batch", "d"),
+            ("dtype", "dtype", ""),
+            ("seconds", "s/call", ".3f"),
+            ("images_per_s", "img/s", ".3f"),
+            ("gflop", "GFLOP/call", ".0f"),
+            ("gflop_per_s", "GFLOP/s", ".0f"),
+            ("peak_fraction", "% peak", ".0%"),
+            ("original_peak_fraction", "original % peak", ".0%"),
+            ("memory_gb", "peak mem GB", ".2f"),
+        ],
+    )
+    common.write_json(
+        args.json,
+        {
+            "threads": threads,
+            "device": args.device,
+            "matmul_peak_flops": peaks,
+            "resolution": args.resolution,
+            "rows": rows,
+        },
+    )
 
 
 def _baseline_fraction(label: str, stage: str, batch: int, dtype: str) -> float | None:
     """The original's fraction of peak for the same measurement (row names of ../shared/BASELINES.md)."""
     names = {
-        "encode": [f"{label} encode+quantize", "FlowMo-small (p8, w4) encode+quantize", "FlowMo-Lo (p4, w6) encode+quantize"],
+        "encode": [
+            f"{label} encode+quantize",
+            "FlowMo-small (p8, w4) encode+quantize",
+            "FlowMo-Lo (p4, w6) encode+quantize",
+        ],
         "decoder_call": [f"{label} one decoder call"],
         "reconstruct": [f"{label} full reconstruct", f"{label} full reconstruct (25 steps, 31 decoder calls)"],
     }[stage]

@@ -52,7 +52,9 @@ def build_pipeline(name: str, tokens: int, channels: int, device: str, dtype, ov
         pipe = SiTPipeline(tokenizer, transformer, SiTFlowScheduler(sampler="ode"))
     else:
         transformer = DiTTransformer1DModel(in_channels=channels, num_tokens=tokens, **transformer_fields)
-        pipe = DiT1DPipeline(tokenizer, transformer, GaussianDiffusionScheduler(beta_schedule="cosine", sampler="ddim"))
+        pipe = DiT1DPipeline(
+            tokenizer, transformer, GaussianDiffusionScheduler(beta_schedule="cosine", sampler="ddim")
+        )
     pipe.transformer.to(device=device, dtype=dtype).eval()
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -61,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="image tokens already in the prompt (default: the span is centred in the image)",
     )
     run.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    run.add_argument(
-        "--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"]
-    )
+    run.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
     run.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
     run.add_argument(
         "--guidance-scale",
@@ -71,12 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="!= 1 doubles the batch (two streams)",
     )
-    run.add_argument(
-        "--repeats", type=int, default=2, help="timed calls per row (the best is kept)"
-    )
-    run.add_argument(
-        "--threads", type=int, help="torch threads on CPU (default: torch's)"
-    )
+    run.add_argument("--repeats", type=int, default=2, help="timed calls per row (the best is kept)")
+    run.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's)")
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     run.add_argument(
         "--quick",
@@ -114,13 +108,8 @@ def build_model(args) -> tuple[LlamaForCausalLM, V2FlowVocabulary]:
 def prompts(args, vocabulary: V2FlowVocabulary, batch: int, start: int) -> torch.Tensor:
     """``[BOS] prompt <begin_of_image>`` + the ``start`` image tokens before the measured span."""
     generator = torch.Generator().manual_seed(batch)
-    text = torch.randint(
-        3, args.text_vocab_size, (batch, PROMPT_TOKENS - 1), generator=generator
-    )
-    image = (
-        torch.randint(0, args.codebook_size, (batch, start), generator=generator)
-        + vocabulary.image_token_offset
-    )
+    text = torch.randint(3, args.text_vocab_size, (batch, PROMPT_TOKENS - 1), generator=generator)
+    image = torch.randint(0, args.codebook_size, (batch, start), generator=generator) + vocabulary.image_token_offset
     bos = torch.ones(batch, 1, dtype=torch.long)
     begin = torch.full((batch, 1), vocabulary.begin_of_image_token_id)
     return torch.cat([bos, text, begin, image], dim=1)
@@ -177,29 +166,18 @@ def main(argv=None) -> list[dict]:
         args.start = 0 if args.start is None else args.start
     new_tokens = args.new_tokens or args.image_tokens
     if not 2 <= new_tokens <= args.image_tokens:
-        raise ValueError(
-            f"--new-tokens must be in [2, --image-tokens={args.image_tokens}], got {new_tokens}"
-        )
+        raise ValueError(f"--new-tokens must be in [2, --image-tokens={args.image_tokens}], got {new_tokens}")
     start = (args.image_tokens - new_tokens) // 2 if args.start is None else args.start
     if not 0 <= start <= args.image_tokens - new_tokens:
-        raise ValueError(
-            f"--start must be in [0, {args.image_tokens - new_tokens}] for {new_tokens} new tokens"
-        )
+        raise ValueError(f"--start must be in [0, {args.image_tokens - new_tokens}] for {new_tokens} new tokens")
     if args.threads:
         torch.set_num_threads(args.threads)
     model, vocabulary = build_model(args)
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    print(
-        f"LLaMA with {parameters / 1e9:.2f}B parameters; {new_tokens} of {args.image_tokens} tokens from {start}"
-    )
+    print(f"LLaMA with {parameters / 1e9:.2f}B parameters; {new_tokens} of {args.image_tokens} tokens from {start}")
     rows = []
-    peaks = {
-        name: common.matmul_peak(DTYPES[name], args.device) for name in args.dtypes
-    }
-    print(
-        "matmul peak "
-        + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items())
-    )
+    peaks = {name: common.matmul_peak(DTYPES[name], args.device) for name in args.dtypes}
+    print("matmul peak " + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
     for dtype_name in args.dtypes:
         model.to(args.device, DTYPES[dtype_name])
         for batch in args.batch_sizes:
@@ -217,15 +195,9 @@ def main(argv=None) -> list[dict]:
                         use_cache,
                         count_flops=True,
                     )
-                    flops_total = time_generate(
-                        model, vocabulary, input_ids, args, new_tokens, use_cache, True
-                    )
-                    first = time_generate(
-                        model, vocabulary, input_ids, args, 1, use_cache
-                    )
-                    total = time_generate(
-                        model, vocabulary, input_ids, args, new_tokens, use_cache
-                    )
+                    flops_total = time_generate(model, vocabulary, input_ids, args, new_tokens, use_cache, True)
+                    first = time_generate(model, vocabulary, input_ids, args, 1, use_cache)
+                    total = time_generate(model, vocabulary, input_ids, args, new_tokens, use_cache)
                 seconds = max(total - first, 1e-9)
                 rate = batch * (new_tokens - 1) / seconds
                 achieved = (flops_total - flops_first) / seconds
@@ -236,13 +208,9 @@ def main(argv=None) -> list[dict]:
                 }  # fmt: skip
                 rows.append(row)
                 shown = f"{dtype_name:5s} batch {batch:2d} kv-cache {cache:3s}"
-                print(
-                    f"{shown}: {rate:9.2f} image tokens/s ({total:.2f}s, {achieved / 1e9:.0f} GFLOP/s)"
-                )
+                print(f"{shown}: {rate:9.2f} image tokens/s ({total:.2f}s, {achieved / 1e9:.0f} GFLOP/s)")
     print()
-    print(
-        "| dtype | batch | KV cache | image tokens/s | GFLOP / token | GFLOP/s | % peak |"
-    )
+    print("| dtype | batch | KV cache | image tokens/s | GFLOP / token | GFLOP/s | % peak |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(
@@ -251,11 +219,7 @@ def main(argv=None) -> list[dict]:
         )
     if args.json:
         settings = {key: value for key, value in vars(args).items() if key != "json"}
-        device = (
-            torch.cuda.get_device_name()
-            if args.device.startswith("cuda")
-            else platform.processor() or "cpu"
-        )
+        device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
         info = {
             "settings": settings, "parameters": parameters, "new_tokens": new_tokens, "start": start, "device": device,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "matmul_peak_flops": peaks, "rows": rows,

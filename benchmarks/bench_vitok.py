@@ -30,7 +30,9 @@ def worker(args) -> dict:
     torch.manual_seed(0)
     config = ViTokConfig.from_variant(VARIANT)
     model = ViTokModel(config).eval().to(dtype)
-    processor = ViTokImageProcessor(patch_size=config.patch_size, max_num_patches=(args.resolution // config.patch_size) ** 2)
+    processor = ViTokImageProcessor(
+        patch_size=config.patch_size, max_num_patches=(args.resolution // config.patch_size) ** 2
+    )
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (args.resolution, args.resolution, 3), dtype=np.uint8) for _ in range(args.batch)]
     inputs = processor(images, return_tensors="pt")
@@ -72,8 +74,20 @@ def main():
     for dtype in DTYPES:
         for batch in batches:
             for stage in ("encode", "decode"):
-                extra = ["--stage", stage, "--dtype", dtype, "--batch", str(batch), "--resolution", str(args.resolution),
-                         "--repeats", str(repeats), "--min-seconds", str(args.min_seconds)]
+                extra = [
+                    "--stage",
+                    stage,
+                    "--dtype",
+                    dtype,
+                    "--batch",
+                    str(batch),
+                    "--resolution",
+                    str(args.resolution),
+                    "--repeats",
+                    str(repeats),
+                    "--min-seconds",
+                    str(args.min_seconds),
+                ]
                 if args.threads:
                     extra += ["--threads", str(args.threads)]
                 result = common.run_worker(__file__, extra)
@@ -84,12 +98,24 @@ def main():
                     **common.original_columns(common.baseline_figures(name, batch, dtype)),
                 })  # fmt: skip
                 print(f"  done: {rows[-1]['config']} batch {batch} {dtype}", file=sys.stderr)
-    common.print_table(rows, [
-        ("config", "config", ""), ("batch", "batch", "d"), ("dtype", "dtype", ""), ("seconds", "s/call", ".3f"),
-        ("images_per_s", "img/s", ".2f"), ("gflop", "GFLOP/call", ".1f"), ("gflop_per_s", "GFLOP/s", ".0f"),
-        ("peak_fraction", "% peak", ".0%"), ("original_peak_fraction", "original % peak", ".0%"), ("rss_gb", "RSS GB", ".2f"),
-    ])
-    common.write_json(args.json, {"threads": threads, "matmul_peak_flops": peaks, "resolution": args.resolution, "rows": rows})
+    common.print_table(
+        rows,
+        [
+            ("config", "config", ""),
+            ("batch", "batch", "d"),
+            ("dtype", "dtype", ""),
+            ("seconds", "s/call", ".3f"),
+            ("images_per_s", "img/s", ".2f"),
+            ("gflop", "GFLOP/call", ".1f"),
+            ("gflop_per_s", "GFLOP/s", ".0f"),
+            ("peak_fraction", "% peak", ".0%"),
+            ("original_peak_fraction", "original % peak", ".0%"),
+            ("rss_gb", "RSS GB", ".2f"),
+        ],
+    )
+    common.write_json(
+        args.json, {"threads": threads, "matmul_peak_flops": peaks, "resolution": args.resolution, "rows": rows}
+    )
 
 
 if __name__ == "__main__":

@@ -210,7 +210,9 @@ def run_worker(script: str, arguments: list[str]) -> dict:
     command = [sys.executable, script, "--worker", *arguments]
     result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"benchmark worker {arguments} failed with exit code {result.returncode} (its stderr is above)")
+        raise RuntimeError(
+            f"benchmark worker {arguments} failed with exit code {result.returncode} (its stderr is above)"
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

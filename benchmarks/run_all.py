@@ -66,36 +66,97 @@ def _cases() -> list[Case]:
         for batch in (1, 4):
             for stage in ("encode", "decode"):
                 label = f"ViTok-v2 350M-f16x64 {stage}"
-                cases.append(Case("vitok", stage, label, batch, dtype, (label,), quick=batch == 1 and stage == "encode"))
-    for variant, label, stem in (("small", "FlowMo-small", "FlowMo-small (p8, w4)"), ("lo", "FlowMo-Lo", "FlowMo-Lo (p4, w6)")):
+                cases.append(
+                    Case("vitok", stage, label, batch, dtype, (label,), quick=batch == 1 and stage == "encode")
+                )
+    for variant, label, stem in (
+        ("small", "FlowMo-small", "FlowMo-small (p8, w4)"),
+        ("lo", "FlowMo-Lo", "FlowMo-Lo (p4, w6)"),
+    ):
         for dtype in ("fp32", "bf16"):
-            cases.append(Case("flowmo", "encode", f"{label} encode+quantize", 1, dtype,
-                              (f"{stem} encode+quantize", f"{label} encode+quantize"), options={"variant": variant}))
-            cases.append(Case("flowmo", "decoder_call", f"{label} one decoder call", 1, dtype,
-                              (f"{label} one decoder call",), quick=variant == "small" and dtype == "bf16",
-                              options={"variant": variant}))
+            cases.append(
+                Case(
+                    "flowmo",
+                    "encode",
+                    f"{label} encode+quantize",
+                    1,
+                    dtype,
+                    (f"{stem} encode+quantize", f"{label} encode+quantize"),
+                    options={"variant": variant},
+                )
+            )
+            cases.append(
+                Case(
+                    "flowmo",
+                    "decoder_call",
+                    f"{label} one decoder call",
+                    1,
+                    dtype,
+                    (f"{label} one decoder call",),
+                    quick=variant == "small" and dtype == "bf16",
+                    options={"variant": variant},
+                )
+            )
             if variant == "small":
-                cases.append(Case("flowmo", "reconstruct", f"{label} full reconstruct", 1, dtype,
-                                  (f"{label} full reconstruct (25 steps, 31 decoder calls)", f"{label} full reconstruct"),
-                                  single_call=True, options={"variant": variant}))
+                cases.append(
+                    Case(
+                        "flowmo",
+                        "reconstruct",
+                        f"{label} full reconstruct",
+                        1,
+                        dtype,
+                        (f"{label} full reconstruct (25 steps, 31 decoder calls)", f"{label} full reconstruct"),
+                        single_call=True,
+                        options={"variant": variant},
+                    )
+                )
     for name, label in (("softvq-l-64", "SoftVQ-L-64"), ("maetok-b-128", "MAETok-B-128")):
         for dtype in ("fp32", "bf16"):
             for batch in (1, 4):
                 for part, stage in enumerate(("encode", "decode")):
-                    cases.append(Case("continuous", stage, f"{label} {stage}", batch, dtype, (f"{label} encode / decode",),
-                                      part=part, quick=name == "maetok-b-128" and batch == 1 and dtype == "fp32",
-                                      extra=dtype == "bf16" and batch == 4, options={"model": name}))
+                    cases.append(
+                        Case(
+                            "continuous",
+                            stage,
+                            f"{label} {stage}",
+                            batch,
+                            dtype,
+                            (f"{label} encode / decode",),
+                            part=part,
+                            quick=name == "maetok-b-128" and batch == 1 and dtype == "fp32",
+                            extra=dtype == "bf16" and batch == 4,
+                            options={"model": name},
+                        )
+                    )
     for dtype in ("fp32", "bf16"):
-        cases.append(Case("sit", "forward", "SiT-XL/1 forward of the CFG pair", 2, dtype,
-                          ("SiT-XL/1 one forward of the CFG pair (64 tokens × 32)", "SiT-XL/1 one forward of the CFG pair"),
-                          quick=dtype == "bf16", options={"model": "sit"}))
-        cases.append(Case("sit", "forward", "DiT-XL/1 forward of the CFG pair", 2, dtype, extra=True, options={"model": "dit"}))
+        cases.append(
+            Case(
+                "sit",
+                "forward",
+                "SiT-XL/1 forward of the CFG pair",
+                2,
+                dtype,
+                ("SiT-XL/1 one forward of the CFG pair (64 tokens × 32)", "SiT-XL/1 one forward of the CFG pair"),
+                quick=dtype == "bf16",
+                options={"model": "sit"},
+            )
+        )
+        cases.append(
+            Case("sit", "forward", "DiT-XL/1 forward of the CFG pair", 2, dtype, extra=True, options={"model": "dit"})
+        )
     for dtype in ("fp32", "bf16"):
         for stage, label, baseline in (
             ("tokenize", "V2Flow base 512² tokenize", "V²Flow base 512² tokenize (vocab 32000×4096)"),
-            ("reconstruct", "V2Flow base 512² tokenize + detokenize",
-             "V²Flow base 512² tokenize + detokenize (4 AR steps, DPM 20, cfg 2.9)"),
-            ("detokenize", "V2Flow base 512² detokenize", "V²Flow base 512² detokenize only (the difference of the two)"),
+            (
+                "reconstruct",
+                "V2Flow base 512² tokenize + detokenize",
+                "V²Flow base 512² tokenize + detokenize (4 AR steps, DPM 20, cfg 2.9)",
+            ),
+            (
+                "detokenize",
+                "V2Flow base 512² detokenize",
+                "V²Flow base 512² detokenize only (the difference of the two)",
+            ),
         ):
             cases.append(Case("v2flow", stage, label, 1, dtype, (baseline,), single_call=stage != "tokenize"))
     return cases
@@ -231,8 +292,18 @@ def build_sit(case: Case, dtype, device) -> Bench:
 
     model_class = SiTTransformer1DModel if case.options["model"] == "sit" else DiTTransformer1DModel
     with _default_dtype(dtype):  # SiT-XL/1 of the SoftVQ-64 generator
-        model = model_class(in_channels=32, num_tokens=64, hidden_size=1152, num_layers=28, num_attention_heads=16,
-                            num_classes=1000).to(device).eval()
+        model = (
+            model_class(
+                in_channels=32,
+                num_tokens=64,
+                hidden_size=1152,
+                num_layers=28,
+                num_attention_heads=16,
+                num_classes=1000,
+            )
+            .to(device)
+            .eval()
+        )
     latents = torch.randn(1, 64, 32, device=device, dtype=dtype)
     pair = torch.cat([latents, latents])
     labels = torch.tensor([207, model.null_class_label], device=device)
@@ -260,7 +331,9 @@ def build_v2flow(case: Case, dtype, device) -> Bench:
     tokens = tokenize()
 
     def detokenize(image_tokens):  # the baseline's settings: 4 AR steps, DPM-Solver 20 steps, MAR CFG 2.9
-        return model.decode(image_tokens=image_tokens, guidance_scale=2.9, generator=torch.Generator(device).manual_seed(0))
+        return model.decode(
+            image_tokens=image_tokens, guidance_scale=2.9, generator=torch.Generator(device).manual_seed(0)
+        )
 
     def compile_():
         model.flow_head.forward = _compiled(model.flow_head.forward)
@@ -272,8 +345,13 @@ def build_v2flow(case: Case, dtype, device) -> Bench:
     return Bench(lambda: detokenize(tokenize()), compile=compile_, modules=(model,))
 
 
-BUILDERS = {"vitok": build_vitok, "flowmo": build_flowmo, "continuous": build_continuous, "sit": build_sit,
-            "v2flow": build_v2flow}
+BUILDERS = {
+    "vitok": build_vitok,
+    "flowmo": build_flowmo,
+    "continuous": build_continuous,
+    "sit": build_sit,
+    "v2flow": build_v2flow,
+}
 
 
 def worker(args) -> dict:
@@ -339,7 +417,11 @@ def _target(case: Case, original: dict | None) -> tuple[float | None, float | No
 
 def _row(case: Case, result: dict) -> dict:
     original = next(
-        (found for name in case.baselines if (found := common.baseline_figures(name, case.batch, case.dtype, case.part))),
+        (
+            found
+            for name in case.baselines
+            if (found := common.baseline_figures(name, case.batch, case.dtype, case.part))
+        ),
         None,
     )
     achieved = result["flops"] / result["seconds"]
@@ -368,22 +450,33 @@ def _row(case: Case, result: dict) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a few rows (one per family), fewer repeats")
     parser.add_argument("--families", nargs="+", choices=FAMILIES, help="only these families")
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(common.DTYPES), default=sorted(common.DTYPES, reverse=True))
+    parser.add_argument(
+        "--dtypes", nargs="+", choices=sorted(common.DTYPES), default=sorted(common.DTYPES, reverse=True)
+    )
     parser.add_argument("--match", help="only rows whose key contains this text")
     parser.add_argument("--extra", action="store_true", help="also the rows BASELINES.md has no original for")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile(fullgraph=True), interleaved with eager")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile(fullgraph=True), interleaved with eager"
+    )
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler op table per row (stderr)")
-    parser.add_argument("--prepack", action="store_true",
-                        help="prepack linear weights for oneDNN first (hf_vtok.prepack_linear_weights; CPU only)")
+    parser.add_argument(
+        "--prepack",
+        action="store_true",
+        help="prepack linear weights for oneDNN first (hf_vtok.prepack_linear_weights; CPU only)",
+    )
     parser.add_argument("--json", help="also write the figures as JSON to this path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as BASELINES.md)")
     parser.add_argument("--rounds", type=int, default=1, help="run the suite this many times, keep the lower median")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (at least)")
-    parser.add_argument("--min-seconds", type=float, default=3.0, help="keep timing a row until this much is collected")
+    parser.add_argument(
+        "--min-seconds", type=float, default=3.0, help="keep timing a row until this much is collected"
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -404,8 +497,18 @@ def main(argv=None):
         return None
     if args.quick:
         args.repeats, args.min_seconds, args.warmup = min(args.repeats, 3), min(args.min_seconds, 1.0), 1
-    forwarded = ["--device", args.device, "--threads", str(args.threads), "--repeats", str(args.repeats),
-                 "--min-seconds", str(args.min_seconds), "--warmup", str(args.warmup)]
+    forwarded = [
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+        "--min-seconds",
+        str(args.min_seconds),
+        "--warmup",
+        str(args.warmup),
+    ]
     if args.prepack and args.compile:
         parser.error("--prepack and --compile exclude each other: inductor's freezing prepacks compiled graphs itself")
     forwarded += ["--compile"] * args.compile + ["--profile"] * args.profile + ["--prepack"] * args.prepack
@@ -417,8 +520,12 @@ def main(argv=None):
             kept = results.get(case.key)
             if kept is None or result["seconds"] < kept["seconds"]:
                 results[case.key] = result
-            print(f"  [{round_index + 1}/{args.rounds}] {case.key}: {result['seconds']:.3f} s "
-                  f"(load {common.load_average()})", file=sys.stderr, flush=True)
+            print(
+                f"  [{round_index + 1}/{args.rounds}] {case.key}: {result['seconds']:.3f} s "
+                f"(load {common.load_average()})",
+                file=sys.stderr,
+                flush=True,
+            )
     rows = [_row(case, results[case.key]) for case in cases]
     columns = [
         ("config", "config", ""), ("batch", "batch", "d"), ("dtype", "dtype", ""), ("seconds", "s/call", ".3f"),
@@ -430,12 +537,18 @@ def main(argv=None):
     ]  # fmt: skip
     if args.compile:
         columns[-1:-1] = [("compile_seconds", "compile s", ".0f"), ("compile_speedup", "compiled x", ".2f")]
-    peaks = {dtype: max(row["peak_flops"] for row in rows if row["dtype"] == dtype) for dtype in {row["dtype"] for row in rows}}
+    peaks = {
+        dtype: max(row["peak_flops"] for row in rows if row["dtype"] == dtype)
+        for dtype in {row["dtype"] for row in rows}
+    }
     minutes = (time.time() - started) / 60
-    print(f"\n{args.device}, {args.threads} threads, torch {common.torch.__version__}"
-          + ("; linear weights prepacked (oneDNN)" if args.prepack else "") + "; matmul peak "
-          + ", ".join(f"{dtype} {peak / 1e9:.0f} GFLOP/s" for dtype, peak in sorted(peaks.items()))
-          + f"; load {load_before} -> {common.load_average()}; {minutes:.1f} min\n")
+    print(
+        f"\n{args.device}, {args.threads} threads, torch {common.torch.__version__}"
+        + ("; linear weights prepacked (oneDNN)" if args.prepack else "")
+        + "; matmul peak "
+        + ", ".join(f"{dtype} {peak / 1e9:.0f} GFLOP/s" for dtype, peak in sorted(peaks.items()))
+        + f"; load {load_before} -> {common.load_average()}; {minutes:.1f} min\n"
+    )
     common.print_table(rows, columns)
     common.write_json(args.json, {
         "device": args.device, "threads": args.threads, "torch": common.torch.__version__, "rounds": args.rounds,

@@ -9,7 +9,9 @@ ATOL = 1e-5
 
 
 def max_error(actual: torch.Tensor, expected: torch.Tensor, name: str) -> float:
-    assert tuple(actual.shape) == tuple(expected.shape), f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    assert tuple(actual.shape) == tuple(expected.shape), (
+        f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    )
     return (actual.detach().double() - expected.double()).abs().max().item() if actual.numel() else 0.0
 
 
@@ -47,8 +49,13 @@ def stand_in_tokenizer(latent_channels: int):
     from hf_vtok import ViTokConfig, ViTokModel
 
     config = ViTokConfig(
-        encoder_hidden_size=16, encoder_num_layers=1, encoder_num_heads=2,
-        decoder_hidden_size=16, decoder_num_layers=1, decoder_num_heads=2,
-        patch_size=2, latent_channels=latent_channels,
+        encoder_hidden_size=16,
+        encoder_num_layers=1,
+        encoder_num_heads=2,
+        decoder_hidden_size=16,
+        decoder_num_layers=1,
+        decoder_num_heads=2,
+        patch_size=2,
+        latent_channels=latent_channels,
     )
     return ViTokModel(config).eval()

@@ -21,7 +21,9 @@ def load_fixture(root):
 
 
 def assert_close(actual, expected, name):
-    assert tuple(actual.shape) == tuple(expected.shape), f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    assert tuple(actual.shape) == tuple(expected.shape), (
+        f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    )
     error = (actual.detach().double() - expected.double()).abs().max().item() if actual.numel() else 0.0
     assert error <= ATOL, f"{name}: max abs error {error:.3g} > {ATOL}"
     return error

@@ -127,8 +127,25 @@ def test_bench_continuous_smoke(tmp_path, fake_peak):
 
     tiny = ["image_size=32", "encoder_num_layers=1", "decoder_num_layers=1"]
     out = tmp_path / "continuous.json"
-    rows = bench_continuous.main(["--models", "maetok-b-128", "--dtypes", "float32", "--set", *tiny, "--warmup", "1",
-                                  "--iterations", "1", "--threads", "1", "--in-process", "--json", str(out)])
+    rows = bench_continuous.main(
+        [
+            "--models",
+            "maetok-b-128",
+            "--dtypes",
+            "float32",
+            "--set",
+            *tiny,
+            "--warmup",
+            "1",
+            "--iterations",
+            "1",
+            "--threads",
+            "1",
+            "--in-process",
+            "--json",
+            str(out),
+        ]
+    )
     _check_rows(rows, 2, out)
     assert [row["stage"] for row in rows] == ["encode", "decode"] and rows[0]["original_seconds"] is None
 
@@ -136,13 +153,41 @@ def test_bench_continuous_smoke(tmp_path, fake_peak):
 def test_bench_generation_smoke(tmp_path, fake_peak):
     import bench_generation
 
-    tiny = ["num_layers=1", "hidden_size=32", "num_attention_heads=2", "tokenizer.image_size=32",
-            "tokenizer.encoder_num_layers=1", "tokenizer.decoder_num_layers=1", "tokenizer.encoder_hidden_size=64",
-            "tokenizer.decoder_hidden_size=64", "tokenizer.encoder_num_heads=2", "tokenizer.decoder_num_heads=2"]
+    tiny = [
+        "num_layers=1",
+        "hidden_size=32",
+        "num_attention_heads=2",
+        "tokenizer.image_size=32",
+        "tokenizer.encoder_num_layers=1",
+        "tokenizer.decoder_num_layers=1",
+        "tokenizer.encoder_hidden_size=64",
+        "tokenizer.decoder_hidden_size=64",
+        "tokenizer.encoder_num_heads=2",
+        "tokenizer.decoder_num_heads=2",
+    ]
     out = tmp_path / "generation.json"
-    rows = bench_generation.main(["--models", "sit-xl", "--tokens", "8", "--channels", "4", "--steps", "3",
-                                  "--batch-sizes", "1", "--dtypes", "fp32", "--threads", "1", "--set", *tiny,
-                                  "--json", str(out)])
+    rows = bench_generation.main(
+        [
+            "--models",
+            "sit-xl",
+            "--tokens",
+            "8",
+            "--channels",
+            "4",
+            "--steps",
+            "3",
+            "--batch-sizes",
+            "1",
+            "--dtypes",
+            "fp32",
+            "--threads",
+            "1",
+            "--set",
+            *tiny,
+            "--json",
+            str(out),
+        ]
+    )
     _check_rows(rows, 1, out)
 
 
@@ -159,15 +204,45 @@ def test_bench_generation_flops_scale_with_steps(fake_peak):
 def test_bench_v2flow_smoke(tmp_path, fake_peak):
     import bench_v2flow
 
-    tiny = ["latent_channels=4", "sample_size=4", "vae_downsample_factor=2", "connector_hidden_size=8",
-            "connector_depth=1", "hidden_size=16", "encoder_num_layers=1", "decoder_num_layers=1",
-            "num_attention_heads=2", "flow_head_width=16", "flow_head_depth=1"]
+    tiny = [
+        "latent_channels=4",
+        "sample_size=4",
+        "vae_downsample_factor=2",
+        "connector_hidden_size=8",
+        "connector_depth=1",
+        "hidden_size=16",
+        "encoder_num_layers=1",
+        "decoder_num_layers=1",
+        "num_attention_heads=2",
+        "flow_head_width=16",
+        "flow_head_depth=1",
+    ]
     out = tmp_path / "v2flow.json"
-    rows = bench_v2flow.main(["--dtypes", "fp32", "--repeats", "1", "--threads", "1", "--llm-vocab-size", "20",
-                              "--llm-embed-dim", "12", "--codebook-size", "16", "--set", *tiny, "--json", str(out)])
+    rows = bench_v2flow.main(
+        [
+            "--dtypes",
+            "fp32",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--llm-vocab-size",
+            "20",
+            "--llm-embed-dim",
+            "12",
+            "--codebook-size",
+            "16",
+            "--set",
+            *tiny,
+            "--json",
+            str(out),
+        ]
+    )
     _check_rows(rows, 2, out)
     detokenize = rows[1]
-    assert detokenize["stage"] == "detokenize" and detokenize["mar_seconds"] > 0 and detokenize["flow_head_seconds"] > 0
+    assert (
+        detokenize["stage"] == "detokenize" and detokenize["mar_seconds"] > 0 and detokenize["flow_head_seconds"] > 0
+    )
     assert detokenize["original_seconds"] is None  # tiny sizes: not the BASELINES.md row
 
 
@@ -183,8 +258,24 @@ def test_bench_flow_training_smoke(tmp_path, fake_peak):
 def test_bench_v2flow_llama_smoke(tmp_path, fake_peak):
     import bench_v2flow_llama
 
-    tiny = ["--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--num-kv-heads", "1",
-            "--intermediate-size", "64", "--text-vocab-size", "50", "--codebook-size", "16", "--image-tokens", "8"]
+    tiny = [
+        "--hidden-size",
+        "32",
+        "--num-layers",
+        "1",
+        "--num-heads",
+        "2",
+        "--num-kv-heads",
+        "1",
+        "--intermediate-size",
+        "64",
+        "--text-vocab-size",
+        "50",
+        "--codebook-size",
+        "16",
+        "--image-tokens",
+        "8",
+    ]
     out = tmp_path / "llama.json"
     rows = bench_v2flow_llama.main([*tiny, "--new-tokens", "3", "--batch-sizes", "2", "--dtypes", "fp32",
                                     "--repeats", "1", "--json", str(out)])  # fmt: skip

@@ -9,15 +9,15 @@ few times what bfloat16 (8 mantissa bits, 2^-8 = 0.4 % per rounding) gives on th
 """
 
 import copy
-
 import json
 
 import pytest
 import torch
+from generator_parity_utils import fixture_tokenizer
 from PIL import Image
 from safetensors.torch import load_file
+from test_flowmo_parity import _width_table
 
-from generator_parity_utils import fixture_tokenizer
 from hf_vtok import ViTokImageProcessor, prepack_linear_weights
 from hf_vtok.models.dit_1d import convert_dit_checkpoint
 from hf_vtok.models.flowmo.convert_flowmo_original_to_hf import convert_flowmo_checkpoint, load_original_config
@@ -25,7 +25,6 @@ from hf_vtok.models.sit import convert_sit_checkpoint
 from hf_vtok.models.v2flow.convert_v2flow_original_to_hf import convert_v2flow_checkpoint
 from hf_vtok.models.vitok.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
 from hf_vtok.models.vitok.convert_vitok_original_to_hf import convert_vitok_checkpoint
-from test_flowmo_parity import _width_table
 
 pytestmark = pytest.mark.parity
 
@@ -111,7 +110,9 @@ def test_vitok_dit(family_parity_dir, tmp_path, variant):
             positions = {"row_idx": reference[f"{name}_row_idx"], "col_idx": reference[f"{name}_col_idx"]}
         inputs = (reference[f"{name}_z"], reference[f"{name}_t"], reference[f"{name}_context"])
         outputs[f"{name} forward"] = (
-            model(*inputs, **positions).sample, fast(*inputs, **positions).sample, reference[f"{name}_out"]
+            model(*inputs, **positions).sample,
+            fast(*inputs, **positions).sample,
+            reference[f"{name}_out"],
         )
     _compare("vitok-dit", outputs, variant, bound=0.05)
 
@@ -121,17 +122,27 @@ def test_flowmo(family_parity_dir, tmp_path, variant):
     root = family_parity_dir("flowmo")
     original = load_original_config(root / "original_config.yaml")
     inputs, reference = load_file(root / "inputs.safetensors"), load_file(root / "outputs.safetensors")
-    model = convert_flowmo_checkpoint(root / "flowmo_tiny.pth", original_config=original, width_table=_width_table(original))
+    model = convert_flowmo_checkpoint(
+        root / "flowmo_tiny.pth", original_config=original, width_table=_width_table(original)
+    )
     fast = _variant_of(model, tmp_path, variant)
     results = {}
     for precision, network in (("float32", model), ("fast", fast)):
         prequant = network.encode(inputs["images"]).prequant_latents
-        velocity = network.velocity(inputs["dec_x_t"], inputs["dec_t"], conditioning=reference["decoder_code_input"]).sample
+        velocity = network.velocity(
+            inputs["dec_x_t"], inputs["dec_t"], conditioning=reference["decoder_code_input"]
+        ).sample
         # the sampler from the reference code and noise (an encode in bfloat16 may flip LFQ signs)
         final = network.decode(reference["quantized_code"], noise=inputs["recon_z0"]).sample
         results[precision] = (prequant, velocity, final)
-    names = (("encoder code", "encoder_code_prequant"), ("decoder velocity", "decoder_velocity"), ("reconstruction", "recon_final"))
-    outputs = {name: (results["float32"][i], results["fast"][i], reference[key]) for i, (name, key) in enumerate(names)}
+    names = (
+        ("encoder code", "encoder_code_prequant"),
+        ("decoder velocity", "decoder_velocity"),
+        ("reconstruction", "recon_final"),
+    )
+    outputs = {
+        name: (results["float32"][i], results["fast"][i], reference[key]) for i, (name, key) in enumerate(names)
+    }
     _compare("flowmo", outputs, variant, bound=0.1)
 
 
@@ -166,7 +177,9 @@ def test_generators(family_parity_dir, tmp_path, family, variant):
     model = convert(root / "model.safetensors", root / "config.json")
     fast = _variant_of(model, tmp_path, variant)
     inputs = (reference["fwd_x"], reference["fwd_t"], reference["fwd_y"])
-    _compare(family, {"forward": (model(*inputs).sample, fast(*inputs).sample, reference["fwd_out"])}, variant, bound=0.05)
+    _compare(
+        family, {"forward": (model(*inputs).sample, fast(*inputs).sample, reference["fwd_out"])}, variant, bound=0.05
+    )
 
 
 @torch.no_grad()

@@ -8,6 +8,10 @@ ViTok and FlowMo are checked in their own test files.
 import pytest
 import torch
 import torch._dynamo
+from test_flowmo import tiny_model as tiny_flowmo
+from test_generators import TINY_1D, TINY_VITOK
+from test_latent_token_vit import TINY as TINY_LATENT_TOKEN
+from test_v2flow import tiny_model as tiny_v2flow
 
 from hf_vtok import (
     DiTTransformer1DModel,
@@ -20,10 +24,6 @@ from hf_vtok import (
     ViTokDiTTransformerModel,
     ViTokModel,
 )
-from test_flowmo import tiny_model as tiny_flowmo
-from test_generators import TINY_1D, TINY_VITOK
-from test_latent_token_vit import TINY as TINY_LATENT_TOKEN
-from test_v2flow import tiny_model as tiny_v2flow
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,9 @@ def _generators():
         entries.append((model_class.__name__, model, (latents, torch.tensor([0.5, 0.5]), torch.tensor([1, 5])), {}))
     vitok_dit = ViTokDiTTransformerModel(**TINY_VITOK, class_token=True, num_register_tokens=2).eval()
     latents = torch.randn(2, TINY_VITOK["num_tokens"], TINY_VITOK["in_channels"])
-    entries.append(("ViTokDiTTransformerModel", vitok_dit, (latents, torch.tensor([0.5, 0.5]), torch.tensor([1, 5])), {}))
+    entries.append(
+        ("ViTokDiTTransformerModel", vitok_dit, (latents, torch.tensor([0.5, 0.5]), torch.tensor([1, 5])), {})
+    )
     return entries
 
 
@@ -84,7 +86,12 @@ def _v2flow():
     return [
         ("encode", model.encode, (latents,), {"gumbel_noise": gumbel}),
         # the sampler step of decode: one flow-head evaluation (what `model.flow_head.compile()` compiles)
-        ("flow head step", model.flow_head, (torch.randn(6, model.config.token_dim), torch.full((6,), 500.0), condition), {}),
+        (
+            "flow head step",
+            model.flow_head,
+            (torch.randn(6, model.config.token_dim), torch.full((6,), 500.0), condition),
+            {},
+        ),
     ]
 
 

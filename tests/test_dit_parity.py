@@ -12,12 +12,11 @@ import re
 
 import pytest
 import torch
+from generator_parity_utils import assert_close, assert_close_relative, fixture_tokenizer, stand_in_tokenizer
 from safetensors.torch import load_file
 
 from hf_vtok import DiT1DPipeline, GaussianDiffusionScheduler
 from hf_vtok.models.dit_1d import convert_dit_checkpoint
-
-from generator_parity_utils import assert_close, assert_close_relative, fixture_tokenizer, stand_in_tokenizer
 
 pytestmark = pytest.mark.parity
 SAMPLER_RUN = re.compile(r"^(ddim|psample)_(cosine|linear)_(clip|noclip)_cfg(\d+(?:p\d+)?)(?:_seed(\d+))?$")
@@ -66,7 +65,11 @@ def _assert_run(actual, expected, name):
 def test_converted_config_matches_original(fixture, model):
     init = fixture["original"]["init_kwargs"]
     config = model.config
-    assert (config.num_tokens, config.in_channels, config.hidden_size) == (init["input_size"], init["in_channels"], init["hidden_size"])
+    assert (config.num_tokens, config.in_channels, config.hidden_size) == (
+        init["input_size"],
+        init["in_channels"],
+        init["hidden_size"],
+    )
     assert (config.num_layers, config.learn_sigma) == (init["depth"], init["learn_sigma"])
 
 
@@ -92,7 +95,9 @@ def test_respacing(fixture, schedule):
     scheduler = GaussianDiffusionScheduler(beta_schedule=schedule)
     scheduler.set_timesteps(_num_steps(outputs))
     assert scheduler.kept_timesteps == outputs["spaced_timestep_map"].tolist()
-    assert_close(torch.from_numpy(scheduler.betas), outputs[f"spaced_betas_{schedule}"], f"spaced_betas_{schedule}", atol=1e-12)
+    assert_close(
+        torch.from_numpy(scheduler.betas), outputs[f"spaced_betas_{schedule}"], f"spaced_betas_{schedule}", atol=1e-12
+    )
 
 
 @torch.no_grad()
@@ -180,11 +185,18 @@ def test_pipeline_images(fixture, model):
     if not folder.is_dir():
         pytest.skip(f"tokenizer fixture {folder} is missing")
     name = next(key for key in outputs if key.startswith("pipeline_images_"))
-    run = next(run for run in _sampler_runs(outputs) if run.startswith("ddim") and "noclip" not in run and not run.endswith("cfg1"))
+    run = next(
+        run
+        for run in _sampler_runs(outputs)
+        if run.startswith("ddim") and "noclip" not in run and not run.endswith("cfg1")
+    )
     scale = _number(SAMPLER_RUN.match(run).group(4))
     pipe = _pipeline(model, _scheduler(run), fixture_tokenizer(folder))
     images = pipe(
-        outputs["sample_y"], num_inference_steps=_num_steps(outputs), guidance_scale=scale,
-        latents=outputs["sample_noise"], output_type="pt",
+        outputs["sample_y"],
+        num_inference_steps=_num_steps(outputs),
+        guidance_scale=scale,
+        latents=outputs["sample_noise"],
+        output_type="pt",
     ).images
     assert_close(images, outputs[name], name)

@@ -69,7 +69,9 @@ def test_datasets_source_local_parquet_streamed_and_not(tmp_path, monkeypatch):
     images = [_image(seed) for seed in range(3)]
     folder = tmp_path / "dataset"
     folder.mkdir()
-    table = datasets.Dataset.from_dict({"picture": images, "label": [0, 1, 2]}).cast_column("picture", datasets.Image())
+    table = datasets.Dataset.from_dict({"picture": images, "label": [0, 1, 2]}).cast_column(
+        "picture", datasets.Image()
+    )
     table.to_parquet(str(folder / "validation-00000.parquet"))
     for streaming in (True, False):
         items = list(iter_images(folder, streaming=streaming, num_samples=2))

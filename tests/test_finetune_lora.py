@@ -76,7 +76,9 @@ def reconstruct(model, inputs):
 @pytest.mark.parametrize("family", ["vitok", "softvq", "maetok"])
 def test_adapter_round_trip(script, photos, tmp_path, family):
     base = save_base(tmp_path / "base", family)
-    output, tuned = finetune(script, arguments(base, photos, tmp_path / "run", "--save-merged", "--ssim-weight", "0.1"))
+    output, tuned = finetune(
+        script, arguments(base, photos, tmp_path / "run", "--save-merged", "--ssim-weight", "0.1")
+    )
 
     adapter = output / script.ADAPTER_FOLDER
     assert {path.name for path in adapter.iterdir()} == {

@@ -33,7 +33,6 @@ TINY_V2FLOW = dict(
 COMMON = ["--log-every", 1, "--lpips", "random", "--resnet-config", json.dumps(TINY_RESNET)]
 
 
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """Two images of exactly the model size: every batch is the same fixed pair (the crop is the whole image)."""
@@ -350,7 +349,9 @@ def test_resnet_logit_loss_reads_torchvision_keys():
 
     torch.manual_seed(0)
     # torchvision's layout: bottlenecks with 4x expansion, so every stage's first block has a projection shortcut
-    config = ResNetConfig(depths=[1, 1], hidden_sizes=[16, 32], embedding_size=4, num_labels=10, layer_type="bottleneck")
+    config = ResNetConfig(
+        depths=[1, 1], hidden_sizes=[16, 32], embedding_size=4, num_labels=10, layer_type="bottleneck"
+    )
     loss = ResNetLogitPerceptualLoss(config)
     batch_norm = ("weight", "bias", "running_mean", "running_var")
     torchvision_keys = ["conv1.weight", *(f"bn1.{leaf}" for leaf in batch_norm), "fc.weight", "fc.bias"]

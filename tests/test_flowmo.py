@@ -12,8 +12,18 @@ from hf_vtok.models.flowmo.modeling_flowmo import flowmo_time_grid, guidance_int
 from hf_vtok.modules import AdaLNModulation
 
 TINY = dict(
-    image_size=16, patch_size=4, code_length=4, context_dim=6, bits_per_token=3, mup_width=2, enc_mup_width=2,
-    encoder_depth=1, decoder_depth=2, base_hidden_size=64, num_attention_heads=2, base_axes_dim=(8, 12, 12),
+    image_size=16,
+    patch_size=4,
+    code_length=4,
+    context_dim=6,
+    bits_per_token=3,
+    mup_width=2,
+    enc_mup_width=2,
+    encoder_depth=1,
+    decoder_depth=2,
+    base_hidden_size=64,
+    num_attention_heads=2,
+    base_axes_dim=(8, 12, 12),
     num_inference_steps=3,
 )
 
@@ -97,9 +107,7 @@ def test_save_load_is_bit_identical(model, tmp_path):
     with torch.no_grad():
         before, after = model.encode(_images()), loaded.encode(_images())
         assert torch.equal(before.prequant_latents, after.prequant_latents)
-        assert torch.equal(
-            model.decode(before, noise=noise).sample, loaded.decode(after, noise=noise).sample
-        )
+        assert torch.equal(model.decode(before, noise=noise).sample, loaded.decode(after, noise=noise).sample)
 
 
 def test_fresh_model_blocks_start_as_identity(tmp_path):
@@ -201,14 +209,22 @@ def test_training_losses_are_differentiable():
     model = tiny_model().train()
     output = model(_images(), return_loss=True, generator=torch.Generator().manual_seed(0))
     assert set(output.losses) == {
-        "diffusion_loss", "quantizer_loss", "per_sample_entropy", "codebook_entropy", "entropy_loss", "commitment_loss"
+        "diffusion_loss",
+        "quantizer_loss",
+        "per_sample_entropy",
+        "codebook_entropy",
+        "entropy_loss",
+        "commitment_loss",
     }
     torch.testing.assert_close(output.loss, output.losses["diffusion_loss"] + output.losses["quantizer_loss"])
     output.loss.backward()
     assert model.encoder.image_embed.weight.grad.abs().sum() > 0
     assert model.decoder.blocks[0].image_attention.qkv_proj.weight.grad.abs().sum() > 0
-    torch.testing.assert_close(output.sample, (1 - output.timesteps.view(-1, 1, 1, 1)) * _images()
-                               + output.timesteps.view(-1, 1, 1, 1) * (output.noise - output.velocity))
+    torch.testing.assert_close(
+        output.sample,
+        (1 - output.timesteps.view(-1, 1, 1, 1)) * _images()
+        + output.timesteps.view(-1, 1, 1, 1) * (output.noise - output.velocity),
+    )
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
@@ -227,7 +243,9 @@ def test_activation_checkpointing_gives_the_same_gradients():
 def test_sampler_chain_is_differentiable():
     model = tiny_model()
     latents = model.encode(_images()).latents.detach().requires_grad_(True)
-    sample = model.decode(latents, noise=torch.randn(2, 3, 16, 16), timesteps=[1.0, 0.5, 0.0], guidance_scale=1.0).sample
+    sample = model.decode(
+        latents, noise=torch.randn(2, 3, 16, 16), timesteps=[1.0, 0.5, 0.0], guidance_scale=1.0
+    ).sample
     sample.sum().backward()
     assert latents.grad.abs().sum() > 0 and model.decoder.image_head.linear.weight.grad is not None
 
@@ -238,13 +256,17 @@ def test_code_dropout_and_timestep_sampling():
     assert times.min() >= 0 and times.max() <= 1 and 0.45 < times.mean() < 0.55
     images = _images(8, 16)
     with torch.no_grad():
-        runs = [model(images, return_loss=True, generator=torch.Generator().manual_seed(0), condition_dropout=drop)
-                for drop in (True, False, True)]
+        runs = [
+            model(images, return_loss=True, generator=torch.Generator().manual_seed(0), condition_dropout=drop)
+            for drop in (True, False, True)
+        ]
         assert torch.equal(runs[0].loss, runs[2].loss)  # seeded
         assert torch.equal(runs[0].timesteps, runs[1].timesteps) and torch.equal(runs[0].noise, runs[1].noise)
         dropped = (runs[0].velocity != runs[1].velocity).flatten(1).any(1)
         assert 0 < int(dropped.sum()) < 8
-        noisy = (1 - runs[0].timesteps.view(-1, 1, 1, 1)) * images + runs[0].timesteps.view(-1, 1, 1, 1) * runs[0].noise
+        noisy = (1 - runs[0].timesteps.view(-1, 1, 1, 1)) * images + runs[0].timesteps.view(-1, 1, 1, 1) * runs[
+            0
+        ].noise
         null = model.velocity(noisy, runs[0].timesteps, conditioning=torch.zeros(8, 4, 7)).sample
         torch.testing.assert_close(runs[0].velocity[dropped], null[dropped])
 
@@ -296,7 +318,10 @@ def test_bf16_runs():
         (lambda m: m.decode(torch.rand(2, 4, 6), noise=torch.rand(3, 3, 16, 16)), "noise must be"),
         (lambda m: m.decode(torch.rand(2, 4, 6), timesteps=torch.rand(3, 4)), "per sample"),
         (lambda m: m.velocity(torch.rand(2, 3, 16, 16), 0.5, conditioning=torch.rand(2, 4, 6)), "code plus mask"),
-        (lambda m: m.velocity(torch.rand(2, 3, 16, 16), torch.rand(3), latents=torch.rand(2, 4, 6)), "timesteps must be"),
+        (
+            lambda m: m.velocity(torch.rand(2, 3, 16, 16), torch.rand(3), latents=torch.rand(2, 4, 6)),
+            "timesteps must be",
+        ),
     ],
 )
 def test_bad_inputs_raise_clear_errors(model, call, message):
@@ -359,8 +384,13 @@ def test_model_card_template_renders():
     data = ModelCardData(library_name="hf_vtok", license="mit", tags=["image-tokenizer", "flowmo"])
     config = FlowMoConfig.from_preset("flowmo-hi")
     card = ModelCard.from_template(
-        data, template_path=str(template_path("flowmo")), model_name="FlowMo-Hi", variant="flowmo-hi",
-        tokens_per_image=config.tokens_per_image, bits_per_token=config.bits_per_token, original_repo="ksarge/FlowMo",
+        data,
+        template_path=str(template_path("flowmo")),
+        model_name="FlowMo-Hi",
+        variant="flowmo-hi",
+        tokens_per_image=config.tokens_per_image,
+        bits_per_token=config.bits_per_token,
+        original_repo="ksarge/FlowMo",
     )
     assert "# FlowMo-Hi" in card.content and "1024 token ids (14 bits each)" in card.content
     assert card.data.library_name == "hf_vtok"
@@ -386,8 +416,10 @@ def test_original_key_names_and_dropped_encoder_parts():
         "encoder.final_layer_txt.linear.bias": "encoder.code_head.linear.bias",
     }
     dropped = [
-        "encoder.time_in.out_layer.bias", "encoder.double_blocks.0.img_mod.lin.weight",
-        "encoder.double_blocks.4.txt_mod.lin.bias", "encoder.final_layer_img.linear.weight",
+        "encoder.time_in.out_layer.bias",
+        "encoder.double_blocks.0.img_mod.lin.weight",
+        "encoder.double_blocks.4.txt_mod.lin.bias",
+        "encoder.final_layer_img.linear.weight",
         "encoder.final_layer_txt.adaLN_modulation.1.weight",
     ]
     original = {"_orig_mod." + key: torch.zeros(1) for key in [*names, *dropped]}
@@ -397,10 +429,18 @@ def test_original_key_names_and_dropped_encoder_parts():
 def test_original_config_mapping():
     from hf_vtok.models.flowmo.convert_flowmo_original_to_hf import apply_overrides, config_from_original
 
-    original = apply_overrides({"model": {"enable_cfg": False}}, [
-        "data.image_size=128", "model.context_dim=56", "model.codebook_size_for_entropy=14", "model.enc_mup_width=null",
-        "eval.sampling.cfg_interval=null", "eval.sampling.schedule=linear", "opt.schedule=uniform",
-    ])
+    original = apply_overrides(
+        {"model": {"enable_cfg": False}},
+        [
+            "data.image_size=128",
+            "model.context_dim=56",
+            "model.codebook_size_for_entropy=14",
+            "model.enc_mup_width=null",
+            "eval.sampling.cfg_interval=null",
+            "eval.sampling.schedule=linear",
+            "opt.schedule=uniform",
+        ],
+    )
     config = config_from_original(original)
     assert (config.image_size, config.context_dim, config.bits_per_token, config.enc_mup_width) == (128, 56, 14, None)
     assert config.guidance_interval is None and config.sampling_schedule == "linear"

@@ -83,7 +83,9 @@ def _compute_all(fixture, model) -> dict[str, torch.Tensor]:
     for index in range(config.encoder_depth):
         result[f"dbg_encoder_block{index}_img"] = encoded.hidden_states[index + 1]
         result[f"dbg_encoder_block{index}_txt"] = encoded.code_hidden_states[index + 1]
-    code_ids, image_ids = flowmo_position_ids(config.code_length, height // config.patch_size, width // config.patch_size)
+    code_ids, image_ids = flowmo_position_ids(
+        config.code_length, height // config.patch_size, width // config.patch_size
+    )
     result["dbg_txt_ids"] = code_ids.expand(batch, -1, -1)
     result["dbg_img_ids"] = image_ids.expand(batch, -1, -1)
     for name, stack in (("encoder", model.encoder), ("decoder", model.decoder)):
@@ -101,13 +103,17 @@ def _compute_all(fixture, model) -> dict[str, torch.Tensor]:
     # 3. one decoder call, per-sample t, with the code and with the null code
     conditioning = model.conditioning(encoded.latents)
     result["decoder_code_input"] = conditioning
-    velocity = model.velocity(inputs["dec_x_t"], inputs["dec_t"], conditioning=conditioning, output_code=True, output_hidden_states=True)
+    velocity = model.velocity(
+        inputs["dec_x_t"], inputs["dec_t"], conditioning=conditioning, output_code=True, output_hidden_states=True
+    )
     result["decoder_velocity"] = velocity.sample
     result["decoder_txt_out"] = velocity.code_output
     for index in range(config.decoder_depth):
         result[f"dbg_decoder_block{index}_img"] = velocity.hidden_states[index + 1]
         result[f"dbg_decoder_block{index}_txt"] = velocity.code_hidden_states[index + 1]
-    result["decoder_velocity_nullcode"] = model.velocity(inputs["dec_x_t"], inputs["dec_t"], conditioning=conditioning * 0).sample
+    result["decoder_velocity_nullcode"] = model.velocity(
+        inputs["dec_x_t"], inputs["dec_t"], conditioning=conditioning * 0
+    ).sample
     result["dbg_decoder_timestep_embedding"] = model.decoder.timestep_features(inputs["dec_t"])
     result["dbg_decoder_vec"] = model.decoder.embed_time(inputs["dec_t"])
 
@@ -131,7 +137,9 @@ def _compute_all(fixture, model) -> dict[str, torch.Tensor]:
     # 5. training-mode losses (no code dropout, the fixture's enable_cfg=False)
     model.train()
     try:
-        trained = model(images, return_loss=True, timesteps=inputs["dec_t"], noise=inputs["dec_noise"], condition_dropout=False)
+        trained = model(
+            images, return_loss=True, timesteps=inputs["dec_t"], noise=inputs["dec_noise"], condition_dropout=False
+        )
     finally:
         model.eval()
     assert torch.equal(trained.image_tokens, encoded.image_tokens)
@@ -178,7 +186,9 @@ def test_outputs_match(fixture, computed):
 def test_ema_weights_are_the_default(fixture, model):
     """model_state_dict is the EMA plus noise (FIXTURE.md): converting it must give other outputs."""
     online = convert_flowmo_checkpoint(
-        fixture["root"] / "flowmo_tiny.pth", original_config=fixture["original"], width_table=fixture["width_table"],
+        fixture["root"] / "flowmo_tiny.pth",
+        original_config=fixture["original"],
+        width_table=fixture["width_table"],
         weights="online",
     )
     inputs = fixture["inputs"]
@@ -193,7 +203,10 @@ def test_mismatched_config_names_keys(fixture):
     """A checkpoint converted with another config lists the offending keys."""
     config = config_from_original(fixture["original"], fixture["width_table"])
     wrong = config_from_original(
-        fixture["original"], fixture["width_table"], context_dim=config.context_dim * 2, decoder_depth=config.decoder_depth + 1
+        fixture["original"],
+        fixture["width_table"],
+        context_dim=config.context_dim * 2,
+        decoder_depth=config.decoder_depth + 1,
     )
     with pytest.raises(CheckpointMismatchError) as error:
         convert_flowmo_checkpoint(fixture["root"] / "flowmo_tiny.pth", config=wrong)
@@ -210,7 +223,14 @@ def test_cli_folder_round_trip(fixture, tmp_path):
     from hf_vtok.cli import main
 
     root, inputs, outputs = fixture["root"], fixture["inputs"], fixture["outputs"]
-    command = ["convert", "flowmo", "--checkpoint", str(root / "flowmo_tiny.pth"), "--config", str(root / "original_config.yaml")]
+    command = [
+        "convert",
+        "flowmo",
+        "--checkpoint",
+        str(root / "flowmo_tiny.pth"),
+        "--config",
+        str(root / "original_config.yaml"),
+    ]
     if fixture["width_table"] is not None:
         command += ["--width-table", ".".join(WIDTH_TABLE_KEY)]
     main(command + ["--output", str(tmp_path)])

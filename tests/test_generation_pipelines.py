@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants as hub_constants
+from test_generators import _original_1d_checkpoint, _randomize
 
 from hf_vtok import (
     DiT1DPipeline,
@@ -25,8 +26,6 @@ from hf_vtok import (
 from hf_vtok.cli import main as cli_main
 from hf_vtok.flow.scheduling_sit import score_from_velocity
 from hf_vtok.pipelines.dit_1d.scheduling_gaussian_diffusion import space_timesteps
-
-from test_generators import _original_1d_checkpoint, _randomize
 
 
 def _tokenizer(**changes):
@@ -48,7 +47,9 @@ def _sit_pipeline(**scheduler):
 
 
 def _dit_pipeline(**scheduler):
-    pipe = DiT1DPipeline(_tokenizer(), _randomize(DiTTransformer1DModel(**TINY)), GaussianDiffusionScheduler(**scheduler))
+    pipe = DiT1DPipeline(
+        _tokenizer(), _randomize(DiTTransformer1DModel(**TINY)), GaussianDiffusionScheduler(**scheduler)
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -58,7 +59,11 @@ def _vitok_pipeline():
         encoder_hidden_size=16, encoder_num_layers=1, encoder_num_heads=2, decoder_hidden_size=16,
         decoder_num_layers=1, decoder_num_heads=2, patch_size=4, latent_channels=4,
     )).eval()  # fmt: skip
-    transformer = _randomize(ViTokDiTTransformerModel(in_channels=4, hidden_size=16, num_layers=1, num_attention_heads=2, num_classes=5, num_tokens=4))
+    transformer = _randomize(
+        ViTokDiTTransformerModel(
+            in_channels=4, hidden_size=16, num_layers=1, num_attention_heads=2, num_classes=5, num_tokens=4
+        )
+    )
     pipe = ViTokDiTPipeline.from_components(transformer, autoencoder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -94,15 +99,25 @@ def test_gaussian_diffusion_scheduler_checks_and_determinism():
     output = torch.randn(2, 3, 8)
     last = scheduler.timesteps[-1]  # the step into x_0 adds no noise
     first_run = scheduler.step(output, last, sample, generator=torch.Generator().manual_seed(1)).prev_sample
-    assert torch.equal(first_run, scheduler.step(output, last, sample, generator=torch.Generator().manual_seed(2)).prev_sample)
-    noisy = [scheduler.step(output, scheduler.timesteps[0], sample, generator=torch.Generator().manual_seed(seed)).prev_sample for seed in (1, 2)]
+    assert torch.equal(
+        first_run, scheduler.step(output, last, sample, generator=torch.Generator().manual_seed(2)).prev_sample
+    )
+    noisy = [
+        scheduler.step(
+            output, scheduler.timesteps[0], sample, generator=torch.Generator().manual_seed(seed)
+        ).prev_sample
+        for seed in (1, 2)
+    ]
     assert not torch.equal(*noisy)
     ddim = GaussianDiffusionScheduler(beta_schedule="linear", sampler="ddim")
     ddim.set_timesteps(5)
     step = ddim.step(output, ddim.timesteps[0], sample)
     assert torch.equal(step.prev_sample, ddim.step(output, ddim.timesteps[0], sample).prev_sample)
     noised = scheduler.add_noise(sample, torch.zeros_like(sample), torch.tensor([0, 999]))
-    assert torch.allclose(noised[0], sample[0] * np.sqrt(1 - 1e-4)) and noised[1].abs().max() < 0.1 * sample[1].abs().max()
+    assert (
+        torch.allclose(noised[0], sample[0] * np.sqrt(1 - 1e-4))
+        and noised[1].abs().max() < 0.1 * sample[1].abs().max()
+    )
 
 
 def test_sit_scheduler_plans():
@@ -148,7 +163,12 @@ def test_score_from_velocity_on_gaussian_data(path_type):
         if path_type == "linear":
             alpha, d_alpha, sigma, d_sigma = 1 - t, -1.0, t, 1.0
         else:
-            alpha, d_alpha, sigma, d_sigma = torch.cos(t * np.pi / 2), -np.pi / 2 * torch.sin(t * np.pi / 2), torch.sin(t * np.pi / 2), np.pi / 2 * torch.cos(t * np.pi / 2)
+            alpha, d_alpha, sigma, d_sigma = (
+                torch.cos(t * np.pi / 2),
+                -np.pi / 2 * torch.sin(t * np.pi / 2),
+                torch.sin(t * np.pi / 2),
+                np.pi / 2 * torch.cos(t * np.pi / 2),
+            )
         variance = alpha**2 + sigma**2
         velocity = (alpha * d_alpha + sigma * d_sigma) / variance * x
         score = score_from_velocity(velocity, x, t.expand(3), path_type)
@@ -192,7 +212,16 @@ def test_given_noise_replaces_the_draw_and_decoding_denormalises():
     pipe = _sit_pipeline(sampler="ode")
     noise = torch.randn(2, 4, 4)
     latents = pipe([1, 2], num_inference_steps=2, latents=noise, output_type="latent").images
-    assert torch.equal(latents, pipe([1, 2], num_inference_steps=2, latents=noise, output_type="latent", generator=torch.Generator().manual_seed(5)).images)
+    assert torch.equal(
+        latents,
+        pipe(
+            [1, 2],
+            num_inference_steps=2,
+            latents=noise,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(5),
+        ).images,
+    )
     images = pipe([1, 2], num_inference_steps=2, latents=noise, output_type="pt").images
     expected = pipe.tokenizer.decode(latents / 2.0 + 0.1).sample  # scaling_factor 2, shift_factor 0.1
     torch.testing.assert_close(images, ((expected.clamp(-1, 1) + 1) / 2))
@@ -203,7 +232,11 @@ def test_guidance_interval_switches_guidance_off_outside(monkeypatch):
     pipe = _sit_pipeline(sampler="ode")
     batches = []
     forward = pipe.transformer.forward
-    monkeypatch.setattr(pipe.transformer, "forward", lambda hidden_states, **kw: batches.append(hidden_states.shape[0]) or forward(hidden_states, **kw))
+    monkeypatch.setattr(
+        pipe.transformer,
+        "forward",
+        lambda hidden_states, **kw: batches.append(hidden_states.shape[0]) or forward(hidden_states, **kw),
+    )
     pipe([1], num_inference_steps=4, guidance_scale=3.0, guidance_interval=(0.0, 0.7), output_type="latent")
     assert batches == [1, 1, 2, 2]  # t = 1, 0.75 conditional only; t = 0.5, 0.25 guided
 
@@ -235,7 +268,10 @@ def test_errors_before_any_compute(monkeypatch):
         (dict(class_labels=[1], guidance_interval=(0.0, 1.5)), "guidance_interval"),
         (dict(class_labels=[1], num_inference_steps=0), "num_inference_steps"),
         (dict(class_labels=[1], output_type="jpeg"), "output_type"),
-        (dict(class_labels=[1, 2], latents=torch.randn(2, 5, 4)), r"latents \(the initial noise\) must have shape \(2, 4, 4\)"),
+        (
+            dict(class_labels=[1, 2], latents=torch.randn(2, 5, 4)),
+            r"latents \(the initial noise\) must have shape \(2, 4, 4\)",
+        ),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -258,7 +294,9 @@ def test_tokenizer_that_does_not_fit_the_transformer():
     with pytest.raises(ValueError, match="has 8 latent tokens but the transformer generates 4"):
         SiTPipeline(_tokenizer(num_latent_tokens=8), transformer, SiTFlowScheduler())
     with pytest.raises(ValueError, match="does not fit a transformer with learn_sigma=True"):
-        DiT1DPipeline(_tokenizer(), DiTTransformer1DModel(**TINY), GaussianDiffusionScheduler(variance_type="fixed_small"))
+        DiT1DPipeline(
+            _tokenizer(), DiTTransformer1DModel(**TINY), GaussianDiffusionScheduler(variance_type="fixed_small")
+        )
 
 
 def test_cli_assembles_a_pipeline_folder(tmp_path):
@@ -289,7 +327,16 @@ def test_component_modules_are_recorded_by_their_full_path():
 
 def test_cli_tokenizer_presets_are_resolved(tmp_path):
     checkpoint, config, _ = _original_1d_checkpoint(tmp_path, "dit", depth=1, tokens=4)
-    base = ["convert", "dit", "--checkpoint", str(checkpoint), "--config", str(config), "--output", str(tmp_path / "out")]
+    base = [
+        "convert",
+        "dit",
+        "--checkpoint",
+        str(checkpoint),
+        "--config",
+        str(config),
+        "--output",
+        str(tmp_path / "out"),
+    ]
     with pytest.raises(ValueError, match="unknown tokenizer preset 'softvq-xxl'"):
         cli_main(base + ["--tokenizer-preset", "softvq-xxl"])
     with pytest.raises(ValueError, match="--pipeline takes the tokenizer of a --preset generator"):

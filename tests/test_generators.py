@@ -48,7 +48,11 @@ MODELS = {
 def _inputs(name, model, batch=3):
     if name == "vitok_dit":
         config = model.config
-        return torch.randn(batch, config.num_tokens, config.in_channels), torch.rand(batch) * 1000, torch.tensor([0, 4, 5])[:batch]
+        return (
+            torch.randn(batch, config.num_tokens, config.in_channels),
+            torch.rand(batch) * 1000,
+            torch.tensor([0, 4, 5])[:batch],
+        )
     return _inputs_1d(model, batch)
 
 
@@ -86,7 +90,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
             model.enable_gradient_checkpointing()
         model.train()
         model(*inputs).sample.square().mean().backward()
-        gradients.append({key: value.grad.clone() for key, value in model.named_parameters() if value.grad is not None})
+        gradients.append(
+            {key: value.grad.clone() for key, value in model.named_parameters() if value.grad is not None}
+        )
     assert model.is_gradient_checkpointing
     assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 10
     for key in gradients[0]:
@@ -176,22 +182,32 @@ def test_vitok_dit_positions_and_sliding_window():
     rows = torch.arange(3).repeat_interleave(3)
     cols = torch.arange(3).repeat(3)
     assert torch.equal(model(tokens, timestep, labels, row_idx=rows, col_idx=cols).sample, inferred)
-    assert torch.equal(model(tokens, timestep, labels, row_idx=rows.expand(2, -1), col_idx=cols.expand(2, -1)).sample, inferred)
+    assert torch.equal(
+        model(tokens, timestep, labels, row_idx=rows.expand(2, -1), col_idx=cols.expand(2, -1)).sample, inferred
+    )
     assert not torch.allclose(model(tokens, timestep, labels, row_idx=cols, col_idx=rows).sample, inferred)
     mask = sliding_window_mask(num_special_tokens=1, grid_side=3, window=1)
     assert mask[0].all() and mask[:, 0].all()  # the special token sees and is seen by everything
     assert mask[1, 2] and mask[1, 5] and not mask[1, 3] and not mask[1, 9]  # (0,0) sees (0,1), (1,1); not (0,2), (2,2)
     windowed = ViTokDiTTransformerModel(**TINY_VITOK, class_token=True, num_register_tokens=2, sliding_window=2)
     windowed.load_state_dict(model.state_dict())
-    assert torch.equal(windowed(tokens, timestep, labels).sample, inferred)  # a window covering the grid = full attention
-    narrow = ViTokDiTTransformerModel(**TINY_VITOK, class_token=True, num_register_tokens=2, sliding_window=0, sliding_window_every=1)
+    assert torch.equal(
+        windowed(tokens, timestep, labels).sample, inferred
+    )  # a window covering the grid = full attention
+    narrow = ViTokDiTTransformerModel(
+        **TINY_VITOK, class_token=True, num_register_tokens=2, sliding_window=0, sliding_window_every=1
+    )
     narrow.load_state_dict(model.state_dict())
     assert not torch.allclose(narrow(tokens, timestep, labels).sample, inferred)
 
 
 def test_vitok_dit_variants():
     assert parse_vitok_dit_variant("L/256") == {
-        "hidden_size": 1024, "num_layers": 24, "num_attention_heads": 16, "mlp_ratio": 2.67, "num_tokens": 256
+        "hidden_size": 1024,
+        "num_layers": 24,
+        "num_attention_heads": 16,
+        "mlp_ratio": 2.67,
+        "num_tokens": 256,
     }
     assert parse_vitok_dit_variant("Gd32h20/512")["num_layers"] == 32
     assert parse_vitok_dit_variant("w64_d2_h4/16")["hidden_size"] == 64
@@ -207,12 +223,18 @@ def _original_1d_checkpoint(tmp_path, kind, depth=2, hidden=16, channels=4, toke
     """A checkpoint in the released layout (original key names) and its config.json."""
     out = 2 * channels if kind == "dit" else channels
     shapes = {
-        "x_embedder.weight": (hidden, channels), "x_embedder.bias": (hidden,), "pos_embed": (1, tokens, hidden),
-        "t_embedder.mlp.0.weight": (hidden, 256), "t_embedder.mlp.0.bias": (hidden,),
-        "t_embedder.mlp.2.weight": (hidden, hidden), "t_embedder.mlp.2.bias": (hidden,),
+        "x_embedder.weight": (hidden, channels),
+        "x_embedder.bias": (hidden,),
+        "pos_embed": (1, tokens, hidden),
+        "t_embedder.mlp.0.weight": (hidden, 256),
+        "t_embedder.mlp.0.bias": (hidden,),
+        "t_embedder.mlp.2.weight": (hidden, hidden),
+        "t_embedder.mlp.2.bias": (hidden,),
         "y_embedder.embedding_table.weight": (classes + 1, hidden),
-        "final_layer.linear.weight": (out, hidden), "final_layer.linear.bias": (out,),
-        "final_layer.adaLN_modulation.1.weight": (2 * hidden, hidden), "final_layer.adaLN_modulation.1.bias": (2 * hidden,),
+        "final_layer.linear.weight": (out, hidden),
+        "final_layer.linear.bias": (out,),
+        "final_layer.adaLN_modulation.1.weight": (2 * hidden, hidden),
+        "final_layer.adaLN_modulation.1.bias": (2 * hidden,),
     }
     for block in range(depth):
         shapes.update({
@@ -227,7 +249,12 @@ def _original_1d_checkpoint(tmp_path, kind, depth=2, hidden=16, channels=4, toke
         head_dim = hidden // 2
         for block in range(depth):
             for norm in ("q_norm", "k_norm"):
-                shapes.update({f"blocks.{block}.attn.{norm}.weight": (head_dim,), f"blocks.{block}.attn.{norm}.bias": (head_dim,)})
+                shapes.update(
+                    {
+                        f"blocks.{block}.attn.{norm}.weight": (head_dim,),
+                        f"blocks.{block}.attn.{norm}.bias": (head_dim,),
+                    }
+                )
     generator = torch.Generator().manual_seed(1)
     state_dict = {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
     config = {
@@ -235,7 +262,11 @@ def _original_1d_checkpoint(tmp_path, kind, depth=2, hidden=16, channels=4, toke
         "mlp_ratio": 4.0, "num_classes": classes, "class_dropout_prob": 0.1, "patch_size": 1, "vae_1d": True,
         "license": "apache-2.0", "tags": ["x"], "repo_url": "https://example.invalid",
     }  # fmt: skip
-    config.update({"decoder_hidden_size": hidden, "path_type": "edm", "qk_norm": False, "use_cfg": True} if kind == "sit" else {"learn_sigma": True})
+    config.update(
+        {"decoder_hidden_size": hidden, "path_type": "edm", "qk_norm": False, "use_cfg": True}
+        if kind == "sit"
+        else {"learn_sigma": True}
+    )
     config.update(config_changes)
     save_file(state_dict, tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -272,7 +303,9 @@ def test_sit_with_qk_norm(tmp_path):
 def test_converter_reads_training_checkpoints(tmp_path):
     checkpoint, config, original = _original_1d_checkpoint(tmp_path, "sit")
     wrapped = tmp_path / "checkpoint.pt"
-    torch.save({"ema": {f"_orig_mod.{key}": value for key, value in original.items()}, "step": torch.tensor(3)}, wrapped)
+    torch.save(
+        {"ema": {f"_orig_mod.{key}": value for key, value in original.items()}, "step": torch.tensor(3)}, wrapped
+    )
     model = convert_sit_checkpoint(wrapped, config, inner_key="ema")
     assert torch.equal(model.state_dict()["final_layer.linear.bias"], original["final_layer.linear.bias"])
 
@@ -319,7 +352,10 @@ def test_cli_converts_to_a_diffusers_folder(tmp_path):
     cli_main(["convert", "dit", "--checkpoint", str(checkpoint), "--config", str(config), "--output", str(output)])
     assert json.loads((output / "config.json").read_text())["_class_name"] == "DiTTransformer1DModel"
     model = DiTTransformer1DModel.from_pretrained(output)
-    assert torch.equal(model.state_dict()["blocks.0.attn.out_proj.weight"], convert_dit_checkpoint(checkpoint, config).state_dict()["blocks.0.attn.out_proj.weight"])
+    assert torch.equal(
+        model.state_dict()["blocks.0.attn.out_proj.weight"],
+        convert_dit_checkpoint(checkpoint, config).state_dict()["blocks.0.attn.out_proj.weight"],
+    )
     with pytest.raises(ValueError, match="--preset, or both --checkpoint and --config"):
         cli_main(["convert", "dit", "--checkpoint", str(checkpoint), "--output", str(output)])
 
@@ -338,14 +374,29 @@ def test_vitok_dit_converter(tmp_path):
         original[key] = value.clone()
     save_file(original, tmp_path / "dit.safetensors")
     converted = convert_vitok_dit_checkpoint(tmp_path / "dit.safetensors", variant="w16_d2_h2/9")
-    assert (converted.config.class_token, converted.config.num_register_tokens, converted.config.num_classes) == (True, 2, 5)
+    assert (converted.config.class_token, converted.config.num_register_tokens, converted.config.num_classes) == (
+        True,
+        2,
+        5,
+    )
     inputs = _inputs("vitok_dit", model)
     with torch.no_grad():
         assert torch.equal(converted(*inputs).sample, model(*inputs).sample)
     with pytest.raises(CheckpointMismatchError, match="says num_layers=3"):
         convert_vitok_dit_checkpoint(tmp_path / "dit.safetensors", variant="w16_d3_h2/9")
     output = tmp_path / "out"
-    cli_main(["convert", "vitok-dit", "--checkpoint", str(tmp_path / "dit.safetensors"), "--sliding-window", "1", "--output", str(output)])
+    cli_main(
+        [
+            "convert",
+            "vitok-dit",
+            "--checkpoint",
+            str(tmp_path / "dit.safetensors"),
+            "--sliding-window",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
     assert ViTokDiTTransformerModel.from_pretrained(output).config.sliding_window == 1
 
 

@@ -113,7 +113,12 @@ def photo(tmp_path) -> Path:
 def test_tokenizer_push_card_and_files(family, tmp_path, monkeypatch, photo):
     model = tiny_tokenizer(family)
     fake = FakeHub(tmp_path, monkeypatch)
-    preset = {"vitok": "vitok-v2-350M-f16x64", "flowmo": "flowmo-lo", "softvq": "softvq-l-64", "maetok": "maetok-b-128"}
+    preset = {
+        "vitok": "vitok-v2-350M-f16x64",
+        "flowmo": "flowmo-lo",
+        "softvq": "softvq-l-64",
+        "maetok": "maetok-b-128",
+    }
     model.push_to_hub("me/tiny", preset=preset[family], commit_message="tiny")
     files = fake.files()
     assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= files
@@ -208,7 +213,9 @@ def test_templates_ship_in_the_wheel(tmp_path):
     for name in ("setup.py", "README.md"):
         shutil.copy(REPO_ROOT / name, source / name)
     for folder in ("src", "model_cards"):
-        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(
+            REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source), "-w",
          str(tmp_path / "wheel")],

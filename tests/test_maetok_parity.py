@@ -25,7 +25,9 @@ def fixture(family_parity_dir):
 
 @pytest.fixture(scope="module")
 def converted(fixture):
-    return convert_maetok_checkpoint(fixture["checkpoint"], fixture["config"], arch_overrides=fixture["arch_overrides"])
+    return convert_maetok_checkpoint(
+        fixture["checkpoint"], fixture["config"], arch_overrides=fixture["arch_overrides"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,9 @@ def test_reconstruction(model, encoded, fixture):
     with torch.no_grad():
         reconstruction = model(outputs["input_images"]).sample
     assert_close(reconstruction, outputs["reconstruction"], "reconstruction")
-    assert_close(decode_both_ways(model, encoded.latents), outputs["decoded_from_quant_no_hw"], "decoded_from_quant_no_hw")
+    assert_close(
+        decode_both_ways(model, encoded.latents), outputs["decoded_from_quant_no_hw"], "decoded_from_quant_no_hw"
+    )
 
 
 def test_decode_given_latent(model, fixture):

@@ -15,7 +15,9 @@ TINY = dict(
     decoder_hidden_size=32, decoder_num_layers=1, decoder_num_heads=4,
     auxiliary_hidden_size=16, auxiliary_num_layers=1, auxiliary_num_heads=2, hog_gaussian_window=16,
 )  # fmt: skip
-TEACHER = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8)
+TEACHER = dict(
+    hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8
+)
 
 
 @pytest.fixture
@@ -92,7 +94,9 @@ def _teachers():
 
 
 def test_auxiliary_losses(images):
-    config = MAETokConfig(**TINY, auxiliary_targets=("hog", "dinov2", "siglip"), dinov2_feature_dim=16, siglip_feature_dim=16)
+    config = MAETokConfig(
+        **TINY, auxiliary_targets=("hog", "dinov2", "siglip"), dinov2_feature_dim=16, siglip_feature_dim=16
+    )
     model = MAETokModel(config).train()
     dinov2, siglip = _teachers()
     targets = MAETokFeatureTargets.for_config(config, dinov2=dinov2, siglip=siglip)

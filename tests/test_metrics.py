@@ -75,7 +75,9 @@ def test_inception_has_the_published_fid_weight_layout(inception):
 
 
 def test_inception_loads_files_with_and_without_batch_norm_counters(inception, tmp_path):
-    state = {key: value + 0.01 if value.is_floating_point() else value for key, value in inception.state_dict().items()}
+    state = {
+        key: value + 0.01 if value.is_floating_point() else value for key, value in inception.state_dict().items()
+    }
     without_counters = {key: value for key, value in state.items() if not key.endswith("num_batches_tracked")}
     torch.save(without_counters, tmp_path / "pt_inception.pth")  # pytorch-fid's file format
     save_file(state, tmp_path / "inception.safetensors")
@@ -133,7 +135,9 @@ def test_frechet_distance_of_gaussians_with_known_statistics():
     rotation, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))
     covariance1 = rotation @ np.diag(variances1) @ rotation.T
     covariance2 = rotation @ np.diag(variances2) @ rotation.T
-    expected = 9.0 + np.sum(variances1 + variances2 - 2 * np.sqrt(variances1 * variances2))  # = 9 + (1 + 0 + 0.536 + 1)
+    expected = 9.0 + np.sum(
+        variances1 + variances2 - 2 * np.sqrt(variances1 * variances2)
+    )  # = 9 + (1 + 0 + 0.536 + 1)
     assert frechet_distance(mean1, covariance1, mean2, covariance2) == pytest.approx(expected, rel=1e-9)
     assert frechet_distance(mean1, covariance1, mean1, covariance1) == pytest.approx(0.0, abs=1e-9)
     # one-dimensional case: (mu1 - mu2)^2 + (sigma1 - sigma2)^2

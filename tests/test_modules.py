@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from hf_vtok.modules import (
+    GELUMLP,
     AdaLNModulation,
     Attention,
     DropPath,
     FP32LayerNorm,
-    GELUMLP,
     RMSNorm,
     SwiGLU,
     apply_rotary_embedding,
@@ -43,10 +43,13 @@ def test_rope_scores_depend_only_on_relative_position():
 def test_rope_layouts_and_table_structure():
     cos, sin = rope_tables(torch.tensor([[2.0, 3.0, 5.0]]), (4, 8, 8), theta=100.0)
     assert cos.shape == (1, 10)
-    angles = torch.cat([
-        2.0 / 100.0 ** (torch.arange(0, 4, 2) / 4), 3.0 / 100.0 ** (torch.arange(0, 8, 2) / 8),
-        5.0 / 100.0 ** (torch.arange(0, 8, 2) / 8),
-    ])
+    angles = torch.cat(
+        [
+            2.0 / 100.0 ** (torch.arange(0, 4, 2) / 4),
+            3.0 / 100.0 ** (torch.arange(0, 8, 2) / 8),
+            5.0 / 100.0 ** (torch.arange(0, 8, 2) / 8),
+        ]
+    )
     torch.testing.assert_close(cos[0], angles.cos()) and torch.testing.assert_close(sin[0], angles.sin())
     vector = torch.randn(20)
     interleaved = apply_rotary_embedding(vector, cos[0], sin[0], "interleaved")
@@ -102,7 +105,9 @@ def test_reduced_precision_norms_and_modulation_accumulate_in_float32():
     exact = hidden.float() * (1 + scale.bfloat16()).float() + shift.bfloat16().float()
     fused = modulate(hidden, shift.bfloat16(), scale.bfloat16())
     assert fused.dtype == torch.bfloat16 and torch.equal(fused, exact.bfloat16())  # one rounding
-    torch.testing.assert_close(gated_residual(hidden, scale.bfloat16(), hidden), hidden + scale.bfloat16() * hidden, atol=0.3, rtol=0.02)
+    torch.testing.assert_close(
+        gated_residual(hidden, scale.bfloat16(), hidden), hidden + scale.bfloat16() * hidden, atol=0.3, rtol=0.02
+    )
     assert torch.equal(gated_residual(hidden.float(), scale, hidden.float()), hidden.float() + scale * hidden.float())
 
 
@@ -171,7 +176,14 @@ def test_scatter_to_canvas_places_valid_tokens_only():
     )
     assert canvas[0, 0].tolist() == [[0.0, 1.0], [2.0, 0.0]]
     with pytest.raises(ValueError, match="exceed the 2x2 canvas"):
-        scatter_to_canvas(tokens, torch.ones(1, 3, dtype=torch.bool), torch.tensor([[0, 5, 0]]), torch.zeros(1, 3, dtype=torch.long), (2, 2), 1)
+        scatter_to_canvas(
+            tokens,
+            torch.ones(1, 3, dtype=torch.bool),
+            torch.tensor([[0, 5, 0]]),
+            torch.zeros(1, 3, dtype=torch.long),
+            (2, 2),
+            1,
+        )
 
 
 def test_drop_path_and_modulate():
@@ -182,7 +194,9 @@ def test_drop_path_and_modulate():
     assert set(dropped[:, 0].unique().tolist()) <= {0.0, torch.tensor(1 / 0.75).item()}
     assert 0.15 < (dropped[:, 0] == 0).float().mean() < 0.35
     assert torch.all(dropped == dropped[:, :1])  # whole samples are dropped
-    torch.testing.assert_close(modulate(torch.ones(2, 3), torch.full((2, 3), 0.5), torch.full((2, 3), 2.0)), torch.full((2, 3), 3.5))
+    torch.testing.assert_close(
+        modulate(torch.ones(2, 3), torch.full((2, 3), 0.5), torch.full((2, 3), 2.0)), torch.full((2, 3), 3.5)
+    )
 
 
 def test_joint_attention_is_attention_over_the_joint_sequence():

@@ -7,14 +7,13 @@ import copy
 
 import pytest
 import torch
+from test_generation_pipelines import _sit_pipeline
+from test_generators import TINY_1D, _inputs_1d, _randomize
 from torch import nn
 
 from hf_vtok import SiTTransformer1DModel, prepack_linear_weights, unpack_linear_weights
 from hf_vtok.modules import GELUMLP
 from hf_vtok.utils.prepack import is_prepacked
-
-from test_generation_pipelines import _sit_pipeline
-from test_generators import TINY_1D, _inputs_1d, _randomize
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -65,12 +64,16 @@ def test_state_dict_and_save_pretrained_write_plain_weights(tmp_path):
 @torch.no_grad()
 def test_pipeline_components_are_packed():
     pipe = _sit_pipeline()
-    expected = pipe(class_labels=[1, 2], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    expected = pipe(
+        class_labels=[1, 2], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
     packed = prepack_linear_weights(pipe)
     assert packed == sum(
         type(module) is nn.Linear for component in (pipe.tokenizer, pipe.transformer) for module in component.modules()
     )
-    images = pipe(class_labels=[1, 2], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    images = pipe(
+        class_labels=[1, 2], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)
     assert unpack_linear_weights(pipe) == packed
 
@@ -108,7 +111,9 @@ def test_errors_name_the_layer():
     prepack_linear_weights(model)
     with pytest.raises(RuntimeError, match=r"0: prepacked linear weights have no backward.*unpack_linear_weights"):
         model(torch.randn(2, 8, requires_grad=True))
-    with pytest.raises(ValueError, match=r"0: input of shape \(2, 7\) and dtype torch.float32 does not fit .*\[4, 8\]"):
+    with pytest.raises(
+        ValueError, match=r"0: input of shape \(2, 7\) and dtype torch.float32 does not fit .*\[4, 8\]"
+    ):
         model(torch.randn(2, 7))
     with pytest.raises(ValueError, match=r"dtype torch.bfloat16 does not fit"):
         model(torch.randn(2, 8, dtype=torch.bfloat16))

@@ -10,15 +10,16 @@ import re
 import pytest
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
+from generator_parity_utils import assert_close, fixture_tokenizer, stand_in_tokenizer
 from safetensors.torch import load_file
 
 from hf_vtok import SiTFlowScheduler, SiTPipeline
 from hf_vtok.models.sit import convert_sit_checkpoint
 
-from generator_parity_utils import assert_close, fixture_tokenizer, stand_in_tokenizer
-
 pytestmark = pytest.mark.parity
-SAMPLER_RUN = re.compile(r"^(ode|sde)_(euler|heun|linear|cosine)_cfg(\d+(?:p\d+)?)(_gi(\d+(?:p\d+)?)to(\d+(?:p\d+)?))?$")
+SAMPLER_RUN = re.compile(
+    r"^(ode|sde)_(euler|heun|linear|cosine)_cfg(\d+(?:p\d+)?)(_gi(\d+(?:p\d+)?)to(\d+(?:p\d+)?))?$"
+)
 
 
 def _number(text: str) -> float:
@@ -65,8 +66,16 @@ def _settings(name: str, sampling: dict) -> dict:
 def test_converted_config_matches_original(fixture, model):
     init = fixture["original"]["init_kwargs"]
     config = model.config
-    assert (config.num_tokens, config.in_channels, config.hidden_size) == (init["input_size"], init["in_channels"], init["hidden_size"])
-    assert (config.num_layers, config.num_attention_heads, config.num_classes) == (init["depth"], init["num_heads"], init["num_classes"])
+    assert (config.num_tokens, config.in_channels, config.hidden_size) == (
+        init["input_size"],
+        init["in_channels"],
+        init["hidden_size"],
+    )
+    assert (config.num_layers, config.num_attention_heads, config.num_classes) == (
+        init["depth"],
+        init["num_heads"],
+        init["num_classes"],
+    )
 
 
 @torch.no_grad()
@@ -143,8 +152,10 @@ def test_pipeline_images(fixture, model, tokenizer_name):
     pipe = SiTPipeline.from_components(model, fixture_tokenizer(folder), settings.pop("scheduler"))
     pipe.set_progress_bar_config(disable=True)
     images = pipe(
-        outputs["sample_y"], num_inference_steps=sampling["num_steps"], latents=outputs["sample_noise"],
-        output_type="pt", **settings,
+        outputs["sample_y"],
+        num_inference_steps=sampling["num_steps"],
+        latents=outputs["sample_noise"],
+        output_type="pt",
+        **settings,
     ).images
     assert_close(images, outputs[f"pipeline_images_{tokenizer_name}"], f"pipeline_images_{tokenizer_name}")
-

@@ -24,7 +24,9 @@ def fixture(family_parity_dir):
 
 @pytest.fixture(scope="module")
 def converted(fixture):
-    return convert_softvq_checkpoint(fixture["checkpoint"], fixture["config"], arch_overrides=fixture["arch_overrides"])
+    return convert_softvq_checkpoint(
+        fixture["checkpoint"], fixture["config"], arch_overrides=fixture["arch_overrides"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,10 @@ def encoded(model, fixture):
 def _per_codebook(values, num_codebooks):
     """hf_vtok's ``[B, L, X]`` -> the original's ``[num_codebooks, B * L / num_codebooks, X]`` layout."""
     batch, length = values.shape[:2]
-    return values.reshape(batch, num_codebooks, length // num_codebooks, -1).transpose(0, 1).reshape(
-        num_codebooks, batch * length // num_codebooks, -1
+    return (
+        values.reshape(batch, num_codebooks, length // num_codebooks, -1)
+        .transpose(0, 1)
+        .reshape(num_codebooks, batch * length // num_codebooks, -1)
     )
 
 
@@ -85,7 +89,9 @@ def test_reconstruction(model, encoded, fixture):
     with torch.no_grad():
         reconstruction = model(outputs["input_images"]).sample
     assert_close(reconstruction, outputs["reconstruction"], "reconstruction")
-    assert_close(decode_both_ways(model, encoded.latents), outputs["decoded_from_quant_no_hw"], "decoded_from_quant_no_hw")
+    assert_close(
+        decode_both_ways(model, encoded.latents), outputs["decoded_from_quant_no_hw"], "decoded_from_quant_no_hw"
+    )
 
 
 def test_decode_given_latent(model, fixture):

@@ -166,7 +166,9 @@ def test_augmented_images_are_reproducible(tmp_path):
 
     dataset = AugmentedImages(source, transform, seed=1)
     first, again, other = dataset[(7, 1)], dataset[(7, 1)], dataset[(8, 1)]
-    assert torch.equal(first["pixel_values"], again["pixel_values"]) and first["label"] == -1 and first["position"] == 7
+    assert (
+        torch.equal(first["pixel_values"], again["pixel_values"]) and first["label"] == -1 and first["position"] == 7
+    )
     assert first["pixel_values"].shape != other["pixel_values"].shape or not torch.equal(
         first["pixel_values"], other["pixel_values"]
     )

@@ -31,7 +31,6 @@ from hf_vtok.training import list_checkpoints, to_pixel_values
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     return write_photos(tmp_path_factory.mktemp("photos"), count=4, size=(48, 40), classes=("a", "b"))
@@ -185,7 +184,9 @@ def _environment():
 
 def _run_until(command, step: int, send: int) -> subprocess.CompletedProcess:
     """Start ``command``, send signal ``send`` once it has logged ``step``, wait for it to end."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_environment())
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_environment()
+    )
     lines, sent = [], False
     for line in process.stdout:
         lines.append(line)

@@ -22,9 +22,22 @@ from hf_vtok.quantizers import CosineEMAVectorQuantizer, rotate_to
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(
-    latent_channels=4, sample_size=4, vae_downsample_factor=2, scaling_factor=0.5, connector_hidden_size=8,
-    connector_depth=1, llm_vocab_size=20, llm_embed_dim=12, codebook_size=16, hidden_size=16, encoder_num_layers=1,
-    decoder_num_layers=1, num_attention_heads=2, flow_head_width=16, flow_head_depth=1, flow_num_inference_steps=3,
+    latent_channels=4,
+    sample_size=4,
+    vae_downsample_factor=2,
+    scaling_factor=0.5,
+    connector_hidden_size=8,
+    connector_depth=1,
+    llm_vocab_size=20,
+    llm_embed_dim=12,
+    codebook_size=16,
+    hidden_size=16,
+    encoder_num_layers=1,
+    decoder_num_layers=1,
+    num_attention_heads=2,
+    flow_head_width=16,
+    flow_head_depth=1,
+    flow_num_inference_steps=3,
     num_ar_steps=3,
 )
 
@@ -39,12 +52,21 @@ def tiny_model(**overrides) -> V2FlowModel:
 
 def tiny_dcae() -> AutoencoderDC:
     return AutoencoderDC(
-        in_channels=3, latent_channels=4, attention_head_dim=4, encoder_block_types="ResBlock",
-        decoder_block_types="ResBlock", encoder_block_out_channels=(8, 16), decoder_block_out_channels=(8, 16),
-        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), encoder_qkv_multiscales=((), ()),
-        decoder_qkv_multiscales=((), ()), decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.5,
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=4,
+        encoder_block_types="ResBlock",
+        decoder_block_types="ResBlock",
+        encoder_block_out_channels=(8, 16),
+        decoder_block_out_channels=(8, 16),
+        encoder_layers_per_block=(1, 1),
+        decoder_layers_per_block=(1, 1),
+        encoder_qkv_multiscales=((), ()),
+        decoder_qkv_multiscales=((), ()),
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.5,
     ).eval()
-
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +109,11 @@ def test_fresh_model_follows_the_original_init():
     head = model.flow_head
     assert torch.allclose(model.quantizer.codebook.norm(dim=-1), torch.ones(TINY["codebook_size"]))
     assert torch.equal(model.quantizer.ema_embed_sum, model.quantizer.codebook)
-    for zero in (head.final_layer.linear.weight, head.final_layer.modulation.weight, head.res_blocks[0].modulation.bias):
+    for zero in (
+        head.final_layer.linear.weight,
+        head.final_layer.modulation.weight,
+        head.res_blocks[0].modulation.bias,
+    ):
         assert not zero.any()
     assert head.input_proj.weight.std() > 0.1 and not head.input_proj.bias.any()  # xavier, zero bias
     assert 0.01 < model.encoder.position_embedding.std() < 0.03
@@ -139,7 +165,9 @@ def test_guidance_defaults_and_linear_flow_outer_guidance(latents):
     tokens = model.encode(latents, generator=seeded(6)).image_tokens
     orders = model.random_orders(2, seeded(7))
     plain = model.decode(image_tokens=tokens, generator=seeded(8), orders=orders, return_intermediates=True)
-    guided = model.decode(image_tokens=tokens, generator=seeded(8), orders=orders, guidance_scale=2.9, return_intermediates=True)
+    guided = model.decode(
+        image_tokens=tokens, generator=seeded(8), orders=orders, guidance_scale=2.9, return_intermediates=True
+    )
     assert guided.steps[0].decoder_hidden_states.shape[0] == 4 and plain.steps[0].decoder_hidden_states.shape[0] == 2
     assert (guided.sample - plain.sample).abs().max() < 1e-5  # linear_flow keeps only the conditional half
 
@@ -174,8 +202,14 @@ def test_training_step_is_differentiable(latents, flow_method):
     assert set(output.losses) == {"flow", "commitment"} and torch.isfinite(output.loss)
     assert output.losses["commitment"] > 0
     output.loss.backward()
-    for name in ("connector.s1.b1.conv1.conv.weight", "connector.readout.0.weight", "projector.0.weight",
-                 "encoder.blocks.0.attention.qkv_proj.weight", "decoder.mask_token", "flow_head.input_proj.weight"):
+    for name in (
+        "connector.s1.b1.conv1.conv.weight",
+        "connector.readout.0.weight",
+        "projector.0.weight",
+        "encoder.blocks.0.attention.qkv_proj.weight",
+        "decoder.mask_token",
+        "flow_head.input_proj.weight",
+    ):
         gradient = model.get_parameter(name).grad
         assert gradient is not None and gradient.abs().sum() > 0, name
     assert not torch.equal(model.quantizer.codebook, codebook)  # EMA update
@@ -197,7 +231,12 @@ def test_training_mask_ratio(model):
 def test_presets_sizes():
     assert set(V2FLOW_PRESETS) == {f"v2flow_{n}_{s}" for n in ("base", "large", "huge") for s in (512, 1024)}
     config = V2FlowConfig.from_preset("v2flow_large_1024")
-    assert (config.hidden_size, config.encoder_num_layers, config.num_attention_heads, config.num_tokens) == (1024, 16, 16, 1024)
+    assert (config.hidden_size, config.encoder_num_layers, config.num_attention_heads, config.num_tokens) == (
+        1024,
+        16,
+        16,
+        1024,
+    )
     assert V2FlowConfig.from_preset("v2flow_base_512").num_tokens == 256
     with init_empty_weights(include_buffers=True):
         model = V2FlowModel(config)
@@ -338,7 +377,6 @@ def test_image_processor_adm_crop_and_postprocess():
         V2FlowImageProcessor(crop_size={"height": 8, "width": 6})(image)
 
 
-
 @torch.no_grad()
 def test_pipeline_round_trip_and_scaling(tmp_path):
     vae, tokenizer = tiny_dcae(), tiny_model()
@@ -373,18 +411,27 @@ def test_pipeline_round_trip_and_scaling(tmp_path):
 # branch; this one has no LLM vocabulary, CondOT and distinct EMA weights)
 
 TO_ORIGINAL = [  # hf_vtok key -> original key, the converter's renaming run backwards
-    (r"^connector\.", "downsampler."), (r"^unconditional_embedding$", "fake_latent"),
-    (r"^encoder\.token_proj\.", "z_proj."), (r"^encoder\.input_norm\.", "z_proj_ln."),
-    (r"^encoder\.position_embedding$", "encoder_pos_embed_learned"), (r"^encoder\.blocks\.", "encoder_blocks."),
-    (r"^encoder\.norm\.", "encoder_norm."), (r"^decoder\.input_proj\.", "decoder_embed."),
-    (r"^decoder\.mask_token$", "mask_token"), (r"^decoder\.position_embedding$", "decoder_pos_embed_learned"),
-    (r"^decoder\.blocks\.", "decoder_blocks."), (r"^decoder\.norm\.", "decoder_norm."),
+    (r"^connector\.", "downsampler."),
+    (r"^unconditional_embedding$", "fake_latent"),
+    (r"^encoder\.token_proj\.", "z_proj."),
+    (r"^encoder\.input_norm\.", "z_proj_ln."),
+    (r"^encoder\.position_embedding$", "encoder_pos_embed_learned"),
+    (r"^encoder\.blocks\.", "encoder_blocks."),
+    (r"^encoder\.norm\.", "encoder_norm."),
+    (r"^decoder\.input_proj\.", "decoder_embed."),
+    (r"^decoder\.mask_token$", "mask_token"),
+    (r"^decoder\.position_embedding$", "decoder_pos_embed_learned"),
+    (r"^decoder\.blocks\.", "decoder_blocks."),
+    (r"^decoder\.norm\.", "decoder_norm."),
     (r"^decoder\.flow_position_embedding$", "diffusion_pos_embed_learned"),
-    (r"\.attention\.qkv_proj\.", ".attn.qkv."), (r"\.attention\.out_proj\.", ".attn.proj."),
+    (r"\.attention\.qkv_proj\.", ".attn.qkv."),
+    (r"\.attention\.out_proj\.", ".attn.proj."),
     (r"^flow_head\.time_embedding\.linear_1\.", "flowloss.net.time_embed.mlp.0."),
     (r"^flow_head\.time_embedding\.linear_2\.", "flowloss.net.time_embed.mlp.2."),
-    (r"^flow_head\.condition_proj\.", "flowloss.net.cond_embed."), (r"^flow_head\.", "flowloss.net."),
-    (r"(res_blocks\.\d+)\.norm\.", r"\1.in_ln."), (r"\.modulation\.", ".adaLN_modulation.1."),
+    (r"^flow_head\.condition_proj\.", "flowloss.net.cond_embed."),
+    (r"^flow_head\.", "flowloss.net."),
+    (r"(res_blocks\.\d+)\.norm\.", r"\1.in_ln."),
+    (r"\.modulation\.", ".adaLN_modulation.1."),
     (r"^quantizer\.codebook$", "quantizer._codebook.embed"),
     (r"^quantizer\.ema_embed_sum$", "quantizer._codebook.embed_avg"),
     (r"^quantizer\.ema_cluster_size$", "quantizer._codebook.cluster_size"),
@@ -398,15 +445,23 @@ def original_checkpoint(hf_model, path, **args):
     from hf_vtok.conversion import rename_keys
 
     def original_state(shift):
-        state = {key: value + shift if key.endswith("weight") else value.clone() for key, value in hf_model.state_dict().items()}
+        state = {
+            key: value + shift if key.endswith("weight") else value.clone()
+            for key, value in hf_model.state_dict().items()
+        }
         for key in ("quantizer.codebook", "quantizer.ema_embed_sum", "quantizer.ema_cluster_size"):
             state[key] = state[key][None]  # the original keeps a codebook axis
         state = rename_keys(state, TO_ORIGINAL)
         state.update({"quantizer._codebook.initted": torch.ones(1), "class_emb.weight": torch.randn(2, 4096)})
         return state
 
-    checkpoint = {"model": original_state(0.0), "model_ema": original_state(0.5), "epoch": 3, "scaler": {},
-                  "args": argparse.Namespace(**args)}
+    checkpoint = {
+        "model": original_state(0.0),
+        "model_ema": original_state(0.5),
+        "epoch": 3,
+        "scaler": {},
+        "args": argparse.Namespace(**args),
+    }
     torch.save(checkpoint, path)
 
 
@@ -416,15 +471,33 @@ def test_convert_training_checkpoint_without_vocabulary(tmp_path, latents):
 
     model = tiny_model(use_llm_vocabulary=False, connector_readout_depth=1, flow_method="CondOT", guidance_scale=2.0)
     config = model.config
-    args = dict(model="v2flow_small", flow_method="CondOT", visual_vocabulary=False, cfg=2.0, num_iter=3,
-                img_size=config.image_size, vae_stride=2, patch_size=1, buffer_size=config.num_tokens)
+    args = dict(
+        model="v2flow_small",
+        flow_method="CondOT",
+        visual_vocabulary=False,
+        cfg=2.0,
+        num_iter=3,
+        img_size=config.image_size,
+        vae_stride=2,
+        patch_size=1,
+        buffer_size=config.num_tokens,
+    )
     original_checkpoint(model, tmp_path / "checkpoint-last.pth", **args)
     with pytest.raises(ValueError, match="num_attention_heads"):
         convert_v2flow_checkpoint(tmp_path / "checkpoint-last.pth")
     converted, dropped = convert_v2flow_checkpoint(tmp_path / "checkpoint-last.pth", num_attention_heads=2)
     assert set(dropped) == {"class_emb.weight", "quantizer._codebook.initted"}
-    for field in ("use_llm_vocabulary", "flow_method", "guidance_scale", "num_ar_steps", "connector_readout_depth",
-                  "codebook_size", "hidden_size", "sample_size", "vae_downsample_factor"):
+    for field in (
+        "use_llm_vocabulary",
+        "flow_method",
+        "guidance_scale",
+        "num_ar_steps",
+        "connector_readout_depth",
+        "codebook_size",
+        "hidden_size",
+        "sample_size",
+        "vae_downsample_factor",
+    ):
         assert getattr(converted.config, field) == getattr(config, field), field
     encoded = model.encode(latents)
     assert torch.equal(converted.encode(latents).image_tokens, encoded.image_tokens)
@@ -476,11 +549,15 @@ def test_latent_cache_frames_images_as_the_v2flow_processor(tmp_path):
 def test_llm_vocabulary_from_sharded_checkpoint(tmp_path):
     embed = torch.randn(10, 6, dtype=torch.bfloat16)
     save_file({"model.layers.0.weight": torch.randn(2)}, str(tmp_path / "model-00001-of-00002.safetensors"))
-    save_file({"model.embed_tokens.weight": embed, "lm_head.weight": torch.randn(10, 6)},
-              str(tmp_path / "model-00002-of-00002.safetensors"))
-    weight_map = {"model.layers.0.weight": "model-00001-of-00002.safetensors",
-                  "model.embed_tokens.weight": "model-00002-of-00002.safetensors",
-                  "lm_head.weight": "model-00002-of-00002.safetensors"}
+    save_file(
+        {"model.embed_tokens.weight": embed, "lm_head.weight": torch.randn(10, 6)},
+        str(tmp_path / "model-00002-of-00002.safetensors"),
+    )
+    weight_map = {
+        "model.layers.0.weight": "model-00001-of-00002.safetensors",
+        "model.embed_tokens.weight": "model-00002-of-00002.safetensors",
+        "lm_head.weight": "model-00002-of-00002.safetensors",
+    }
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     assert torch.equal(extract_llm_vocabulary(tmp_path), embed)
     main(["cache-llm-vocabulary", "--llm", str(tmp_path), "--output", str(tmp_path / "out" / "vocab.safetensors")])

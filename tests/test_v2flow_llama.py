@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_v2flow import TINY, tiny_dcae
 from tokenizers import Tokenizer, models, pre_tokenizers
+from training_utils import REPO_ROOT, free_port, run_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from hf_vtok import V2FlowConfig, V2FlowLlamaPipeline, V2FlowModel, V2FlowPipeline
@@ -26,9 +28,6 @@ from hf_vtok.models.v2flow.language_model import (
     extend_vocabulary,
     image_sequence,
 )
-
-from test_v2flow import TINY, tiny_dcae
-from training_utils import REPO_ROOT, free_port, run_script
 
 WORDS = "a photo of cat dog red blue bird big small the car tree sky sun cats".split()
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -50,9 +49,17 @@ def tiny_text_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_llama(tie: bool = False) -> LlamaForCausalLM:
     config = LlamaConfig(
-        vocab_size=TINY["llm_vocab_size"], hidden_size=TINY["llm_embed_dim"], intermediate_size=24,
-        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-        bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=tie,
+        vocab_size=TINY["llm_vocab_size"],
+        hidden_size=TINY["llm_embed_dim"],
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        tie_word_embeddings=tie,
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval()
@@ -171,12 +178,14 @@ def test_image_span_processor(pipeline):
     processor = ImageSpanLogitsProcessor(vocabulary, num_tokens_per_image=2)
     begin, end = vocabulary.begin_of_image_token_id, vocabulary.end_of_image_token_id
     image = vocabulary.image_token_offset
-    rows = torch.tensor([
-        [1, 5, 6, 7],  # text: untouched
-        [1, 5, 6, begin],  # span opened: image tokens only
-        [1, begin, image, image + 3],  # image complete: only <end_of_image>
-        [begin, image, image, end],  # span closed: text again
-    ])
+    rows = torch.tensor(
+        [
+            [1, 5, 6, 7],  # text: untouched
+            [1, 5, 6, begin],  # span opened: image tokens only
+            [1, begin, image, image + 3],  # image complete: only <end_of_image>
+            [begin, image, image, end],  # span closed: text again
+        ]
+    )
     scores = processor(rows, torch.zeros(4, len(pipeline.text_tokenizer)))
     allowed = torch.isfinite(scores)
     assert allowed[0].all() and allowed[3].all()
@@ -240,8 +249,13 @@ def test_guidance_one_pipeline_equals_generate_with_plain_sampling(pipeline):
         [ImageSpanLogitsProcessor(vocabulary, length), SeededSamplingLogitsProcessor(seeded(7))]
     )
     output = pipeline.language_model.generate(
-        ids, attention_mask=torch.ones_like(ids), logits_processor=processors, do_sample=False,
-        max_new_tokens=length, pad_token_id=3, eos_token_id=None,
+        ids,
+        attention_mask=torch.ones_like(ids),
+        logits_processor=processors,
+        do_sample=False,
+        max_new_tokens=length,
+        pad_token_id=3,
+        eos_token_id=None,
     )
     assert torch.equal(codes[0], vocabulary.ids_to_codes(output[0, -length:]))
 
@@ -282,8 +296,16 @@ def token_cache(tmp_path_factory):
     text_tokenizer.save_pretrained(root / "llama")
     V2FlowPipeline(vae=tiny_dcae(), tokenizer=tiny_v2flow(language_model)).save_pretrained(root / "v2flow")
     encoder = load_autoencoder(str(root / "v2flow"))
-    cache_latents(encoder, _class_folder(root / "images"), root / "cache", resolution=8, flip=True, batch_size=4,
-                  shard_size=4, progress=False)
+    cache_latents(
+        encoder,
+        _class_folder(root / "images"),
+        root / "cache",
+        resolution=8,
+        flip=True,
+        batch_size=4,
+        shard_size=4,
+        progress=False,
+    )
     return root
 
 
@@ -311,12 +333,38 @@ def _losses(output: Path) -> list[float]:
 
 
 def test_training_reduces_the_image_token_loss_and_saves_a_pipeline(token_cache, tmp_path):
-    output = _run([
-        "--language-model", token_cache / "llama", "--image-pipeline", token_cache / "v2flow",
-        "--tokens", token_cache / "cache", "--output-dir", tmp_path / "run", "--max-steps", 30, "--batch-size", 6,
-        "--lr", 1e-2, "--min-lr", 1e-2, "--log-every", 1, "--checkpoint-every", 0, "--max-prompt-tokens", 2,
-        "--prompt-dropout", 0.0, "--ema-decay", 0.5, "--ema-start", 0,
-    ])
+    output = _run(
+        [
+            "--language-model",
+            token_cache / "llama",
+            "--image-pipeline",
+            token_cache / "v2flow",
+            "--tokens",
+            token_cache / "cache",
+            "--output-dir",
+            tmp_path / "run",
+            "--max-steps",
+            30,
+            "--batch-size",
+            6,
+            "--lr",
+            1e-2,
+            "--min-lr",
+            1e-2,
+            "--log-every",
+            1,
+            "--checkpoint-every",
+            0,
+            "--max-prompt-tokens",
+            2,
+            "--prompt-dropout",
+            0.0,
+            "--ema-decay",
+            0.5,
+            "--ema-start",
+            0,
+        ]
+    )
     losses = _losses(output)
     assert (output / "language_model_ema" / "tokenizer.json").is_file()
     assert len(losses) == 30 and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
@@ -331,12 +379,37 @@ def test_lora_training_with_captions(token_cache, tmp_path):
     colours = ["red", "blue"]
     captions = {key: f"a photo of a {colours[index % 2]} {key.split('/')[0]}" for index, key in enumerate(rows["key"])}
     (tmp_path / "captions.json").write_text(json.dumps(captions))
-    output = _run([
-        "--language-model", token_cache / "llama", "--image-pipeline", token_cache / "v2flow",
-        "--tokens", token_cache / "cache", "--output-dir", tmp_path / "run", "--max-steps", 20, "--batch-size", 6,
-        "--lr", 2e-2, "--min-lr", 2e-2, "--log-every", 1, "--checkpoint-every", 0, "--conditioning", "text",
-        "--captions", tmp_path / "captions.json", "--lora-rank", 4, "--gradient-checkpointing",
-    ])
+    output = _run(
+        [
+            "--language-model",
+            token_cache / "llama",
+            "--image-pipeline",
+            token_cache / "v2flow",
+            "--tokens",
+            token_cache / "cache",
+            "--output-dir",
+            tmp_path / "run",
+            "--max-steps",
+            20,
+            "--batch-size",
+            6,
+            "--lr",
+            2e-2,
+            "--min-lr",
+            2e-2,
+            "--log-every",
+            1,
+            "--checkpoint-every",
+            0,
+            "--conditioning",
+            "text",
+            "--captions",
+            tmp_path / "captions.json",
+            "--lora-rank",
+            4,
+            "--gradient-checkpointing",
+        ]
+    )
     losses = _losses(output)
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
     assert (output / "adapter" / "adapter_config.json").is_file()
@@ -351,8 +424,20 @@ def test_lora_training_with_captions(token_cache, tmp_path):
         assert torch.equal(trained[text], initial[text]), name
         assert not torch.allclose(trained[image], initial[image]), name
     with pytest.raises(ValueError, match="captions"):
-        _run(["--language-model", token_cache / "llama", "--image-pipeline", token_cache / "v2flow", "--tokens",
-              token_cache / "cache", "--output-dir", tmp_path / "bad", "--conditioning", "text"])
+        _run(
+            [
+                "--language-model",
+                token_cache / "llama",
+                "--image-pipeline",
+                token_cache / "v2flow",
+                "--tokens",
+                token_cache / "cache",
+                "--output-dir",
+                tmp_path / "bad",
+                "--conditioning",
+                "text",
+            ]
+        )
 
 
 def _training_arguments(token_cache, output, *extra):

@@ -60,7 +60,9 @@ def models(fixture):
 
 
 def _close(actual, expected, name):
-    assert tuple(actual.shape) == tuple(expected.shape), f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    assert tuple(actual.shape) == tuple(expected.shape), (
+        f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    )
     if not expected.is_floating_point():
         assert torch.equal(actual.to(expected.dtype), expected), f"{name}: values differ"
         return
@@ -103,7 +105,9 @@ def test_tokenizer_every_tensor(fixture, models):
     _close(quantized.indices, out["code_indices"], "code_indices (quantizer)")
     _close(quantized.quantized, out["quantized"], "quantized (quantizer)")
     _close(quantized.loss.reshape(out["quantizer_eval_loss"].shape), out["quantizer_eval_loss"], "quantizer_eval_loss")
-    _close(model.quantizer.get_codebook_entry(out["code_indices"]), out["codebook_lookup_check"], "codebook_lookup_check")
+    _close(
+        model.quantizer.get_codebook_entry(out["code_indices"]), out["codebook_lookup_check"], "codebook_lookup_check"
+    )
     _close(model.conditions_from_codes(out["quantized"]), out["post_quant"], "post_quant")
 
 
@@ -135,7 +139,11 @@ def test_flow_head(fixture, models):
 def test_linear_flow_dpm_solver(fixture, models):
     out, model = fixture["outputs"], models["linear_flow"]
     config = model.config
-    _close(flow_dpm_solver_timesteps(config.flow_num_inference_steps, config.flow_shift), out["dpm_timesteps"], "dpm_timesteps")
+    _close(
+        flow_dpm_solver_timesteps(config.flow_num_inference_steps, config.flow_shift),
+        out["dpm_timesteps"],
+        "dpm_timesteps",
+    )
     _close(model.unconditional_embedding.expand_as(out["dpm_uncond"]), out["dpm_uncond"], "dpm_uncond")
     generator = torch.Generator().manual_seed(fixture["seeds"]["SEED_DPM"])
     noise = torch.randn(out["dpm_noise"].shape, generator=generator)
@@ -150,7 +158,9 @@ def test_linear_flow_dpm_solver(fixture, models):
     finally:
         hook.remove()
     _close(sample, out["dpm_out"], "dpm_out")
-    assert len(calls) == out["dpm_call_x"].shape[0], f"{len(calls)} head calls, the reference made {out['dpm_call_x'].shape[0]}"
+    assert len(calls) == out["dpm_call_x"].shape[0], (
+        f"{len(calls)} head calls, the reference made {out['dpm_call_x'].shape[0]}"
+    )
     # the sampler hands the head one time for all rows and the condition projected once for all steps
     rows = out["dpm_call_t"].shape[1]
     _close(torch.stack([call[1].expand(rows) for call in calls]), out["dpm_call_t"], "dpm_call_t")
@@ -178,7 +188,10 @@ def test_training_loss_kernels(fixture, models):
     _close(sigma, out["trainloss_lf_sigma"], "trainloss_lf_sigma")
     _close(model_time, out["trainloss_lf_t_model"], "trainloss_lf_t_model")
     loss = linear.flow_loss_per_row(
-        out["trainloss_target"], out["trainloss_z"], noise=out["trainloss_noise"], timesteps=out["trainloss_lf_t_index"]
+        out["trainloss_target"],
+        out["trainloss_z"],
+        noise=out["trainloss_noise"],
+        timesteps=out["trainloss_lf_t_index"],
     )
     _close(loss, out["trainloss_lf_loss"], "trainloss_lf_loss")
     x_t, dx_t = condot.condot_path(out["trainloss_target"], out["trainloss_noise"], out["trainloss_condot_t"])
@@ -196,7 +209,9 @@ def _check_steps(decoded, out, prefix):
     for index, step in enumerate(decoded.steps):
         _close(step.mask, out[f"{prefix}_mask_after_step"][index], f"{prefix}_mask_after_step[{index}]")
         _close(step.predicted, out[f"{prefix}_mask_to_pred"][index], f"{prefix}_mask_to_pred[{index}]")
-        _close(step.decoder_hidden_states, out[f"{prefix}_step{index}_decoder_out"], f"{prefix}_step{index}_decoder_out")
+        _close(
+            step.decoder_hidden_states, out[f"{prefix}_step{index}_decoder_out"], f"{prefix}_step{index}_decoder_out"
+        )
         _close(step.flow_condition, out[f"{prefix}_step{index}_flow_z"], f"{prefix}_step{index}_flow_z")
         _close(step.flow_noise, out[f"{prefix}_step{index}_flow_noise"], f"{prefix}_step{index}_flow_noise")
         _close(step.flow_samples, out[f"{prefix}_step{index}_flow_out"], f"{prefix}_step{index}_flow_out")
@@ -206,7 +221,9 @@ def _reference_call(fixture, model, seed_generator=True, **kwargs):
     """FIXTURE.md steps 9-10: seeded tokenization, then the masked-AR loop with the reference's orders."""
     out, seeds, args = fixture["outputs"], fixture["seeds"], fixture["args"]
     generator = torch.Generator().manual_seed(seeds["SEED_ENC"]) if seed_generator else None
-    encoded = model.encode(out["input_latents"], generator=generator, gumbel_noise=None if seed_generator else out["enc_gumbel_noise"])
+    encoded = model.encode(
+        out["input_latents"], generator=generator, gumbel_noise=None if seed_generator else out["enc_gumbel_noise"]
+    )
     kwargs.setdefault("guidance_scale", args["cfg"])
     return model.decode(
         image_tokens=encoded.image_tokens,
@@ -275,13 +292,17 @@ def test_llm_vocabulary_files(fixture, models, tmp_path):
 
     root, model = fixture["root"], models["linear_flow"]
     from_pth = load_llm_vocabulary(root / "tiny_llm.pth")
-    main(["cache-llm-vocabulary", "--llm", str(root / "tiny_llm"), "--output", str(tmp_path / "vocabulary.safetensors")])
+    main(
+        ["cache-llm-vocabulary", "--llm", str(root / "tiny_llm"), "--output", str(tmp_path / "vocabulary.safetensors")]
+    )
     cached = load_llm_vocabulary(tmp_path / "vocabulary.safetensors")
     assert torch.equal(cached, extract_llm_vocabulary(root / "tiny_llm"))
     for vocabulary in (from_pth, cached):
         assert torch.equal(vocabulary.float(), model.llm_embed_tokens)
     convert_v2flow_checkpoint(
-        root / "checkpoint-last.pth", num_attention_heads=fixture["heads"], llm_vocabulary=tmp_path / "vocabulary.safetensors"
+        root / "checkpoint-last.pth",
+        num_attention_heads=fixture["heads"],
+        llm_vocabulary=tmp_path / "vocabulary.safetensors",
     )
     torch.save(from_pth[:, :-1].clone(), tmp_path / "narrow.pth")
     with pytest.raises(ValueError, match="shape"):
@@ -299,11 +320,24 @@ def test_converted_folder_round_trip(fixture, models, tmp_path):
     from hf_vtok.cli import main
 
     root, out = fixture["root"], fixture["outputs"]
-    main(["convert", "v2flow", "--checkpoint", str(root / "checkpoint-last.pth"),
-          "--num-attention-heads", str(fixture["heads"]), "--output", str(tmp_path)])
+    main(
+        [
+            "convert",
+            "v2flow",
+            "--checkpoint",
+            str(root / "checkpoint-last.pth"),
+            "--num-attention-heads",
+            str(fixture["heads"]),
+            "--output",
+            str(tmp_path),
+        ]
+    )
     loaded = AutoModel.from_pretrained(tmp_path)
     assert isinstance(loaded, V2FlowModel)
     assert isinstance(AutoImageProcessor.from_pretrained(tmp_path), V2FlowImageProcessor)
     decoded = _reference_call(fixture, loaded)
-    _close(decoded.sample, out[f"recon_{'lf' if loaded.config.flow_method == 'linear_flow' else 'condot'}_tokens"],
-           "recon tokens (converted folder)")
+    _close(
+        decoded.sample,
+        out[f"recon_{'lf' if loaded.config.flow_method == 'linear_flow' else 'condot'}_tokens"],
+        "recon tokens (converted folder)",
+    )

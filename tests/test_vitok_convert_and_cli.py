@@ -22,10 +22,17 @@ def _original_files(tmp_path, variant=VARIANT):
     """Write encoder/decoder files with the original key names (the inverse of the converter's renaming)."""
     model = ViTokModel(ViTokConfig.from_variant(variant))
     inverse = {
-        "encoder.patch_embed.": "patch_embed.", "encoder.latent_proj.": "to_code.", "decoder.latent_embed.": "decoder_embed.",
-        "decoder.patch_proj.": "to_pixels.", "encoder.layers.": "encoder_blocks.", "decoder.layers.": "decoder_blocks.",
-        ".norm.": ".norm1.", ".attention.q_norm.": ".attn.norm_q.", ".attention.k_norm.": ".attn.norm_k.",
-        ".attention.": ".attn.", ".mlp.": ".ffn.",
+        "encoder.patch_embed.": "patch_embed.",
+        "encoder.latent_proj.": "to_code.",
+        "decoder.latent_embed.": "decoder_embed.",
+        "decoder.patch_proj.": "to_pixels.",
+        "encoder.layers.": "encoder_blocks.",
+        "decoder.layers.": "decoder_blocks.",
+        ".norm.": ".norm1.",
+        ".attention.q_norm.": ".attn.norm_q.",
+        ".attention.k_norm.": ".attn.norm_k.",
+        ".attention.": ".attn.",
+        ".mlp.": ".ffn.",
     }
     halves = {"encoder": {}, "decoder": {}}
     for key, value in model.state_dict().items():
@@ -51,8 +58,16 @@ def test_key_rules_cover_every_original_name(tmp_path):
 def test_shapes_alone_give_the_architecture(tmp_path):
     model, paths, _ = _original_files(tmp_path)
     inferred = convert_vitok_checkpoint(paths["encoder"], paths["decoder"])
-    for field in ("encoder_hidden_size", "encoder_num_layers", "encoder_num_heads", "decoder_hidden_size",
-                  "decoder_num_layers", "decoder_num_heads", "patch_size", "latent_channels"):
+    for field in (
+        "encoder_hidden_size",
+        "encoder_num_layers",
+        "encoder_num_heads",
+        "decoder_hidden_size",
+        "decoder_num_layers",
+        "decoder_num_heads",
+        "patch_size",
+        "latent_channels",
+    ):
         assert getattr(inferred.config, field) == getattr(model.config, field), field
     images = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
@@ -106,8 +121,22 @@ def test_preset_download_fails_fast_offline(tmp_path):
 def test_reconstruct_writes_images_at_their_sizes(tmp_path):
     model, paths, _ = _original_files(tmp_path)
     folder = tmp_path / "converted"
-    main(["convert", "vitok", "--encoder", str(paths["encoder"]), "--decoder", str(paths["decoder"]),
-          "--variant", VARIANT, "--max-num-patches", "16", "--output", str(folder)])
+    main(
+        [
+            "convert",
+            "vitok",
+            "--encoder",
+            str(paths["encoder"]),
+            "--decoder",
+            str(paths["decoder"]),
+            "--variant",
+            VARIANT,
+            "--max-num-patches",
+            "16",
+            "--output",
+            str(folder),
+        ]
+    )
     rng = np.random.default_rng(0)
     inputs = []
     for index, size in enumerate([(37, 21), (64, 48), (8, 8)]):  # the second is over the saved 16-patch budget
@@ -124,8 +153,20 @@ def test_console_script_reports_bad_files(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
     result = subprocess.run(
-        [sys.executable, "-m", "hf_vtok.cli", "reconstruct", "--model", str(tmp_path), "--out", str(tmp_path), str(bad)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "hf_vtok.cli",
+            "reconstruct",
+            "--model",
+            str(tmp_path),
+            "--out",
+            str(tmp_path),
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 1
     assert f"hf-vtok reconstruct: error: {str(bad)!r}" in result.stderr and "Traceback" not in result.stderr

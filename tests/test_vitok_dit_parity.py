@@ -8,13 +8,12 @@ import json
 import pytest
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
+from generator_parity_utils import assert_close
 from safetensors.torch import load_file
 
 from hf_vtok import ViTokDiTPipeline
 from hf_vtok.models.vitok.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
 from hf_vtok.models.vitok.convert_vitok_original_to_hf import convert_vitok_checkpoint
-
-from generator_parity_utils import assert_close
 
 pytestmark = pytest.mark.parity
 
@@ -41,16 +40,22 @@ def test_converted_config_matches_original(fixture):
     for name in fixture["names"]:
         kwargs, config = fixture["config"][f"{name}_kwargs"], _model(fixture, name).config
         assert (config.hidden_size, config.num_layers, config.num_attention_heads) == (
-            kwargs["width"], kwargs["depth"], kwargs["num_heads"]
+            kwargs["width"],
+            kwargs["depth"],
+            kwargs["num_heads"],
         ), name
         assert (config.in_channels, config.num_classes, config.num_tokens) == (
-            kwargs["code_width"], kwargs["text_dim"], kwargs["num_tokens"]
+            kwargs["code_width"],
+            kwargs["text_dim"],
+            kwargs["num_tokens"],
         ), name
         assert config.class_token == kwargs.get("class_token", False), name
         assert config.num_register_tokens == kwargs.get("reg_tokens", 0), name
         hardcoded = fixture["config"]["hardcoded_in_reference"]
         assert (config.mlp_ratio, config.mod_tanh, config.frequency_embedding_size) == (
-            hardcoded["mlp_ratio"], hardcoded["mod_tanh"], hardcoded["freq_dim"]
+            hardcoded["mlp_ratio"],
+            hardcoded["mod_tanh"],
+            hardcoded["freq_dim"],
         ), name
 
 

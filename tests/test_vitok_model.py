@@ -23,18 +23,28 @@ def processor():
 
 def _images(*sizes):
     generator = torch.Generator().manual_seed(1)
-    return [torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy() for width, height in sizes]
+    return [
+        torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
+        for width, height in sizes
+    ]
 
 
 @torch.no_grad()
 def test_save_and_auto_load_are_bit_identical(model, processor, tmp_path):
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
-    assert {path.name for path in tmp_path.iterdir()} >= {"config.json", "model.safetensors", "preprocessor_config.json"}
+    assert {path.name for path in tmp_path.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    }
     loaded, loaded_processor = AutoModel.from_pretrained(tmp_path).eval(), AutoImageProcessor.from_pretrained(tmp_path)
     assert type(loaded) is ViTokModel and type(loaded_processor) is ViTokImageProcessor
     inputs = processor(_images((40, 24), (16, 32)), return_tensors="pt")
-    assert all(torch.equal(inputs[key], value) for key, value in loaded_processor(_images((40, 24), (16, 32)), return_tensors="pt").items())
+    assert all(
+        torch.equal(inputs[key], value)
+        for key, value in loaded_processor(_images((40, 24), (16, 32)), return_tensors="pt").items()
+    )
     expected, actual = model(**inputs), loaded(**inputs)
     assert torch.equal(expected.latents, actual.latents) and torch.equal(expected.sample, actual.sample)
 
@@ -42,7 +52,10 @@ def test_save_and_auto_load_are_bit_identical(model, processor, tmp_path):
 def test_custom_parameters_are_initialised(model):
     scales = [module for module in model.modules() if isinstance(module, LayerScale)]
     assert scales and all(torch.all(module.gamma == model.config.layer_scale_init) for module in scales)
-    drop_rates = [layer.drop_path.drop_prob for layer in ViTokModel(ViTokConfig.from_variant(TINY, drop_path_rate=0.2)).decoder.layers]
+    drop_rates = [
+        layer.drop_path.drop_prob
+        for layer in ViTokModel(ViTokConfig.from_variant(TINY, drop_path_rate=0.2)).decoder.layers
+    ]
     assert drop_rates == pytest.approx([0.0, 0.2])
 
 
@@ -95,7 +108,9 @@ def test_compile_fullgraph_encode_and_decode(model, processor):
         compiled_encode = torch.compile(model.encode, fullgraph=True)
         compiled = compiled_encode(**inputs)
         torch.testing.assert_close(compiled.latents, eager.latents, atol=1e-5, rtol=1e-5)
-        decoded = torch.compile(model.decode, fullgraph=True)(eager.latents, row_idx=inputs["row_idx"], col_idx=inputs["col_idx"])
+        decoded = torch.compile(model.decode, fullgraph=True)(
+            eager.latents, row_idx=inputs["row_idx"], col_idx=inputs["col_idx"]
+        )
         torch.testing.assert_close(decoded.sample, model.decode(eager).sample, atol=1e-5, rtol=1e-5)
 
 
@@ -137,9 +152,17 @@ def test_half_models_load_from_a_full_folder(model, processor, tmp_path):
 
 def test_bad_inputs_are_named(model):
     with pytest.raises(ValueError, match=r"192 channels per token .* expected 192|has 100 channels per token"):
-        model.encode(torch.zeros(1, 4, 100), row_idx=torch.zeros(1, 4, dtype=torch.long), col_idx=torch.zeros(1, 4, dtype=torch.long))
+        model.encode(
+            torch.zeros(1, 4, 100),
+            row_idx=torch.zeros(1, 4, dtype=torch.long),
+            col_idx=torch.zeros(1, 4, dtype=torch.long),
+        )
     with pytest.raises(ValueError, match="row_idx has shape"):
-        model.encode(torch.zeros(1, 4, 192), row_idx=torch.zeros(1, 5, dtype=torch.long), col_idx=torch.zeros(1, 5, dtype=torch.long))
+        model.encode(
+            torch.zeros(1, 4, 192),
+            row_idx=torch.zeros(1, 5, dtype=torch.long),
+            col_idx=torch.zeros(1, 5, dtype=torch.long),
+        )
     with pytest.raises(ValueError, match="positions can only be inferred for a square grid"):
         model.encode(torch.zeros(1, 6, 192))
     with pytest.raises(ValueError, match="row_idx and col_idx must be given together"):

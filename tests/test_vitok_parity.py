@@ -37,7 +37,9 @@ def fixture(family_parity_dir):
 @pytest.fixture(scope="module")
 def model(fixture):
     root = fixture["root"]
-    return convert_vitok_checkpoint(root / "encoder.safetensors", root / "decoder.safetensors", variant=fixture["variant"])
+    return convert_vitok_checkpoint(
+        root / "encoder.safetensors", root / "decoder.safetensors", variant=fixture["variant"]
+    )
 
 
 def _images(fixture, indices):
@@ -45,7 +47,9 @@ def _images(fixture, indices):
 
 
 def _assert_close(actual, expected, name, valid=None):
-    assert tuple(actual.shape) == tuple(expected.shape), f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    assert tuple(actual.shape) == tuple(expected.shape), (
+        f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    )
     actual, expected = actual.detach().float(), expected.float()
     if valid is not None:  # padded positions are meaningless (FIXTURE.md): compare valid tokens only
         actual, expected = actual[valid], expected[valid]
@@ -65,7 +69,9 @@ def test_preprocessing_matches_patch_dict(fixture):
     outputs = fixture["outputs"]
     processor = ViTokImageProcessor.from_original_pp(fixture["pp"]["main"])
     batch = processor(_images(fixture, (0, 1)), return_tensors="pt")
-    assert set(batch) == {key[3:] if key != "pd_patches" else "pixel_values" for key in outputs if key.startswith("pd_")}
+    assert set(batch) == {
+        key[3:] if key != "pd_patches" else "pixel_values" for key in outputs if key.startswith("pd_")
+    }
     _processor_keys(batch, outputs, "pd")
 
 
@@ -122,7 +128,9 @@ def test_masked_path_every_tensor(fixture, model):
             _assert_close(images[index], outputs[f"{kind}_image_{index}"], f"{kind}_image_{index}")
     for index, image in enumerate(processor.postprocess(decoded, output_type="pil")):
         expected = outputs[f"recon_image_u8_{index}"].numpy()
-        np.testing.assert_array_equal(np.asarray(image).transpose(2, 0, 1), expected, err_msg=f"recon_image_u8_{index}")
+        np.testing.assert_array_equal(
+            np.asarray(image).transpose(2, 0, 1), expected, err_msg=f"recon_image_u8_{index}"
+        )
 
 
 @torch.no_grad()
@@ -150,7 +158,9 @@ def test_unpadded_image(fixture, model, mask_padding):
     assert bool(batch["patch_mask"].all()), "the no-padding case must have no padding"
     encoded = model.encode(**batch, mask_padding=mask_padding)
     _assert_close(encoded.latents, outputs["nopad0_z"], "nopad0_z")
-    _assert_close(model.decode(encoded, mask_padding=mask_padding).sample, outputs["nopad0_decoded_patches"], "nopad0_decoded")
+    _assert_close(
+        model.decode(encoded, mask_padding=mask_padding).sample, outputs["nopad0_decoded_patches"], "nopad0_decoded"
+    )
 
 
 @torch.no_grad()
@@ -176,10 +186,23 @@ def test_converted_folder_round_trip(fixture, tmp_path):
     from hf_vtok.cli import main
 
     root, outputs = fixture["root"], fixture["outputs"]
-    main([
-        "convert", "vitok", "--encoder", str(root / "encoder.safetensors"), "--decoder", str(root / "decoder.safetensors"),
-        "--variant", fixture["variant"], "--pp", fixture["pp"]["main"], "--mask-padding", "--output", str(tmp_path),
-    ])
+    main(
+        [
+            "convert",
+            "vitok",
+            "--encoder",
+            str(root / "encoder.safetensors"),
+            "--decoder",
+            str(root / "decoder.safetensors"),
+            "--variant",
+            fixture["variant"],
+            "--pp",
+            fixture["pp"]["main"],
+            "--mask-padding",
+            "--output",
+            str(tmp_path),
+        ]
+    )
     model = AutoModel.from_pretrained(tmp_path)
     processor = AutoImageProcessor.from_pretrained(tmp_path)
     assert isinstance(model, ViTokModel) and isinstance(processor, ViTokImageProcessor)

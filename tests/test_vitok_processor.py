@@ -58,8 +58,12 @@ def test_bad_files_name_the_file(processor, tmp_path):
     _rgb(32, 32).save(good)
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:200])
-    for path, message in ((empty, "is empty"), (text, "not an image file"), (truncated, "could not be decoded"),
-                          (tmp_path / "missing.png", "does not exist")):
+    for path, message in (
+        (empty, "is empty"),
+        (text, "not an image file"),
+        (truncated, "could not be decoded"),
+        (tmp_path / "missing.png", "does not exist"),
+    ):
         with pytest.raises(ValueError, match=message) as error:
             processor(str(path))
         assert str(path) in str(error.value)
@@ -88,12 +92,16 @@ def test_arrays_and_tensors(processor):
 
 def test_budget_without_resize_is_an_error_and_resize_modes_fit(processor):
     big = _rgb(100, 60)
-    with pytest.raises(ValueError, match=r"image 0 \(100x60 pixels, WxH\) needs 8x13=104 patches .* max_num_patches=16"):
+    with pytest.raises(
+        ValueError, match=r"image 0 \(100x60 pixels, WxH\) needs 8x13=104 patches .* max_num_patches=16"
+    ):
         processor(big)
     budget = processor(big, do_resize=True, resize_mode="token_budget", return_tensors="pt")
     assert budget["patch_mask"].sum() <= 16 and (budget["orig_height"].item(), budget["orig_width"].item()) == (24, 40)
     assert token_budget_size(60, 100, 8, 16) == (24, 40)
-    longest = processor(big, do_resize=True, resize_mode="longest_edge", size={"longest_edge": 32}, return_tensors="pt")
+    longest = processor(
+        big, do_resize=True, resize_mode="longest_edge", size={"longest_edge": 32}, return_tensors="pt"
+    )
     assert (longest["orig_height"].item(), longest["orig_width"].item()) == (19, 32)
     with pytest.raises(ValueError, match="resize_mode must be one of"):
         ViTokImageProcessor(resize_mode="bilinear")
@@ -106,7 +114,9 @@ def test_padding_modes_and_layout(processor):
     padded = processor(images, return_tensors="pt")
     assert padded["pixel_values"].shape == (2, 16, 192)
     assert padded["patch_mask"].sum(1).tolist() == [6, 1]
-    assert padded["row_idx"][0, :6].tolist() == [0, 0, 0, 1, 1, 1] and padded["col_idx"][0, :6].tolist() == [0, 1, 2] * 2
+    assert (
+        padded["row_idx"][0, :6].tolist() == [0, 0, 0, 1, 1, 1] and padded["col_idx"][0, :6].tolist() == [0, 1, 2] * 2
+    )
     assert (padded["pixel_values"][~padded["patch_mask"]] == 0).all()
     longest = processor(images, padding="longest", return_tensors="pt")
     assert longest["pixel_values"].shape == (2, 6, 192)
@@ -155,4 +165,6 @@ def test_save_and_load(processor, tmp_path):
     loaded = ViTokImageProcessor.from_pretrained(tmp_path)
     assert loaded.patch_size == 8 and loaded.max_num_patches == 16 and loaded.padding == "max_length"
     image = _rgb()
-    assert torch.equal(loaded(image, return_tensors="pt")["pixel_values"], processor(image, return_tensors="pt")["pixel_values"])
+    assert torch.equal(
+        loaded(image, return_tensors="pt")["pixel_values"], processor(image, return_tensors="pt")["pixel_values"]
+    )

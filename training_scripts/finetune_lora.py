@@ -123,7 +123,9 @@ def make_transform(processor, crop_size: int, flip: float):
     def transform(image, rng):
         size = min(crop_size, image.width, image.height)
         image = horizontal_flip(random_crop(image.convert("RGB"), size, size, rng), rng, flip)
-        return {key: value[0] for key, value in processor(image, return_tensors="pt").items() if torch.is_tensor(value)}
+        return {
+            key: value[0] for key, value in processor(image, return_tensors="pt").items() if torch.is_tensor(value)
+        }
 
     return transform
 

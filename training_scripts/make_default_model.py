@@ -164,7 +164,9 @@ def main(argv=None) -> dict:
         from hf_vtok import ViTokImageProcessor
 
         patch_size = json.loads((PACKAGE_DIR / "config.json").read_text())["patch_size"]
-        ViTokImageProcessor(patch_size=patch_size, max_num_patches=None, padding="longest").save_pretrained(PACKAGE_DIR)
+        ViTokImageProcessor(patch_size=patch_size, max_num_patches=None, padding="longest").save_pretrained(
+            PACKAGE_DIR
+        )
         ASSETS_DIR.mkdir(exist_ok=True)
         shutil.copy(work / "run" / "loss_curves.png", ASSETS_DIR / "default_model_loss_curves.png")
         (PACKAGE_DIR / "training_report.json").write_text(json.dumps(report, indent=1))

@@ -78,7 +78,10 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     loss.add_argument("--lpips-mode", choices=["vgg", "resnet"], help="perceptual loss: LPIPS-VGG or ResNet-50 logits")
     loss.add_argument("--lpips-weight", type=float, help="0 disables the perceptual term")
     loss.add_argument(
-        "--lpips", choices=["pretrained", "random"], default="pretrained", help="random: untrained networks (tests only)"
+        "--lpips",
+        choices=["pretrained", "random"],
+        default="pretrained",
+        help="random: untrained networks (tests only)",
     )
     loss.add_argument("--lpips-vgg", help="torchvision vgg16 weights of LPIPS (path, URL or hf://)")
     loss.add_argument("--lpips-heads", help="LPIPS v0.1 vgg.pth heads (default: the copy inside torchmetrics)")
@@ -110,7 +113,9 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     evaluation.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations (0: never)")
     evaluation.add_argument("--eval-metric", choices=["psnr", "lpips"], default="psnr")
     evaluation.add_argument("--eval-batch-size", type=int, default=8)
-    evaluation.add_argument("--eval-sampler-steps", type=int, help="sampler steps of the reconstruction (model default)")
+    evaluation.add_argument(
+        "--eval-sampler-steps", type=int, help="sampler steps of the reconstruction (model default)"
+    )
     evaluation.add_argument("--eval-weights", choices=["ema", "online"], default="ema")
     evaluation.add_argument("--early-stopping-patience", type=int, default=0, help="0: only track the best weights")
     evaluation.add_argument("--early-stopping-min-delta", type=float, default=0.0)
@@ -127,7 +132,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     if args.checkpoint_sampler_steps is None:
         args.checkpoint_sampler_steps = args.stage == "posttrain"
     if args.stage == "posttrain" and args.posttrain_steps < 1:
-        raise ValueError(f"stage 2 backpropagates through the sampler: --posttrain-steps must be >= 1, got {args.posttrain_steps}")
+        raise ValueError(
+            f"stage 2 backpropagates through the sampler: --posttrain-steps must be >= 1, got {args.posttrain_steps}"
+        )
     if args.grad_accumulation < 1 or args.batch_size % args.grad_accumulation:
         raise ValueError(
             f"--batch-size {args.batch_size} must split into --grad-accumulation {args.grad_accumulation} equal chunks"

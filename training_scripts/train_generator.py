@@ -63,11 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pretrained", help="start from this saved transformer folder")
     model.add_argument("--class-dropout", type=float, default=0.1, help="label dropout to the null class")
     objective = parser.add_argument_group("objective")
-    objective.add_argument("--path-type", choices=["linear", "cosine"], default="linear", help="SiT interpolation path")
+    objective.add_argument(
+        "--path-type", choices=["linear", "cosine"], default="linear", help="SiT interpolation path"
+    )
     objective.add_argument(
         "--time-sampling", choices=["lognormal", "uniform"], default="lognormal", help="SiT flow times"
     )
-    objective.add_argument("--beta-schedule", choices=["linear", "cosine"], default="cosine", help="DiT noise schedule")
+    objective.add_argument(
+        "--beta-schedule", choices=["linear", "cosine"], default="cosine", help="DiT noise schedule"
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--latents", required=True, help="a cache folder written by `hf-vtok cache-latents`")
     data.add_argument("--unconditional", action="store_true", help="ignore labels: one class (id 0) for every latent")

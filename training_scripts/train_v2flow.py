@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--latents", required=True, help="a latent cache folder (hf_vtok cache-latents) of DC-AE latents")
+    data.add_argument(
+        "--latents", required=True, help="a latent cache folder (hf_vtok cache-latents) of DC-AE latents"
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--preset", help="sizes of a release (see hf_vtok.V2FLOW_PRESETS), randomly initialised")
     model.add_argument("--model-config", help="JSON file (or inline JSON) of config fields, applied after --preset")
@@ -65,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--blr", type=float, default=1e-4, help="base learning rate per 256 images")
     optim.add_argument("--min-lr", type=float, default=0.0)
     optim.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
-    optim.add_argument("--warmup-steps", type=int, help="linear warmup steps (default: the whole run, as the original)")
+    optim.add_argument(
+        "--warmup-steps", type=int, help="linear warmup steps (default: the whole run, as the original)"
+    )
     optim.add_argument("--weight-decay", type=float, default=0.02)
     optim.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95))
     add_training_arguments(parser, max_steps=100_000, batch_size=16, seed=1, grad_clip=3.0, ema_decay=0.9999)
@@ -133,7 +137,9 @@ def main(argv=None) -> Path:
         raise ValueError(f"the latent cache {args.latents} has a shift_factor; V2Flow's DC-AE latents have none")
     model = build_model(args, rows.cache_info, dataset[(0, 0)]["latents"])
     if model.config.resampler_sampling != "gumbel" and model.config.use_llm_vocabulary:
-        trainer.print(f"note: resampler_sampling={model.config.resampler_sampling!r} (the original trains with gumbel)")
+        trainer.print(
+            f"note: resampler_sampling={model.config.resampler_sampling!r} (the original trains with gumbel)"
+        )
 
     global_batch = args.batch_size * accelerator.num_processes
     args.lr = args.lr if args.lr is not None else args.blr * global_batch / 256

@@ -100,9 +100,7 @@ class ImageTokenSequences(Dataset):
         rng = draw_generator(self.seed, position)
         codes = row["image_tokens_flip"] if self.has_flip and rng.random() < 0.5 else row["image_tokens"]
         prompt = "" if rng.random() < self.prompt_dropout else self.prompts[index]
-        return image_sequence(
-            self.text_tokenizer, prompt, codes, self.vocabulary, self.length, self.max_prompt_tokens
-        )
+        return image_sequence(self.text_tokenizer, prompt, codes, self.vocabulary, self.length, self.max_prompt_tokens)
 
 
 def prompts_for(rows, args) -> list[str]:
@@ -234,6 +232,7 @@ def main(argv=None) -> Path:
             pipeline.save_pretrained(output / PIPELINE_FOLDER)
     accelerator.wait_for_everyone()
     return output
+
 
 if __name__ == "__main__":
     main()

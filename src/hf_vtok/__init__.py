@@ -13,6 +13,16 @@ from .image_processing_utils import VisualTokenizerImageProcessor
 from .modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from .modeling_utils import VisualTokenizerPreTrainedModel
 from .models.dit_1d import DIT_PRESETS, DiTTransformer1DModel
+from .models.flowmo import (
+    FLOWMO_PRESETS,
+    FlowMoConfig,
+    FlowMoDecoderOutput,
+    FlowMoEncoderOutput,
+    FlowMoImageProcessor,
+    FlowMoModel,
+    FlowMoOutput,
+    FlowMoVelocityOutput,
+)
 from .models.latent_token_vit import LatentTokenEncoderOutput, LatentTokenImageProcessor, LatentTokenViTOutput
 from .models.maetok import MAETOK_PRESETS, HOGFeatures, MAETokConfig, MAETokFeatureTargets, MAETokModel
 from .models.sit import SIT_PRESETS, SiTTransformer1DModel
@@ -28,17 +38,6 @@ from .models.v2flow import (
     V2FlowOutput,
     V2FlowVocabulary,
 )
-from .pipelines import V2FlowLlamaPipeline, V2FlowPipeline
-from .models.flowmo import (
-    FLOWMO_PRESETS,
-    FlowMoConfig,
-    FlowMoDecoderOutput,
-    FlowMoEncoderOutput,
-    FlowMoImageProcessor,
-    FlowMoModel,
-    FlowMoOutput,
-    FlowMoVelocityOutput,
-)
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
@@ -51,16 +50,18 @@ from .models.vitok import (
     parse_vitok_dit_variant,
     parse_vitok_variant,
 )
-from .pretrained import PRETRAINED, PretrainedCheckpoint, from_preset
-from .utils.prepack import prepack_linear_weights, unpack_linear_weights
 from .pipelines import (
     DiT1DPipeline,
     GaussianDiffusionScheduler,
     SiTPipeline,
+    V2FlowLlamaPipeline,
+    V2FlowPipeline,
     ViTokDiTPipeline,
     vitok_flow_sigmas,
     vitok_unipc_scheduler,
 )
+from .pretrained import PRETRAINED, PretrainedCheckpoint, from_preset
+from .utils.prepack import prepack_linear_weights, unpack_linear_weights
 
 __version__ = "0.1.0"
 

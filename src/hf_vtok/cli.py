@@ -1,12 +1,12 @@
 """The ``hf-vtok`` command.
 
-    hf-vtok convert --preset vitok-v2-350M-f16x64 --output vitok-350M      (hf-vtok convert --list: every release)
-    hf-vtok convert vitok --encoder encoder.safetensors --decoder decoder.safetensors --output vitok
-    hf-vtok reconstruct --model vitok-350M photo.jpg other.png --out recon/
-    hf-vtok eval --model vitok-350M --model other-tokenizer --data images/ --metrics psnr,ssim,lpips,rfid
-    hf-vtok eval-generation --pipeline sit-xl --num-samples 50000 --guidance-scale 1.5 --reference ref.npz
-    hf-vtok cache-llm-vocabulary --llm Llama-2-7b-hf --output llama2_vocabulary.safetensors
-    hf-vtok cache-latents --model softvq-l-64 --images imagenet/train --output cache/ --resolution 256 --flip
+hf-vtok convert --preset vitok-v2-350M-f16x64 --output vitok-350M      (hf-vtok convert --list: every release)
+hf-vtok convert vitok --encoder encoder.safetensors --decoder decoder.safetensors --output vitok
+hf-vtok reconstruct --model vitok-350M photo.jpg other.png --out recon/
+hf-vtok eval --model vitok-350M --model other-tokenizer --data images/ --metrics psnr,ssim,lpips,rfid
+hf-vtok eval-generation --pipeline sit-xl --num-samples 50000 --guidance-scale 1.5 --reference ref.npz
+hf-vtok cache-llm-vocabulary --llm Llama-2-7b-hf --output llama2_vocabulary.safetensors
+hf-vtok cache-latents --model softvq-l-64 --images imagenet/train --output cache/ --resolution 256 --flip
 """
 
 import argparse
@@ -43,12 +43,17 @@ def _add_convert(subparsers) -> None:
     # dest names differ from the family parsers' (a subparser's defaults would overwrite them)
     convert.add_argument("--preset", dest="registry_preset", metavar="NAME", help="a released checkpoint (see --list)")
     convert.add_argument("--output", dest="registry_output", metavar="DIR", help="output folder (with --preset)")
-    convert.add_argument("--pipeline", dest="registry_pipeline", action="store_true",
-                         help="generator presets: write the complete pipeline with the tokenizer it was trained on")
+    convert.add_argument(
+        "--pipeline",
+        dest="registry_pipeline",
+        action="store_true",
+        help="generator presets: write the complete pipeline with the tokenizer it was trained on",
+    )
     convert.add_argument("--revision", dest="registry_revision", help="commit / branch of the original repository")
     convert.add_argument("--cache-dir", dest="registry_cache_dir", help="Hub cache folder (default: the HF cache)")
-    convert.add_argument("--dtype", dest="registry_dtype", choices=["float32", "bfloat16", "float16"],
-                         help="cast weights before saving")
+    convert.add_argument(
+        "--dtype", dest="registry_dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving"
+    )
     convert.add_argument("--list", dest="registry_list", action="store_true", help="list the released checkpoints")
     convert.set_defaults(handler=_convert_preset)
     families = convert.add_subparsers(dest="family", metavar="FAMILY")
@@ -102,11 +107,15 @@ def _add_eval(subparsers) -> None:
     )
     generation.add_arguments(parser)
     parser.set_defaults(handler=generation.run)
+
+
 def _add_tools(subparsers) -> None:
     for name, (module_name, help_text) in TOOLS.items():
         module = importlib.import_module(module_name)
         parser = subparsers.add_parser(
-            name, help=help_text, description=(module.__doc__ or "").strip(),
+            name,
+            help=help_text,
+            description=(module.__doc__ or "").strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(parser)

@@ -24,7 +24,9 @@ from .remote_code import RemoteCodeMixin, is_diffusers_model, write_remote_code
 
 _PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "model_cards"  # an installed wheel
 # a source checkout (editable installs map hf_vtok.model_cards to the top-level folder)
-TEMPLATES = _PACKAGED_TEMPLATES if _PACKAGED_TEMPLATES.is_dir() else Path(__file__).resolve().parents[2] / "model_cards"
+TEMPLATES = (
+    _PACKAGED_TEMPLATES if _PACKAGED_TEMPLATES.is_dir() else Path(__file__).resolve().parents[2] / "model_cards"
+)
 PROJECT_URL = "https://github.com/hf-vtok/hf_vtok"
 
 
@@ -157,7 +159,9 @@ def evaluation(eval_results, row: str | None = None):
         task = (GENERATION_PIPELINE_TAG, "Class-conditional image generation")
         dataset, split = str(results.get("reference", "")), None
     else:
-        raise ValueError("evaluation results need the 'models' (hf-vtok eval) or 'runs' (hf-vtok eval-generation) list")
+        raise ValueError(
+            "evaluation results need the 'models' (hf-vtok eval) or 'runs' (hf-vtok eval-generation) list"
+        )
     markdown = path.with_name("results.md") if path is not None else None
     table = markdown.read_text(encoding="utf-8") if markdown is not None and markdown.is_file() else ""
     table = table or markdown_table(rows, columns, metrics)
@@ -253,13 +257,14 @@ def model_card(
     kind = _kind(obj)
     entry = get_pretrained(preset) if preset is not None else None
     table, eval_entries = evaluation(eval_results, eval_row) if eval_results is not None else ("", [])
-    model_name = template_variables.pop("model_name", None) or (repo_id.rstrip("/").split("/")[-1] if repo_id else None)
+    model_name = template_variables.pop("model_name", None) or (
+        repo_id.rstrip("/").split("/")[-1] if repo_id else None
+    )
     data = ModelCardData(
         library_name="hf_vtok",
         license=entry.license if entry is not None else info.license,
         tags=[*info.tags, "hf_vtok", kind] + (["custom_code"] if remote_code and kind != "pipeline" else []),
-        pipeline_tag=info.pipeline_tag
-        or (TOKENIZER_PIPELINE_TAG if kind == "tokenizer" else GENERATION_PIPELINE_TAG),
+        pipeline_tag=info.pipeline_tag or (TOKENIZER_PIPELINE_TAG if kind == "tokenizer" else GENERATION_PIPELINE_TAG),
         base_model=entry.repo_id if entry is not None else None,
         model_name=model_name,
         eval_results=eval_entries or None,

@@ -60,7 +60,9 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         if isinstance(image, torch.Tensor):
             image = image.detach().cpu().numpy()
         if not isinstance(image, np.ndarray):
-            raise ValueError(f"unsupported image type {type(image).__name__}; pass PIL images, arrays, tensors or paths")
+            raise ValueError(
+                f"unsupported image type {type(image).__name__}; pass PIL images, arrays, tensors or paths"
+            )
         if image.ndim == 2:
             image = image[None]
             input_data_format = ChannelDimension.FIRST
@@ -72,7 +74,9 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
             image = np.moveaxis(image, -1, 0)
         channels, height, width = image.shape
         if channels not in (1, 3, 4) or height == 0 or width == 0:
-            raise ValueError(f"an image array needs 1, 3 or 4 channels and a non-zero size; got [C, H, W] = {image.shape}")
+            raise ValueError(
+                f"an image array needs 1, 3 or 4 channels and a non-zero size; got [C, H, W] = {image.shape}"
+            )
         if image.dtype == np.uint8:
             pil_mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
             array = np.ascontiguousarray(np.moveaxis(image, 0, -1))

@@ -22,11 +22,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", default=None,
-                        help="hf_vtok folder or Hub id (default: the small ViTok embedded in the package)")
+    parser.add_argument(
+        "--model", default=None, help="hf_vtok folder or Hub id (default: the small ViTok embedded in the package)"
+    )
     parser.add_argument("--out", default="reconstructions", help="output folder (default: reconstructions/)")
     parser.add_argument("--no-side-by-side", action="store_true", help="do not write the input | reconstruction PNGs")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per batch (NaFlex models pad within a batch)")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="images per batch (NaFlex models pad within a batch)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic decoders")
@@ -34,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_tokenizer(model_id: str, device: str, dtype: torch.dtype):
     """AutoModel + AutoImageProcessor of an hf_vtok folder or Hub id."""
-    import hf_vtok  # noqa: F401  (registers the Auto classes)
     from transformers import AutoImageProcessor, AutoModel
+
+    import hf_vtok  # noqa: F401  (registers the Auto classes)
 
     model = AutoModel.from_pretrained(model_id, dtype=dtype).to(device).eval()
     processor = AutoImageProcessor.from_pretrained(model_id)
@@ -118,5 +122,8 @@ def run(args: argparse.Namespace) -> list[Path]:
             if not args.no_side_by_side:
                 side_by_side(image, result).save(out_dir / f"{path.stem}_side_by_side.png")
             print(f"{path.name}: {image.width}x{image.height}, PSNR {psnr_db(result, image):.2f} dB -> {target}")
-    print(f"wrote {len(written)} reconstruction(s) to {out_dir}" + ("" if args.no_side_by_side else " (and side-by-side PNGs)"))
+    print(
+        f"wrote {len(written)} reconstruction(s) to {out_dir}"
+        + ("" if args.no_side_by_side else " (and side-by-side PNGs)")
+    )
     return written

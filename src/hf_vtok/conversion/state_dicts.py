@@ -53,7 +53,9 @@ def load_original_state_dict(path: str | os.PathLike, inner_key: str | None = No
             keys = sorted(state_dict)[:20] if isinstance(state_dict, Mapping) else type(state_dict).__name__
             raise KeyError(f"{str(path)!r} has no entry {inner_key!r}; top-level entries: {keys}")
         state_dict = state_dict[inner_key]
-    if not isinstance(state_dict, Mapping) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(value, torch.Tensor) for value in state_dict.values()
+    ):
         raise ValueError(f"{str(path)!r} does not hold a flat name -> tensor state dict")
     return dict(state_dict)
 
@@ -68,7 +70,7 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes: Iterable[st
             changed = False
             for prefix in prefixes:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         stripped[key] = value
     return stripped
 
@@ -102,7 +104,11 @@ def load_state_dict_strictly(model: nn.Module, state_dict: Mapping[str, torch.Te
     )
     if missing or unexpected or mismatched:
         lines = [f"{source} does not match {type(model).__name__}:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if items:
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
         raise CheckpointMismatchError("\n".join(lines))

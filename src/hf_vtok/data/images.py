@@ -126,7 +126,9 @@ def _image_column(example: dict, requested: str | None, source: str) -> str:
     for name, value in example.items():
         if isinstance(value, Image.Image) or (isinstance(value, dict) and "bytes" in value):
             return name
-    raise ValueError(f"dataset {source!r} has no image column; columns: {sorted(example)} (pass the image column name)")
+    raise ValueError(
+        f"dataset {source!r} has no image column; columns: {sorted(example)} (pass the image column name)"
+    )
 
 
 def _as_pil(value, name: str) -> Image.Image:

@@ -85,7 +85,9 @@ class TarShardImages:
                         try:
                             classes[key] = int(text)
                         except ValueError:
-                            raise ValueError(f"{shard}:{member.name} holds {text!r}, not an integer class id") from None
+                            raise ValueError(
+                                f"{shard}:{member.name} holds {text!r}, not an integer class id"
+                            ) from None
                     elif f".{extension}" in IMAGE_EXTENSIONS and key not in images:
                         images[key] = _TarMember(shard_index, member.offset_data, member.size, member.name)
             for key, member in images.items():

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="one or more classifier-free guidance scales (default: the pipeline's)",
     )
-    parser.add_argument("--num-inference-steps", type=int, default=None, help="sampler steps (default: the pipeline's)")
+    parser.add_argument(
+        "--num-inference-steps", type=int, default=None, help="sampler steps (default: the pipeline's)"
+    )
     parser.add_argument("--num-classes", type=int, default=None, help="number of classes (default: from the pipeline)")
     parser.add_argument(
         "--reference", required=True, help="ADM .npz (mu/sigma or arr_0), or an image source as in eval --data"

@@ -47,7 +47,9 @@ def add_feature_network_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", required=True, help="hf_vtok folder or Hub id (repeat for several)")
+    parser.add_argument(
+        "--model", action="append", required=True, help="hf_vtok folder or Hub id (repeat for several)"
+    )
     parser.add_argument(
         "--data",
         required=True,
@@ -225,7 +227,9 @@ def evaluate_reconstruction(
         scorer.reset()
         token_counts, shown, channels, resized_warning = [], [], None, False
         tokenizer_seconds = 0.0
-        images = iter_images(data, split=split, num_samples=num_samples, streaming=streaming, image_column=image_column)
+        images = iter_images(
+            data, split=split, num_samples=num_samples, streaming=streaming, image_column=image_column
+        )
         progress = tqdm(total=num_samples, desc=f"eval {name}", unit="img")
         for batch in _batches(images, batch_size):
             framed = [frame_image(image, crop, resolution) for _, image in batch]

@@ -93,7 +93,9 @@ def plot_metrics(
         name, better = METRIC_TITLES.get(metric, (metric, ""))
         for label, points in series.items():
             points = [
-                p for p in points if p.get(metric) is not None and math.isfinite(p[metric]) and p.get(x_key) is not None
+                p
+                for p in points
+                if p.get(metric) is not None and math.isfinite(p[metric]) and p.get(x_key) is not None
             ]
             points.sort(key=lambda p: p[x_key])
             if not points:

@@ -113,4 +113,3 @@ def flow_dpm_solver_sample(
         if step < num_steps:  # the value at t=0 is never needed
             data = [data[-1], data_prediction(x, t)]
     return x
-

@@ -52,7 +52,9 @@ def path_coefficients(time: torch.Tensor, path_type: str, like: torch.Tensor):
     raise ValueError(f"unknown path_type {path_type!r}; expected one of {PATH_TYPES}")
 
 
-def score_from_velocity(velocity: torch.Tensor, sample: torch.Tensor, time: torch.Tensor, path_type: str) -> torch.Tensor:
+def score_from_velocity(
+    velocity: torch.Tensor, sample: torch.Tensor, time: torch.Tensor, path_type: str
+) -> torch.Tensor:
     """Score ``grad log p_t(x)`` of a velocity prediction:
     ``((alpha / alpha') v - x) / (sigma^2 - (alpha / alpha') sigma' sigma)``."""
     alpha, d_alpha, sigma, d_sigma = path_coefficients(time, path_type, sample)
@@ -80,7 +82,9 @@ class SiTFlowScheduler(SchedulerMixin, ConfigMixin):
     order = 1
 
     @register_to_config
-    def __init__(self, sampler: str = "sde", path_type: str = "linear", heun: bool = False, sde_end_time: float = 0.04):
+    def __init__(
+        self, sampler: str = "sde", path_type: str = "linear", heun: bool = False, sde_end_time: float = 0.04
+    ):
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
         if path_type not in PATH_TYPES:

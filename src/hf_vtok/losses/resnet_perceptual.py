@@ -71,7 +71,9 @@ class ResNetLogitPerceptualLoss(nn.Module):
         super().__init__()
         from transformers import ResNetForImageClassification
 
-        self.classifier = classifier if classifier is not None else ResNetForImageClassification(config or resnet50_config())
+        self.classifier = (
+            classifier if classifier is not None else ResNetForImageClassification(config or resnet50_config())
+        )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -109,7 +111,9 @@ class ResNetLogitPerceptualLoss(nn.Module):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if input.shape != target.shape:
-            raise ValueError(f"input and target must have the same shape, got {tuple(input.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"input and target must have the same shape, got {tuple(input.shape)} and {tuple(target.shape)}"
+            )
         logits = self.logits(torch.cat([input, target]))
         first, second = logits.chunk(2)
         return F.mse_loss(first, second)

@@ -136,7 +136,7 @@ def set_statistics(metric, mean, covariance, real: bool, count: int = 50_000) ->
     """
     mean = torch.as_tensor(np.asarray(mean), dtype=torch.float64).flatten()
     covariance = torch.as_tensor(np.asarray(covariance), dtype=torch.float64)
-    dim = getattr(metric, "real_features_sum").shape[0]
+    dim = metric.real_features_sum.shape[0]
     if mean.shape != (dim,) or covariance.shape != (dim, dim):
         raise ValueError(
             f"statistics of shape mu {tuple(mean.shape)}, sigma {tuple(covariance.shape)} do not fit features of "

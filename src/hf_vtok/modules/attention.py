@@ -170,7 +170,9 @@ def joint_attention(
         )
     heads = {(layer.num_heads, layer.head_dim, layer.scale) for layer in attentions}
     if len(heads) != 1:
-        raise ValueError(f"jointly attending layers must share heads, head_dim and scale; got {sorted(heads, key=str)}")
+        raise ValueError(
+            f"jointly attending layers must share heads, head_dim and scale; got {sorted(heads, key=str)}"
+        )
     projected = [layer.project(states, tables) for layer, states, tables in zip(attentions, hidden_states, rotary)]
     query, key, value = (torch.cat(parts, dim=2) for parts in zip(*projected))
     attended = attentions[0].attend(query, key, value, attention_mask)

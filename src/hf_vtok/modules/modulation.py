@@ -3,7 +3,6 @@
 import torch
 from torch import nn
 
-
 _REDUCED_PRECISION = (torch.bfloat16, torch.float16)
 
 
@@ -47,7 +46,9 @@ class AdaLNModulation(nn.Module):
         if any(not 0 <= chunk < num_chunks for chunk in zero_init_chunks):
             raise ValueError(f"zero_init_chunks {tuple(zero_init_chunks)} out of range for {num_chunks} chunks")
         self.linear = nn.Linear(cond_dim or hidden_size, num_chunks * hidden_size)
-        self.linear.zero_init_rows = tuple((chunk * hidden_size, (chunk + 1) * hidden_size) for chunk in zero_init_chunks)
+        self.linear.zero_init_rows = tuple(
+            (chunk * hidden_size, (chunk + 1) * hidden_size) for chunk in zero_init_chunks
+        )
         zero_init_rows_(self.linear)
 
     def forward(self, conditioning: torch.Tensor) -> tuple[torch.Tensor, ...]:

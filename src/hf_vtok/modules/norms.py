@@ -47,4 +47,6 @@ class FP32LayerNorm(nn.LayerNorm):
             return F.layer_norm(hidden_states, self.normalized_shape, self.weight, self.bias, self.eps)
         weight = self.weight.float() if self.weight is not None else None
         bias = self.bias.float() if self.bias is not None else None
-        return F.layer_norm(hidden_states.float(), self.normalized_shape, weight, bias, self.eps).type_as(hidden_states)
+        return F.layer_norm(hidden_states.float(), self.normalized_shape, weight, bias, self.eps).type_as(
+            hidden_states
+        )

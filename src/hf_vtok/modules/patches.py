@@ -29,7 +29,10 @@ def patchify(images: torch.Tensor, patch_size: int, layout: str = "channels_firs
 
 
 def unpatchify(
-    tokens: torch.Tensor, grid_size: tuple[int, int], patch_size: int, num_channels: int = 3,
+    tokens: torch.Tensor,
+    grid_size: tuple[int, int],
+    patch_size: int,
+    num_channels: int = 3,
     layout: str = "channels_first",
 ) -> torch.Tensor:
     """``[B, rows*cols, C*p*p]`` in raster order -> ``[B, C, rows*p, cols*p]``."""

@@ -181,4 +181,6 @@ class LearnedMixedRope2D(nn.Module):
         return [(cos[layer].unsqueeze(0), sin[layer].unsqueeze(0)) for layer in range(self.num_layers)]
 
     def extra_repr(self) -> str:
-        return f"num_layers={self.num_layers}, num_heads={self.num_heads}, head_dim={self.head_dim}, theta={self.theta}"
+        return (
+            f"num_layers={self.num_layers}, num_heads={self.num_heads}, head_dim={self.head_dim}, theta={self.theta}"
+        )

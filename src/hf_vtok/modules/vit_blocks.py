@@ -45,10 +45,14 @@ class ViTBlock(GradientCheckpointingLayer):
         super().__init__()
         self.norm1 = FP32LayerNorm(hidden_size, eps=norm_eps)
         self.attention = Attention(hidden_size, num_heads, qkv_bias=qkv_bias, out_bias=True, rope_layout=rope_layout)
-        self.layer_scale1 = LayerScale(hidden_size, layer_scale_init) if layer_scale_init is not None else nn.Identity()
+        self.layer_scale1 = (
+            LayerScale(hidden_size, layer_scale_init) if layer_scale_init is not None else nn.Identity()
+        )
         self.norm2 = FP32LayerNorm(hidden_size, eps=norm_eps)
         self.mlp = GELUMLP(hidden_size, int(hidden_size * mlp_ratio))
-        self.layer_scale2 = LayerScale(hidden_size, layer_scale_init) if layer_scale_init is not None else nn.Identity()
+        self.layer_scale2 = (
+            LayerScale(hidden_size, layer_scale_init) if layer_scale_init is not None else nn.Identity()
+        )
         self.drop_path = DropPath(drop_path)
 
     def forward(

@@ -163,7 +163,9 @@ class CosineEMAVectorQuantizer(nn.Module):
             if self.training:
                 loss = F.mse_loss(quantized.detach(), flat) * self.commitment_weight
                 if flat.requires_grad:
-                    quantized = rotate_to(flat, quantized) if self.rotation_trick else flat + (quantized - flat).detach()
+                    quantized = (
+                        rotate_to(flat, quantized) if self.rotation_trick else flat + (quantized - flat).detach()
+                    )
         return VectorQuantizerOutput(
             quantized=quantized.reshape(normalized.shape),
             indices=indices.reshape(normalized.shape[:-1]),
@@ -172,4 +174,6 @@ class CosineEMAVectorQuantizer(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, codebook_size={self.codebook_size}, decay={self.decay}, ema_state={self.has_ema_state}"
+        return (
+            f"dim={self.dim}, codebook_size={self.codebook_size}, decay={self.decay}, ema_state={self.has_ema_state}"
+        )

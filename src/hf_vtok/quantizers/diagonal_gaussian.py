@@ -77,10 +77,14 @@ class DiagonalGaussianBottleneck(nn.Module):
         mean = self._to_input_layout(dist.mean, moments)
         if sample:
             if noise is None:
-                flat_noise = randn_tensor(dist.mean.shape, generator=generator, device=moments.device, dtype=moments.dtype)
+                flat_noise = randn_tensor(
+                    dist.mean.shape, generator=generator, device=moments.device, dtype=moments.dtype
+                )
             else:
                 if tuple(noise.shape) != tuple(mean.shape):
-                    raise ValueError(f"noise has shape {tuple(noise.shape)}, expected the latent shape {tuple(mean.shape)}")
+                    raise ValueError(
+                        f"noise has shape {tuple(noise.shape)}, expected the latent shape {tuple(mean.shape)}"
+                    )
                 flat_noise = noise.to(moments).movedim(self.channel_dim, 1).flatten(2).unsqueeze(-1)
             latents = self._to_input_layout(dist.mean + dist.std * flat_noise, moments)
         else:

@@ -93,8 +93,10 @@ class SoftVectorQuantizer(nn.Module):
         codebook = self.normalized_codebook()
         tokens = F.normalize(latents, dim=-1) if self.l2_normalize else latents
         # [num_codebooks, B * segment, dim]: row order of the original (codebook, batch, position)
-        per_codebook = tokens.view(batch, self.num_codebooks, segment, dim).transpose(0, 1).reshape(
-            self.num_codebooks, batch * segment, dim
+        per_codebook = (
+            tokens.view(batch, self.num_codebooks, segment, dim)
+            .transpose(0, 1)
+            .reshape(self.num_codebooks, batch * segment, dim)
         )
         logits = torch.bmm(per_codebook, codebook.detach().transpose(1, 2))
         probs = F.softmax(logits / self.temperature, dim=-1)

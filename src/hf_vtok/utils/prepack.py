@@ -37,7 +37,9 @@ def _modules_of(model) -> dict[str, nn.Module]:
     return {f"{name}.": component for name, component in components.items() if isinstance(component, nn.Module)}
 
 
-def prepacked_linear(layer: nn.Linear, hidden_states: torch.Tensor, activation: str = "none", approximate: str = "") -> torch.Tensor:
+def prepacked_linear(
+    layer: nn.Linear, hidden_states: torch.Tensor, activation: str = "none", approximate: str = ""
+) -> torch.Tensor:
     """``layer(hidden_states)`` on a prepacked layer, optionally with oneDNN's fused ``activation``
     (``"gelu"`` with ``approximate`` ``"none"`` or ``"tanh"``), computed before rounding to the output dtype."""
     weight = layer.weight

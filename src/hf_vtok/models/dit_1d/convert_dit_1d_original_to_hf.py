@@ -20,11 +20,15 @@ from pathlib import Path
 import torch
 from accelerate import init_empty_weights
 
-from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
-from ...conversion import strip_prefixes
+from ...conversion import (
+    CheckpointMismatchError,
+    load_original_state_dict,
+    load_state_dict_strictly,
+    rename_keys,
+    strip_prefixes,
+)
 from ...pretrained import PRETRAINED, convert_pretrained, download_pretrained, family_presets
 from .modeling_dit_1d import DiTTransformer1DModel
-
 
 # The released DiT-XL generators (entries of hf_vtok.pretrained) by preset name.
 DIT_PRESETS = family_presets("dit")
@@ -44,13 +48,31 @@ WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # (PyTorchModelHubMixin passes only the saved keys)
 ORIGINAL_DEFAULTS = {
     "sit": {
-        "input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": 1152, "decoder_hidden_size": 768,
-        "depth": 28, "num_heads": 16, "mlp_ratio": 4.0, "class_dropout_prob": 0.1, "num_classes": 1000,
-        "vae_1d": False, "qk_norm": False,
+        "input_size": 32,
+        "patch_size": 2,
+        "in_channels": 4,
+        "hidden_size": 1152,
+        "decoder_hidden_size": 768,
+        "depth": 28,
+        "num_heads": 16,
+        "mlp_ratio": 4.0,
+        "class_dropout_prob": 0.1,
+        "num_classes": 1000,
+        "vae_1d": False,
+        "qk_norm": False,
     },
     "dit": {
-        "input_size": 32, "patch_size": 2, "in_channels": 128, "hidden_size": 1152, "depth": 28, "num_heads": 16,
-        "mlp_ratio": 4.0, "class_dropout_prob": 0.1, "num_classes": 1000, "learn_sigma": True, "vae_1d": False,
+        "input_size": 32,
+        "patch_size": 2,
+        "in_channels": 128,
+        "hidden_size": 1152,
+        "depth": 28,
+        "num_heads": 16,
+        "mlp_ratio": 4.0,
+        "class_dropout_prob": 0.1,
+        "num_classes": 1000,
+        "learn_sigma": True,
+        "vae_1d": False,
     },
 }
 # keys of the released config.json files that do not change the network
@@ -164,7 +186,8 @@ def add_generator_arguments(parser: argparse.ArgumentParser, presets: dict, kind
         help="released tokenizer (softvq-l-64, maetok-b-128, ...) to download, convert and put in a pipeline folder",
     )
     parser.add_argument(
-        "--pipeline", action="store_true",
+        "--pipeline",
+        action="store_true",
         help="write a complete pipeline folder with the tokenizer the --preset generator was trained on",
     )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")

@@ -32,8 +32,13 @@ class DiTBlock(nn.Module):
         # timm's qk-norm is an affine LayerNorm with torch's default eps; float32 attention in the
         # original's explicit order (the sequences are short: 32..256 tokens)
         self.attn = Attention(
-            hidden_size, num_heads, qkv_bias=True, out_bias=True, qk_norm="layer" if qk_norm else False,
-            norm_eps=1e-5, eager_float32=True,
+            hidden_size,
+            num_heads,
+            qkv_bias=True,
+            out_bias=True,
+            qk_norm="layer" if qk_norm else False,
+            norm_eps=1e-5,
+            eager_float32=True,
         )
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = GELUMLP(hidden_size, int(hidden_size * mlp_ratio), bias=True, approximate="tanh")
@@ -46,7 +51,9 @@ class DiTBlock(nn.Module):
         )
         attended = self.attn(modulate(self.norm1(hidden_states), shift_msa, scale_msa))
         hidden_states = gated_residual(hidden_states, gate_msa, attended)
-        return gated_residual(hidden_states, gate_mlp, self.mlp(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp)))
+        return gated_residual(
+            hidden_states, gate_mlp, self.mlp(modulate(self.norm2(hidden_states), shift_mlp, scale_mlp))
+        )
 
 
 class DiTFinalLayer(nn.Module):
@@ -95,7 +102,9 @@ class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, Peft
             if int(value) <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         if hidden_size % num_attention_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}")
+            raise ValueError(
+                f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}"
+            )
         if hidden_size % 2:
             raise ValueError(f"hidden_size must be even for the sin-cos position table, got {hidden_size}")
         if not 0.0 <= class_dropout_prob < 1.0:

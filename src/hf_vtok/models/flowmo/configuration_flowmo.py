@@ -29,7 +29,9 @@ def parse_sampling_schedule(schedule: str) -> tuple[str, float | None]:
             power = float("nan")
         if math.isfinite(power) and power > 0:
             return "pow", power
-    raise ValueError(f"unknown sampling schedule {schedule!r}; expected 'linear' or 'pow_<p>' with p > 0 (e.g. 'pow_0.25')")
+    raise ValueError(
+        f"unknown sampling schedule {schedule!r}; expected 'linear' or 'pow_<p>' with p > 0 (e.g. 'pow_0.25')"
+    )
 
 
 @strict
@@ -127,8 +129,19 @@ class FlowMoConfig(PreTrainedConfig):
                 f"unknown timestep_sampling {self.timestep_sampling!r}; supported: {', '.join(TIMESTEP_SAMPLINGS)}"
             )
         parse_sampling_schedule(self.sampling_schedule)
-        for name in ("image_size", "num_channels", "patch_size", "code_length", "context_dim", "mup_width",
-                     "encoder_depth", "decoder_depth", "base_hidden_size", "num_attention_heads", "num_inference_steps"):
+        for name in (
+            "image_size",
+            "num_channels",
+            "patch_size",
+            "code_length",
+            "context_dim",
+            "mup_width",
+            "encoder_depth",
+            "decoder_depth",
+            "base_hidden_size",
+            "num_attention_heads",
+            "num_inference_steps",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.enc_mup_width is not None and self.enc_mup_width <= 0:

@@ -225,7 +225,9 @@ def convert_flowmo_checkpoint(
 
 def preset_original_config(preset: str) -> dict:
     """The original config of a preset: base.yaml plus the README's overrides."""
-    return apply_overrides({"model": {}}, [f"{_dotted(field)}={value}" for field, value in FLOWMO_PRESETS[preset].items()])
+    return apply_overrides(
+        {"model": {}}, [f"{_dotted(field)}={value}" for field, value in FLOWMO_PRESETS[preset].items()]
+    )
 
 
 def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, original_config=None, **options):
@@ -263,13 +265,24 @@ def main(argv=None):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(FLOWMO_PRESETS), help="released model (sets the config; downloads without --checkpoint)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(FLOWMO_PRESETS),
+        help="released model (sets the config; downloads without --checkpoint)",
+    )
     parser.add_argument("--checkpoint", help="trainer .pth with model_ema_state_dict / model_state_dict")
     parser.add_argument("--config", help="the run's resolved original yaml config (base.yaml + overrides)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="original dotlist override, e.g. model.context_dim=56 (repeatable)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="original dotlist override, e.g. model.context_dim=56 (repeatable)",
+    )
     parser.add_argument("--width-table", help="yaml file or dotted --config key replacing DIT_ZOO['dit_b_4']")
-    parser.add_argument("--online-weights", action="store_true", help="convert model_state_dict instead of the EMA weights")
+    parser.add_argument(
+        "--online-weights", action="store_true", help="convert model_state_dict instead of the EMA weights"
+    )
     parser.add_argument("--state-dict-key", help="checkpoint entry to convert ('' for a bare state dict)")
     parser.add_argument("--output", required=True, help="output folder (save_pretrained layout)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
@@ -316,7 +329,11 @@ def _dotted(field: str) -> str:
 def _merge(base: Mapping, update: Mapping) -> dict:
     merged = dict(base)
     for key, value in update.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) else value
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+            else value
+        )
     return merged
 
 

@@ -147,7 +147,9 @@ class FlowMoImageProcessor(VisualTokenizerImageProcessor):
                     f"image {index} is {height}x{width} (HxW) but FlowMo takes {target[0]}x{target[1]} images; "
                     "enable do_resize / do_center_crop (the default) or resize it yourself"
                 )
-            processed.append(self._to_model_space(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std))
+            processed.append(
+                self._to_model_space(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
+            )
         pixel_values = torch.stack(processed)
         if return_tensors == "np":
             pixel_values = pixel_values.numpy()

@@ -280,7 +280,10 @@ class FlowMoTransformer(nn.Module):
 
     def rotary_tables(self, code_ids: torch.Tensor, image_ids: torch.Tensor):
         """cos/sin tables for the code and image positions; angles in float64 as the original computes them."""
-        return tuple(rope_tables(ids, self.axes_dim, self.rope_theta, angle_dtype=torch.float64) for ids in (code_ids, image_ids))
+        return tuple(
+            rope_tables(ids, self.axes_dim, self.rope_theta, angle_dtype=torch.float64)
+            for ids in (code_ids, image_ids)
+        )
 
     @staticmethod
     def timestep_features(timesteps: torch.Tensor) -> torch.Tensor:
@@ -372,8 +375,14 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
     # layout helpers
     def _check_pixels(self, pixel_values: torch.Tensor, name: str = "pixel_values") -> None:
         config = self.config
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or pixel_values.shape[1] != config.num_channels:
-            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        if (
+            not isinstance(pixel_values, torch.Tensor)
+            or pixel_values.dim() != 4
+            or pixel_values.shape[1] != config.num_channels
+        ):
+            shape = (
+                tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            )
             raise ValueError(f"{name} must be an image batch [B, {config.num_channels}, H, W] in [-1, 1], got {shape}")
         height, width = pixel_values.shape[-2:]
         if height % config.patch_size or width % config.patch_size:
@@ -404,7 +413,9 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         """LFQ token ids ``[B, code_length * context_dim / bits]`` -> the ±1 code ``[B, code_length, context_dim]``."""
         config = self.config
         if config.quantization_type != "lfq":
-            raise ValueError(f"image_tokens exist only for quantization_type='lfq'; this model uses {config.quantization_type!r}")
+            raise ValueError(
+                f"image_tokens exist only for quantization_type='lfq'; this model uses {config.quantization_type!r}"
+            )
         if image_tokens.dim() != 2 or image_tokens.shape[1] != config.tokens_per_image:
             raise ValueError(
                 f"image_tokens must be [B, {config.tokens_per_image}] (code_length {config.code_length} x "
@@ -416,7 +427,9 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
     def latents_to_tokens(self, latents: torch.Tensor) -> torch.LongTensor:
         """Code ``[B, code_length, context_dim]`` -> LFQ token ids (by sign)."""
         if self.config.quantization_type != "lfq":
-            raise ValueError(f"token ids exist only for quantization_type='lfq', not {self.config.quantization_type!r}")
+            raise ValueError(
+                f"token ids exist only for quantization_type='lfq', not {self.config.quantization_type!r}"
+            )
         self._check_latents(latents)
         return self.quantizer.codes_to_indices(self._group_token_bits(latents)).reshape(latents.shape[0], -1)
 
@@ -425,7 +438,9 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         expected = (config.code_length, config.context_dim)
         if not isinstance(latents, torch.Tensor) or latents.dim() != 3 or tuple(latents.shape[1:]) != expected:
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"latents must be [B, {expected[0]}, {expected[1]}] (code_length, context_dim), got {shape}")
+            raise ValueError(
+                f"latents must be [B, {expected[0]}, {expected[1]}] (code_length, context_dim), got {shape}"
+            )
 
     def conditioning(self, latents: torch.Tensor) -> torch.Tensor:
         """Decoder code input: the code plus a ones "mask" channel, ``[B, code_length, context_dim + 1]``.
@@ -451,11 +466,15 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
                 "entropy_loss": result.entropy_loss,
                 "commitment_loss": result.commitment_loss,
             }
-            weighted = config.entropy_loss_weight * result.entropy_loss + config.commit_loss_weight * result.commitment_loss
+            weighted = (
+                config.entropy_loss_weight * result.entropy_loss + config.commit_loss_weight * result.commitment_loss
+            )
             return latents, tokens, weighted, losses, None
         if config.quantization_type == "kl":
             # the original computes the KL (unweighted) and samples the posterior in every mode
-            result = self.quantizer(code, sample=sample_posterior, generator=generator, noise=latent_noise, return_kl=True)
+            result = self.quantizer(
+                code, sample=sample_posterior, generator=generator, noise=latent_noise, return_kl=True
+            )
             kl = result.kl.mean()
             return result.latents, None, kl, {"kl_loss": kl}, result.latent_dist
         return code, None, zero, None, None
@@ -514,7 +533,13 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         image_states = self.decoder.image_embed(patchify(sample.to(dtype), config.patch_size, PATCH_LAYOUT))
         conditioning = self.decoder.embed_time(timesteps)
         image_out, code_out, image_history, code_history = self.decoder(
-            image_states, code_states, rotary, conditioning, output_hidden_states, return_image=True, return_code=output_code
+            image_states,
+            code_states,
+            rotary,
+            conditioning,
+            output_hidden_states,
+            return_image=True,
+            return_code=output_code,
         )
         grid = (height // config.patch_size, width // config.patch_size)
         velocity = unpatchify(image_out, grid, config.patch_size, config.num_channels, PATCH_LAYOUT)
@@ -525,7 +550,9 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         if timesteps.dim() == 0:
             timesteps = timesteps.expand(batch)
         if tuple(timesteps.shape) != (batch,):
-            raise ValueError(f"timesteps must be a scalar or [B={batch}] flow times in [0, 1], got {tuple(timesteps.shape)}")
+            raise ValueError(
+                f"timesteps must be a scalar or [B={batch}] flow times in [0, 1], got {tuple(timesteps.shape)}"
+            )
         return timesteps
 
     def velocity(
@@ -552,7 +579,9 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             conditioning = self.conditioning(latents)
         expected = (sample.shape[0], config.code_length, config.context_dim + 1)
         if tuple(conditioning.shape) != expected:
-            raise ValueError(f"conditioning must be {list(expected)} (code plus mask channel), got {tuple(conditioning.shape)}")
+            raise ValueError(
+                f"conditioning must be {list(expected)} (code plus mask channel), got {tuple(conditioning.shape)}"
+            )
         timesteps = self._flow_times(timesteps, sample.shape[0], sample.device)
         code_states = self.decoder.code_embed(conditioning.to(self.decoder.code_embed.weight.dtype))
         rotary = self._rotary(self.decoder, *sample.shape[-2:], sample.device)
@@ -631,9 +660,13 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         if noise is None:
             height = height or config.image_size
             width = width or config.image_size
-            noise = randn_tensor((batch, config.num_channels, height, width), generator=generator, device=device, dtype=torch.float32)
+            noise = randn_tensor(
+                (batch, config.num_channels, height, width), generator=generator, device=device, dtype=torch.float32
+            )
         else:
-            expected = (batch, config.num_channels) + ((height, width) if height and width else tuple(noise.shape[-2:]))
+            expected = (batch, config.num_channels) + (
+                (height, width) if height and width else tuple(noise.shape[-2:])
+            )
             if tuple(noise.shape) != expected:
                 raise ValueError(f"noise must be {list(expected)}, got {tuple(noise.shape)}")
             noise = noise.to(device=device, dtype=torch.float32)
@@ -701,7 +734,9 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             return _uniform((batch,), generator, device)
         times = torch.sigmoid(randn_tensor((batch,), generator=generator, device=device, dtype=torch.float32))
         if sampling == "fat_lognormal":  # 10% of the samples uniform instead
-            times = torch.where(_uniform((batch,), generator, device) <= 0.9, times, _uniform((batch,), generator, device))
+            times = torch.where(
+                _uniform((batch,), generator, device) <= 0.9, times, _uniform((batch,), generator, device)
+            )
         return times
 
     def sample_posttrain_timesteps(
@@ -774,11 +809,17 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         batch, device = pixel_values.shape[0], pixel_values.device
         pixel_values = pixel_values.float()
         encoded = self.encode(pixel_values, return_loss=True, generator=generator)
-        timesteps = self.sample_timesteps(batch, generator, device) if timesteps is None else self._flow_times(timesteps, batch, device)
+        timesteps = (
+            self.sample_timesteps(batch, generator, device)
+            if timesteps is None
+            else self._flow_times(timesteps, batch, device)
+        )
         if noise is None:
             noise = randn_tensor(pixel_values.shape, generator=generator, device=device, dtype=pixel_values.dtype)
         elif noise.shape != pixel_values.shape:
-            raise ValueError(f"noise must have the shape of pixel_values {tuple(pixel_values.shape)}, got {tuple(noise.shape)}")
+            raise ValueError(
+                f"noise must have the shape of pixel_values {tuple(pixel_values.shape)}, got {tuple(noise.shape)}"
+            )
         times = timesteps.view(batch, 1, 1, 1)
         noisy = (1 - times) * pixel_values + times * noise
         conditioning = self.conditioning(encoded.latents)
@@ -804,7 +845,11 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
                 checkpoint_steps=checkpoint_posttrain_steps,
             ).sample
         loss = diffusion_loss + encoded.quantizer_loss
-        losses = {"diffusion_loss": diffusion_loss, "quantizer_loss": encoded.quantizer_loss, **(encoded.quantizer_losses or {})}
+        losses = {
+            "diffusion_loss": diffusion_loss,
+            "quantizer_loss": encoded.quantizer_loss,
+            **(encoded.quantizer_losses or {}),
+        }
         output = FlowMoOutput(
             loss=loss,
             losses=losses,

@@ -23,8 +23,13 @@ import torch
 from accelerate import init_empty_weights
 from transformers.utils import logging
 
-from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
-from ...conversion import strip_prefixes
+from ...conversion import (
+    CheckpointMismatchError,
+    load_original_state_dict,
+    load_state_dict_strictly,
+    rename_keys,
+    strip_prefixes,
+)
 from ...pretrained import download_pretrained
 from .configuration_latent_token_vit import ReleasedTokenizer
 from .image_processing_latent_token_vit import LatentTokenImageProcessor
@@ -134,7 +139,9 @@ def read_original_config(config: str | os.PathLike | dict) -> tuple[dict[str, An
     args = {**ORIGINAL_DEFAULTS, **{key: value for key, value in config.items() if key in ORIGINAL_DEFAULTS}}
     for role in ("enc", "dec"):
         if args[f"{role}_type"] != "vit":
-            raise ValueError(f"{source}: {role}_type={args[f'{role}_type']!r}; only ViT tokenizers ('vit') are supported")
+            raise ValueError(
+                f"{source}: {role}_type={args[f'{role}_type']!r}; only ViT tokenizers ('vit') are supported"
+            )
         if args[f"{role}_tuning_method"] != "full":
             raise ValueError(
                 f"{source}: {role}_tuning_method={args[f'{role}_tuning_method']!r}; only fully tuned ('full') "
@@ -319,7 +326,9 @@ def add_common_arguments(parser, presets: dict[str, ReleasedTokenizer]) -> None:
     parser.add_argument("--preset", choices=sorted(presets), help="released model (downloads its files unless given)")
     parser.add_argument("--checkpoint", help="original model.safetensors")
     parser.add_argument("--config", help="original config.json written by the original's hub mixin")
-    parser.add_argument("--arch-overrides", help="JSON (or file) {timm_name: {embed_dim, depth, num_heads}} for non-standard ViTs")
+    parser.add_argument(
+        "--arch-overrides", help="JSON (or file) {timm_name: {embed_dim, depth, num_heads}} for non-standard ViTs"
+    )
     parser.add_argument("--output", required=True, help="output folder (save_pretrained layout)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
 

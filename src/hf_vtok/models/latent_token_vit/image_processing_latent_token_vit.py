@@ -104,5 +104,7 @@ class LatentTokenImageProcessor(VisualTokenizerImageProcessor):
         if sample.dim() == 3:
             sample = sample.unsqueeze(0)
         if sample.dim() != 4 or sample.shape[1] != 3:
-            raise ValueError(f"postprocess needs images [B, 3, H, W] (or one [3, H, W]), got shape {tuple(sample.shape)}")
+            raise ValueError(
+                f"postprocess needs images [B, 3, H, W] (or one [3, H, W]), got shape {tuple(sample.shape)}"
+            )
         return self._convert_output(list(sample), output_type, do_denormalize)

@@ -92,8 +92,12 @@ class LatentTokenViTEncoder(nn.Module):
         hidden_states = self.patch_embed(pixel_values).flatten(2).transpose(1, 2)
         if token_mask is not None:
             if self.mask_token is None:
-                raise ValueError("token_mask was given but this encoder has no mask token (no token masking configured)")
-            hidden_states = torch.where(token_mask.unsqueeze(-1), self.mask_token.to(hidden_states.dtype), hidden_states)
+                raise ValueError(
+                    "token_mask was given but this encoder has no mask token (no token masking configured)"
+                )
+            hidden_states = torch.where(
+                token_mask.unsqueeze(-1), self.mask_token.to(hidden_states.dtype), hidden_states
+            )
         hidden_states = torch.cat((self.cls_token.expand(batch, -1, -1).to(hidden_states.dtype), hidden_states), dim=1)
         hidden_states = self.position_embedding(hidden_states, (rows, cols), interpolate_pos_encoding)
         latent_tokens = (self.latent_tokens + self.latent_position_embedding).expand(batch, -1, -1)
@@ -146,11 +150,15 @@ class LatentTokenViTDecoder(nn.Module):
             None if use_rope else LearnedPositionEmbedding(grid_size, hidden_size, self.num_prefix_tokens)
         )
         self.latent_position_embedding = nn.Parameter(torch.zeros(1, num_latent_tokens, hidden_size))
-        self.rope = LearnedMixedRope2D(num_layers, num_heads, hidden_size // num_heads, rope_theta) if use_rope else None
+        self.rope = (
+            LearnedMixedRope2D(num_layers, num_heads, hidden_size // num_heads, rope_theta) if use_rope else None
+        )
         rates = _drop_path_rates(drop_path_rate, num_layers)
         if latent_modulation:
             self.layers = nn.ModuleList(
-                LatentModulatedViTBlock(hidden_size, num_heads, latent_channels, mlp_ratio, norm_eps=norm_eps, drop_path=rate)
+                LatentModulatedViTBlock(
+                    hidden_size, num_heads, latent_channels, mlp_ratio, norm_eps=norm_eps, drop_path=rate
+                )
                 for rate in rates
             )
             self.norm = LatentModulatedNorm(hidden_size, latent_channels, norm_eps)
@@ -201,7 +209,9 @@ class LatentTokenViTDecoder(nn.Module):
         if self.position_embedding is not None:
             hidden_states = self.position_embedding(hidden_states, (rows, cols), interpolate_pos_encoding)
         hidden_states = torch.cat((hidden_states, embedded_latents), dim=1)
-        rotary = self.rope(rows, cols, self.num_prefix_tokens, self.num_latent_tokens) if self.rope is not None else None
+        rotary = (
+            self.rope(rows, cols, self.num_prefix_tokens, self.num_latent_tokens) if self.rope is not None else None
+        )
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for index, layer in enumerate(self.layers):
             layer_rotary = rotary[index] if rotary is not None else None
@@ -300,9 +310,15 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
         width = config.image_size if width is None else int(width)
         patch = config.decoder_patch_size
         if height <= 0 or width <= 0 or height % patch or width % patch:
-            raise ValueError(f"decode size {height}x{width} (HxW) must be positive multiples of the decoder patch size {patch}")
+            raise ValueError(
+                f"decode size {height}x{width} (HxW) must be positive multiples of the decoder patch size {patch}"
+            )
         grid = (height // patch, width // patch)
-        if grid != config.decoder_grid_size and self.decoder.position_embedding is not None and not interpolate_pos_encoding:
+        if (
+            grid != config.decoder_grid_size
+            and self.decoder.position_embedding is not None
+            and not interpolate_pos_encoding
+        ):
             raise ValueError(
                 f"this decoder has an absolute position embedding for {config.image_size}x{config.image_size} images and "
                 f"cannot decode {height}x{width} (the original cannot either); pass interpolate_pos_encoding=True to "
@@ -330,16 +346,22 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
         is not clamped (as the original).
         """
         if image_tokens is not None:
-            raise ValueError(f"{type(self).__name__} is a continuous tokenizer: decode takes latents, not image_tokens")
+            raise ValueError(
+                f"{type(self).__name__} is a continuous tokenizer: decode takes latents, not image_tokens"
+            )
         latents = self._check_latents(latents)
         rows, cols = self._decoder_grid(height, width, interpolate_pos_encoding)
         patches, hidden_states = self.decoder(latents, (rows, cols), interpolate_pos_encoding, output_hidden_states)
         config = self.config
-        sample = unpatchify(patches, (rows, cols), config.decoder_patch_size, config.num_channels, layout="channels_last")
+        sample = unpatchify(
+            patches, (rows, cols), config.decoder_patch_size, config.num_channels, layout="channels_last"
+        )
         output = VisualTokenizerDecoderOutput(sample=sample, hidden_states=hidden_states)
         return output if return_dict else output.to_tuple()
 
     def _reconstruct(self, latents: torch.Tensor, pixel_values: torch.Tensor, interpolate_pos_encoding: bool):
         """``forward``'s decoding step: ``latents`` back to images of the input's size."""
         height, width = pixel_values.shape[-2:]
-        return self.decode(latents, height=height, width=width, interpolate_pos_encoding=interpolate_pos_encoding).sample
+        return self.decode(
+            latents, height=height, width=width, interpolate_pos_encoding=interpolate_pos_encoding
+        ).sample

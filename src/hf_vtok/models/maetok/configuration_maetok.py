@@ -97,4 +97,6 @@ class MAETokConfig(LatentTokenViTConfig):
         return self.num_channels * self.hog_num_bins * (self.decoder_patch_size // self.hog_cell_size) ** 2
 
     def auxiliary_feature_dim(self, target: str) -> int:
-        return {"hog": self.hog_feature_dim, "dinov2": self.dinov2_feature_dim, "siglip": self.siglip_feature_dim}[target]
+        return {"hog": self.hog_feature_dim, "dinov2": self.dinov2_feature_dim, "siglip": self.siglip_feature_dim}[
+            target
+        ]

@@ -60,7 +60,14 @@ def convert_maetok_checkpoint(
     ``release`` (a preset name or ``ReleasedTokenizer``) additionally checks the sizes of that release.
     """
     return convert_original_checkpoint(
-        MAETokModel, checkpoint, original_config, maetok_fields, MAETOK_PRESETS, arch_overrides, release, dtype,
+        MAETokModel,
+        checkpoint,
+        original_config,
+        maetok_fields,
+        MAETOK_PRESETS,
+        arch_overrides,
+        release,
+        dtype,
         **config_overrides,
     )
 

@@ -40,11 +40,21 @@ class HOGFeatures(nn.Module):
         super().__init__()
         if patch_size % cell_size:
             raise ValueError(f"patch_size {patch_size} must be a multiple of cell_size {cell_size}")
-        self.patch_size, self.num_bins, self.cell_size, self.gaussian_window = patch_size, num_bins, cell_size, gaussian_window
+        self.patch_size, self.num_bins, self.cell_size, self.gaussian_window = (
+            patch_size,
+            num_bins,
+            cell_size,
+            gaussian_window,
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = images.shape
-        if height % self.patch_size or width % self.patch_size or height % self.gaussian_window or width % self.gaussian_window:
+        if (
+            height % self.patch_size
+            or width % self.patch_size
+            or height % self.gaussian_window
+            or width % self.gaussian_window
+        ):
             raise ValueError(
                 f"HOG needs an image size ({height}x{width}) divisible by the patch size {self.patch_size} and the "
                 f"Gaussian window {self.gaussian_window}"
@@ -102,11 +112,15 @@ class MAETokFeatureTargets(nn.Module):
     ) -> "MAETokFeatureTargets":
         """Targets for ``config.auxiliary_targets``: HOG built from the config, teachers as given."""
         targets = set(config.auxiliary_targets)
-        missing = [name for name, model in (("dinov2", dinov2), ("siglip", siglip)) if name in targets and model is None]
+        missing = [
+            name for name, model in (("dinov2", dinov2), ("siglip", siglip)) if name in targets and model is None
+        ]
         if missing:
             raise ValueError(f"config.auxiliary_targets asks for {missing} but no such teacher model was given")
         hog = (
-            HOGFeatures(config.decoder_patch_size, config.hog_num_bins, config.hog_cell_size, config.hog_gaussian_window)
+            HOGFeatures(
+                config.decoder_patch_size, config.hog_num_bins, config.hog_cell_size, config.hog_gaussian_window
+            )
             if "hog" in targets
             else None
         )

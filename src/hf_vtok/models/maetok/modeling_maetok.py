@@ -34,9 +34,7 @@ from ..latent_token_vit.modeling_latent_token_vit import (
 from .configuration_maetok import MAETokConfig
 
 
-def sample_mask_ratio(
-    minimum: float, maximum: float, std: float, generator: torch.Generator | None = None
-) -> float:
+def sample_mask_ratio(minimum: float, maximum: float, std: float, generator: torch.Generator | None = None) -> float:
     """One draw of a normal with mean ``maximum`` and std ``std`` truncated to ``[minimum, maximum]`` (inverse CDF)."""
     if minimum == maximum:
         return float(maximum)

@@ -63,7 +63,14 @@ def convert_softvq_checkpoint(
     ``release`` (a preset name or ``ReleasedTokenizer``) additionally checks the sizes of that release.
     """
     return convert_original_checkpoint(
-        SoftVQModel, checkpoint, original_config, softvq_fields, SOFTVQ_PRESETS, arch_overrides, release, dtype,
+        SoftVQModel,
+        checkpoint,
+        original_config,
+        softvq_fields,
+        SOFTVQ_PRESETS,
+        arch_overrides,
+        release,
+        dtype,
         **config_overrides,
     )
 

@@ -22,8 +22,13 @@ from pathlib import Path
 import torch
 from accelerate import init_empty_weights
 
-from ...conversion import CheckpointMismatchError, load_state_dict_strictly, load_torch_checkpoint, rename_keys
-from ...conversion import strip_prefixes
+from ...conversion import (
+    CheckpointMismatchError,
+    load_state_dict_strictly,
+    load_torch_checkpoint,
+    rename_keys,
+    strip_prefixes,
+)
 from .configuration_v2flow import FLOW_METHODS, V2FLOW_ARCHITECTURES, V2FlowConfig
 from .image_processing_v2flow import V2FlowImageProcessor
 from .llm_vocabulary import load_llm_vocabulary
@@ -96,7 +101,9 @@ def convert_v2flow_state_dict(original: Mapping[str, torch.Tensor]) -> tuple[dic
     dropped = {key: reason for key, reason in DROPPED_KEYS.items() if key in original}
     initted = original.get("quantizer._codebook.initted")
     if initted is not None and not bool(initted.all()):
-        raise CheckpointMismatchError("quantizer._codebook.initted is 0: this checkpoint's codebook was never initialised")
+        raise CheckpointMismatchError(
+            "quantizer._codebook.initted is 0: this checkpoint's codebook was never initialised"
+        )
     state_dict = rename_keys({key: value for key, value in original.items() if key not in DROPPED_KEYS}, KEY_RULES)
     for key in ("quantizer.codebook", "quantizer.ema_embed_sum", "quantizer.ema_cluster_size"):
         if key in state_dict:
@@ -111,9 +118,15 @@ def infer_v2flow_config(
     state_dict: Mapping[str, torch.Tensor], args: Mapping, num_attention_heads: int | None = None, **overrides
 ) -> V2FlowConfig:
     """Architecture from the (hf_vtok-named) tensors, run settings from the original arguments."""
-    for key in ("unconditional_embedding", "encoder.position_embedding", "encoder.token_proj.weight",
-                "connector.s1.b1.conv1.conv.weight", "quantizer.codebook", "flow_head.input_proj.weight",
-                "encoder.blocks.0.mlp.fc1.weight"):
+    for key in (
+        "unconditional_embedding",
+        "encoder.position_embedding",
+        "encoder.token_proj.weight",
+        "connector.s1.b1.conv1.conv.weight",
+        "quantizer.codebook",
+        "flow_head.input_proj.weight",
+        "encoder.blocks.0.mlp.fc1.weight",
+    ):
         if key not in state_dict:
             raise CheckpointMismatchError(f"not a V2Flow checkpoint: it has no tensor for {key!r}")
     hidden_size = state_dict["unconditional_embedding"].shape[1]
@@ -258,14 +271,22 @@ def convert_v2flow_checkpoint(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="original checkpoint-last.pth")
     parser.add_argument("--output", required=True, help="output folder (save_pretrained layout)")
-    parser.add_argument("--weights", choices=sorted(WEIGHT_CHOICES), default="model",
-                        help="live weights ('model', default; what the original evaluates) or their EMA")
+    parser.add_argument(
+        "--weights",
+        choices=sorted(WEIGHT_CHOICES),
+        default="model",
+        help="live weights ('model', default; what the original evaluates) or their EMA",
+    )
     parser.add_argument("--args", help="JSON file of original arguments merged over the checkpoint's")
-    parser.add_argument("--num-attention-heads", type=int,
-                        help="heads of the MAR transformer when --model was not v2flow_base/large/huge")
+    parser.add_argument(
+        "--num-attention-heads",
+        type=int,
+        help="heads of the MAR transformer when --model was not v2flow_base/large/huge",
+    )
     parser.add_argument("--llm-vocabulary", help="vocabulary file to check llm_embed_tokens against")
-    parser.add_argument("--drop-ema-statistics", action="store_true",
-                        help="drop the codebook's EMA statistics (inference-only folder)")
+    parser.add_argument(
+        "--drop-ema-statistics", action="store_true", help="drop the codebook's EMA statistics (inference-only folder)"
+    )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
 
 

@@ -191,7 +191,9 @@ def extend_vocabulary(
 # sequences
 
 
-def prompt_ids(tokenizer, prompt: str, vocabulary: V2FlowVocabulary, max_prompt_tokens: int | None = None) -> list[int]:
+def prompt_ids(
+    tokenizer, prompt: str, vocabulary: V2FlowVocabulary, max_prompt_tokens: int | None = None
+) -> list[int]:
     """``[BOS] prompt <begin_of_image>``: the prefix an image follows (``""`` is the unconditional prompt).
     The prompt's own tokens are cut to ``max_prompt_tokens``."""
     if not isinstance(prompt, str):

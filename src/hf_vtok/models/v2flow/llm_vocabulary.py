@@ -110,7 +110,9 @@ def load_llm_vocabulary(path: str | os.PathLike) -> torch.Tensor:
         if isinstance(vocabulary, dict):
             tensors = [value for value in vocabulary.values() if isinstance(value, torch.Tensor)]
             if len(tensors) != 1:
-                raise ValueError(f"{str(path)!r} is a dict of {len(tensors)} tensors; expected the bare embed_tokens tensor")
+                raise ValueError(
+                    f"{str(path)!r} is a dict of {len(tensors)} tensors; expected the bare embed_tokens tensor"
+                )
             vocabulary = tensors[0]
     if not isinstance(vocabulary, torch.Tensor) or vocabulary.dim() != 2:
         shape = tuple(vocabulary.shape) if isinstance(vocabulary, torch.Tensor) else type(vocabulary).__name__

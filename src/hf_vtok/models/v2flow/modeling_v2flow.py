@@ -147,7 +147,9 @@ class RegNetBottleneck(nn.Module):
         self.se = SqueezeExcite(out_channels, int(round(in_channels * 0.25)))
         self.conv3 = ConvNormAct(out_channels, out_channels, 1, eps=eps, activation=False)
         self.downsample = (
-            ConvNormAct(in_channels, out_channels, 1, eps=eps, activation=False) if in_channels != out_channels else None
+            ConvNormAct(in_channels, out_channels, 1, eps=eps, activation=False)
+            if in_channels != out_channels
+            else None
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -360,7 +362,9 @@ class V2FlowHead(nn.Module):
         dtype = self.input_proj.weight.dtype
         # embedded row by row even for one shared time: a one-row matmul rounds differently
         frequencies = get_timestep_embedding(
-            timestep.reshape(-1).expand(sample.shape[0]), self.frequency_channels, flip_sin_to_cos=True,
+            timestep.reshape(-1).expand(sample.shape[0]),
+            self.frequency_channels,
+            flip_sin_to_cos=True,
             downscale_freq_shift=0,
         )
         conditioning = self.time_embedding(frequencies.to(dtype)) + projected_condition
@@ -711,7 +715,9 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
             orders = orders.to(device=device, dtype=torch.long)
             expected = torch.arange(length, device=device).expand(batch, -1)
             if tuple(orders.shape) != (batch, length) or not torch.equal(orders.sort(dim=-1).values, expected):
-                raise ValueError(f"orders must be one permutation of 0..{length - 1} per sample, [B, L] = {(batch, length)}")
+                raise ValueError(
+                    f"orders must be one permutation of 0..{length - 1} per sample, [B, L] = {(batch, length)}"
+                )
 
         dtype = self.encoder.token_proj.weight.dtype
         guided = guidance != 1.0

@@ -28,7 +28,9 @@ _UNDERSCORE_STACK = re.compile(r"w(\d+)_d(\d+)_h(\d+)(?:_m(\d+(?:\.\d+)?))?")
 _INLINE_MODIFIER = re.compile(r"([wdhm])(\d+(?:\.\d+)?)")
 
 
-def _parse_stack(spec: str, variant: str, role: str, default_stack: tuple[int, int, int] = _DEFAULT_STACK) -> dict[str, Any]:
+def _parse_stack(
+    spec: str, variant: str, role: str, default_stack: tuple[int, int, int] = _DEFAULT_STACK
+) -> dict[str, Any]:
     """One stack of a variant: ``w{W}_d{D}_h{H}[_m{M}]`` or a base letter with inline ``w/d/h/m`` overrides.
 
     ``default_stack`` (width, depth, heads) applies when the spec names no base letter.
@@ -105,7 +107,6 @@ def parse_vitok_variant(variant: str) -> dict[str, Any]:
     }
 
 
-
 _DIT_DEFAULT_STACK = (1024, 24, 16)  # the DiT's width / depth / heads when a spec names no base letter
 
 
@@ -116,7 +117,9 @@ def parse_vitok_dit_variant(variant: str) -> dict[str, Any]:
         raise ValueError(f"malformed ViTok DiT variant {variant!r}: expected '<model>/<num_tokens>', e.g. 'L/256'")
     spec, tokens = variant.split("/")
     if not tokens.isdigit() or int(tokens) <= 0:
-        raise ValueError(f"malformed ViTok DiT variant {variant!r}: the token count {tokens!r} must be a positive integer")
+        raise ValueError(
+            f"malformed ViTok DiT variant {variant!r}: the token count {tokens!r} must be a positive integer"
+        )
     stack = _parse_stack(spec, variant, "DiT", default_stack=_DIT_DEFAULT_STACK)
     return {
         "hidden_size": stack["width"],
@@ -125,6 +128,7 @@ def parse_vitok_dit_variant(variant: str) -> dict[str, Any]:
         "mlp_ratio": stack["mlp_ratio"],
         "num_tokens": int(tokens),
     }
+
 
 @strict
 class ViTokConfig(PreTrainedConfig):

@@ -18,8 +18,13 @@ import re
 import torch
 from accelerate import init_empty_weights
 
-from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
-from ...conversion import strip_prefixes
+from ...conversion import (
+    CheckpointMismatchError,
+    load_original_state_dict,
+    load_state_dict_strictly,
+    rename_keys,
+    strip_prefixes,
+)
 from .configuration_vitok import parse_vitok_dit_variant
 from .modeling_vitok_dit import ViTokDiTTransformerModel
 
@@ -99,10 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--inner-key", help="entry of a training checkpoint holding the weights, e.g. ema")
     parser.add_argument("--variant", help="original DiT variant, e.g. L/256 (checked against the weights)")
-    parser.add_argument("--sliding-window", type=int, help="the original's `sw`: 2D window radius on every other block")
+    parser.add_argument(
+        "--sliding-window", type=int, help="the original's `sw`: 2D window radius on every other block"
+    )
     parser.add_argument("--rope-theta", type=float, default=10000.0, help="RoPE base (default 10000)")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--tokenizer", help="hf_vtok ViTok AE folder or Hub id: write a complete ViTokDiTPipeline folder")
+    parser.add_argument(
+        "--tokenizer", help="hf_vtok ViTok AE folder or Hub id: write a complete ViTokDiTPipeline folder"
+    )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
 
 

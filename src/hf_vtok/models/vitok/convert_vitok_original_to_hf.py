@@ -17,8 +17,13 @@ import re
 import torch
 from accelerate import init_empty_weights
 
-from ...conversion import CheckpointMismatchError, load_original_state_dict, load_state_dict_strictly, rename_keys
-from ...conversion import strip_prefixes
+from ...conversion import (
+    CheckpointMismatchError,
+    load_original_state_dict,
+    load_state_dict_strictly,
+    rename_keys,
+    strip_prefixes,
+)
 from ...pretrained import download_pretrained, family_presets
 from .configuration_vitok import VITOK_PRESETS, ViTokConfig
 from .image_processing_vitok import ViTokImageProcessor
@@ -80,7 +85,9 @@ def infer_vitok_config(state_dict: dict[str, torch.Tensor], **overrides) -> ViTo
         fields.update({f"encoder_{k}": fields[f"decoder_{k}"] for k in ("hidden_size", "num_layers", "num_heads")})
     if not has_decoder:
         fields.update({f"decoder_{k}": fields[f"encoder_{k}"] for k in ("hidden_size", "num_layers", "num_heads")})
-    fields.update(has_encoder=has_encoder, has_decoder=has_decoder, use_layer_scale=any("layer_scale" in k for k in state_dict))
+    fields.update(
+        has_encoder=has_encoder, has_decoder=has_decoder, use_layer_scale=any("layer_scale" in k for k in state_dict)
+    )
     fields.update(overrides)
     return ViTokConfig(**fields)
 
@@ -130,7 +137,10 @@ def convert_vitok_checkpoint(
 def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, **config_overrides):
     """``(model, processor)`` of a registry entry (``hf_vtok.pretrained``) from its downloaded files."""
     model = convert_vitok_checkpoint(
-        encoder_path=files["encoder"], decoder_path=files["decoder"], variant=entry.config["variant"], dtype=dtype,
+        encoder_path=files["encoder"],
+        decoder_path=files["decoder"],
+        variant=entry.config["variant"],
+        dtype=dtype,
         **config_overrides,
     )
     return model, ViTokImageProcessor(patch_size=model.config.patch_size)

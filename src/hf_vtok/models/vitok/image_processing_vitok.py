@@ -281,7 +281,9 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
                 for index in range(sample.shape[0])
             ]
         else:
-            raise ValueError(f"postprocess needs [B, N, 3*p*p] patches or [B, 3, H, W] images, got {tuple(sample.shape)}")
+            raise ValueError(
+                f"postprocess needs [B, N, 3*p*p] patches or [B, 3, H, W] images, got {tuple(sample.shape)}"
+            )
         if orig_height is not None and orig_width is not None:
             extents = [(int(height), int(width)) for height, width in zip(orig_height, orig_width)]
         images = [canvas[index, :, :height, :width] for index, (height, width) in enumerate(extents)]

@@ -63,7 +63,9 @@ class ViTokBlock(GradientCheckpointingLayer):
         self.attention = Attention(hidden_size, num_heads, qk_norm=True, norm_eps=config.norm_eps)
         intermediate = rounded_hidden_size(hidden_size, config.mlp_ratio, config.mlp_multiple_of)
         self.mlp = SwiGLU(hidden_size, intermediate)
-        self.layer_scale = LayerScale(hidden_size, config.layer_scale_init) if config.use_layer_scale else nn.Identity()
+        self.layer_scale = (
+            LayerScale(hidden_size, config.layer_scale_init) if config.use_layer_scale else nn.Identity()
+        )
         self.drop_path = DropPath(drop_path)
 
     def forward(

@@ -20,8 +20,16 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
 from ...hub import HubMixin
-from ...modules import Attention, FP32LayerNorm, LayerScale, SwiGLU, grid_positions, modulate, rope_tables_2d
-from ...modules import rounded_hidden_size
+from ...modules import (
+    Attention,
+    FP32LayerNorm,
+    LayerScale,
+    SwiGLU,
+    grid_positions,
+    modulate,
+    rope_tables_2d,
+    rounded_hidden_size,
+)
 
 NUM_MODULATIONS = 4  # shift, scale, attention gate, MLP gate
 
@@ -211,7 +219,9 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
     ) -> Transformer2DModelOutput | tuple:
         config = self.config
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != config.in_channels:
-            raise ValueError(f"hidden_states must be [B, L, {config.in_channels}], got shape {tuple(hidden_states.shape)}")
+            raise ValueError(
+                f"hidden_states must be [B, L, {config.in_channels}], got shape {tuple(hidden_states.shape)}"
+            )
         batch, length, _ = hidden_states.shape
         device = hidden_states.device
         timestep = torch.as_tensor(timestep, device=device)
@@ -226,7 +236,9 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
             raise ValueError(
                 f"class_labels must be integer ids of shape ({batch},) or ({batch}, 1), got {tuple(class_labels.shape)}"
             )
-        if not torch.compiler.is_compiling() and bool(((class_labels < 0) | (class_labels > config.num_classes)).any()):
+        if not torch.compiler.is_compiling() and bool(
+            ((class_labels < 0) | (class_labels > config.num_classes)).any()
+        ):
             raise ValueError(
                 f"class_labels {class_labels.tolist()} out of range: expected 0..{config.num_classes - 1} "
                 f"or the null class {config.num_classes}"
@@ -235,7 +247,9 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
         dtype = self.proj_in.weight.dtype
 
         hidden_states = self.proj_in(hidden_states.to(dtype))
-        special = [token.expand(batch, -1, -1) for token in (self.cls_token, self.register_tokens) if token is not None]
+        special = [
+            token.expand(batch, -1, -1) for token in (self.cls_token, self.register_tokens) if token is not None
+        ]
         if special:
             hidden_states = torch.cat([*special, hidden_states], dim=1)
         frequencies = get_timestep_embedding(
@@ -251,8 +265,10 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
         for block in self.blocks:
             mask = masks.get(block.sliding_window)
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                hidden_states = self._gradient_checkpointing_func(block, hidden_states, shared_modulation, rotary, mask)
+                hidden_states = self._gradient_checkpointing_func(
+                    block, hidden_states, shared_modulation, rotary, mask
+                )
             else:
                 hidden_states = block(hidden_states, shared_modulation, rotary, mask)
-        output = self.final_layer(hidden_states[:, self.num_special_tokens:], head_shift, head_scale)
+        output = self.final_layer(hidden_states[:, self.num_special_tokens :], head_shift, head_scale)
         return Transformer2DModelOutput(sample=output) if return_dict else (output,)

@@ -60,9 +60,9 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
         ``u + s (c - u)`` and duplicated, the variance channels of both halves are kept.
         """
         half = latents[: latents.shape[0] // 2]
-        output = self.transformer(
-            torch.cat([half, half]), timestep=timestep, class_labels=class_labels
-        ).sample.to(torch.float32)
+        output = self.transformer(torch.cat([half, half]), timestep=timestep, class_labels=class_labels).sample.to(
+            torch.float32
+        )
         channels = self.transformer.config.in_channels
         eps, rest = output[..., :channels], output[..., channels:]
         conditional, unconditional = eps.chunk(2)

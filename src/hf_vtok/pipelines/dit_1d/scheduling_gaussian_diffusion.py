@@ -32,6 +32,7 @@ def named_beta_schedule(name: str, num_train_timesteps: int) -> np.ndarray:
         scale = 1000 / num_train_timesteps
         return np.linspace(scale * 0.0001, scale * 0.02, num_train_timesteps, dtype=np.float64)
     if name == "cosine":
+
         def alpha_bar(time):
             return math.cos((time + 0.008) / 1.008 * math.pi / 2) ** 2
 
@@ -51,7 +52,7 @@ def space_timesteps(num_train_timesteps: int, section_counts: int | str | list[i
     or ``"ddimN"`` (a constant integer stride giving exactly N steps).
     """
     if isinstance(section_counts, str) and section_counts.startswith("ddim"):
-        desired = int(section_counts[len("ddim"):])
+        desired = int(section_counts[len("ddim") :])
         for stride in range(1, num_train_timesteps):
             if len(range(0, num_train_timesteps, stride)) == desired:
                 return list(range(0, num_train_timesteps, stride))
@@ -227,7 +228,9 @@ class GaussianDiffusionScheduler(SchedulerMixin, ConfigMixin):
             )
         return model_output, None
 
-    def model_mean_variance(self, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> dict[str, torch.Tensor]:
+    def model_mean_variance(
+        self, model_output: torch.Tensor, timestep, sample: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """ADM's ``p_mean_variance``: ``mean``, ``log_variance`` and ``pred_original_sample`` of p(x_{t-1} | x_t)."""
         indices = self._indices(timestep, sample.shape[0], sample.device)
         prediction, variance_values = self.split_model_output(model_output, sample)
@@ -291,7 +294,9 @@ class GaussianDiffusionScheduler(SchedulerMixin, ConfigMixin):
             alpha_bar = self._extract("alphas_cumprod", indices, sample)
             alpha_bar_prev = self._extract("alphas_cumprod_prev", indices, sample)
             eta = self.config.eta
-            sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+            sigma = (
+                eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+            )
             prev_sample = pred_original * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
             if eta > 0:
                 prev_sample = prev_sample + nonzero * sigma * draw()

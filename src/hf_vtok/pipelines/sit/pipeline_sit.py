@@ -37,7 +37,11 @@ class SiTPipeline(TokenizerGenerationPipeline):
     @classmethod
     def from_components(cls, transformer, tokenizer, scheduler: SiTFlowScheduler | None = None) -> "SiTPipeline":
         """Pipeline from a converted transformer and a tokenizer (model, folder or Hub id); default scheduler SDE, linear."""
-        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=SiTFlowScheduler() if scheduler is None else scheduler)
+        return cls(
+            tokenizer=tokenizer_from(tokenizer),
+            transformer=transformer,
+            scheduler=SiTFlowScheduler() if scheduler is None else scheduler,
+        )
 
     @torch.no_grad()
     def __call__(
@@ -72,7 +76,9 @@ class SiTPipeline(TokenizerGenerationPipeline):
         guided = self.check_guidance_scale(guidance_scale)
         low, high = (float(value) for value in guidance_interval)
         if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"guidance_interval must satisfy 0 <= low <= high <= 1 (flow time, 1 = noise), got {guidance_interval}")
+            raise ValueError(
+                f"guidance_interval must satisfy 0 <= low <= high <= 1 (flow time, 1 = noise), got {guidance_interval}"
+            )
         self.check_steps(num_inference_steps)
         self.check_output_type(output_type)
         shape = (labels.shape[0], config.num_tokens, config.in_channels)
@@ -94,7 +100,9 @@ class SiTPipeline(TokenizerGenerationPipeline):
             model_input = torch.cat([latents, latents]) if guide_now else latents
             model_labels = torch.cat([labels, null_labels]) if guide_now else labels
             velocity = self.transformer(
-                model_input.to(dtype), timestep=time.to(torch.float32).expand(model_input.shape[0]), class_labels=model_labels
+                model_input.to(dtype),
+                timestep=time.to(torch.float32).expand(model_input.shape[0]),
+                class_labels=model_labels,
             ).sample.to(torch.float64)
             if guide_now:
                 conditional, unconditional = velocity.chunk(2)

@@ -52,14 +52,20 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
 
     fixed_token_count = False
 
-    def __init__(self, tokenizer: PreTrainedModel, transformer: ViTokDiTTransformerModel, scheduler: UniPCMultistepScheduler):
+    def __init__(
+        self, tokenizer: PreTrainedModel, transformer: ViTokDiTTransformerModel, scheduler: UniPCMultistepScheduler
+    ):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
         self.check_components()
 
     @classmethod
     def from_components(cls, transformer, tokenizer, scheduler=None) -> "ViTokDiTPipeline":
-        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=vitok_unipc_scheduler() if scheduler is None else scheduler)
+        return cls(
+            tokenizer=tokenizer_from(tokenizer),
+            transformer=transformer,
+            scheduler=vitok_unipc_scheduler() if scheduler is None else scheduler,
+        )
 
     def _grid(self, height, width) -> tuple[int, int]:
         patch = self.tokenizer.config.patch_size
@@ -74,13 +80,17 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
         if height is None or width is None:
             raise ValueError("give both height and width (pixels), or neither")
         if height <= 0 or width <= 0 or height % patch or width % patch:
-            raise ValueError(f"height and width must be positive multiples of the tokenizer's patch size {patch}, got {height}x{width}")
+            raise ValueError(
+                f"height and width must be positive multiples of the tokenizer's patch size {patch}, got {height}x{width}"
+            )
         return height // patch, width // patch
 
     def _set_timesteps(self, num_inference_steps, device):
         scheduler = self.scheduler
         if isinstance(scheduler, UniPCMultistepScheduler) and scheduler.config.use_flow_sigmas:
-            sigmas = vitok_flow_sigmas(num_inference_steps, scheduler.config.flow_shift, scheduler.config.num_train_timesteps)
+            sigmas = vitok_flow_sigmas(
+                num_inference_steps, scheduler.config.flow_shift, scheduler.config.num_train_timesteps
+            )
             scheduler.set_timesteps(sigmas=sigmas, device=device)
         else:
             scheduler.set_timesteps(num_inference_steps, device=device)
