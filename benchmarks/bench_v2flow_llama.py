@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import common
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from hf_vtok.models.v2flow.language_model import (
+from hf_vtok.pipelines.v2flow.language_model import (
     V2FlowVocabulary,
     image_logits_processors,
 )

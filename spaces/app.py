@@ -28,14 +28,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import hf_vtok  # noqa: E402, F401  (registers the Auto classes)
-from hf_vtok.evaluation.reconstruction import tokens_per_image  # noqa: E402
-from hf_vtok.metrics import psnr, ssim  # noqa: E402
-from hf_vtok.reconstruct import (  # noqa: E402
+from hf_vtok.commands.evaluate import tokens_per_image  # noqa: E402
+from hf_vtok.commands.reconstruct import (  # noqa: E402
     default_model_path,
     encode_decode,
-    load_tokenizer,
     processor_for_any_size,
 )
+from hf_vtok.hub.loading import load_tokenizer  # noqa: E402
+from hf_vtok.metrics import psnr, ssim  # noqa: E402
 from hf_vtok.utils.images import adm_center_crop  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (Path(__file__).resolve().parent / "examples").glob("*.jpg"))

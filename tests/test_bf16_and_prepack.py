@@ -23,8 +23,8 @@ from hf_vtok.models.dit_1d import convert_dit_checkpoint
 from hf_vtok.models.flowmo.convert_flowmo_original_to_hf import convert_flowmo_checkpoint, load_original_config
 from hf_vtok.models.sit import convert_sit_checkpoint
 from hf_vtok.models.v2flow.convert_v2flow_original_to_hf import convert_v2flow_checkpoint
-from hf_vtok.models.vitok.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
 from hf_vtok.models.vitok.convert_vitok_original_to_hf import convert_vitok_checkpoint
+from hf_vtok.models.vitok_dit.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
 
 pytestmark = pytest.mark.parity
 

@@ -239,7 +239,7 @@ def test_eval_generation_gfid_and_inception_score(workspace, tiny_dit_pipeline, 
 
 
 def test_eval_generation_rejects_a_folder_without_a_pipeline(workspace, tmp_path):
-    with pytest.raises(ValueError, match="no model_index.json"):
+    with pytest.raises(ValueError, match="holds a tokenizer .*, not a pipeline"):
         main([
             "eval-generation", "--pipeline", str(workspace / "vitok_p8"), "--num-samples", "2",
             "--reference", str(workspace / "photos"), "--reference-num-samples", "2", "--resolution", "32",

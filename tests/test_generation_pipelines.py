@@ -24,8 +24,8 @@ from hf_vtok import (
     ViTokModel,
 )
 from hf_vtok.cli import main as cli_main
-from hf_vtok.flow.scheduling_sit import score_from_velocity
-from hf_vtok.pipelines.dit_1d.scheduling_gaussian_diffusion import space_timesteps
+from hf_vtok.schedulers.scheduling_gaussian_diffusion import space_timesteps
+from hf_vtok.schedulers.scheduling_sit_flow import score_from_velocity
 
 
 def _tokenizer(**changes):

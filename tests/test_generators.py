@@ -12,8 +12,8 @@ from hf_vtok.cli import main as cli_main
 from hf_vtok.conversion import CheckpointMismatchError
 from hf_vtok.models.dit_1d import DIT_PRESETS, convert_dit_checkpoint
 from hf_vtok.models.sit import SIT_PRESETS, convert_sit_checkpoint
-from hf_vtok.models.vitok.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
-from hf_vtok.models.vitok.modeling_vitok_dit import sliding_window_mask
+from hf_vtok.models.vitok_dit.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
+from hf_vtok.models.vitok_dit.modeling_vitok_dit import sliding_window_mask
 
 TINY_1D = dict(in_channels=4, num_tokens=6, hidden_size=16, num_layers=2, num_attention_heads=2, num_classes=5)
 TINY_VITOK = dict(in_channels=4, hidden_size=16, num_layers=2, num_attention_heads=2, num_classes=5, num_tokens=9)

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 import hf_vtok
 from hf_vtok import hub
 from hf_vtok.pipelines.dit_1d import DiT1DPipeline
+from hf_vtok.registry import FAMILIES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,7 +200,7 @@ def test_generator_and_pipeline_push(tmp_path, monkeypatch):
 
 
 def test_every_family_has_a_template():
-    for family in hub.CARD_FAMILIES:
+    for family in FAMILIES:
         assert hub.template_path(family).is_file()
     with pytest.raises(ValueError, match="no model card template for 'nope'"):
         hub.template_path("nope")
@@ -223,7 +224,7 @@ def test_templates_ship_in_the_wheel(tmp_path):
     )  # fmt: skip
     (wheel,) = (tmp_path / "wheel").glob("hf_vtok-*.whl")
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("hf_vtok/model_cards/")}
-    assert shipped == {f"hf_vtok/model_cards/{info.template}" for info in hub.CARD_FAMILIES.values()}
+    assert shipped == {f"hf_vtok/model_cards/{info.card_template}" for info in FAMILIES.values()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,9 +318,10 @@ def test_register_for_auto_class_writes_the_bundle_on_save(tmp_path, monkeypatch
     source = (tmp_path / "modeling_maetok.py").read_text()
     assert "from ..latent_token_vit" not in source
     assert "from .hf_vtok_models_latent_token_vit_modeling_latent_token_vit import" in source
-    # a lazily imported part of hf_vtok that is not bundled (the registry's converters) says what it needs
-    registry = (tmp_path / "hf_vtok_pretrained.py").read_text()
-    assert "raise ImportError('pretrained: this needs hf_vtok installed (pip install hf_vtok)')" in registry
+    # a lazily imported part of hf_vtok that is not bundled (push_to_hub's cards) says what it needs
+    publishing = (tmp_path / "hf_vtok_publishing.py").read_text()
+    assert "raise ImportError('publishing: this needs hf_vtok installed (pip install hf_vtok)')" in publishing
+    assert not any("hub" in name or "commands" in name for name in bundled)  # the application layer stays out
 
 
 def test_v2flow_pipeline_push_runs_its_snippet(tmp_path, monkeypatch, photo):

@@ -1,4 +1,4 @@
-"""hf_vtok.pretrained: the registry of released checkpoints, Hub-cache downloads, `hf-vtok convert --preset`.
+"""hf_vtok.registry / hf_vtok.hub.presets: the released checkpoints, Hub-cache downloads, `hf-vtok convert --preset`.
 
 Nothing downloads: "released" files are the parity fixtures (original formats) put into a Hub cache
 folder laid out as huggingface_hub writes it, and each tiny fixture stands in for a real entry whose
@@ -15,12 +15,12 @@ from huggingface_hub import constants as hub_constants
 from transformers import AutoModel
 
 import hf_vtok
-from hf_vtok import pretrained
-from hf_vtok.cli import CONVERTERS
 from hf_vtok.cli import main as cli_main
 from hf_vtok.conversion import CheckpointMismatchError
+from hf_vtok.hub import presets as pretrained
+from hf_vtok.hub.presets import PretrainedNotAvailableError, converter_of
 from hf_vtok.models.latent_token_vit.convert_latent_token_vit import load_arch_overrides
-from hf_vtok.pretrained import PRETRAINED, PretrainedNotAvailableError, get_pretrained
+from hf_vtok.registry import FAMILIES, PRETRAINED, get_pretrained
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # of the files in the test Hub caches
 RELEASES_PER_FAMILY = {"vitok": 9, "flowmo": 2, "softvq": 8, "maetok": 2, "sit": 10, "dit": 2}
@@ -30,7 +30,7 @@ def test_registry_covers_every_release():
     counts = {}
     for entry in PRETRAINED.values():
         counts[entry.family] = counts.get(entry.family, 0) + 1
-        assert entry.family in CONVERTERS and hasattr(entry.converter, "convert_release"), entry.name
+        assert hasattr(converter_of(entry.family), "convert_release"), entry.name
         assert entry.license and entry.files and entry.config and "/" in entry.repo_id
         assert entry.kind == ("generator" if entry.family in ("sit", "dit") else "tokenizer")
     assert counts == RELEASES_PER_FAMILY
@@ -39,7 +39,7 @@ def test_registry_covers_every_release():
             tokenizer = get_pretrained(entry.tokenizer)
             assert entry.config["in_channels"] == tokenizer.config["latent_channels"]
             assert entry.config["num_tokens"] == tokenizer.config["num_latent_tokens"]
-            assert hasattr(entry.converter, "build_pipeline") and entry.sampling
+            assert FAMILIES[entry.family].pipeline and entry.sampling
     aliases = [alias for entry in PRETRAINED.values() for alias in entry.aliases]
     assert len(set(aliases) | set(PRETRAINED)) == len(aliases) + len(PRETRAINED)
     assert get_pretrained("350M-f16x64") is PRETRAINED["vitok-v2-350M-f16x64"]

@@ -63,7 +63,7 @@ def app(requirements):
 @pytest.fixture(scope="module")
 def tokenizer_folder():
     """The small ViTok embedded in hf_vtok: what ``python spaces/app.py`` runs on, with no download."""
-    from hf_vtok.reconstruct import default_model_path
+    from hf_vtok.commands.reconstruct import default_model_path
 
     return default_model_path()
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from training_utils import TEACHER, free_port, write_photos
 
+from hf_vtok.data.datasets import draw_generator
 from hf_vtok.losses import (
     DinoDiscriminator,
     DinoPerceptualLoss,
@@ -40,7 +41,6 @@ from hf_vtok.training import (
     warmup_cosine_factor,
 )
 from hf_vtok.training.checkpointing import _flatten_state, _unflatten_state
-from hf_vtok.training.data import draw_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -304,7 +304,7 @@ def test_reconstruct_with_the_embedded_default_model(tmp_path):
     from PIL import Image
 
     from hf_vtok.cli import main
-    from hf_vtok.reconstruct import DEFAULT_MODEL, psnr_db
+    from hf_vtok.commands.reconstruct import DEFAULT_MODEL, psnr_db
 
     photo = REPO_ROOT / "assets" / "chelsea.png"
     main(["reconstruct", str(photo), "--out", str(tmp_path)])

@@ -18,8 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from hf_vtok import V2FlowConfig, V2FlowLlamaPipeline, V2FlowModel, V2FlowPipeline
 from hf_vtok.data import cache_latents, load_latent_cache
-from hf_vtok.data.latent_cache import load_autoencoder
-from hf_vtok.models.v2flow.language_model import (
+from hf_vtok.hub.loading import load_autoencoder
+from hf_vtok.pipelines.v2flow.language_model import (
     IGNORE_INDEX,
     ClassifierFreeGuidanceLogitsProcessor,
     ImageSpanLogitsProcessor,

@@ -12,8 +12,8 @@ from generator_parity_utils import assert_close
 from safetensors.torch import load_file
 
 from hf_vtok import ViTokDiTPipeline
-from hf_vtok.models.vitok.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
 from hf_vtok.models.vitok.convert_vitok_original_to_hf import convert_vitok_checkpoint
+from hf_vtok.models.vitok_dit.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
 
 pytestmark = pytest.mark.parity
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hf_vtok.commands.reconstruct import processor_for_any_size
 from hf_vtok.losses import charbonnier_loss, ssim_loss
-from hf_vtok.reconstruct import processor_for_any_size
 from hf_vtok.training import (
     Trainer,
     add_data_arguments,

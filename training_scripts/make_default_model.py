@@ -73,8 +73,9 @@ def photo_paths(selection: dict) -> list[Path]:
 def evaluate(model_dir: Path, paths: list[Path]) -> dict:
     """PSNR / SSIM of each photo reconstructed at its native size (one image per batch, no padding)."""
     import hf_vtok  # noqa: F401
+    from hf_vtok.commands.reconstruct import encode_decode, processor_for_any_size
+    from hf_vtok.hub.loading import load_tokenizer
     from hf_vtok.metrics import psnr, ssim
-    from hf_vtok.reconstruct import encode_decode, load_tokenizer, processor_for_any_size
     from hf_vtok.utils.images import load_image
 
     model, processor = load_tokenizer(str(model_dir), "cpu", torch.float32)

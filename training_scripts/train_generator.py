@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from hf_vtok import DiTTransformer1DModel, GaussianDiffusionScheduler, SiTTransformer1DModel, ViTokDiTTransformerModel
 from hf_vtok.data import load_latent_cache
-from hf_vtok.flow.scheduling_sit import path_coefficients
+from hf_vtok.schedulers.scheduling_sit_flow import path_coefficients
 from hf_vtok.training import (
     NO_LABEL,
     CachedLatents,

@@ -34,7 +34,8 @@ import torch
 from torch.utils.data import Dataset
 
 from hf_vtok.data import load_latent_cache
-from hf_vtok.models.v2flow.language_model import (
+from hf_vtok.data.datasets import draw_generator
+from hf_vtok.pipelines.v2flow.language_model import (
     BEGIN_OF_IMAGE_TOKEN,
     IMAGE_TOKEN_TEMPLATE,
     V2FlowVocabulary,
@@ -42,7 +43,6 @@ from hf_vtok.models.v2flow.language_model import (
     image_sequence,
 )
 from hf_vtok.training import Trainer, add_training_arguments, build_optimizer, build_scheduler, parse_with_config
-from hf_vtok.training.data import draw_generator
 
 LANGUAGE_MODEL_FOLDER = "language_model"
 ADAPTER_FOLDER = "adapter"

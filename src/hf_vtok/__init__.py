@@ -1,14 +1,13 @@
 """hf_vtok: recent visual tokenizers as HuggingFace-native models.
 
-Importing the package registers every tokenizer with ``AutoConfig``, ``AutoModel`` and
-``AutoImageProcessor``, so saved folders and Hub repositories load without ``trust_remote_code``.
-It also imports every generator, scheduler and pipeline module: diffusers resolves the component
-classes recorded in a pipeline's ``model_index.json`` only among imported modules.
+Importing the package registers every tokenizer family of ``hf_vtok.registry`` with ``AutoConfig``,
+``AutoModel`` and ``AutoImageProcessor``, so saved folders and Hub repositories load without
+``trust_remote_code``. It also imports every generator, scheduler and pipeline: diffusers resolves the
+component classes recorded in a pipeline's ``model_index.json`` among the names of this package.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from .flow import SiTFlowScheduler
 from .image_processing_utils import VisualTokenizerImageProcessor
 from .modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from .modeling_utils import VisualTokenizerPreTrainedModel
@@ -36,85 +35,65 @@ from .models.v2flow import (
     V2FlowImageProcessor,
     V2FlowModel,
     V2FlowOutput,
-    V2FlowVocabulary,
 )
 from .models.vitok import (
     VITOK_PRESETS,
     ViTokConfig,
     ViTokDecoderOutput,
-    ViTokDiTTransformerModel,
     ViTokEncoderOutput,
     ViTokImageProcessor,
     ViTokModel,
     ViTokOutput,
-    parse_vitok_dit_variant,
     parse_vitok_variant,
 )
+from .models.vitok_dit import ViTokDiTTransformerModel, parse_vitok_dit_variant
 from .pipelines import (
     DiT1DPipeline,
-    GaussianDiffusionScheduler,
     SiTPipeline,
     V2FlowLlamaPipeline,
     V2FlowPipeline,
+    V2FlowVocabulary,
     ViTokDiTPipeline,
-    vitok_flow_sigmas,
-    vitok_unipc_scheduler,
 )
-from .pretrained import PRETRAINED, PretrainedCheckpoint, from_preset
+from .registry import PRETRAINED, TOKENIZER, PretrainedCheckpoint, families
+from .schedulers import GaussianDiffusionScheduler, SiTFlowScheduler, vitok_flow_sigmas, vitok_unipc_scheduler
+from .utils.imports import import_object
 from .utils.prepack import prepack_linear_weights, unpack_linear_weights
 
 __version__ = "0.1.0"
 
-_TOKENIZERS = [
-    (ViTokConfig, ViTokModel, ViTokImageProcessor),
-    (SoftVQConfig, SoftVQModel, LatentTokenImageProcessor),
-    (MAETokConfig, MAETokModel, LatentTokenImageProcessor),
-    (V2FlowConfig, V2FlowModel, V2FlowImageProcessor),
-    (FlowMoConfig, FlowMoModel, FlowMoImageProcessor),
-]
 
-for _config, _model, _processor in _TOKENIZERS:
-    AutoConfig.register(_config.model_type, _config, exist_ok=True)
-    AutoModel.register(_config, _model, exist_ok=True)
-    AutoImageProcessor.register(_config, image_processor_classes={"pil": _processor}, exist_ok=True)
+def _register_tokenizers() -> None:
+    """``AutoConfig`` / ``AutoModel`` / ``AutoImageProcessor`` entries of every tokenizer family in the registry."""
+    for spec in families(TOKENIZER):
+        config, model, processor = (import_object(ref) for ref in (spec.config, spec.model, spec.processor))
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+        AutoModel.register(config, model, exist_ok=True)
+        AutoImageProcessor.register(config, image_processor_classes={"pil": processor}, exist_ok=True)
+
+
+_register_tokenizers()
+
+
+def from_preset(name: str, **kwargs):
+    """A released original checkpoint as an hf_vtok model (downloaded, cached, converted); see
+    ``hf_vtok.hub.presets.from_preset`` for the options."""
+    from .hub.presets import from_preset as load_preset  # the application layer, reached on call only
+
+    return load_preset(name, **kwargs)
+
 
 __all__ = [
-    "prepack_linear_weights",
-    "unpack_linear_weights",
     "DIT_PRESETS",
-    "DiT1DPipeline",
-    "DiTTransformer1DModel",
-    "GaussianDiffusionScheduler",
-    "HOGFeatures",
-    "LatentTokenEncoderOutput",
-    "LatentTokenImageProcessor",
-    "LatentTokenViTOutput",
+    "FLOWMO_PRESETS",
     "MAETOK_PRESETS",
-    "MAETokConfig",
-    "MAETokFeatureTargets",
-    "MAETokModel",
     "PRETRAINED",
-    "PretrainedCheckpoint",
     "SIT_PRESETS",
     "SOFTVQ_PRESETS",
-    "SiTFlowScheduler",
-    "SiTPipeline",
-    "SiTTransformer1DModel",
-    "SoftVQConfig",
-    "SoftVQEncoderOutput",
-    "SoftVQModel",
     "V2FLOW_PRESETS",
-    "V2FlowConfig",
-    "V2FlowDecodeStep",
-    "V2FlowDecoderOutput",
-    "V2FlowEncoderOutput",
-    "V2FlowImageProcessor",
-    "V2FlowModel",
-    "V2FlowOutput",
-    "V2FlowLlamaPipeline",
-    "V2FlowPipeline",
-    "V2FlowVocabulary",
-    "FLOWMO_PRESETS",
+    "VITOK_PRESETS",
+    "DiT1DPipeline",
+    "DiTTransformer1DModel",
     "FlowMoConfig",
     "FlowMoDecoderOutput",
     "FlowMoEncoderOutput",
@@ -122,7 +101,31 @@ __all__ = [
     "FlowMoModel",
     "FlowMoOutput",
     "FlowMoVelocityOutput",
-    "VITOK_PRESETS",
+    "GaussianDiffusionScheduler",
+    "HOGFeatures",
+    "LatentTokenEncoderOutput",
+    "LatentTokenImageProcessor",
+    "LatentTokenViTOutput",
+    "MAETokConfig",
+    "MAETokFeatureTargets",
+    "MAETokModel",
+    "PretrainedCheckpoint",
+    "SiTFlowScheduler",
+    "SiTPipeline",
+    "SiTTransformer1DModel",
+    "SoftVQConfig",
+    "SoftVQEncoderOutput",
+    "SoftVQModel",
+    "V2FlowConfig",
+    "V2FlowDecodeStep",
+    "V2FlowDecoderOutput",
+    "V2FlowEncoderOutput",
+    "V2FlowImageProcessor",
+    "V2FlowLlamaPipeline",
+    "V2FlowModel",
+    "V2FlowOutput",
+    "V2FlowPipeline",
+    "V2FlowVocabulary",
     "ViTokConfig",
     "ViTokDecoderOutput",
     "ViTokDiTPipeline",
@@ -139,6 +142,8 @@ __all__ = [
     "from_preset",
     "parse_vitok_dit_variant",
     "parse_vitok_variant",
+    "prepack_linear_weights",
+    "unpack_linear_weights",
     "vitok_flow_sigmas",
     "vitok_unipc_scheduler",
 ]

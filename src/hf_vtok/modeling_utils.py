@@ -7,9 +7,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
-from .hub import HubMixin
 from .modules import FP32LayerNorm, LayerScale, RMSNorm
 from .modules.modulation import zero_init_rows_
+from .publishing import HubMixin
 
 
 class VisualTokenizerPreTrainedModel(HubMixin, PreTrainedModel):

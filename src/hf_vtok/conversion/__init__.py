@@ -1,5 +1,6 @@
 """Helpers shared by the per-family converters (original checkpoints -> hf_vtok folders)."""
 
+from .converter import Conversion, Converter
 from .state_dicts import (
     CheckpointMismatchError,
     load_original_state_dict,
@@ -11,6 +12,8 @@ from .state_dicts import (
 
 __all__ = [
     "CheckpointMismatchError",
+    "Conversion",
+    "Converter",
     "load_original_state_dict",
     "load_state_dict_strictly",
     "load_torch_checkpoint",

@@ -1,7 +1,7 @@
-"""Data: images from folders, webdataset shards and ``datasets`` (Hub or local), in order or by index; latent caches."""
+"""Data: images from folders, webdataset shards and ``datasets`` (Hub or local), training datasets, latent caches."""
 
 from .images import CROP_MODES, IMAGE_EXTENSIONS, expand_braces, frame_image, iter_images
-from .latent_cache import cache_latents, encode_latents, load_autoencoder, load_latent_cache
+from .latent_cache import ImageTokenEncoder, cache_latents, encode_latents, load_latent_cache
 from .sources import NO_LABEL, DatasetsImages, FolderImages, TarShardImages, open_image_source
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "NO_LABEL",
     "DatasetsImages",
     "FolderImages",
+    "ImageTokenEncoder",
     "TarShardImages",
     "IMAGE_EXTENSIONS",
     "cache_latents",
@@ -16,7 +17,6 @@ __all__ = [
     "expand_braces",
     "frame_image",
     "iter_images",
-    "load_autoencoder",
     "load_latent_cache",
     "open_image_source",
 ]

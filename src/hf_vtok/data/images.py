@@ -49,7 +49,7 @@ def expand_braces(pattern: str) -> list[str]:
     ]
 
 
-def _tar_shards(source: str) -> list[Path] | None:
+def tar_shards(source: str) -> list[Path] | None:
     """The shard files ``source`` names, or None if it does not name tar shards."""
     path = Path(source)
     if path.is_dir():
@@ -64,7 +64,7 @@ def _tar_shards(source: str) -> list[Path] | None:
     return [Path(name) for name in names]
 
 
-def _decode_bytes(data: bytes, name: str) -> Image.Image:
+def decode_image_bytes(data: bytes, name: str) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -98,10 +98,10 @@ def _iter_tar_shards(shards: list[Path]) -> Iterator[tuple[str, Image.Image]]:
                     continue
                 seen.add(key)
                 data = archive.extractfile(member).read()
-                yield f"{shard.name}/{key}", _decode_bytes(data, f"{shard}:{member.name}")
+                yield f"{shard.name}/{key}", decode_image_bytes(data, f"{shard}:{member.name}")
 
 
-def _pick_split(dataset, split: str | None, source: str):
+def pick_split(dataset, split: str | None, source: str):
     if not hasattr(dataset, "keys"):  # already one split
         return dataset
     available = list(dataset.keys())
@@ -115,7 +115,7 @@ def _pick_split(dataset, split: str | None, source: str):
     return dataset[available[0]]
 
 
-def _image_column(example: dict, requested: str | None, source: str) -> str:
+def find_image_column(example: dict, requested: str | None, source: str) -> str:
     if requested is not None:
         if requested not in example:
             raise ValueError(f"dataset {source!r} has no column {requested!r}; columns: {sorted(example)}")
@@ -131,15 +131,15 @@ def _image_column(example: dict, requested: str | None, source: str) -> str:
     )
 
 
-def _as_pil(value, name: str) -> Image.Image:
+def as_pil(value, name: str) -> Image.Image:
     if isinstance(value, Image.Image):
         return to_rgb(ImageOps.exif_transpose(value), name=name)
     if isinstance(value, dict) and value.get("bytes") is not None:
-        return _decode_bytes(value["bytes"], name)
+        return decode_image_bytes(value["bytes"], name)
     if isinstance(value, dict) and value.get("path"):
         return load_image(value["path"])
     if isinstance(value, bytes):
-        return _decode_bytes(value, name)
+        return decode_image_bytes(value, name)
     raise ValueError(f"{name}: expected an image, got {type(value).__name__}")
 
 
@@ -159,11 +159,11 @@ def _iter_datasets(
         raise FileNotFoundError(
             f"{source!r} is not an image folder, an image file, tar shards, or a dataset `datasets` can load: {error}"
         ) from error
-    dataset = _pick_split(dataset, split, source)
+    dataset = pick_split(dataset, split, source)
     column = None
     for index, example in enumerate(dataset):
-        column = column or _image_column(example, image_column, source)
-        yield f"{index:08d}", _as_pil(example[column], f"{source}[{index}].{column}")
+        column = column or find_image_column(example, image_column, source)
+        yield f"{index:08d}", as_pil(example[column], f"{source}[{index}].{column}")
 
 
 def iter_images(
@@ -178,7 +178,7 @@ def iter_images(
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     source = str(source)
     path = Path(source).expanduser()
-    shards = _tar_shards(source)
+    shards = tar_shards(source)
     if shards is not None:
         images = _iter_tar_shards(shards)
     elif path.is_dir() and any(_is_image_file(item) for item in path.rglob("*")):

@@ -24,7 +24,6 @@ shards and redoes the interrupted one: no duplicates, no gaps. Several processes
 ``load_latent_cache(folder)`` returns the rows as one ``datasets.Dataset`` in image order.
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..utils.images import to_pixel_values
 from .images import frame_image
 from .sources import import_datasets, open_image_source
 
@@ -85,44 +85,6 @@ class ImageTokenEncoder(torch.nn.Module):
         return torch.stack(ids)
 
 
-def _is_v2flow_pipeline_folder(name_or_path: str, subfolder: str | None) -> bool:
-    index = Path(name_or_path) / "model_index.json"
-    if subfolder or not index.is_file():
-        return False
-    return json.loads(index.read_text()).get("_class_name") in ("V2FlowPipeline", "V2FlowLlamaPipeline")
-
-
-def load_autoencoder(name_or_path: str, device="cpu", dtype=torch.float32, subfolder: str | None = None):
-    """An hf_vtok tokenizer (its config has an hf_vtok ``model_type``), a diffusers ``AutoencoderDC`` /
-    ``AutoencoderKL``, or a saved ``V2FlowPipeline`` (an ``ImageTokenEncoder``: the cache stores token ids)."""
-    from diffusers import AutoencoderDC, AutoencoderKL
-    from transformers import AutoConfig, AutoModel
-
-    import hf_vtok  # noqa: F401  (registers the tokenizers)
-
-    if _is_v2flow_pipeline_folder(name_or_path, subfolder):
-        from ..pipelines import V2FlowPipeline
-
-        vae = AutoencoderDC.from_pretrained(name_or_path, subfolder="vae", torch_dtype=dtype)
-        tokenizer = AutoModel.from_pretrained(name_or_path, subfolder="tokenizer", dtype=dtype)
-        return ImageTokenEncoder(V2FlowPipeline(vae=vae, tokenizer=tokenizer)).to(device).eval()
-    where = {"subfolder": subfolder} if subfolder else {}
-    config = AutoencoderDC.load_config(name_or_path, **where)
-    class_name = config.get("_class_name")
-    if class_name in ("AutoencoderDC", "AutoencoderKL"):
-        cls = AutoencoderDC if class_name == "AutoencoderDC" else AutoencoderKL
-        model = cls.from_pretrained(name_or_path, torch_dtype=dtype, **where)
-    elif "model_type" in config:
-        AutoConfig.from_pretrained(name_or_path, **where)  # a clear error for unknown model types
-        model = AutoModel.from_pretrained(name_or_path, dtype=dtype, **where)
-    else:
-        raise ValueError(
-            f"{name_or_path!r} is neither an hf_vtok tokenizer (config.json with model_type) nor a diffusers "
-            f"AutoencoderDC / AutoencoderKL (config.json with _class_name); found _class_name={class_name!r}"
-        )
-    return model.to(device).eval()
-
-
 def _settings(model_name: str, source, resolution, shard_size: int, flip: bool) -> dict:
     keys = "\n".join(source.key(index) for index in range(len(source)))
     return {
@@ -158,8 +120,6 @@ def cache_latents(
     With several processes, process ``r`` writes shards ``r, r + W, ...``."""
     datasets = import_datasets("the latent cache")
     from datasets.arrow_writer import ArrowWriter
-
-    from ..training.data import to_pixel_values
 
     if batch_size <= 0 or shard_size <= 0 or (resolution is not None and resolution <= 0):
         raise ValueError("batch_size, shard_size and resolution must be positive")
@@ -267,54 +227,4 @@ def load_latent_cache(folder: str | os.PathLike, require_complete: bool = True):
     return dataset
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="hf_vtok tokenizer or diffusers autoencoder (folder or Hub id)")
-    parser.add_argument("--subfolder", help="subfolder of --model holding the autoencoder (e.g. 'vae')")
-    parser.add_argument("--images", required=True, help="image folder, webdataset shards, or a datasets id / folder")
-    parser.add_argument("--split", help="dataset split")
-    parser.add_argument("--image-column")
-    parser.add_argument("--label-column")
-    parser.add_argument("--output", required=True, help="cache folder (created; run the same command again to resume)")
-    parser.add_argument(
-        "--resolution", type=int, help="ADM center crop to this square size (needed unless all images share one size)"
-    )
-    parser.add_argument("--flip", action="store_true", help="also store the latents of the flipped images")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-size", type=int, default=1000, help="images per Arrow shard (the resume unit)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "float16"],
-        default="float32",
-        help="autoencoder dtype (latents are stored as float32)",
-    )
-
-
-def run(args: argparse.Namespace) -> Path:
-    state = None
-    try:  # under accelerate launch / torchrun: split the shards between the processes
-        from accelerate import PartialState
-
-        state = PartialState() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
-    except ImportError:
-        pass
-    device = state.device if state is not None else args.device
-    model = load_autoencoder(args.model, device, getattr(torch, args.dtype), args.subfolder)
-    source = open_image_source(args.images, args.split, args.image_column, args.label_column)
-    output = cache_latents(
-        model,
-        source,
-        args.output,
-        args.resolution,
-        args.batch_size,
-        args.shard_size,
-        args.flip,
-        model_name=args.model,
-        num_processes=state.num_processes if state else 1,
-        process_index=state.process_index if state else 0,
-    )
-    print(f"cached the latents of {args.images} in {output}")
-    return output
-
-
-__all__ = ["ImageTokenEncoder", "cache_latents", "encode_latents", "load_autoencoder", "load_latent_cache"]
+__all__ = ["ImageTokenEncoder", "cache_latents", "completed_shards", "encode_latents", "load_latent_cache"]

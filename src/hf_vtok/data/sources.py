@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..utils.images import load_image
-from .images import IMAGE_EXTENSIONS, _as_pil, _decode_bytes, _image_column, _pick_split, _tar_shards
+from .images import IMAGE_EXTENSIONS, as_pil, decode_image_bytes, find_image_column, pick_split, tar_shards
 
 NO_LABEL = -1
 
@@ -109,7 +109,7 @@ class TarShardImages:
         with open(shard, "rb") as handle:
             handle.seek(member.offset)
             data = handle.read(member.size)
-        return self.keys[index], _decode_bytes(data, f"{shard}:{member.name}"), self.labels[index]
+        return self.keys[index], decode_image_bytes(data, f"{shard}:{member.name}"), self.labels[index]
 
 
 class DatasetsImages:
@@ -126,10 +126,10 @@ class DatasetsImages:
             dataset = datasets.load_from_disk(str(path))
         else:
             dataset = datasets.load_dataset(source, split=split)
-        self.dataset = _pick_split(dataset, split, source)
+        self.dataset = pick_split(dataset, split, source)
         self.source = source
         first = self.dataset[0]
-        self.image_column = _image_column(first, image_column, source)
+        self.image_column = find_image_column(first, image_column, source)
         if label_column is not None and label_column not in first:
             raise ValueError(f"dataset {source!r} has no column {label_column!r}; columns: {sorted(first)}")
         self.label_column = label_column or ("label" if "label" in first else None)
@@ -146,7 +146,7 @@ class DatasetsImages:
     def __getitem__(self, index: int) -> tuple[str, Image.Image, int]:
         example = self.dataset[index]
         label = int(example[self.label_column]) if self.label_column else NO_LABEL
-        return self.key(index), _as_pil(example[self.image_column], f"{self.source}[{index}]"), label
+        return self.key(index), as_pil(example[self.image_column], f"{self.source}[{index}]"), label
 
 
 def import_datasets(what: str):
@@ -166,7 +166,7 @@ def open_image_source(
 ):
     """Random-access images of a folder, tar shards, or a (non-streamed) ``datasets`` dataset."""
     source = str(source)
-    shards = _tar_shards(source)
+    shards = tar_shards(source)
     if shards is not None:
         return TarShardImages(shards)
     path = Path(source).expanduser()

@@ -13,7 +13,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 
-from ..hub import HubMixin
+from ..publishing import HubMixin
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -23,6 +23,19 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "transformer->tokenizer"
     fixed_token_count = True  # False where the transformer takes any number of tokens (ViTok DiT)
+
+    @classmethod
+    def default_scheduler(cls, transformer, sampling=None):
+        """The scheduler of the original sampler (``sampling``: a release's recipe, ``hf_vtok.registry``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_components(cls, transformer, tokenizer, scheduler=None, sampling=None):
+        """Pipeline from a converted transformer and a tokenizer (model, folder or Hub id); without ``scheduler``
+        the original's sampler, set up by the release's ``sampling`` recipe where it has one."""
+        if scheduler is None:
+            scheduler = cls.default_scheduler(transformer, sampling)
+        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=scheduler)
 
     @classmethod
     def download(cls, pretrained_model_name, **kwargs) -> str:

@@ -2,22 +2,22 @@
 resumable data order and augmentations, checkpoints written atomically (also on SIGTERM / SIGINT), EMA,
 CSV loss curves with a PNG plot, and the originals' optimizers and schedules. ``pip install 'hf_vtok[train]'``."""
 
-from .checkpointing import CheckpointManager, StopRequest, latest_checkpoint, list_checkpoints
-from .data import (
+from ..data.datasets import (  # the data side of training, re-exported for the scripts
     NO_LABEL,
     AugmentedImages,
     CachedLatents,
     StepBatchSampler,
     StreamingAugmentedImages,
-    add_data_arguments,
-    build_image_dataset,
     collate_samples,
+    draw_generator,
     horizontal_flip,
     open_image_source,
     random_crop,
     random_resized_crop,
     to_pixel_values,
 )
+from .checkpointing import CheckpointManager, StopRequest, latest_checkpoint, list_checkpoints
+from .data import add_data_arguments, build_image_dataset
 from .early_stopping import EarlyStopping
 from .ema import ModelEMA
 from .logging import CSVLogger, plot_metrics, read_metrics
@@ -42,6 +42,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "collate_samples",
+    "draw_generator",
     "fresh_copy_with_state",
     "horizontal_flip",
     "latest_checkpoint",

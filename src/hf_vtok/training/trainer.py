@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from ..data.datasets import StepBatchSampler, collate_samples
 from .checkpointing import CheckpointManager, StopRequest
-from .data import StepBatchSampler, collate_samples
 from .ema import ModelEMA
 from .logging import METRICS_FILE, CSVLogger, plot_metrics
 

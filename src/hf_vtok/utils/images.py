@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
@@ -80,3 +81,9 @@ def resize_longest_side(image: Image.Image, size: int, resample=Image.Resampling
         return image
     scale = size / max(image.size)
     return image.resize((int(round(image.width * scale)), int(round(image.height * scale))), resample=resample)
+
+
+def to_pixel_values(image: Image.Image) -> torch.Tensor:
+    """RGB PIL -> ``[3, H, W]`` float32 in [-1, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from ..conversion import load_original_state_dict
+from .checkpoints import load_original_state_dict
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.")
 

@@ -22,15 +22,17 @@ from accelerate import init_empty_weights
 
 from ...conversion import (
     CheckpointMismatchError,
+    Conversion,
+    Converter,
     load_original_state_dict,
     load_state_dict_strictly,
     rename_keys,
     strip_prefixes,
 )
-from ...pretrained import PRETRAINED, convert_pretrained, download_pretrained, family_presets
+from ...registry import family_presets
 from .modeling_dit_1d import DiTTransformer1DModel
 
-# The released DiT-XL generators (entries of hf_vtok.pretrained) by preset name.
+# The released DiT-XL generators (entries of hf_vtok.registry) by preset name.
 DIT_PRESETS = family_presets("dit")
 
 # original key -> hf_vtok key; SiT and DiT share the layout
@@ -147,99 +149,40 @@ def convert_generator_checkpoint(model_class, kind, checkpoint_path, config_path
     return model.eval()
 
 
-def convert_dit_checkpoint(checkpoint_path, config_path, inner_key=None, dtype=None) -> DiTTransformer1DModel:
-    """``DiTTransformer1DModel`` from a released ``model.safetensors`` + ``config.json``
-    (or a training checkpoint with ``inner_key="ema"``)."""
-    return convert_generator_checkpoint(DiTTransformer1DModel, "dit", checkpoint_path, config_path, inner_key, dtype)
+class GeneratorConverter(Converter):
+    """The converter of SiT / DiT releases (``model.safetensors`` + ``config.json``, one key layout)."""
+
+    model_class: type
+    original_kind: str  # "sit" or "dit": which original constructor defaults apply
+    files = {
+        "checkpoint": "original model.safetensors (or a .pt training checkpoint)",
+        "config": "original config.json",
+    }
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--inner-key", help="entry of a training checkpoint holding the weights, e.g. ema")
+
+    def options(self, args: argparse.Namespace) -> dict:
+        return {"inner_key": args.inner_key}
+
+    def convert_checkpoint(self, checkpoint_path, config_path, inner_key=None, dtype=None):
+        """The transformer from a released ``model.safetensors`` + ``config.json`` (or a training checkpoint
+        with ``inner_key="ema"``)."""
+        return convert_generator_checkpoint(
+            self.model_class, self.original_kind, checkpoint_path, config_path, inner_key, dtype
+        )
+
+    def convert(self, files, *, dtype=None, preset=None, release=None, inner_key: str | None = None) -> Conversion:
+        self.require(files, "checkpoint", "config")
+        return Conversion(self.convert_checkpoint(files["checkpoint"], files["config"], inner_key, dtype))
 
 
-def convert_released_tokenizer(name: str, dtype: torch.dtype | None = None):
-    """Download and convert a released tokenizer (a ``hf_vtok.pretrained`` preset name)."""
-    entry = PRETRAINED.get(name)
-    if entry is None or entry.kind != "tokenizer":
-        known = sorted(name for name, entry in PRETRAINED.items() if entry.kind == "tokenizer")
-        raise ValueError(f"unknown tokenizer preset {name!r}; known: {known}")
-    return convert_pretrained(entry, dtype=dtype)[0]
+class DiTConverter(GeneratorConverter):
+    family = "dit"
+    model_class = DiTTransformer1DModel
+    original_kind = "dit"
 
 
-def generator_release_converter(convert):
-    """The registry hook ``convert_release(entry, files, dtype) -> (transformer, None)`` of a ``convert``."""
-
-    def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, **options):
-        return convert(files["checkpoint"], files["config"], dtype=dtype, **options), None
-
-    return convert_release
-
-
-def add_generator_arguments(parser: argparse.ArgumentParser, presets: dict, kind: str) -> None:
-    parser.add_argument("--preset", choices=sorted(presets), help=f"released {kind.upper()} (downloaded from the Hub)")
-    parser.add_argument("--checkpoint", help="original model.safetensors (or a .pt training checkpoint)")
-    parser.add_argument("--config", help="original config.json")
-    parser.add_argument("--inner-key", help="entry of a training checkpoint holding the weights, e.g. ema")
-    parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument(
-        "--tokenizer",
-        help="hf_vtok tokenizer folder or Hub id (e.g. from `hf-vtok convert softvq`): write a complete pipeline folder",
-    )
-    parser.add_argument(
-        "--tokenizer-preset",
-        help="released tokenizer (softvq-l-64, maetok-b-128, ...) to download, convert and put in a pipeline folder",
-    )
-    parser.add_argument(
-        "--pipeline",
-        action="store_true",
-        help="write a complete pipeline folder with the tokenizer the --preset generator was trained on",
-    )
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
-
-
-def run_generator_conversion(args, presets, convert, pipeline_builder, kind) -> str:
-    checkpoint, config = args.checkpoint, args.config
-    preset = presets.get(args.preset) if args.preset else None
-    if preset is not None and not (checkpoint or config):
-        files = download_pretrained(preset)
-        checkpoint, config = files["checkpoint"], files["config"]
-    if not (checkpoint and config):
-        raise ValueError(f"give --preset, or both --checkpoint and --config of the original {kind.upper()}")
-    tokenizer = args.tokenizer
-    tokenizer_preset = args.tokenizer_preset
-    if args.pipeline and not (tokenizer or tokenizer_preset):
-        if preset is None:
-            raise ValueError(
-                "--pipeline takes the tokenizer of a --preset generator; otherwise give --tokenizer or --tokenizer-preset"
-            )
-        tokenizer_preset = preset.tokenizer
-    if tokenizer and tokenizer_preset:
-        raise ValueError("give --tokenizer or --tokenizer-preset, not both")
-    dtype = getattr(torch, args.dtype) if args.dtype else None
-    model = convert(checkpoint, config, inner_key=args.inner_key, dtype=dtype)
-    if tokenizer_preset:
-        tokenizer = convert_released_tokenizer(tokenizer_preset, dtype=dtype)
-    if tokenizer is not None:
-        pipeline = pipeline_builder(model, tokenizer, preset)
-        pipeline.save_pretrained(args.output)
-        print(f"saved {type(pipeline).__name__} ({kind.upper()} {model.num_parameters() / 1e6:.1f}M) to {args.output}")
-    else:
-        model.save_pretrained(args.output)
-        print(f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters) to {args.output}")
-    if preset is not None:
-        print(f"trained on tokenizer preset {preset.tokenizer!r}; recipe: {dict(preset.sampling)}")
-    return args.output
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_generator_arguments(parser, DIT_PRESETS, "dit")
-
-
-def build_pipeline(model, tokenizer, preset=None):
-    """``DiT1DPipeline`` of a converted transformer and tokenizer (the registry's pipeline hook)."""
-    from ...pipelines.dit_1d import DiT1DPipeline
-
-    return DiT1DPipeline.from_components(model, tokenizer)
-
-
-convert_release = generator_release_converter(convert_dit_checkpoint)
-
-
-def run(args: argparse.Namespace) -> str:
-    return run_generator_conversion(args, DIT_PRESETS, convert_dit_checkpoint, build_pipeline, "dit")
+CONVERTER = DiTConverter()
+# ``convert_dit_checkpoint(checkpoint_path, config_path, inner_key=None, dtype=None) -> DiTTransformer1DModel``
+convert_dit_checkpoint = CONVERTER.convert_checkpoint

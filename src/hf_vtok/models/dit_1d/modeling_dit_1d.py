@@ -17,8 +17,8 @@ from diffusers.models.embeddings import LabelEmbedding, TimestepEmbedding, get_t
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
-from ...hub import HubMixin
 from ...modules import GELUMLP, Attention, gated_residual, modulate, sincos_1d_interleaved
+from ...publishing import HubMixin
 
 TIMESTEP_FREQUENCY_DIM = 256
 
@@ -186,8 +186,6 @@ class DiTTransformer1DModel(ClassConditionalTransformer1DModel):
     ``forward(hidden_states [B, L, C], timestep [B] integer DDPM steps 0..999, class_labels [B])``
     returns ``Transformer2DModelOutput(sample=[B, L, out_channels])``.
     """
-
-    card_family = "dit"  # its model card template (hf_vtok.hub)
 
     @register_to_config
     def __init__(

@@ -5,12 +5,12 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ...pretrained import family_presets
+from ...registry import family_presets
 
 QUANTIZATION_TYPES = ("lfq", "kl", "noop")
 TIMESTEP_SAMPLINGS = ("fat_lognormal", "lognormal", "uniform")
 
-# Config fields (over base.yaml) of the released checkpoints (entries of hf_vtok.pretrained) and of the
+# Config fields (over base.yaml) of the released checkpoints (entries of hf_vtok.registry) and of the
 # README's small option (model.patch_size=8 model.mup_width=4), of which no checkpoint was released.
 FLOWMO_PRESETS: dict[str, dict] = {
     **{name: dict(entry.config) for name, entry in family_presets("flowmo").items()},

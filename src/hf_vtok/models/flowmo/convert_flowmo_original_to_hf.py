@@ -26,8 +26,14 @@ import torch
 from accelerate import init_empty_weights
 from transformers.utils import logging
 
-from ...conversion import load_original_state_dict, load_state_dict_strictly, rename_keys, strip_prefixes
-from ...pretrained import download_pretrained, family_presets
+from ...conversion import (
+    Conversion,
+    Converter,
+    load_original_state_dict,
+    load_state_dict_strictly,
+    rename_keys,
+    strip_prefixes,
+)
 from .configuration_flowmo import FLOWMO_PRESETS, TIMESTEP_SAMPLINGS, FlowMoConfig
 from .image_processing_flowmo import FlowMoImageProcessor
 from .modeling_flowmo import FlowMoModel
@@ -230,16 +236,6 @@ def preset_original_config(preset: str) -> dict:
     )
 
 
-def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, original_config=None, **options):
-    """``(model, processor)`` of a registry entry (``hf_vtok.pretrained``) from its downloaded ``.pth``.
-
-    Without ``original_config`` the release is base.yaml plus its preset's overrides.
-    """
-    original_config = original_config if original_config is not None else preset_original_config(entry.name)
-    model = convert_flowmo_checkpoint(files["checkpoint"], original_config=original_config, dtype=dtype, **options)
-    return model, FlowMoImageProcessor(image_size=model.config.image_size)
-
-
 def _read_width_table(spec: str, original: Mapping | None) -> Mapping:
     """``--width-table``: a yaml file, or a dotted key of the ``--config`` yaml holding the table."""
     if Path(spec).is_file():
@@ -256,66 +252,6 @@ def _read_width_table(spec: str, original: Mapping | None) -> Mapping:
     if not isinstance(table, Mapping):
         raise ValueError(f"--width-table {spec!r} is not a mapping (hidden_size, num_heads, axes_dim, ...)")
     return table
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hf-vtok convert flowmo", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--preset",
-        choices=sorted(FLOWMO_PRESETS),
-        help="released model (sets the config; downloads without --checkpoint)",
-    )
-    parser.add_argument("--checkpoint", help="trainer .pth with model_ema_state_dict / model_state_dict")
-    parser.add_argument("--config", help="the run's resolved original yaml config (base.yaml + overrides)")
-    parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="original dotlist override, e.g. model.context_dim=56 (repeatable)",
-    )
-    parser.add_argument("--width-table", help="yaml file or dotted --config key replacing DIT_ZOO['dit_b_4']")
-    parser.add_argument(
-        "--online-weights", action="store_true", help="convert model_state_dict instead of the EMA weights"
-    )
-    parser.add_argument("--state-dict-key", help="checkpoint entry to convert ('' for a bare state dict)")
-    parser.add_argument("--output", required=True, help="output folder (save_pretrained layout)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
-
-
-def run(args: argparse.Namespace) -> str:
-    if not (args.checkpoint or args.preset):
-        raise ValueError("give --checkpoint (with --config or --preset) or a --preset to download")
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        releases = family_presets("flowmo")
-        if args.preset not in releases:
-            raise ValueError(f"preset {args.preset!r} has no released checkpoint; pass --checkpoint")
-        checkpoint = download_pretrained(releases[args.preset])["checkpoint"]
-    original = preset_original_config(args.preset) if args.preset else {"model": {}}
-    if args.config:
-        loaded = load_original_config(args.config)
-        original = _merge(original, loaded)
-    original = apply_overrides(original, args.override)
-    width_table = _read_width_table(args.width_table, original) if args.width_table else None
-    model = convert_flowmo_checkpoint(
-        checkpoint,
-        original_config=original,
-        width_table=width_table,
-        weights="online" if args.online_weights else "ema",
-        state_dict_key=args.state_dict_key,
-        dtype=getattr(torch, args.dtype) if args.dtype else None,
-    )
-    processor = FlowMoImageProcessor(image_size=model.config.image_size)
-    model.save_pretrained(args.output)
-    processor.save_pretrained(args.output)
-    print(f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters) to {args.output}")
-    return args.output
 
 
 def _dotted(field: str) -> str:
@@ -337,5 +273,67 @@ def _merge(base: Mapping, update: Mapping) -> dict:
     return merged
 
 
-if __name__ == "__main__":
-    main()
+class FlowMoConverter(Converter):
+    """``hf-vtok convert flowmo``: the original trainer's ``.pth`` (a release or your own run)."""
+
+    family = "flowmo"
+    files = {
+        "checkpoint": "trainer .pth with model_ema_state_dict / model_state_dict",
+        "config": "the run's resolved original yaml config (base.yaml + overrides)",
+    }
+    weight_files = ("checkpoint",)  # --config alone merges over a released preset's config
+    presets = tuple(sorted(FLOWMO_PRESETS))  # configurations; the released ones also download
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--override",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="original dotlist override, e.g. model.context_dim=56 (repeatable)",
+        )
+        parser.add_argument("--width-table", help="yaml file or dotted --config key replacing DIT_ZOO['dit_b_4']")
+        parser.add_argument(
+            "--online-weights", action="store_true", help="convert model_state_dict instead of the EMA weights"
+        )
+        parser.add_argument("--state-dict-key", help="checkpoint entry to convert ('' for a bare state dict)")
+
+    def options(self, args: argparse.Namespace) -> dict:
+        return {
+            "overrides": args.override,
+            "width_table": args.width_table,
+            "weights": "online" if args.online_weights else "ema",
+            "state_dict_key": args.state_dict_key,
+        }
+
+    def convert(
+        self,
+        files,
+        *,
+        dtype=None,
+        preset=None,
+        release=None,
+        original_config=None,
+        overrides=(),
+        width_table=None,
+        **options,
+    ) -> Conversion:
+        """``original_config`` (a parsed tree) replaces the preset's (base.yaml + the preset's overrides) and the
+        ``config`` file; ``overrides`` (dotlist) and ``width_table`` (a mapping, a yaml file or a dotted config
+        key) apply on top."""
+        self.require(files, "checkpoint")
+        preset = preset or (release.name if release else None)
+        if original_config is None:
+            original_config = preset_original_config(preset) if preset else {"model": {}}
+            if files.get("config"):
+                original_config = _merge(original_config, load_original_config(files["config"]))
+        original_config = apply_overrides(original_config, list(overrides))
+        if isinstance(width_table, str):
+            width_table = _read_width_table(width_table, original_config)
+        model = convert_flowmo_checkpoint(
+            files["checkpoint"], original_config=original_config, width_table=width_table, dtype=dtype, **options
+        )
+        return Conversion(model, FlowMoImageProcessor(image_size=model.config.image_size))
+
+
+CONVERTER = FlowMoConverter()

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ...pretrained import family_presets
+from ...registry import family_presets
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class ReleasedTokenizer:
 
 
 def released_tokenizers(family: str) -> dict[str, ReleasedTokenizer]:
-    """The releases of ``"softvq"`` / ``"maetok"`` (entries of ``hf_vtok.pretrained``) by preset name."""
+    """The releases of ``"softvq"`` / ``"maetok"`` (entries of ``hf_vtok.registry``) by preset name."""
     return {name: ReleasedTokenizer(entry.repo_id, **entry.config) for name, entry in family_presets(family).items()}
 
 

@@ -21,20 +21,18 @@ from typing import Any
 
 import torch
 from accelerate import init_empty_weights
-from transformers.utils import logging
 
 from ...conversion import (
     CheckpointMismatchError,
+    Conversion,
+    Converter,
     load_original_state_dict,
     load_state_dict_strictly,
     rename_keys,
     strip_prefixes,
 )
-from ...pretrained import download_pretrained
-from .configuration_latent_token_vit import ReleasedTokenizer
+from .configuration_latent_token_vit import ReleasedTokenizer, released_tokenizers
 from .image_processing_latent_token_vit import LatentTokenImageProcessor
-
-logger = logging.get_logger(__name__)
 
 # ModelArgs defaults of the reference snapshot (continuous_tokenizer@7cc3e96, modelling/tokenizer.py)
 ORIGINAL_DEFAULTS: dict[str, Any] = {
@@ -309,57 +307,70 @@ def load_arch_overrides(value: str | None) -> dict | None:
     return overrides
 
 
-def release_converter(convert):
-    """The registry hook ``convert_release(entry, files, dtype) -> (model, processor)`` of a family's ``convert``."""
+class LatentTokenConverter(Converter):
+    """The converter of SoftVQ-VAE and MAETok releases (``model.safetensors`` + ``config.json``).
 
-    def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, **options):
-        # the registry checks the release's sizes (entry.config) after conversion
-        model, report = convert(files["checkpoint"], files["config"], dtype=dtype, **options)
-        if report.summary():
-            logger.info(report.summary())
-        return model, LatentTokenImageProcessor.for_model(model.config)
+    A family sets ``family`` and ``model_class`` and implements ``family_fields(args, state_dict)``: its
+    config fields from the original ``ModelArgs`` (rejecting checkpoints of the other family).
+    """
 
-    return convert_release
+    model_class: type
+    files = {
+        "checkpoint": "original model.safetensors",
+        "config": "original config.json written by the original's hub mixin",
+    }
 
+    def family_fields(self, args: dict, state_dict: dict[str, torch.Tensor]) -> dict:
+        raise NotImplementedError
 
-def add_common_arguments(parser, presets: dict[str, ReleasedTokenizer]) -> None:
-    parser.add_argument("--preset", choices=sorted(presets), help="released model (downloads its files unless given)")
-    parser.add_argument("--checkpoint", help="original model.safetensors")
-    parser.add_argument("--config", help="original config.json written by the original's hub mixin")
-    parser.add_argument(
-        "--arch-overrides", help="JSON (or file) {timm_name: {embed_dim, depth, num_heads}} for non-standard ViTs"
-    )
-    parser.add_argument("--output", required=True, help="output folder (save_pretrained layout)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--arch-overrides",
+            help="JSON (or file) {timm_name: {embed_dim, depth, num_heads}} for non-standard ViTs",
+        )
 
+    def options(self, args) -> dict:
+        return {"arch_overrides": load_arch_overrides(args.arch_overrides)}
 
-def run_conversion(args, presets: dict[str, ReleasedTokenizer], convert, processor_class) -> str:
-    """CLI body shared by ``hf-vtok convert softvq|maetok``."""
-    release = presets[args.preset] if args.preset else None
-    checkpoint, config = args.checkpoint, args.config
-    if release is not None and not (checkpoint or config):
-        files = download_pretrained(args.preset)
-        checkpoint, config = files["checkpoint"], files["config"]
-    if not (checkpoint and config):
-        raise ValueError("give --preset, or both --checkpoint and --config")
-    model, report = convert(
-        checkpoint,
-        config,
-        arch_overrides=load_arch_overrides(args.arch_overrides),
-        release=release,
-        dtype=getattr(torch, args.dtype) if args.dtype else None,
-    )
-    processor = processor_class.for_model(model.config)
-    model.save_pretrained(args.output)
-    processor.save_pretrained(args.output)
-    if report.summary():
-        print(report.summary())
-    print(f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters) to {args.output}")
-    return args.output
+    def convert_checkpoint(
+        self,
+        checkpoint: str | os.PathLike | dict[str, torch.Tensor],
+        original_config: str | os.PathLike | dict,
+        arch_overrides: dict | None = None,
+        release: ReleasedTokenizer | str | None = None,
+        dtype: torch.dtype | None = None,
+        **config_overrides,
+    ) -> tuple[torch.nn.Module, ConversionReport]:
+        """The model (eval mode) and a ``ConversionReport`` from original files.
+
+        ``release`` (a preset name or ``ReleasedTokenizer``) additionally checks the sizes of that release.
+        """
+        return convert_original_checkpoint(
+            self.model_class,
+            checkpoint,
+            original_config,
+            self.family_fields,
+            released_tokenizers(self.family),
+            arch_overrides,
+            release,
+            dtype,
+            **config_overrides,
+        )
+
+    def convert(
+        self, files, *, dtype=None, preset=None, release=None, arch_overrides=None, **config_overrides
+    ) -> Conversion:
+        self.require(files, "checkpoint", "config")
+        model, report = self.convert_checkpoint(
+            files["checkpoint"], files["config"], arch_overrides, release=preset, dtype=dtype, **config_overrides
+        )
+        notes = [report.summary()] if report.summary() else []
+        return Conversion(model, LatentTokenImageProcessor.for_model(model.config), notes)
 
 
 __all__ = [
     "ConversionReport",
+    "LatentTokenConverter",
     "ReleasedTokenizer",
     "architecture_fields",
     "convert_original_checkpoint",

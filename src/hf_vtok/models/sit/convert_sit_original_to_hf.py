@@ -11,43 +11,21 @@ own tokenizer, downloaded and converted), ``--tokenizer-preset NAME`` or ``--tok
 sampling recipe in its scheduler (SDE, cosine path). Same key layout as the DiT (``hf_vtok.models.dit_1d``).
 """
 
-import argparse
-
-from ...pretrained import SIT_RECIPE, family_presets
-from ..dit_1d.convert_dit_1d_original_to_hf import (
-    add_generator_arguments,
-    convert_generator_checkpoint,
-    generator_release_converter,
-    run_generator_conversion,
-)
+from ...registry import SIT_RECIPE, family_presets
+from ..dit_1d.convert_dit_1d_original_to_hf import GeneratorConverter
 from .modeling_sit import SiTTransformer1DModel
 
-# The released SiT-XL generators (entries of hf_vtok.pretrained) by preset name.
+# The released SiT-XL generators (entries of hf_vtok.registry) by preset name.
 SIT_PRESETS = family_presets("sit")
 
 
-def convert_sit_checkpoint(checkpoint_path, config_path, inner_key=None, dtype=None) -> SiTTransformer1DModel:
-    """``SiTTransformer1DModel`` from a released ``model.safetensors`` + ``config.json``
-    (or a training checkpoint with ``inner_key="ema"``)."""
-    return convert_generator_checkpoint(SiTTransformer1DModel, "sit", checkpoint_path, config_path, inner_key, dtype)
+class SiTConverter(GeneratorConverter):
+    family = "sit"
+    model_class = SiTTransformer1DModel
+    original_kind = "sit"
+    default_sampling = SIT_RECIPE  # a pipeline built without a preset gets the released sampler
 
 
-def build_pipeline(model, tokenizer, preset=None):
-    """``SiTPipeline`` with the preset's sampler (the released recipe without one): the registry's pipeline hook."""
-    from ...flow import SiTFlowScheduler
-    from ...pipelines.sit import SiTPipeline
-
-    recipe = (preset.sampling if preset else None) or SIT_RECIPE
-    scheduler = SiTFlowScheduler(sampler=recipe["sampler"], path_type=recipe["path_type"])
-    return SiTPipeline.from_components(model, tokenizer, scheduler)
-
-
-convert_release = generator_release_converter(convert_sit_checkpoint)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_generator_arguments(parser, SIT_PRESETS, "sit")
-
-
-def run(args: argparse.Namespace) -> str:
-    return run_generator_conversion(args, SIT_PRESETS, convert_sit_checkpoint, build_pipeline, "sit")
+CONVERTER = SiTConverter()
+# ``convert_sit_checkpoint(checkpoint_path, config_path, inner_key=None, dtype=None) -> SiTTransformer1DModel``
+convert_sit_checkpoint = CONVERTER.convert_checkpoint

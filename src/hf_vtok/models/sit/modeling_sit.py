@@ -28,8 +28,6 @@ class SiTTransformer1DModel(ClassConditionalTransformer1DModel):
     ``Transformer2DModelOutput(sample=[B, L, C])``, the velocity.
     """
 
-    card_family = "sit"  # its model card template (hf_vtok.hub)
-
     @register_to_config
     def __init__(
         self,

@@ -1,6 +1,5 @@
 from .configuration_v2flow import V2FLOW_PRESETS, V2FlowConfig
 from .image_processing_v2flow import V2FlowImageProcessor
-from .language_model import V2FlowVocabulary, extend_vocabulary
 from .modeling_v2flow import (
     V2FlowDecoderOutput,
     V2FlowDecodeStep,
@@ -18,6 +17,4 @@ __all__ = [
     "V2FlowImageProcessor",
     "V2FlowModel",
     "V2FlowOutput",
-    "V2FlowVocabulary",
-    "extend_vocabulary",
 ]

@@ -24,6 +24,8 @@ from accelerate import init_empty_weights
 
 from ...conversion import (
     CheckpointMismatchError,
+    Conversion,
+    Converter,
     load_state_dict_strictly,
     load_torch_checkpoint,
     rename_keys,
@@ -268,57 +270,49 @@ def convert_v2flow_checkpoint(
     return model.eval(), dropped
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="original checkpoint-last.pth")
-    parser.add_argument("--output", required=True, help="output folder (save_pretrained layout)")
-    parser.add_argument(
-        "--weights",
-        choices=sorted(WEIGHT_CHOICES),
-        default="model",
-        help="live weights ('model', default; what the original evaluates) or their EMA",
-    )
-    parser.add_argument("--args", help="JSON file of original arguments merged over the checkpoint's")
-    parser.add_argument(
-        "--num-attention-heads",
-        type=int,
-        help="heads of the MAR transformer when --model was not v2flow_base/large/huge",
-    )
-    parser.add_argument("--llm-vocabulary", help="vocabulary file to check llm_embed_tokens against")
-    parser.add_argument(
-        "--drop-ema-statistics", action="store_true", help="drop the codebook's EMA statistics (inference-only folder)"
-    )
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
+class V2FlowConverter(Converter):
+    """``hf-vtok convert v2flow``: the original training script's ``checkpoint-last.pth``."""
+
+    family = "v2flow"
+    files = {"checkpoint": "original checkpoint-last.pth"}
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--weights",
+            choices=sorted(WEIGHT_CHOICES),
+            default="model",
+            help="live weights ('model', default; what the original evaluates) or their EMA",
+        )
+        parser.add_argument("--args", help="JSON file of original arguments merged over the checkpoint's")
+        parser.add_argument(
+            "--num-attention-heads",
+            type=int,
+            help="heads of the MAR transformer when --model was not v2flow_base/large/huge",
+        )
+        parser.add_argument("--llm-vocabulary", help="vocabulary file to check llm_embed_tokens against")
+        parser.add_argument(
+            "--drop-ema-statistics",
+            action="store_true",
+            help="drop the codebook's EMA statistics (inference-only folder)",
+        )
+
+    def options(self, args: argparse.Namespace) -> dict:
+        return {
+            "weights": args.weights,
+            "args_override": json.loads(Path(args.args).read_text()) if args.args else None,
+            "num_attention_heads": args.num_attention_heads,
+            "llm_vocabulary": args.llm_vocabulary,
+            "keep_ema_statistics": not args.drop_ema_statistics,
+        }
+
+    def convert(self, files, *, dtype=None, preset=None, release=None, **options) -> Conversion:
+        self.require(files, "checkpoint")
+        model, dropped = convert_v2flow_checkpoint(files["checkpoint"], dtype=dtype, **options)
+        size = model.config.image_size
+        processor = V2FlowImageProcessor(crop_size={"height": size, "width": size})
+        notes = [f"dropped {key}: {reason}" for key, reason in dropped.items()]
+        notes.append(f"flow_method={model.config.flow_method}")
+        return Conversion(model, processor, notes)
 
 
-def run(args: argparse.Namespace) -> str:
-    args_override = json.loads(Path(args.args).read_text()) if args.args else None
-    model, dropped = convert_v2flow_checkpoint(
-        args.checkpoint,
-        weights=args.weights,
-        args_override=args_override,
-        num_attention_heads=args.num_attention_heads,
-        llm_vocabulary=args.llm_vocabulary,
-        keep_ema_statistics=not args.drop_ema_statistics,
-        dtype=getattr(torch, args.dtype) if args.dtype else None,
-    )
-    size = model.config.image_size
-    processor = V2FlowImageProcessor(crop_size={"height": size, "width": size})
-    model.save_pretrained(args.output)
-    processor.save_pretrained(args.output)
-    for key, reason in dropped.items():
-        print(f"dropped {key}: {reason}")
-    print(
-        f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters, flow_method="
-        f"{model.config.flow_method}) to {args.output}"
-    )
-    return args.output
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hf-vtok convert v2flow", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
+CONVERTER = V2FlowConverter()

@@ -8,7 +8,6 @@ with the single key ``embed_tokens``. The original's ``.pth`` file (``torch.save
 tensor) is accepted wherever a vocabulary file is read, and loaded without executing pickle.
 """
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ...conversion import load_torch_checkpoint
+from ...utils.checkpoints import load_torch_checkpoint
 
 VOCABULARY_KEY = "embed_tokens"
 SHARD_INDEX = "model.safetensors.index.json"
@@ -118,16 +117,3 @@ def load_llm_vocabulary(path: str | os.PathLike) -> torch.Tensor:
         shape = tuple(vocabulary.shape) if isinstance(vocabulary, torch.Tensor) else type(vocabulary).__name__
         raise ValueError(f"{str(path)!r} does not hold a [vocabulary, width] matrix (got {shape})")
     return vocabulary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--llm", required=True, help="LLM folder (sharded safetensors) or one .safetensors file")
-    parser.add_argument("--output", required=True, help="vocabulary file to write (.safetensors)")
-    parser.add_argument("--key", help="tensor name if the checkpoint has several *embed_tokens* tensors")
-
-
-def run(args: argparse.Namespace) -> Path:
-    vocabulary = extract_llm_vocabulary(args.llm, args.key)
-    output = save_llm_vocabulary(vocabulary, args.output, source=args.llm)
-    print(f"wrote the {tuple(vocabulary.shape)} {vocabulary.dtype} vocabulary of {args.llm} to {output}")
-    return output

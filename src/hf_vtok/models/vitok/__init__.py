@@ -1,4 +1,4 @@
-from .configuration_vitok import VITOK_PRESETS, ViTokConfig, parse_vitok_dit_variant, parse_vitok_variant
+from .configuration_vitok import VITOK_PRESETS, ViTokConfig, parse_vitok_variant
 from .image_processing_vitok import ViTokImageProcessor
 from .modeling_vitok import (
     ViTokDecoderOutput,
@@ -6,7 +6,6 @@ from .modeling_vitok import (
     ViTokModel,
     ViTokOutput,
 )
-from .modeling_vitok_dit import ViTokDiTTransformerModel
 
 __all__ = [
     "VITOK_PRESETS",
@@ -15,8 +14,6 @@ __all__ = [
     "ViTokEncoderOutput",
     "ViTokImageProcessor",
     "ViTokModel",
-    "ViTokDiTTransformerModel",
     "ViTokOutput",
-    "parse_vitok_dit_variant",
     "parse_vitok_variant",
 ]

@@ -6,7 +6,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ...pretrained import family_presets
+from ...registry import family_presets
 
 # Base model tables of the ViTok variant language: width, depth, heads.
 _BASE_STACKS = {
@@ -19,7 +19,7 @@ _BASE_STACKS = {
 _DEFAULT_STACK = (768, 12, 12)  # a stack spec with no base letter
 _DEFAULT_MLP_RATIO = 2.67
 
-# The nine released checkpoints (entries of hf_vtok.pretrained): preset name -> (variant string, original Hub repository).
+# The nine released checkpoints (entries of hf_vtok.registry): preset name -> (variant string, original Hub repository).
 VITOK_PRESETS: dict[str, tuple[str, str]] = {
     name: (entry.config["variant"], entry.repo_id) for name, entry in family_presets("vitok").items()
 }
@@ -28,7 +28,7 @@ _UNDERSCORE_STACK = re.compile(r"w(\d+)_d(\d+)_h(\d+)(?:_m(\d+(?:\.\d+)?))?")
 _INLINE_MODIFIER = re.compile(r"([wdhm])(\d+(?:\.\d+)?)")
 
 
-def _parse_stack(
+def parse_stack(
     spec: str, variant: str, role: str, default_stack: tuple[int, int, int] = _DEFAULT_STACK
 ) -> dict[str, Any]:
     """One stack of a variant: ``w{W}_d{D}_h{H}[_m{M}]`` or a base letter with inline ``w/d/h/m`` overrides.
@@ -81,8 +81,8 @@ def parse_vitok_variant(variant: str) -> dict[str, Any]:
     stack_specs = stacks.split("-")
     if len(stack_specs) > 2:
         raise ValueError(f"malformed ViTok variant {variant!r}: at most one '-' between encoder and decoder specs")
-    encoder = _parse_stack(stack_specs[0], variant, "encoder")
-    decoder = _parse_stack(stack_specs[-1], variant, "decoder")
+    encoder = parse_stack(stack_specs[0], variant, "encoder")
+    decoder = parse_stack(stack_specs[-1], variant, "decoder")
     numbers = strides.split("x")
     if len(numbers) not in (2, 3) or not all(number.isdigit() for number in numbers):
         raise ValueError(
@@ -104,29 +104,6 @@ def parse_vitok_variant(variant: str) -> dict[str, Any]:
         "temporal_patch_size": temporal,
         "patch_size": patch,
         "latent_channels": channels,
-    }
-
-
-_DIT_DEFAULT_STACK = (1024, 24, 16)  # the DiT's width / depth / heads when a spec names no base letter
-
-
-def parse_vitok_dit_variant(variant: str) -> dict[str, Any]:
-    """Parse a ViTok DiT variant (``"L/256"``, ``"Gd32h20/512"``, ``"w64_d2_h4/16"``) into
-    ``ViTokDiTTransformerModel`` arguments (same stack grammar as the AE; the number is the token count)."""
-    if not isinstance(variant, str) or variant.count("/") != 1:
-        raise ValueError(f"malformed ViTok DiT variant {variant!r}: expected '<model>/<num_tokens>', e.g. 'L/256'")
-    spec, tokens = variant.split("/")
-    if not tokens.isdigit() or int(tokens) <= 0:
-        raise ValueError(
-            f"malformed ViTok DiT variant {variant!r}: the token count {tokens!r} must be a positive integer"
-        )
-    stack = _parse_stack(spec, variant, "DiT", default_stack=_DIT_DEFAULT_STACK)
-    return {
-        "hidden_size": stack["width"],
-        "num_layers": stack["depth"],
-        "num_attention_heads": stack["heads"],
-        "mlp_ratio": stack["mlp_ratio"],
-        "num_tokens": int(tokens),
     }
 
 

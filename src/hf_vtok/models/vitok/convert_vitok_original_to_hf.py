@@ -19,13 +19,14 @@ from accelerate import init_empty_weights
 
 from ...conversion import (
     CheckpointMismatchError,
+    Conversion,
+    Converter,
     load_original_state_dict,
     load_state_dict_strictly,
     rename_keys,
     strip_prefixes,
 )
-from ...pretrained import download_pretrained, family_presets
-from .configuration_vitok import VITOK_PRESETS, ViTokConfig
+from .configuration_vitok import ViTokConfig
 from .image_processing_vitok import ViTokImageProcessor
 from .modeling_vitok import ViTokModel
 
@@ -134,62 +135,63 @@ def convert_vitok_checkpoint(
     return model.eval()
 
 
-def convert_release(entry, files: dict[str, str], dtype: torch.dtype | None = None, **config_overrides):
-    """``(model, processor)`` of a registry entry (``hf_vtok.pretrained``) from its downloaded files."""
-    model = convert_vitok_checkpoint(
-        encoder_path=files["encoder"],
-        decoder_path=files["decoder"],
-        variant=entry.config["variant"],
-        dtype=dtype,
+class ViTokConverter(Converter):
+    """``hf-vtok convert vitok``: released ``encoder.safetensors`` + ``decoder.safetensors`` (or one training export)."""
+
+    family = "vitok"
+    files = {
+        "encoder": "original encoder.safetensors",
+        "decoder": "original decoder.safetensors",
+        "checkpoint": "one file with both halves (training export model.safetensors)",
+    }
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--variant", help="variant string, e.g. Ld4-Ld24/1x16x64 (default: from the preset or the shapes)"
+        )
+        parser.add_argument(
+            "--mask-padding", action="store_true", help="mask padding tokens in attention (see config)"
+        )
+        parser.add_argument("--max-num-patches", type=int, default=256, help="processor token budget (default 256)")
+        parser.add_argument("--pp", help="original pre-processing string to build the processor from instead")
+
+    def options(self, args: argparse.Namespace) -> dict:
+        return {
+            "variant": args.variant,
+            "mask_padding": args.mask_padding,
+            "max_num_patches": args.max_num_patches,
+            "pp": args.pp,
+        }
+
+    def convert(
+        self,
+        files,
+        *,
+        dtype=None,
+        preset=None,
+        release=None,
+        variant: str | None = None,
+        max_num_patches: int = 256,
+        pp: str | None = None,
         **config_overrides,
-    )
-    return model, ViTokImageProcessor(patch_size=model.config.patch_size)
+    ) -> Conversion:
+        if not any(files.get(role) for role in self.files):
+            self.require(files, "encoder", "decoder")
+        model = convert_vitok_checkpoint(
+            encoder_path=files.get("encoder"),
+            decoder_path=files.get("decoder"),
+            checkpoint_path=files.get("checkpoint"),
+            variant=variant or (release.config.get("variant") if release else None) or preset,
+            dtype=dtype,
+            **config_overrides,
+        )
+        if pp:
+            processor = ViTokImageProcessor.from_original_pp(pp)
+            if processor.patch_size != model.config.patch_size:
+                raise ValueError(f"--pp uses patch size {processor.patch_size}, the model {model.config.patch_size}")
+        else:
+            processor = ViTokImageProcessor(patch_size=model.config.patch_size, max_num_patches=max_num_patches)
+        return Conversion(model, processor)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hf-vtok convert vitok", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(VITOK_PRESETS), help="released model name (sets the variant)")
-    parser.add_argument("--variant", help="variant string, e.g. Ld4-Ld24/1x16x64 (default: from the preset or shapes)")
-    parser.add_argument("--encoder", help="original encoder.safetensors")
-    parser.add_argument("--decoder", help="original decoder.safetensors")
-    parser.add_argument("--checkpoint", help="one file with both halves (training export model.safetensors)")
-    parser.add_argument("--output", required=True, help="output folder (save_pretrained layout)")
-    parser.add_argument("--mask-padding", action="store_true", help="mask padding tokens in attention (see config)")
-    parser.add_argument("--max-num-patches", type=int, default=256, help="processor token budget (default 256)")
-    parser.add_argument("--pp", help="original pre-processing string to build the processor from instead")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
-
-
-def run(args: argparse.Namespace) -> str:
-    encoder, decoder = args.encoder, args.decoder
-    if args.preset and not (encoder or decoder or args.checkpoint):
-        files = download_pretrained(family_presets("vitok")[args.preset])
-        encoder, decoder = files["encoder"], files["decoder"]
-    variant = args.variant or args.preset
-    model = convert_vitok_checkpoint(
-        encoder_path=encoder,
-        decoder_path=decoder,
-        checkpoint_path=args.checkpoint,
-        variant=variant,
-        dtype=getattr(torch, args.dtype) if args.dtype else None,
-        mask_padding=args.mask_padding,
-    )
-    if args.pp:
-        processor = ViTokImageProcessor.from_original_pp(args.pp)
-        if processor.patch_size != model.config.patch_size:
-            raise ValueError(f"--pp uses patch size {processor.patch_size}, the model {model.config.patch_size}")
-    else:
-        processor = ViTokImageProcessor(patch_size=model.config.patch_size, max_num_patches=args.max_num_patches)
-    model.save_pretrained(args.output)
-    processor.save_pretrained(args.output)
-    print(f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters) to {args.output}")
-    return args.output
-
-
-if __name__ == "__main__":
-    main()
+CONVERTER = ViTokConverter()

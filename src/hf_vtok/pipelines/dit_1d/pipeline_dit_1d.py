@@ -5,9 +5,9 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
-from ...models.dit_1d.modeling_dit_1d import DiTTransformer1DModel
-from ..pipeline_utils import TokenizerGenerationPipeline, tokenizer_from
-from .scheduling_gaussian_diffusion import GaussianDiffusionScheduler
+from ...models.dit_1d import DiTTransformer1DModel
+from ...schedulers import GaussianDiffusionScheduler
+from ..pipeline_utils import TokenizerGenerationPipeline
 
 
 class DiT1DPipeline(TokenizerGenerationPipeline):
@@ -22,8 +22,6 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
     eps channels only, the variance channels of both halves passed through) and keeps the first
     half; this pipeline does the same, so the random stream of ancestral sampling matches it.
     """
-
-    card_family = "dit"  # its model card template (hf_vtok.hub)
 
     def __init__(
         self, tokenizer: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler
@@ -41,15 +39,11 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
             )
 
     @classmethod
-    def from_components(
-        cls, transformer, tokenizer, scheduler: GaussianDiffusionScheduler | None = None
-    ) -> "DiT1DPipeline":
-        """Pipeline from a converted transformer and a tokenizer; default scheduler = the released recipe
-        (cosine schedule, ancestral sampling, no clipping)."""
-        if scheduler is None:
-            variance = "learned_range" if transformer.config.learn_sigma else "fixed_small"
-            scheduler = GaussianDiffusionScheduler(beta_schedule="cosine", variance_type=variance)
-        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=scheduler)
+    def default_scheduler(cls, transformer, sampling=None) -> GaussianDiffusionScheduler:
+        """The released recipe: cosine schedule, ancestral sampling, no clipping (``sampling`` sets only call
+        arguments)."""
+        variance = "learned_range" if transformer.config.learn_sigma else "fixed_small"
+        return GaussianDiffusionScheduler(beta_schedule="cosine", variance_type=variance)
 
     def guided_model_output(
         self, latents: torch.Tensor, timestep: torch.Tensor, class_labels: torch.LongTensor, guidance_scale: float

@@ -5,9 +5,9 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
-from ...flow.scheduling_sit import SiTFlowScheduler
-from ...models.sit.modeling_sit import SiTTransformer1DModel
-from ..pipeline_utils import TokenizerGenerationPipeline, tokenizer_from
+from ...models.sit import SiTTransformer1DModel
+from ...schedulers import SiTFlowScheduler
+from ..pipeline_utils import TokenizerGenerationPipeline
 
 
 class SiTPipeline(TokenizerGenerationPipeline):
@@ -27,21 +27,16 @@ class SiTPipeline(TokenizerGenerationPipeline):
     ```
     """
 
-    card_family = "sit"  # its model card template (hf_vtok.hub)
-
     def __init__(self, tokenizer: PreTrainedModel, transformer: SiTTransformer1DModel, scheduler: SiTFlowScheduler):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
         self.check_components()
 
     @classmethod
-    def from_components(cls, transformer, tokenizer, scheduler: SiTFlowScheduler | None = None) -> "SiTPipeline":
-        """Pipeline from a converted transformer and a tokenizer (model, folder or Hub id); default scheduler SDE, linear."""
-        return cls(
-            tokenizer=tokenizer_from(tokenizer),
-            transformer=transformer,
-            scheduler=SiTFlowScheduler() if scheduler is None else scheduler,
-        )
+    def default_scheduler(cls, transformer, sampling=None) -> SiTFlowScheduler:
+        """The scheduler of a release's ``sampling`` recipe (its ``sampler`` / ``path_type``; default SDE, linear)."""
+        sampling = sampling or {}
+        return SiTFlowScheduler(sampler=sampling.get("sampler", "sde"), path_type=sampling.get("path_type", "linear"))
 
     @torch.no_grad()
     def __call__(

@@ -4,8 +4,8 @@ import torch
 from diffusers import AutoencoderDC, DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils import logging
 
-from ...hub import HubMixin
 from ...models.v2flow import V2FlowEncoderOutput, V2FlowImageProcessor, V2FlowModel
+from ...publishing import HubMixin
 
 logger = logging.get_logger(__name__)
 
@@ -23,8 +23,6 @@ class V2FlowPipeline(HubMixin, DiffusionPipeline):
         vae: the DC-AE (``AutoencoderDC``), e.g. ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``.
         tokenizer: the ``V2FlowModel``.
     """
-
-    card_family = "v2flow"  # its model card template (hf_vtok.hub)
 
     model_cpu_offload_seq = "vae->tokenizer->vae"
 

@@ -5,7 +5,7 @@ from diffusers import AutoencoderDC, ImagePipelineOutput
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...models.v2flow import V2FlowModel
-from ...models.v2flow.language_model import V2FlowVocabulary, generate_image_tokens
+from .language_model import V2FlowVocabulary, generate_image_tokens
 from .pipeline_v2flow import V2FlowPipeline
 
 
@@ -27,7 +27,6 @@ class V2FlowLlamaPipeline(V2FlowPipeline):
         text_tokenizer: its tokenizer, extended with the same tokens.
     """
 
-    card_family = "v2flow_llama"
     model_cpu_offload_seq = "language_model->tokenizer->vae"
 
     def __init__(

@@ -1,40 +1,14 @@
 """Class-conditional generation with the ViTok-v2 DiT, decoded by the ViTok-v2 AE."""
 
-import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
-from ...models.vitok.modeling_vitok_dit import ViTokDiTTransformerModel
+from ...models.vitok_dit.modeling_vitok_dit import ViTokDiTTransformerModel
 from ...modules import grid_positions
-from ..pipeline_utils import TokenizerGenerationPipeline, tokenizer_from
-
-
-def vitok_flow_sigmas(num_inference_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> np.ndarray:
-    """The sigma grid of the original ``FlowUniPCMultistepScheduler.set_timesteps`` (before its shift).
-
-    It spans ``[sigma_max, sigma_min]`` of the shifted float32 training sigmas ``1 - linspace(1, 1/T, T)``
-    (0.999 .. 0 unshifted), where diffusers' flow sigmas span ``[1, 1/T]``; passing this grid as
-    ``UniPCMultistepScheduler.set_timesteps(sigmas=...)`` reproduces the original's timesteps and steps.
-    """
-    train = torch.from_numpy(1.0 - np.linspace(1, 1 / num_train_timesteps, num_train_timesteps)[::-1].copy()).float()
-    train = shift * train / (1 + (shift - 1) * train)
-    return np.linspace(train[0].item(), train[-1].item(), num_inference_steps + 1).copy()[:-1]
-
-
-def vitok_unipc_scheduler(shift: float = 1.0) -> UniPCMultistepScheduler:
-    """diffusers UniPC configured as the original FlowUniPC (flow sigmas, flow prediction, bh2, order 2)."""
-    return UniPCMultistepScheduler(
-        prediction_type="flow_prediction",
-        use_flow_sigmas=True,
-        flow_shift=shift,
-        solver_order=2,
-        solver_type="bh2",
-        predict_x0=True,
-        lower_order_final=True,
-        final_sigmas_type="zero",
-    )
+from ...schedulers import vitok_flow_sigmas, vitok_unipc_scheduler
+from ..pipeline_utils import TokenizerGenerationPipeline
 
 
 class ViTokDiTPipeline(TokenizerGenerationPipeline):
@@ -48,8 +22,6 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
     Any diffusers flow-matching scheduler (e.g. ``FlowMatchEulerDiscreteScheduler``) can be swapped in.
     """
 
-    card_family = "vitok_dit"  # its model card template (hf_vtok.hub)
-
     fixed_token_count = False
 
     def __init__(
@@ -60,12 +32,9 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
         self.check_components()
 
     @classmethod
-    def from_components(cls, transformer, tokenizer, scheduler=None) -> "ViTokDiTPipeline":
-        return cls(
-            tokenizer=tokenizer_from(tokenizer),
-            transformer=transformer,
-            scheduler=vitok_unipc_scheduler() if scheduler is None else scheduler,
-        )
+    def default_scheduler(cls, transformer, sampling=None) -> UniPCMultistepScheduler:
+        """The original's sampler: diffusers UniPC set up as its FlowUniPC (``vitok_unipc_scheduler``)."""
+        return vitok_unipc_scheduler()
 
     def _grid(self, height, width) -> tuple[int, int]:
         patch = self.tokenizer.config.patch_size

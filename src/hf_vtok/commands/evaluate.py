@@ -21,11 +21,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.images import CROP_MODES, frame_image, iter_images
+from ..hub.loading import load_tokenizer
 from ..metrics.dino import DEFAULT_FDD_MODEL, DEFAULT_FDD_RESOLUTION
 from ..metrics.inception import FID_INCEPTION_URL, INPUT_CONVENTIONS
 from ..metrics.reconstruction import RECONSTRUCTION_METRICS, ReconstructionMetrics, parse_metric_names
-from ..reconstruct import DTYPES, encode_decode, load_tokenizer
-from .report import image_grid, markdown_table, plot_metrics, write_json
+from ..utils.dtypes import DTYPES
+from ..utils.tables import image_grid, markdown_table, plot_metrics, write_json
+from .reconstruct import encode_decode
 
 DEFAULT_METRICS = "psnr,ssim,lpips,rfid"
 logger = logging.getLogger(__name__)

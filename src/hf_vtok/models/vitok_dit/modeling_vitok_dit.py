@@ -19,7 +19,6 @@ from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embeddin
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
-from ...hub import HubMixin
 from ...modules import (
     Attention,
     FP32LayerNorm,
@@ -30,6 +29,7 @@ from ...modules import (
     rope_tables_2d,
     rounded_hidden_size,
 )
+from ...publishing import HubMixin
 
 NUM_MODULATIONS = 4  # shift, scale, attention gate, MLP gate
 
@@ -98,8 +98,6 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
     [B] or [B, 1], row_idx / col_idx [B, L] or [L] patch positions (inferred for a square grid))``
     returns ``Transformer2DModelOutput(sample=[B, L, C])``, the velocity ``noise - x_0``.
     """
-
-    card_family = "vitok_dit"  # its model card template (hf_vtok.hub)
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["ViTokDiTBlock"]

@@ -20,12 +20,14 @@ from accelerate import init_empty_weights
 
 from ...conversion import (
     CheckpointMismatchError,
+    Conversion,
+    Converter,
     load_original_state_dict,
     load_state_dict_strictly,
     rename_keys,
     strip_prefixes,
 )
-from .configuration_vitok import parse_vitok_dit_variant
+from .configuration_vitok_dit import parse_vitok_dit_variant
 from .modeling_vitok_dit import ViTokDiTTransformerModel
 
 KEY_RULES = [
@@ -98,38 +100,36 @@ def convert_vitok_dit_checkpoint(
     return model.eval()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", required=True, help="original DiT state dict (.safetensors, or .pt with --inner-key)"
-    )
-    parser.add_argument("--inner-key", help="entry of a training checkpoint holding the weights, e.g. ema")
-    parser.add_argument("--variant", help="original DiT variant, e.g. L/256 (checked against the weights)")
-    parser.add_argument(
-        "--sliding-window", type=int, help="the original's `sw`: 2D window radius on every other block"
-    )
-    parser.add_argument("--rope-theta", type=float, default=10000.0, help="RoPE base (default 10000)")
-    parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument(
-        "--tokenizer", help="hf_vtok ViTok AE folder or Hub id: write a complete ViTokDiTPipeline folder"
-    )
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast weights before saving")
+class ViTokDiTConverter(Converter):
+    """``hf-vtok convert vitok-dit``: the flat ``DiT.state_dict()`` the original training script exports."""
+
+    family = "vitok_dit"
+    files = {"checkpoint": "original DiT state dict (.safetensors, or .pt with --inner-key)"}
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--inner-key", help="entry of a training checkpoint holding the weights, e.g. ema")
+        parser.add_argument("--variant", help="original DiT variant, e.g. L/256 (checked against the weights)")
+        parser.add_argument(
+            "--sliding-window", type=int, help="the original's `sw`: 2D window radius on every other block"
+        )
+        parser.add_argument("--rope-theta", type=float, default=10000.0, help="RoPE base (default 10000)")
+
+    def options(self, args: argparse.Namespace) -> dict:
+        return {
+            "inner_key": args.inner_key,
+            "variant": args.variant,
+            "sliding_window": args.sliding_window,
+            "rope_theta": args.rope_theta,
+        }
+
+    def convert(
+        self, files, *, dtype=None, preset=None, release=None, variant=None, inner_key=None, **config_overrides
+    ):
+        self.require(files, "checkpoint")
+        model = convert_vitok_dit_checkpoint(
+            files["checkpoint"], variant=variant, inner_key=inner_key, dtype=dtype, **config_overrides
+        )
+        return Conversion(model)
 
 
-def run(args: argparse.Namespace) -> str:
-    model = convert_vitok_dit_checkpoint(
-        args.checkpoint,
-        variant=args.variant,
-        inner_key=args.inner_key,
-        dtype=getattr(torch, args.dtype) if args.dtype else None,
-        sliding_window=args.sliding_window,
-        rope_theta=args.rope_theta,
-    )
-    if args.tokenizer:
-        from ...pipelines.vitok_dit import ViTokDiTPipeline
-
-        ViTokDiTPipeline.from_components(model, args.tokenizer).save_pretrained(args.output)
-        print(f"saved ViTokDiTPipeline ({model.num_parameters() / 1e6:.1f}M-parameter DiT) to {args.output}")
-    else:
-        model.save_pretrained(args.output)
-        print(f"saved {type(model).__name__} ({model.num_parameters() / 1e6:.1f}M parameters) to {args.output}")
-    return args.output
+CONVERTER = ViTokDiTConverter()

@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .utils.images import load_image
+from ..hub.loading import load_tokenizer
+from ..utils.dtypes import DTYPES
+from ..utils.images import load_image
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "default_model"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,17 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic decoders")
-
-
-def load_tokenizer(model_id: str, device: str, dtype: torch.dtype):
-    """AutoModel + AutoImageProcessor of an hf_vtok folder or Hub id."""
-    from transformers import AutoImageProcessor, AutoModel
-
-    import hf_vtok  # noqa: F401  (registers the Auto classes)
-
-    model = AutoModel.from_pretrained(model_id, dtype=dtype).to(device).eval()
-    processor = AutoImageProcessor.from_pretrained(model_id)
-    return model, processor
 
 
 def processor_for_any_size(processor):

@@ -12,23 +12,22 @@ batch (``arr_0`` uint8 NHWC, ``arr_1`` labels), which the ADM TensorFlow evaluat
 
 import argparse
 import inspect
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from packaging import version
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.images import frame_image, iter_images
+from ..hub.loading import load_pipeline
 from ..metrics.frechet import load_reference_npz, save_reference_statistics
 from ..metrics.generation import GenerationMetrics
 from ..metrics.inception import FIDInceptionV3
-from ..reconstruct import DTYPES
-from .reconstruction import add_feature_network_arguments
-from .report import image_grid, markdown_table, plot_metrics, write_json
+from ..utils.dtypes import DTYPES
+from ..utils.tables import image_grid, markdown_table, plot_metrics, write_json
+from .evaluate import add_feature_network_arguments
 
 GENERATION_METRICS = ("gfid", "is")
 _CLASS_COUNT_KEYS = ("num_classes", "num_embeds_ada_norm", "class_num")
@@ -66,39 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="generation_eval", help="output folder (results.json, results.md, PNGs)")
     parser.add_argument("--grid-images", type=int, default=8, help="samples shown per guidance scale")
     add_feature_network_arguments(parser)
-
-
-def load_pipeline(pipeline_id: str, device: str, dtype: torch.dtype):
-    """The pipeline class named in model_index.json (hf_vtok's first, then diffusers'), loaded from its folder."""
-    import diffusers
-
-    import hf_vtok
-
-    folder = Path(pipeline_id)
-    if folder.is_dir():
-        index_file = folder / "model_index.json"
-        if not index_file.is_file():
-            raise ValueError(f"{pipeline_id!r} has no model_index.json: it is not a saved diffusers pipeline")
-    else:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            index_file = Path(hf_hub_download(pipeline_id, "model_index.json"))
-        except Exception as error:
-            raise FileNotFoundError(
-                f"pipeline {pipeline_id!r} is neither a local folder nor a reachable Hub repo: {error}"
-            ) from error
-    class_name = json.loads(index_file.read_text(encoding="utf-8")).get("_class_name")
-    pipeline_class = getattr(hf_vtok, str(class_name), None) or getattr(diffusers, str(class_name), None)
-    if pipeline_class is None or not hasattr(pipeline_class, "from_pretrained"):
-        raise ValueError(
-            f"{pipeline_id!r}: pipeline class {class_name!r} is neither an hf_vtok nor a diffusers pipeline"
-        )
-    # diffusers >= 0.42 names the argument dtype (torch_dtype is deprecated there)
-    dtype_argument = "dtype" if version.parse(diffusers.__version__).release >= (0, 42) else "torch_dtype"
-    pipeline = pipeline_class.from_pretrained(pipeline_id, **{dtype_argument: dtype}).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
 
 
 def pipeline_num_classes(pipeline) -> int | None:

@@ -1,0 +1,1 @@
+"""The ``hf-vtok`` sub-commands (application layer): each module has ``add_arguments(parser)`` and ``run(args)``."""

@@ -1,0 +1,164 @@
+"""The one loader of the commands: any hf_vtok tokenizer, diffusers autoencoder or pipeline, by folder or Hub id.
+
+    model, processor = load_tokenizer("vitok-350M-f16x64")            # AutoModel + AutoImageProcessor
+    autoencoder = load_autoencoder("mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers")
+    pipe = load_pipeline("sit-xl_maetok-b-128")                        # the class in model_index.json
+
+What a folder holds is read off its ``model_index.json`` (a pipeline) or ``config.json`` (an hf_vtok
+``model_type``: a tokenizer; a diffusers ``_class_name``: an autoencoder); ``load`` does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import hf_vtok  # registers the tokenizers with the Auto classes
+
+TOKENIZER, AUTOENCODER, PIPELINE = "tokenizer", "autoencoder", "pipeline"
+DIFFUSERS_AUTOENCODERS = ("AutoencoderDC", "AutoencoderKL")
+# pipelines whose tokenizer turns images into ids: as an autoencoder of the latent cache they store token ids
+IMAGE_TOKEN_PIPELINES = ("V2FlowPipeline", "V2FlowLlamaPipeline")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a folder or Hub repository holds: ``kind`` and its class (pipelines, autoencoders) or model type."""
+
+    name_or_path: str
+    kind: str
+    class_name: str
+    subfolder: str | None = None
+
+
+def _read_json(name_or_path: str, filename: str, subfolder: str | None) -> dict | None:
+    """A JSON file of a local folder or a Hub repository; None where it has none."""
+    folder = Path(name_or_path) / (subfolder or "")
+    if Path(name_or_path).is_dir():
+        path = folder / filename
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(name_or_path, filename, subfolder=subfolder)
+    except EntryNotFoundError:
+        return None
+    except Exception as error:  # offline, unknown repository, no access: many error types
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a local folder nor a reachable Hub repository: {error}"
+        ) from error
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def inspect_checkpoint(name_or_path: str | Path, subfolder: str | None = None) -> Checkpoint:
+    """What ``name_or_path`` (``/subfolder``) holds, from its ``model_index.json`` or ``config.json``."""
+    name_or_path = str(name_or_path)
+    if subfolder is None:
+        index = _read_json(name_or_path, "model_index.json", None)
+        if index is not None:
+            return Checkpoint(name_or_path, PIPELINE, str(index.get("_class_name")))
+    config = _read_json(name_or_path, "config.json", subfolder)
+    where = f"{name_or_path!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+    if config is None:
+        raise ValueError(f"{where} has neither a model_index.json (a pipeline) nor a config.json (a model)")
+    if "model_type" in config:
+        return Checkpoint(name_or_path, TOKENIZER, str(config["model_type"]), subfolder)
+    if config.get("_class_name") in DIFFUSERS_AUTOENCODERS:
+        return Checkpoint(name_or_path, AUTOENCODER, config["_class_name"], subfolder)
+    raise ValueError(
+        f"{where} is neither an hf_vtok tokenizer (config.json with model_type) nor a diffusers "
+        f"{' / '.join(DIFFUSERS_AUTOENCODERS)} (config.json with _class_name); found "
+        f"_class_name={config.get('_class_name')!r}"
+    )
+
+
+def _pipeline_class(checkpoint: Checkpoint):
+    import diffusers
+
+    cls = getattr(hf_vtok, checkpoint.class_name, None) or getattr(diffusers, checkpoint.class_name, None)
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise ValueError(
+            f"{checkpoint.name_or_path!r}: pipeline class {checkpoint.class_name!r} is neither an hf_vtok nor a "
+            "diffusers pipeline"
+        )
+    return cls
+
+
+def _diffusers_dtype(dtype: torch.dtype) -> dict:
+    """diffusers >= 0.42 names the ``from_pretrained`` argument ``dtype`` (``torch_dtype`` before)."""
+    import diffusers
+    from packaging import version
+
+    return {"dtype" if version.parse(diffusers.__version__).release >= (0, 42) else "torch_dtype": dtype}
+
+
+def load(
+    name_or_path: str | Path,
+    kinds: tuple[str, ...] = (TOKENIZER, AUTOENCODER, PIPELINE),
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    subfolder: str | None = None,
+):
+    """The model or pipeline at ``name_or_path`` in eval mode on ``device`` / ``dtype``; an error names what it
+    is when it is none of ``kinds``. Tokenizers come back as ``(model, image_processor)``."""
+    from diffusers import AutoencoderDC, AutoencoderKL
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+    checkpoint = inspect_checkpoint(name_or_path, subfolder)
+    if checkpoint.kind not in kinds:
+        raise ValueError(
+            f"{str(name_or_path)!r} holds a {checkpoint.kind} ({checkpoint.class_name}), not a {' or '.join(kinds)}"
+        )
+    where = {"subfolder": subfolder} if subfolder else {}
+    if checkpoint.kind == PIPELINE:
+        pipeline = _pipeline_class(checkpoint).from_pretrained(str(name_or_path), **_diffusers_dtype(dtype))
+        pipeline = pipeline.to(device)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+    if checkpoint.kind == AUTOENCODER:
+        cls = AutoencoderDC if checkpoint.class_name == "AutoencoderDC" else AutoencoderKL
+        return cls.from_pretrained(str(name_or_path), **_diffusers_dtype(dtype), **where).to(device).eval()
+    AutoConfig.from_pretrained(str(name_or_path), **where)  # a clear error for unknown model types
+    model = AutoModel.from_pretrained(str(name_or_path), dtype=dtype, **where).to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(str(name_or_path), **where)
+    return model, processor
+
+
+def load_tokenizer(name_or_path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+    """``(model, image_processor)`` of an hf_vtok tokenizer folder or Hub id."""
+    return load(name_or_path, (TOKENIZER,), device, dtype)
+
+
+def load_pipeline(name_or_path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+    """A saved pipeline: the class named in its ``model_index.json`` (hf_vtok's first, then diffusers')."""
+    return load(name_or_path, (PIPELINE,), device, dtype)
+
+
+def load_autoencoder(name_or_path: str | Path, device="cpu", dtype=torch.float32, subfolder: str | None = None):
+    """What ``hf-vtok cache-latents`` encodes with: an hf_vtok tokenizer, a diffusers ``AutoencoderDC`` /
+    ``AutoencoderKL``, or a saved ``V2FlowPipeline`` (an ``ImageTokenEncoder``: the cache stores token ids)."""
+    from diffusers import AutoencoderDC
+    from transformers import AutoModel
+
+    from ..data.latent_cache import ImageTokenEncoder
+
+    checkpoint = inspect_checkpoint(name_or_path, subfolder)
+    if checkpoint.kind == PIPELINE:
+        if checkpoint.class_name not in IMAGE_TOKEN_PIPELINES:
+            raise ValueError(
+                f"{str(name_or_path)!r} is a {checkpoint.class_name}; cache-latents takes a tokenizer, an autoencoder "
+                f"or a {' / '.join(IMAGE_TOKEN_PIPELINES)} folder"
+            )
+        # only the DC-AE and the V2Flow tokenizer (not a V2FlowLlamaPipeline's language model)
+        vae = AutoencoderDC.from_pretrained(str(name_or_path), subfolder="vae", **_diffusers_dtype(dtype))
+        tokenizer = AutoModel.from_pretrained(str(name_or_path), subfolder="tokenizer", dtype=dtype)
+        return ImageTokenEncoder(hf_vtok.V2FlowPipeline(vae=vae, tokenizer=tokenizer)).to(device).eval()
+    loaded = load(name_or_path, (TOKENIZER, AUTOENCODER), device, dtype, subfolder)
+    return loaded[0] if isinstance(loaded, tuple) else loaded  # a tokenizer's processor: the cache frames itself
+
+
+__all__ = ["Checkpoint", "inspect_checkpoint", "load", "load_autoencoder", "load_pipeline", "load_tokenizer"]

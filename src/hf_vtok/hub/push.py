@@ -1,0 +1,102 @@
+"""``push_to_hub`` of hf_vtok tokenizers, generators and pipelines: weights, processor, model card, remote code.
+
+    model.push_to_hub("me/vitok-350M-f16x64", preset="vitok-v2-350M-f16x64", eval_results="eval/results.json")
+
+A pushed repo carries the remote-code bundle (``hf_vtok.remote_code``) unless ``remote_code=False``, so
+tokenizers and generators load with ``trust_remote_code=True`` where hf_vtok is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ..registry import family_of_class
+from ..remote_code import RemoteCodeMixin, is_diffusers_model, write_remote_code
+from ..utils.imports import import_object
+from .cards import model_card, object_kind
+
+
+def default_image_processor(model):
+    """The image processor of a tokenizer's family, sized for the model."""
+    spec = family_of_class(type(model))
+    if spec is None or spec.processor is None:
+        raise ValueError(f"no image processor is registered for {type(model).__name__}")
+    return import_object(spec.processor).for_model(model.config)
+
+
+def _remote_code_components(obj, kind: str):
+    """(subfolder, object) pairs whose remote-code bundle a push writes."""
+    if kind != "pipeline":
+        return [("", obj)]
+    return [(name, component) for name, component in obj.components.items() if isinstance(component, RemoteCodeMixin)]
+
+
+def _remote_auto_class(component) -> str:
+    return "AutoModel" if is_diffusers_model(component) else component._remote_auto_class or "AutoModel"
+
+
+def push_to_hub(
+    obj,
+    repo_id: str,
+    *,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    image_processor=None,
+    preset: str | None = None,
+    eval_results=None,
+    eval_row: str | None = None,
+    remote_code: bool = True,
+    model_card_variables: dict | None = None,
+    **save_kwargs,
+):
+    """Save ``obj`` (tokenizer with its image processor, generator, or pipeline), its model card and
+    (``remote_code``) its remote-code bundle to a temporary folder and upload it as one commit."""
+    from huggingface_hub import HfApi
+
+    kind = object_kind(obj)
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    card = model_card(
+        obj,
+        repo_id=repo_id,
+        preset=preset,
+        eval_results=eval_results,
+        eval_row=eval_row,
+        remote_code=remote_code,
+        **(model_card_variables or {}),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        obj.save_pretrained(folder, **save_kwargs)
+        if kind == "tokenizer":
+            processor = image_processor if image_processor is not None else default_image_processor(obj)
+            processor.save_pretrained(folder)
+            if remote_code:
+                write_remote_code(folder, {"AutoImageProcessor": type(processor)}, "preprocessor_config.json")
+        if remote_code:
+            for subfolder, component in _remote_code_components(obj, kind):
+                classes = {_remote_auto_class(component): type(component)}
+                if kind == "tokenizer" or hasattr(getattr(component, "config", None), "model_type"):
+                    classes["AutoConfig"] = type(component.config)
+                write_remote_code(
+                    os.path.join(folder, subfolder),
+                    classes,
+                    "config.json",
+                    entry_imports_all=is_diffusers_model(component),
+                )
+        card.save(os.path.join(folder, "README.md"))
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            commit_message=commit_message or f"Upload {type(obj).__name__} with hf_vtok",
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+__all__ = ["default_image_processor", "push_to_hub"]
