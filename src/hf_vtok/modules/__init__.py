@@ -3,7 +3,7 @@
 from .attention import Attention, joint_attention, padding_attention_mask
 from .layers import DropPath, LayerScale
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size
-from .modulation import AdaLNModulation, gated_residual, modulate
+from .modulation import AdaLNModulation, adaln_chunks, gated_residual, modulate
 from .norms import FP32LayerNorm, RMSNorm
 from .patches import grid_positions, patchify, scatter_to_canvas, unpatchify
 from .position_embedding import LearnedPositionEmbedding, sincos_1d_interleaved
@@ -21,6 +21,7 @@ from .vit_blocks import LatentModulatedNorm, LatentModulatedViTBlock, ViTBlock, 
 __all__ = [
     "AdaLNModulation",
     "Attention",
+    "adaln_chunks",
     "DropPath",
     "FP32LayerNorm",
     "GELUMLP",

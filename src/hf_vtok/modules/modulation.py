@@ -28,6 +28,29 @@ def gated_residual(hidden_states: torch.Tensor, gate: torch.Tensor, update: torc
     return hidden_states + gate * update
 
 
+def adaln_chunks(
+    linear: nn.Linear,
+    conditioning: torch.Tensor,
+    num_chunks: int,
+    activation: bool = True,
+    broadcast_over_tokens: bool = True,
+) -> tuple[torch.Tensor, ...]:
+    """The adaLN modulation: ``linear(SiLU(c))`` split into ``num_chunks`` vectors (shift, scale, gate, ...).
+
+    ``conditioning`` ``[B, C]`` (one vector per sample) gets a token axis, ``[B, 1, D]`` chunks that broadcast over
+    a sequence; ``broadcast_over_tokens=False`` keeps its shape (rows of a per-token MLP ``[N, C]``), as does a
+    conditioning that already has a token axis (``[B, L, C]``, one condition per token). ``activation=False`` where
+    the caller has applied the SiLU once for every block (DiT). ``linear`` stays a plain ``nn.Linear`` (its
+    ``modulation.weight`` keys are the originals', and ``prepack_linear_weights`` packs it).
+    """
+    if activation:
+        conditioning = nn.functional.silu(conditioning)
+    output = linear(conditioning)
+    if broadcast_over_tokens and output.dim() == 2:
+        output = output[:, None, :]
+    return output.chunk(num_chunks, dim=-1)
+
+
 class AdaLNModulation(nn.Module):
     """``Linear(SiLU(c))`` split into ``num_chunks`` per-channel vectors, each ``[B, 1, hidden]``.
 
@@ -52,7 +75,7 @@ class AdaLNModulation(nn.Module):
         zero_init_rows_(self.linear)
 
     def forward(self, conditioning: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.linear(nn.functional.silu(conditioning))[:, None, :].chunk(self.num_chunks, dim=-1)
+        return adaln_chunks(self.linear, conditioning, self.num_chunks)
 
 
 def zero_init_rows_(linear: nn.Linear) -> None:
