@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import common
 
+from hf_vtok import registry
+
 BF16_FAST_TARGET = 0.65  # bf16 FlowMo encode/decode and SiT/DiT forwards: 65 % of the bf16 peak
 
 
@@ -163,7 +165,8 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
-FAMILIES = sorted({case.family for case in CASES})
+# the benchmark groups of hf_vtok's families (``FamilySpec.benchmark`` in hf_vtok.registry: data only, no torch)
+FAMILIES = sorted({spec.benchmark for spec in registry.families() if spec.benchmark})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,8 +251,12 @@ def build_flowmo(case: Case, dtype, device) -> Bench:
         model.encoder.forward = _compiled(model.encoder.forward)
         model.decoder.forward = _compiled(model.decoder.forward)
 
-    encode = lambda: model.encode(pixels)
-    decoder_call = lambda: model.velocity(noise, times, latents=encoded.latents)
+    def encode():
+        return model.encode(pixels)
+
+    def decoder_call():
+        return model.velocity(noise, times, latents=encoded.latents)
+
     if case.stage == "encode":
         return Bench(encode, compile=compile_, modules=(model,))
     if case.stage == "decoder_call":
@@ -352,6 +359,11 @@ BUILDERS = {
     "sit": build_sit,
     "v2flow": build_v2flow,
 }
+if set(BUILDERS) != set(FAMILIES) or {case.family for case in CASES} != set(FAMILIES):
+    raise RuntimeError(
+        f"benchmark groups of the registry {FAMILIES}, builders {sorted(BUILDERS)} and cases "
+        f"{sorted({case.family for case in CASES})} differ: a family needs all three"
+    )
 
 
 def worker(args) -> dict:

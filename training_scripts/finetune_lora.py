@@ -140,7 +140,8 @@ def finetune(args: argparse.Namespace):
     base = AutoModel.from_pretrained(args.model)
     if "generator" in inspect.signature(base.decode).parameters:
         raise ValueError(
-            f"{type(base).__name__} decodes by sampling (a flow decoder); this script fine-tunes deterministic decoders"
+            f"{type(base).__name__} decodes by sampling (a flow decoder); this script fine-tunes deterministic "
+            "decoders"
         )
     processor = AutoImageProcessor.from_pretrained(args.model)
     fixed_size = getattr(base.config, "image_size", None) if not hasattr(processor, "max_num_patches") else None

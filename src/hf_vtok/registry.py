@@ -75,118 +75,80 @@ _V2FLOW_CODE = "https://github.com/zhangguiwei610/V2Flow"
 # licenses: vitok-release's README says "License: MIT" (its pyproject classifier says Apache-2.0);
 # continuous_tokenizer's PyTorchModelHubMixin pushes carry apache-2.0; kylesargent/FlowMo's LICENSE is Apache-2.0;
 # V2Flow's repository is MIT.
-_FAMILY_LIST = [
-    FamilySpec(
-        "vitok",
+
+
+def _tokenizer(name: str, title: str, license: str, code: str, tags: tuple, classes: tuple, **extra) -> FamilySpec:
+    """A tokenizer family of ``hf_vtok.models.<name>``: ``classes`` = its config, model and processor class names
+    (a processor of another package as ``"module:Name"``); its converter is ``convert_<name>_original_to_hf``."""
+    package = f"hf_vtok.models.{name}"
+    config, model, processor = (ref if ":" in ref else f"{package}:{ref}" for ref in classes)
+    return FamilySpec(
+        name,
         TOKENIZER,
-        "ViTok-v2",
-        "mit",
-        _VITOK_CODE,
-        "vitok.md",
-        _TOKENIZER_TAGS + ("vitok",),
-        config="hf_vtok.models.vitok:ViTokConfig",
-        model="hf_vtok.models.vitok:ViTokModel",
-        processor="hf_vtok.models.vitok:ViTokImageProcessor",
-        converter="hf_vtok.models.vitok.convert_vitok_original_to_hf",
+        title,
+        license,
+        code,
+        f"{name}.md",
+        _TOKENIZER_TAGS + tags,
+        config=config,
+        model=model,
+        processor=processor,
+        converter=f"{package}.convert_{name}_original_to_hf",
+        **extra,
+    )
+
+
+def _generator(name: str, title: str, license: str, code: str, package: str, model: str, pipeline: str, **extra):
+    """A generator family: its transformer ``model`` in ``hf_vtok.models.<package>`` (converter
+    ``convert_<package>_original_to_hf`` there) and its ``pipeline`` in ``hf_vtok.pipelines.<package>``."""
+    return FamilySpec(
+        name,
+        GENERATOR,
+        title,
+        license,
+        code,
+        f"{name}.md",
+        _GENERATOR_TAGS + (extra.pop("tag", name),),
+        model=f"hf_vtok.models.{package}:{model}",
+        converter=f"hf_vtok.models.{package}.convert_{package}_original_to_hf",
+        pipeline=f"hf_vtok.pipelines.{package}:{pipeline}",
+        **extra,
+    )
+
+
+_LATENT_TOKEN_PROCESSOR = "hf_vtok.models.latent_token_vit:LatentTokenImageProcessor"
+_FAMILY_LIST = [
+    _tokenizer(
+        "vitok", "ViTok-v2", "mit", _VITOK_CODE, ("vitok",), ("ViTokConfig", "ViTokModel", "ViTokImageProcessor"),
         benchmark="vitok",
     ),
-    FamilySpec(
-        "softvq",
-        TOKENIZER,
-        "SoftVQ-VAE",
-        "apache-2.0",
-        _CONTINUOUS_CODE,
-        "softvq.md",
-        _TOKENIZER_TAGS + ("softvq-vae", "1d-tokenizer"),
-        config="hf_vtok.models.softvq:SoftVQConfig",
-        model="hf_vtok.models.softvq:SoftVQModel",
-        processor="hf_vtok.models.latent_token_vit:LatentTokenImageProcessor",
-        converter="hf_vtok.models.softvq.convert_softvq_original_to_hf",
-        benchmark="continuous",
+    _tokenizer(
+        "softvq", "SoftVQ-VAE", "apache-2.0", _CONTINUOUS_CODE, ("softvq-vae", "1d-tokenizer"),
+        ("SoftVQConfig", "SoftVQModel", _LATENT_TOKEN_PROCESSOR), benchmark="continuous",
     ),
-    FamilySpec(
-        "maetok",
-        TOKENIZER,
-        "MAETok",
-        "apache-2.0",
-        _CONTINUOUS_CODE,
-        "maetok.md",
-        _TOKENIZER_TAGS + ("maetok", "1d-tokenizer"),
-        config="hf_vtok.models.maetok:MAETokConfig",
-        model="hf_vtok.models.maetok:MAETokModel",
-        processor="hf_vtok.models.latent_token_vit:LatentTokenImageProcessor",
-        converter="hf_vtok.models.maetok.convert_maetok_original_to_hf",
-        benchmark="continuous",
+    _tokenizer(
+        "maetok", "MAETok", "apache-2.0", _CONTINUOUS_CODE, ("maetok", "1d-tokenizer"),
+        ("MAETokConfig", "MAETokModel", _LATENT_TOKEN_PROCESSOR), benchmark="continuous",
     ),
-    FamilySpec(
-        "v2flow",
-        TOKENIZER,
-        "V²Flow",
-        "mit",
-        _V2FLOW_CODE,
-        "v2flow.md",
-        _TOKENIZER_TAGS + ("v2flow",),
-        config="hf_vtok.models.v2flow:V2FlowConfig",
-        model="hf_vtok.models.v2flow:V2FlowModel",
-        processor="hf_vtok.models.v2flow:V2FlowImageProcessor",
-        converter="hf_vtok.models.v2flow.convert_v2flow_original_to_hf",
-        pipeline="hf_vtok.pipelines.v2flow:V2FlowPipeline",
-        benchmark="v2flow",
+    _tokenizer(
+        "v2flow", "V²Flow", "mit", _V2FLOW_CODE, ("v2flow",), ("V2FlowConfig", "V2FlowModel", "V2FlowImageProcessor"),
+        pipeline="hf_vtok.pipelines.v2flow:V2FlowPipeline", benchmark="v2flow",
     ),
-    FamilySpec(
-        "flowmo",
-        TOKENIZER,
-        "FlowMo",
-        "apache-2.0",
-        "https://github.com/kylesargent/FlowMo",
-        "flowmo.md",
-        _TOKENIZER_TAGS + ("flowmo",),
-        config="hf_vtok.models.flowmo:FlowMoConfig",
-        model="hf_vtok.models.flowmo:FlowMoModel",
-        processor="hf_vtok.models.flowmo:FlowMoImageProcessor",
-        converter="hf_vtok.models.flowmo.convert_flowmo_original_to_hf",
-        benchmark="flowmo",
+    _tokenizer(
+        "flowmo", "FlowMo", "apache-2.0", "https://github.com/kylesargent/FlowMo", ("flowmo",),
+        ("FlowMoConfig", "FlowMoModel", "FlowMoImageProcessor"), benchmark="flowmo",
     ),
-    FamilySpec(
-        "sit",
-        GENERATOR,
-        "SiT",
-        "apache-2.0",
-        _CONTINUOUS_CODE,
-        "sit.md",
-        _GENERATOR_TAGS + ("sit",),
-        model="hf_vtok.models.sit:SiTTransformer1DModel",
-        converter="hf_vtok.models.sit.convert_sit_original_to_hf",
-        pipeline="hf_vtok.pipelines.sit:SiTPipeline",
-        sampling_call="num_inference_steps=250, guidance_scale=1.75, guidance_interval=(0.0, 0.7)",
-        benchmark="sit",
+    _generator(
+        "sit", "SiT", "apache-2.0", _CONTINUOUS_CODE, "sit", "SiTTransformer1DModel", "SiTPipeline",
+        sampling_call="num_inference_steps=250, guidance_scale=1.75, guidance_interval=(0.0, 0.7)", benchmark="sit",
     ),
-    FamilySpec(
-        "dit",
-        GENERATOR,
-        "DiT",
-        "apache-2.0",
-        _CONTINUOUS_CODE,
-        "dit.md",
-        _GENERATOR_TAGS + ("dit",),
-        model="hf_vtok.models.dit_1d:DiTTransformer1DModel",
-        converter="hf_vtok.models.dit_1d.convert_dit_1d_original_to_hf",
-        pipeline="hf_vtok.pipelines.dit_1d:DiT1DPipeline",
-        sampling_call="num_inference_steps=250, guidance_scale=1.75",
-        benchmark="sit",
+    _generator(
+        "dit", "DiT", "apache-2.0", _CONTINUOUS_CODE, "dit_1d", "DiTTransformer1DModel", "DiT1DPipeline",
+        sampling_call="num_inference_steps=250, guidance_scale=1.75", benchmark="sit",
     ),
-    FamilySpec(
-        "vitok_dit",
-        GENERATOR,
-        "ViTok-v2 DiT",
-        "mit",
-        _VITOK_CODE,
-        "vitok_dit.md",
-        _GENERATOR_TAGS + ("vitok",),
-        model="hf_vtok.models.vitok_dit:ViTokDiTTransformerModel",
-        converter="hf_vtok.models.vitok_dit.convert_vitok_dit_original_to_hf",
-        pipeline="hf_vtok.pipelines.vitok_dit:ViTokDiTPipeline",
-        sampling_call="num_inference_steps=50, guidance_scale=4.0",
+    _generator(
+        "vitok_dit", "ViTok-v2 DiT", "mit", _VITOK_CODE, "vitok_dit", "ViTokDiTTransformerModel", "ViTokDiTPipeline",
+        sampling_call="num_inference_steps=50, guidance_scale=4.0", tag="vitok",
     ),
     FamilySpec(
         "v2flow_llama",
@@ -199,7 +161,7 @@ _FAMILY_LIST = [
         pipeline="hf_vtok.pipelines.v2flow:V2FlowLlamaPipeline",
         pipeline_tag="text-to-image",
     ),
-]
+]  # fmt: skip
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in _FAMILY_LIST}
 
 

@@ -43,8 +43,8 @@ def add_feature_network_arguments(parser: argparse.ArgumentParser) -> None:
         "--fid-input",
         choices=INPUT_CONVENTIONS,
         default="pytorch-fid",
-        help="how images reach the Inception: pytorch-fid (bilinear, [-1, 1]), torch-fidelity (TF1 bilinear on 8-bit), "
-        "vitok (bicubic AA, fed in [0, 1] as ViTok-v2's eval does)",
+        help="how images reach the Inception: pytorch-fid (bilinear, [-1, 1]), torch-fidelity (TF1 bilinear on "
+        "8-bit), vitok (bicubic AA, fed in [0, 1] as ViTok-v2's eval does)",
     )
 
 

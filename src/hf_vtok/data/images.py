@@ -80,6 +80,17 @@ def _iter_folder(folder: Path) -> Iterator[tuple[str, Image.Image]]:
         yield str(path.relative_to(folder)), load_image(path)
 
 
+def tar_samples(archive: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """``(member, sample key, extension)`` of the files of a webdataset shard: the key is the member's path up to
+    the first dot of its name, the extension its last suffix, lower-cased (``a/b.seg.JPG`` -> ``a/b``, ``jpg``)."""
+    for member in archive:
+        if not member.isfile():
+            continue
+        directory, base = os.path.split(member.name)
+        key, _, extension = base.partition(".")
+        yield member, f"{directory}/{key}" if directory else key, extension.rsplit(".", 1)[-1].lower()
+
+
 def _iter_tar_shards(shards: list[Path]) -> Iterator[tuple[str, Image.Image]]:
     for shard in shards:
         seen = set()
@@ -88,13 +99,8 @@ def _iter_tar_shards(shards: list[Path]) -> Iterator[tuple[str, Image.Image]]:
         except tarfile.TarError as error:
             raise ValueError(f"{str(shard)!r} is not a readable tar shard: {error}") from error
         with archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                directory, base = os.path.split(member.name)
-                key, _, extension = base.partition(".")  # webdataset: the key ends at the first dot
-                key = f"{directory}/{key}" if directory else key
-                if key in seen or f".{extension.rsplit('.', 1)[-1].lower()}" not in IMAGE_EXTENSIONS:
+            for member, key, extension in tar_samples(archive):
+                if key in seen or f".{extension}" not in IMAGE_EXTENSIONS:
                     continue
                 seen.add(key)
                 data = archive.extractfile(member).read()

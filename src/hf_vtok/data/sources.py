@@ -14,7 +14,15 @@ from pathlib import Path
 from PIL import Image
 
 from ..utils.images import load_image
-from .images import IMAGE_EXTENSIONS, as_pil, decode_image_bytes, find_image_column, pick_split, tar_shards
+from .images import (
+    IMAGE_EXTENSIONS,
+    as_pil,
+    decode_image_bytes,
+    find_image_column,
+    pick_split,
+    tar_samples,
+    tar_shards,
+)
 
 NO_LABEL = -1
 
@@ -73,13 +81,7 @@ class TarShardImages:
             except tarfile.TarError as error:
                 raise ValueError(f"{str(shard)!r} is not an uncompressed tar shard: {error}") from error
             with archive:
-                for member in archive:
-                    if not member.isfile():
-                        continue
-                    directory, base = os.path.split(member.name)
-                    key, _, extension = base.partition(".")
-                    key = f"{directory}/{key}" if directory else key
-                    extension = extension.rsplit(".", 1)[-1].lower()
+                for member, key, extension in tar_samples(archive):
                     if extension == "cls":
                         text = archive.extractfile(member).read().decode().strip()
                         try:

@@ -4,8 +4,8 @@
     card = hf_vtok.hub.model_card(model, repo_id="me/vitok-350M-f16x64")   # huggingface_hub.ModelCard
 
 Cards are rendered from the jinja templates in the top-level ``model_cards/`` (one per family, shipped
-in the wheel as ``hf_vtok/model_cards/``) through ``huggingface_hub.ModelCard`` / ``ModelCardData``: library name, tags,
-the license of the original release, pipeline tag, the original paper's citation, a usage snippet,
+in the wheel as ``hf_vtok/model_cards/``) through ``huggingface_hub.ModelCard`` / ``ModelCardData``: library name,
+tags, the license of the original release, pipeline tag, the original paper's citation, a usage snippet,
 and the table of an ``hf-vtok eval`` / ``hf-vtok eval-generation`` run when given. What a family's card
 says (template, title, license, tags) is its ``hf_vtok.registry`` entry.
 """

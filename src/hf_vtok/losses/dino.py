@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .frozen import FrozenNetwork
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -40,7 +42,7 @@ class _ImageNetInput(nn.Module):
         return ((images.float() + 1) / 2 - self.mean) / self.std
 
 
-class DinoPerceptualLoss(nn.Module):
+class DinoPerceptualLoss(FrozenNetwork):
     """``loss(prediction, target)`` for ``[B, 3, H, W]`` images in [-1, 1]; images larger than ``target_size``
     are resized to it (bicubic, antialiased), as ViTok-v2's ``DINOPerceptual``."""
 
@@ -49,9 +51,6 @@ class DinoPerceptualLoss(nn.Module):
         self.backbone = _freeze(backbone)
         self.target_size = target_size
         self.normalize = _ImageNetInput()
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, target_size: int = 256, **kwargs) -> "DinoPerceptualLoss":

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..conversion import load_state_dict_strictly, rename_keys
 from ..utils.weights import load_weights
+from .frozen import FrozenNetwork
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 LPIPS_VGG_HEADS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
@@ -67,7 +68,7 @@ class VGG16Features(nn.Module):
         return outputs
 
 
-class LPIPS(nn.Module):
+class LPIPS(FrozenNetwork):
     """Learned perceptual distance between images in [-1, 1]: ``lpips(x, y) -> [B]``.
 
     ``LPIPS.from_pretrained()`` loads the published VGG16 and v0.1 heads (paths, URLs or ``hf://``);
@@ -82,12 +83,7 @@ class LPIPS(nn.Module):
         self.heads = nn.ModuleList(nn.Conv2d(channels, 1, kernel_size=1, bias=False) for channels in LPIPS_CHANNELS)
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "LPIPS":
-        # the features are fixed statistics: dropout / train mode never applies
-        return super().train(False)
+        self.freeze()
 
     @classmethod
     def from_pretrained(
@@ -109,7 +105,7 @@ class LPIPS(nn.Module):
         heads = load_weights(head_location, "LPIPS v0.1 VGG heads", LPIPS_VGG_HEADS_URL)
         heads = rename_keys(heads, [(r"^lin(\d)\.model\.1\.weight$", r"\1.weight")])
         load_state_dict_strictly(model.heads, heads, source="LPIPS heads")
-        return model.requires_grad_(False).eval()
+        return model.freeze()
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if input.shape != target.shape or input.dim() != 4 or input.shape[1] != 3:

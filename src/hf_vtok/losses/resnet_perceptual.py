@@ -17,6 +17,7 @@ from torch import nn
 
 from ..conversion import load_state_dict_strictly, rename_keys
 from ..utils.weights import load_weights
+from .frozen import FrozenNetwork
 
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,7 +59,7 @@ def resnet50_config():
     )
 
 
-class ResNetLogitPerceptualLoss(nn.Module):
+class ResNetLogitPerceptualLoss(FrozenNetwork):
     """``loss(input, target)``: MSE of the classifier logits of two ``[B, 3, H, W]`` batches in [-1, 1] (a scalar).
 
     ``ResNetLogitPerceptualLoss()`` is a randomly initialised ResNet-50 (give a transformers ``ResNetConfig`` as
@@ -76,11 +77,7 @@ class ResNetLogitPerceptualLoss(nn.Module):
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "ResNetLogitPerceptualLoss":
-        return super().train(False)
+        self.freeze()
 
     @classmethod
     def from_pretrained(cls, weights: str | os.PathLike | None = None) -> "ResNetLogitPerceptualLoss":
@@ -92,14 +89,14 @@ class ResNetLogitPerceptualLoss(nn.Module):
             from transformers import ResNetForImageClassification
 
             model = cls(classifier=ResNetForImageClassification.from_pretrained(location))
-            return model.requires_grad_(False).eval()
+            return model.freeze()
         state = convert_torchvision_resnet(load_weights(location, "ResNet-50 (torchvision layout)", RESNET50_URL))
         model = cls()
         for key, value in model.classifier.state_dict().items():
             if key.endswith("num_batches_tracked"):  # a training counter older torchvision files do not store
                 state.setdefault(key, value)
         load_state_dict_strictly(model.classifier, state, source=f"ResNet weights {location}")
-        return model.requires_grad_(False).eval()
+        return model.freeze()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet logits ``[B, 1000]`` of images in [-1, 1] (the original's preprocessing)."""

@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses.frozen import FrozenNetwork
+
 DEFAULT_FDD_MODEL = "facebook/dinov2-large"
 DEFAULT_FDD_RESOLUTION = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class DinoFeatureExtractor(nn.Module):
+class DinoFeatureExtractor(FrozenNetwork):
     """Images (uint8, or float in [0, 1], ``[B, 3, H, W]``) -> ``[B, hidden_size]`` class-token features.
 
     Images are resized to ``resolution`` (bicubic, antialiased), clamped and ImageNet-normalised, as the
@@ -52,9 +54,6 @@ class DinoFeatureExtractor(nn.Module):
                 f"`huggingface-cli download {DEFAULT_FDD_MODEL}`."
             ) from error
         return cls(model, resolution)
-
-    def train(self, mode: bool = True) -> "DinoFeatureExtractor":
-        return super().train(False)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

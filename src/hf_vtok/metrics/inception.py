@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..conversion import load_state_dict_strictly
+from ..losses.frozen import FrozenNetwork
 from ..utils.weights import load_weights
 
 FID_INCEPTION_URL = (
@@ -169,7 +170,7 @@ class InceptionOutput:
     logits: torch.Tensor
 
 
-class FIDInceptionV3(nn.Module):
+class FIDInceptionV3(FrozenNetwork):
     """InceptionV3 of the FID TF graph; input ``[B, 3, 299, 299]`` already scaled to [-1, 1].
 
     ``FIDInceptionV3.from_pretrained(path_or_url)`` loads the published FID weights; ``FIDInceptionV3()`` is
@@ -199,11 +200,7 @@ class FIDInceptionV3(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "FIDInceptionV3":
-        return super().train(False)  # batch-norm statistics are part of the metric
+        self.freeze()  # batch-norm statistics are part of the metric
 
     @classmethod
     def from_pretrained(cls, weights: str | os.PathLike | None = None) -> "FIDInceptionV3":
@@ -215,7 +212,7 @@ class FIDInceptionV3(nn.Module):
             if key.endswith("num_batches_tracked") and key not in state_dict:
                 state_dict[key] = value
         load_state_dict_strictly(model, state_dict, source="FID InceptionV3 weights")
-        return model.requires_grad_(False).eval()
+        return model.freeze()
 
     def forward(self, pixel_values: torch.Tensor) -> InceptionOutput:
         x = pixel_values.to(self.fc.weight.dtype)
@@ -249,7 +246,8 @@ def _resize_axis_tf1_bilinear(x: torch.Tensor, size: int, dim: int) -> torch.Ten
 
 
 def prepare_inception_input(images: torch.Tensor, convention: str = "pytorch-fid") -> torch.Tensor:
-    """``[B, 3, H, W]`` images (uint8, or float in [0, 1]) -> the ``[B, 3, 299, 299]`` network input of a convention."""
+    """``[B, 3, H, W]`` images (uint8, or float in [0, 1]) -> the ``[B, 3, 299, 299]`` network input of a
+    convention."""
     if convention not in INPUT_CONVENTIONS:
         raise ValueError(f"Inception input convention must be one of {INPUT_CONVENTIONS}, got {convention!r}")
     if images.dim() != 4 or images.shape[1] != 3:

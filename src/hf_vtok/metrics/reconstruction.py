@@ -16,7 +16,7 @@ RECONSTRUCTION_METRICS = ("psnr", "ssim", "lpips", "rfid", "fdd")
 def parse_metric_names(names: str | Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
     """``"psnr,ssim"`` or a list -> validated, de-duplicated names in the given order."""
     if isinstance(names, str):
-        names = [name for name in names.split(",")]
+        names = names.split(",")
     cleaned = []
     for name in names:
         name = name.strip().lower()
@@ -88,8 +88,8 @@ class ReconstructionMetrics:
         for index, (original, reconstruction) in enumerate(zip(originals, reconstructions)):
             if original.shape != reconstruction.shape or original.dim() != 3 or original.shape[0] != 3:
                 raise ValueError(
-                    f"image {index}: original {tuple(original.shape)} and reconstruction {tuple(reconstruction.shape)} "
-                    "must both be [3, H, W] of the same size"
+                    f"image {index}: original {tuple(original.shape)} and reconstruction "
+                    f"{tuple(reconstruction.shape)} must both be [3, H, W] of the same size"
                 )
             groups.setdefault(tuple(original.shape), []).append(index)
         for indices in groups.values():  # images of one size are batched together

@@ -45,7 +45,8 @@ class EarlyStopping:
     ):
         if every < 0 or patience < 0 or min_delta < 0:
             raise ValueError(
-                f"early stopping needs every >= 0, patience >= 0 and min_delta >= 0, got {every}, {patience}, {min_delta}"
+                "early stopping needs every >= 0, patience >= 0 and min_delta >= 0, "
+                f"got {every}, {patience}, {min_delta}"
             )
         self.trainer, self.evaluate, self.metric = trainer, evaluate, metric
         self.higher_is_better, self.every, self.patience, self.min_delta = higher_is_better, every, patience, min_delta

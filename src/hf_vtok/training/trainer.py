@@ -42,7 +42,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> argpa
     group.add_argument(
         "--fsdp",
         action="store_true",
-        help="shard models with FSDP2 (accelerate, GPU only); DDP is used otherwise when launched on several processes",
+        help="shard models with FSDP2 (accelerate, GPU only); DDP is used otherwise when launched on several "
+        "processes",
     )
     group.add_argument(
         "--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass"

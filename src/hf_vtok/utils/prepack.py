@@ -45,7 +45,8 @@ def prepacked_linear(
     weight = layer.weight
     if hidden_states.dtype != weight.dtype or hidden_states.shape[-1:] != weight.shape[1:]:
         raise ValueError(
-            f"{getattr(layer, _PACKED_NAME)}: input of shape {tuple(hidden_states.shape)} and dtype {hidden_states.dtype} "
+            f"{getattr(layer, _PACKED_NAME)}: input of shape {tuple(hidden_states.shape)} and dtype "
+            f"{hidden_states.dtype} "
             f"does not fit the prepacked weight [{weight.shape[0]}, {weight.shape[1]}] in {weight.dtype}"
         )
     if torch.is_grad_enabled() and hidden_states.requires_grad:
