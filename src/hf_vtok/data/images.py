@@ -80,6 +80,15 @@ def _iter_folder(folder: Path) -> Iterator[tuple[str, Image.Image]]:
         yield str(path.relative_to(folder)), load_image(path)
 
 
+def open_tar_shard(shard: Path, streaming: bool = True) -> tarfile.TarFile:
+    """A webdataset shard opened as a stream (any compression) or, for reads by offset, as an uncompressed tar."""
+    try:
+        return tarfile.open(shard, mode="r|*" if streaming else "r:")
+    except tarfile.TarError as error:
+        kind = "a readable" if streaming else "an uncompressed"
+        raise ValueError(f"{str(shard)!r} is not {kind} tar shard: {error}") from error
+
+
 def tar_samples(archive: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
     """``(member, sample key, extension)`` of the files of a webdataset shard: the key is the member's path up to
     the first dot of its name, the extension its last suffix, lower-cased (``a/b.seg.JPG`` -> ``a/b``, ``jpg``)."""
@@ -94,11 +103,7 @@ def tar_samples(archive: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str
 def _iter_tar_shards(shards: list[Path]) -> Iterator[tuple[str, Image.Image]]:
     for shard in shards:
         seen = set()
-        try:
-            archive = tarfile.open(shard, mode="r|*")
-        except tarfile.TarError as error:
-            raise ValueError(f"{str(shard)!r} is not a readable tar shard: {error}") from error
-        with archive:
+        with open_tar_shard(shard) as archive:
             for member, key, extension in tar_samples(archive):
                 if key in seen or f".{extension}" not in IMAGE_EXTENSIONS:
                     continue

@@ -7,7 +7,6 @@ by ``hf-vtok cache-latents``.
 """
 
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from .images import (
     as_pil,
     decode_image_bytes,
     find_image_column,
+    open_tar_shard,
     pick_split,
     tar_samples,
     tar_shards,
@@ -76,11 +76,7 @@ class TarShardImages:
         for shard_index, shard in enumerate(self.shards):
             images: dict[str, _TarMember] = {}
             classes: dict[str, int] = {}
-            try:
-                archive = tarfile.open(shard, mode="r:")
-            except tarfile.TarError as error:
-                raise ValueError(f"{str(shard)!r} is not an uncompressed tar shard: {error}") from error
-            with archive:
+            with open_tar_shard(shard, streaming=False) as archive:
                 for member, key, extension in tar_samples(archive):
                     if extension == "cls":
                         text = archive.extractfile(member).read().decode().strip()
