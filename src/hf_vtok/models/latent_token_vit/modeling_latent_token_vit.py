@@ -172,8 +172,9 @@ class LatentTokenViTDecoder(nn.Module):
         self.output_proj = nn.Linear(hidden_size, output_dim)
 
     @classmethod
-    def pixel_decoder(cls, config: LatentTokenViTConfig) -> "LatentTokenViTDecoder":
-        return cls(
+    def from_config(cls, config: LatentTokenViTConfig, **overrides) -> "LatentTokenViTDecoder":
+        """The pixel decoder ``config`` describes; ``overrides`` replace some of its sizes (MAETok's feature decoders)."""
+        sizes = dict(
             hidden_size=config.decoder_hidden_size,
             num_layers=config.decoder_num_layers,
             num_heads=config.decoder_num_heads,
@@ -190,6 +191,7 @@ class LatentTokenViTDecoder(nn.Module):
             layer_scale_init=config.decoder_layer_scale_init,
             drop_path_rate=config.decoder_drop_path_rate,
         )
+        return cls(**{**sizes, **overrides})
 
     def forward(
         self,

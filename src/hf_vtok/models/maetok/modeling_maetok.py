@@ -63,7 +63,7 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
     def __init__(self, config: MAETokConfig):
         super().__init__(config)
         self.encoder = LatentTokenViTEncoder(config, with_mask_token=config.mask_ratio_min > 0)
-        self.decoder = LatentTokenViTDecoder.pixel_decoder(config)
+        self.decoder = LatentTokenViTDecoder.from_config(config)
         self.auxiliary_decoders = (
             nn.ModuleDict({name: self._auxiliary_decoder(config, name) for name in config.auxiliary_targets})
             if config.auxiliary_targets
@@ -73,20 +73,17 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
 
     @staticmethod
     def _auxiliary_decoder(config: MAETokConfig, target: str) -> LatentTokenViTDecoder:
-        return LatentTokenViTDecoder(
+        """A shallow latent-modulated decoder with a class token predicting ``target`` features per patch."""
+        return LatentTokenViTDecoder.from_config(
+            config,
             hidden_size=config.auxiliary_hidden_size,
             num_layers=config.auxiliary_num_layers,
             num_heads=config.auxiliary_num_heads,
-            latent_channels=config.latent_channels,
-            num_latent_tokens=config.num_latent_tokens,
-            grid_size=config.decoder_grid_size,
             output_dim=config.auxiliary_feature_dim(target),
-            mlp_ratio=config.mlp_ratio,
-            norm_eps=config.norm_eps,
             cls_token=True,
             latent_modulation=True,
-            use_rope=config.use_rope,
-            rope_theta=config.rope_theta,
+            layer_scale_init=None,
+            drop_path_rate=0.0,
         )
 
     # ----------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ class SoftVQModel(LatentTokenViTPreTrainedModel):
             l2_normalize=config.codebook_l2_norm,
             entropy_loss_ratio=config.entropy_loss_ratio,
         )
-        self.decoder = LatentTokenViTDecoder.pixel_decoder(config)
+        self.decoder = LatentTokenViTDecoder.from_config(config)
         self.post_init()
 
     def _init_weights(self, module) -> None:
