@@ -25,6 +25,12 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
     model_cpu_offload_seq = "transformer->tokenizer"
     fixed_token_count = True  # False where the transformer takes any number of tokens (ViTok DiT)
 
+    def __init__(self, tokenizer, transformer, scheduler):
+        """Subclasses keep their own typed ``__init__`` (diffusers reads the component types from it)."""
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
+        self.check_components()
+
     @classmethod
     def default_scheduler(cls, transformer, sampling=None):
         """The scheduler of the original sampler (``sampling``: a release's recipe, ``hf_vtok.registry``)."""
@@ -87,7 +93,8 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
         return labels.to(self._execution_device)
 
     def check_guidance_scale(self, guidance_scale: float) -> bool:
-        """Whether classifier-free guidance runs; errors for scales that make no sense or a model without null class."""
+        """Whether classifier-free guidance runs; errors for scales that make no sense or a model without a null
+        class."""
         if not math.isfinite(guidance_scale) or guidance_scale < 1.0:
             raise ValueError(f"guidance_scale must be a finite number >= 1 (1 = no guidance), got {guidance_scale}")
         guided = guidance_scale > 1.0
@@ -137,7 +144,8 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
 
     # ----------------------------------------------------------------------------------------------
     def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Generator latents -> tokenizer latents: ``latents / scaling_factor + shift_factor`` (diffusers convention)."""
+        """Generator latents -> tokenizer latents: ``latents / scaling_factor + shift_factor`` (diffusers
+        convention)."""
         config = self.tokenizer.config
         scaling = getattr(config, "scaling_factor", None)
         shift = getattr(config, "shift_factor", None)

@@ -124,7 +124,8 @@ class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, Peft
         class_labels = torch.as_tensor(class_labels, device=hidden_states.device)
         if class_labels.dtype.is_floating_point or tuple(class_labels.shape) != (batch,):
             raise ValueError(
-                f"class_labels must be integer ids of shape ({batch},), got {class_labels.dtype} {tuple(class_labels.shape)}"
+                f"class_labels must be integer ids of shape ({batch},), got {class_labels.dtype} "
+                f"{tuple(class_labels.shape)}"
             )
         if not torch.compiler.is_compiling():
             rows = self.class_embedding.embedding_table.num_embeddings

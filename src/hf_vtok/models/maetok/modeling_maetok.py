@@ -156,8 +156,9 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
             prediction = predictions[name]
             if target.shape != prediction.shape:
                 raise ValueError(
-                    f"{name} targets are {tuple(target.shape)} but the decoder predicts {tuple(prediction.shape)}: the "
-                    "teacher's patch grid and width must match the decoder's (config.decoder_patch_size, *_feature_dim)"
+                    f"{name} targets are {tuple(target.shape)} but the decoder predicts {tuple(prediction.shape)}: "
+                    "the teacher's patch grid and width must match the decoder's "
+                    "(config.decoder_patch_size, *_feature_dim)"
                 )
             target = target.to(prediction.dtype)
             if name == "hog":
@@ -169,7 +170,8 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
             elif weights.shape != per_patch.shape:
                 raise ValueError(
                     f"the token mask {tuple(weights.shape)} (encoder grid) does not match the {name} predictions "
-                    f"{tuple(per_patch.shape)} (decoder grid); masked-only losses need equal encoder and decoder patch sizes"
+                    f"{tuple(per_patch.shape)} (decoder grid); masked-only losses need equal encoder and decoder "
+                    "patch sizes"
                 )
             else:
                 losses[name] = (per_patch * weights).sum() / weights.sum()

@@ -20,7 +20,8 @@ _BASE_STACKS = {
 _DEFAULT_STACK = (768, 12, 12)  # a stack spec with no base letter
 _DEFAULT_MLP_RATIO = 2.67
 
-# The nine released checkpoints (entries of hf_vtok.registry): preset name -> (variant string, original Hub repository).
+# The nine released checkpoints (entries of hf_vtok.registry): preset name -> (variant string, original Hub
+# repository).
 VITOK_PRESETS: dict[str, tuple[str, str]] = {
     name: (entry.config["variant"], entry.repo_id) for name, entry in family_presets("vitok").items()
 }

@@ -1,5 +1,6 @@
 """ViTok-v2: a ViT autoencoder on NaFlex patch sequences (lightweight encoder, deep decoder)."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -37,6 +38,10 @@ class NaFlexLayout:
     col_idx: torch.LongTensor | None = None
     orig_height: torch.LongTensor | None = None
     orig_width: torch.LongTensor | None = None
+
+    def layout(self) -> dict:
+        """The layout fields, to pass on to another output."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(NaFlexLayout)}
 
 
 @dataclass
@@ -346,13 +351,5 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
             pixel_values, patch_mask, row_idx, col_idx, orig_height, orig_width, mask_padding=mask_padding
         )
         decoded = self.decode(encoded, mask_padding=mask_padding)
-        output = ViTokOutput(
-            sample=decoded.sample,
-            latents=encoded.latents,
-            patch_mask=encoded.patch_mask,
-            row_idx=encoded.row_idx,
-            col_idx=encoded.col_idx,
-            orig_height=orig_height,
-            orig_width=orig_width,
-        )
+        output = ViTokOutput(sample=decoded.sample, latents=encoded.latents, **encoded.layout())
         return output if return_dict else output.to_tuple()

@@ -93,7 +93,8 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
     Args:
         in_channels: channels per latent token (the AE's ``latent_channels``; original ``code_width``).
         hidden_size / num_layers / num_attention_heads: width, depth, heads (original ``width / depth / num_heads``).
-        num_classes: class labels; id ``num_classes`` is the null class of classifier-free guidance (original ``text_dim``).
+        num_classes: class labels; id ``num_classes`` is the null class of classifier-free guidance
+            (original ``text_dim``).
         num_tokens: default number of latent tokens to generate (a square grid); any count works at run time.
         mlp_ratio / mlp_multiple_of: SwiGLU hidden size ``int(width * mlp_ratio)`` rounded to a multiple (2.67 / 16).
         mod_tanh: bound of the ``tanh``-squashed scales and gates (3.0; 0 disables the squashing).
@@ -140,7 +141,8 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
             raise ValueError(f"num_register_tokens must be >= 0, got {num_register_tokens}")
         if sliding_window is not None and (sliding_window < 0 or sliding_window_every < 1):
             raise ValueError(
-                f"sliding_window must be >= 0 and sliding_window_every >= 1, got {sliding_window}, {sliding_window_every}"
+                "sliding_window must be >= 0 and sliding_window_every >= 1, "
+                f"got {sliding_window}, {sliding_window_every}"
             )
         self.proj_in = nn.Linear(in_channels, hidden_size, bias=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if class_token else None
@@ -215,7 +217,8 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
             class_labels = class_labels.squeeze(1)
         if class_labels.dtype.is_floating_point or tuple(class_labels.shape) != (batch,):
             raise ValueError(
-                f"class_labels must be integer ids of shape ({batch},) or ({batch}, 1), got {tuple(class_labels.shape)}"
+                f"class_labels must be integer ids of shape ({batch},) or ({batch}, 1), "
+                f"got {tuple(class_labels.shape)}"
             )
         if not torch.compiler.is_compiling() and bool(
             ((class_labels < 0) | (class_labels > config.num_classes)).any()

@@ -26,9 +26,7 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
     def __init__(
         self, tokenizer: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler
     ):
-        super().__init__()
-        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
-        self.check_components()
+        super().__init__(tokenizer, transformer, scheduler)
 
     def check_components(self) -> None:
         super().check_components()

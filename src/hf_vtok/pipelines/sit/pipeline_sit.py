@@ -28,9 +28,7 @@ class SiTPipeline(TokenizerGenerationPipeline):
     """
 
     def __init__(self, tokenizer: PreTrainedModel, transformer: SiTTransformer1DModel, scheduler: SiTFlowScheduler):
-        super().__init__()
-        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
-        self.check_components()
+        super().__init__(tokenizer, transformer, scheduler)
 
     @classmethod
     def default_scheduler(cls, transformer, sampling=None) -> SiTFlowScheduler:

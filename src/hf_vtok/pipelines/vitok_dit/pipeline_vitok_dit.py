@@ -27,9 +27,7 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
     def __init__(
         self, tokenizer: PreTrainedModel, transformer: ViTokDiTTransformerModel, scheduler: UniPCMultistepScheduler
     ):
-        super().__init__()
-        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
-        self.check_components()
+        super().__init__(tokenizer, transformer, scheduler)
 
     @classmethod
     def default_scheduler(cls, transformer, sampling=None) -> UniPCMultistepScheduler:
@@ -50,7 +48,8 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
             raise ValueError("give both height and width (pixels), or neither")
         if height <= 0 or width <= 0 or height % patch or width % patch:
             raise ValueError(
-                f"height and width must be positive multiples of the tokenizer's patch size {patch}, got {height}x{width}"
+                f"height and width must be positive multiples of the tokenizer's patch size {patch}, "
+                f"got {height}x{width}"
             )
         return height // patch, width // patch
 
