@@ -139,7 +139,8 @@ def _discretized_gaussian_log_likelihood(x, means, log_scales):
 
 
 def dit_loss(model, latents, labels, scheduler: GaussianDiffusionScheduler) -> torch.Tensor:
-    """ADM ``training_losses`` with ``LossType.MSE`` and learned-range variance: eps MSE + the VB term (frozen mean)."""
+    """ADM ``training_losses`` with ``LossType.MSE`` and learned-range variance: eps MSE + the VB term (frozen
+    mean)."""
     batch = latents.shape[0]
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), device=latents.device)
     noise = torch.randn_like(latents)

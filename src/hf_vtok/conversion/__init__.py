@@ -2,21 +2,27 @@
 
 from .converter import Conversion, Converter
 from .state_dicts import (
+    WRAPPER_PREFIXES,
     CheckpointMismatchError,
+    load_original_json,
     load_original_state_dict,
     load_state_dict_strictly,
     load_torch_checkpoint,
     rename_keys,
+    rename_original_keys,
     strip_prefixes,
 )
 
 __all__ = [
+    "WRAPPER_PREFIXES",
     "CheckpointMismatchError",
     "Conversion",
     "Converter",
+    "load_original_json",
     "load_original_state_dict",
     "load_state_dict_strictly",
     "load_torch_checkpoint",
     "rename_keys",
+    "rename_original_keys",
     "strip_prefixes",
 ]

@@ -6,7 +6,14 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..utils.checkpoints import load_original_state_dict, load_torch_checkpoint  # noqa: F401  (re-exported)
+from ..utils.checkpoints import (  # noqa: F401  (re-exported)
+    load_original_json,
+    load_original_state_dict,
+    load_torch_checkpoint,
+)
+
+# the wrappers a saved state dict may carry: torch.compile's ``_orig_mod.``, DDP's ``module.``
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
 class CheckpointMismatchError(ValueError):
@@ -40,6 +47,13 @@ def rename_keys(state_dict: Mapping[str, torch.Tensor], rules: Iterable[tuple[st
             raise CheckpointMismatchError(f"two checkpoint keys map to {new_key!r} (one of them is {key!r})")
         renamed[new_key] = value
     return renamed
+
+
+def rename_original_keys(
+    state_dict: Mapping[str, torch.Tensor], rules: Iterable[tuple[str, str]]
+) -> dict[str, torch.Tensor]:
+    """Original names -> hf_vtok names: ``WRAPPER_PREFIXES`` stripped, then ``rules`` applied (``rename_keys``)."""
+    return rename_keys(strip_prefixes(state_dict, WRAPPER_PREFIXES), rules)
 
 
 def load_state_dict_strictly(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"):

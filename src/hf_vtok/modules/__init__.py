@@ -3,7 +3,7 @@
 from .attention import Attention, joint_attention, padding_attention_mask
 from .layers import DropPath, LayerScale
 from .mlp import GELUMLP, SwiGLU, rounded_hidden_size
-from .modulation import AdaLNModulation, adaln_chunks, gated_residual, modulate
+from .modulation import AdaLNFinalLayer, AdaLNModulation, adaln_chunks, gated_residual, modulate
 from .norms import FP32LayerNorm, RMSNorm
 from .patches import grid_positions, patchify, scatter_to_canvas, unpatchify
 from .position_embedding import LearnedPositionEmbedding, sincos_1d_interleaved
@@ -16,9 +16,12 @@ from .rope import (
     rope_tables,
     rope_tables_2d,
 )
+from .timesteps import TIMESTEP_FREQUENCY_DIM, sinusoidal_timesteps
 from .vit_blocks import LatentModulatedNorm, LatentModulatedViTBlock, ViTBlock, modulate_trailing_tokens
 
 __all__ = [
+    "TIMESTEP_FREQUENCY_DIM",
+    "AdaLNFinalLayer",
     "AdaLNModulation",
     "Attention",
     "adaln_chunks",
@@ -44,6 +47,7 @@ __all__ = [
     "patchify",
     "scatter_to_canvas",
     "sincos_1d_interleaved",
+    "sinusoidal_timesteps",
     "unpatchify",
     "padding_attention_mask",
     "rope_inverse_frequencies",

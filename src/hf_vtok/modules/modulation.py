@@ -1,4 +1,4 @@
-"""adaLN modulation helpers."""
+"""adaLN modulation: the chunked ``Linear(SiLU(c))``, ``modulate``, gated residuals and the adaLN output layer."""
 
 import torch
 from torch import nn
@@ -85,3 +85,35 @@ def zero_init_rows_(linear: nn.Linear) -> None:
             linear.weight[start:end] = 0.0
             if linear.bias is not None:
                 linear.bias[start:end] = 0.0
+
+
+class AdaLNFinalLayer(nn.Module):
+    """adaLN output layer ``linear(modulate(norm(x), shift, scale))``, ``(shift, scale)`` from the conditioning.
+
+    ``norm`` is a non-affine ``nn.LayerNorm``, ``modulation`` a plain ``nn.Linear`` (keys ``final_layer.norm``,
+    ``final_layer.modulation.*``, ``final_layer.linear.*`` as in DiT / SiT / V2Flow). ``activation=False`` where the
+    conditioning is already ``SiLU``-ed (DiT); ``broadcast_over_tokens=False`` for per-row conditioning ``[N, C]``
+    of a per-token MLP (V2Flow's flow head). ``conditioning_size`` defaults to ``hidden_size``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        out_channels: int,
+        conditioning_size: int | None = None,
+        norm_eps: float = 1e-6,
+        activation: bool = True,
+        broadcast_over_tokens: bool = True,
+    ):
+        super().__init__()
+        self.activation = activation
+        self.broadcast_over_tokens = broadcast_over_tokens
+        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=norm_eps)
+        self.modulation = nn.Linear(conditioning_size or hidden_size, 2 * hidden_size)
+        self.linear = nn.Linear(hidden_size, out_channels)
+
+    def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
+        shift, scale = adaln_chunks(
+            self.modulation, conditioning, 2, self.activation, broadcast_over_tokens=self.broadcast_over_tokens
+        )
+        return self.linear(modulate(self.norm(hidden_states), shift, scale))

@@ -10,14 +10,13 @@ tokens only see the non-affine norm. This is MAETok's decoder block ("MoVQ" bloc
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .attention import Attention
 from .layers import DropPath, LayerScale
 from .mlp import GELUMLP
-from .modulation import modulate
+from .modulation import adaln_chunks, modulate
 from .norms import FP32LayerNorm
 
 
@@ -95,7 +94,7 @@ class LatentModulatedViTBlock(GradientCheckpointingLayer):
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        shift_attn, scale_attn, shift_mlp, scale_mlp = self.modulation(F.silu(condition)).chunk(4, dim=-1)
+        shift_attn, scale_attn, shift_mlp, scale_mlp = adaln_chunks(self.modulation, condition, 4)
         normed = modulate_trailing_tokens(self.norm1(hidden_states), shift_attn, scale_attn)
         hidden_states = hidden_states + self.drop_path(self.attention(normed, rotary, attention_mask))
         normed = modulate_trailing_tokens(self.norm2(hidden_states), shift_mlp, scale_mlp)
@@ -111,5 +110,5 @@ class LatentModulatedNorm(nn.Module):
         self.modulation = nn.Linear(condition_dim, 2 * hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.modulation(F.silu(condition)).chunk(2, dim=-1)
+        shift, scale = adaln_chunks(self.modulation, condition, 2)
         return modulate_trailing_tokens(self.norm(hidden_states), shift, scale)

@@ -12,6 +12,7 @@ import os
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
 
 from ..publishing import HubMixin
 
@@ -23,6 +24,12 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "transformer->tokenizer"
     fixed_token_count = True  # False where the transformer takes any number of tokens (ViTok DiT)
+
+    def __init__(self, tokenizer, transformer, scheduler):
+        """Subclasses keep their own typed ``__init__`` (diffusers reads the component types from it)."""
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
+        self.check_components()
 
     @classmethod
     def default_scheduler(cls, transformer, sampling=None):
@@ -86,7 +93,8 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
         return labels.to(self._execution_device)
 
     def check_guidance_scale(self, guidance_scale: float) -> bool:
-        """Whether classifier-free guidance runs; errors for scales that make no sense or a model without null class."""
+        """Whether classifier-free guidance runs; errors for scales that make no sense or a model without a null
+        class."""
         if not math.isfinite(guidance_scale) or guidance_scale < 1.0:
             raise ValueError(f"guidance_scale must be a finite number >= 1 (1 = no guidance), got {guidance_scale}")
         guided = guidance_scale > 1.0
@@ -112,13 +120,32 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
         if latents is not None and tuple(latents.shape) != tuple(shape):
             raise ValueError(f"latents (the initial noise) must have shape {tuple(shape)}, got {tuple(latents.shape)}")
 
+    def check_call(self, class_labels, guidance_scale: float, num_inference_steps: int, output_type: str):
+        """The checks every ``__call__`` runs before any compute; returns ``(labels [B], guided)``."""
+        self.check_components()
+        labels = self.prepare_class_labels(class_labels, self.transformer.config.num_classes)
+        guided = self.check_guidance_scale(guidance_scale)
+        self.check_steps(num_inference_steps)
+        self.check_output_type(output_type)
+        return labels, guided
+
+    def prepare_latents(self, latents: torch.Tensor | None, shape: tuple[int, ...], generator, dtype: torch.dtype):
+        """The initial noise: ``latents`` (checked against ``shape``) or a float32 draw from ``generator``, on the
+        execution device in the sampler's ``dtype``."""
+        self.check_latents(latents, shape)
+        device = self._execution_device
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        return latents.to(device=device, dtype=dtype)
+
     def step_kwargs(self, generator) -> dict:
         """``generator=`` for schedulers whose ``step`` draws noise (UniPC's does not take one)."""
         return {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
 
     # ----------------------------------------------------------------------------------------------
     def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Generator latents -> tokenizer latents: ``latents / scaling_factor + shift_factor`` (diffusers convention)."""
+        """Generator latents -> tokenizer latents: ``latents / scaling_factor + shift_factor`` (diffusers
+        convention)."""
         config = self.tokenizer.config
         scaling = getattr(config, "scaling_factor", None)
         shift = getattr(config, "shift_factor", None)
@@ -135,6 +162,22 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
             return images
         array = images.permute(0, 2, 3, 1).cpu().numpy()
         return array if output_type == "np" else VaeImageProcessor.numpy_to_pil(array)
+
+    def decode_samples(
+        self, samples: torch.Tensor, output_type: str, return_dict: bool, grid_shape: tuple[int, int] | None = None
+    ):
+        """The pipeline output of generated latents: themselves for ``"latent"``, else the tokenizer's images.
+
+        ``grid_shape`` puts raster-order tokens ``[B, rows * cols, C]`` on the ``[B, C, rows, cols]`` grid the
+        tokenizer decodes.
+        """
+        if output_type == "latent":
+            return self.finish(samples, output_type, return_dict)
+        latents = self.denormalize_latents(samples)
+        if grid_shape is not None:
+            latents = latents.transpose(1, 2).unflatten(2, grid_shape)
+        images = self.tokenizer.decode(latents.to(self.tokenizer.dtype)).sample
+        return self.finish(self.images_from_tokenizer_output(images, output_type), output_type, return_dict)
 
     def finish(self, images, output_type: str, return_dict: bool):
         self.maybe_free_model_hooks()

@@ -96,7 +96,8 @@ class GaussianDiffusionScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: length of the training chain (1000).
         beta_schedule: ``"linear"`` (1e-4..0.02) or ``"cosine"`` (Nichol & Dhariwal, betas capped at 0.999).
         variance_type: ``"learned_range"`` (the model's extra channels interpolate the log variance
-            between the posterior and beta; DiT's ``learn_sigma``), ``"learned"``, ``"fixed_small"``, ``"fixed_large"``.
+            between the posterior and beta; DiT's ``learn_sigma``), ``"learned"``, ``"fixed_small"``,
+            ``"fixed_large"``.
         prediction_type: ``"epsilon"`` or ``"sample"`` (x_0).
         clip_sample: clip the predicted x_0 to [-1, 1] (ADM's ``clip_denoised``; the DiT generation script uses False).
         sampler: ``"ancestral"`` (``p_sample``: one normal draw per step, also on the last step where it

@@ -1,5 +1,7 @@
-"""Reading checkpoints without executing pickle: safetensors, or ``torch.load(weights_only=True)``."""
+"""Reading original checkpoints without executing pickle (safetensors, or ``torch.load(weights_only=True)``), and
+their configs."""
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -52,3 +54,17 @@ def load_original_state_dict(path: str | os.PathLike, inner_key: str | None = No
     ):
         raise ValueError(f"{str(path)!r} does not hold a flat name -> tensor state dict")
     return dict(state_dict)
+
+
+def load_original_json(path: str | os.PathLike) -> dict:
+    """An original ``config.json`` as a dict; a missing file, invalid JSON or a non-object are named errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"original config {str(path)!r} does not exist")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{str(path)!r} does not hold a JSON object")
+    return config

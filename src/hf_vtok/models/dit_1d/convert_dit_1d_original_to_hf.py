@@ -13,21 +13,17 @@ this module: both originals use the same key layout. No pickle is executed.
 """
 
 import argparse
-import json
-import os
-from pathlib import Path
 
-import torch
 from accelerate import init_empty_weights
 
 from ...conversion import (
     CheckpointMismatchError,
     Conversion,
     Converter,
+    load_original_json,
     load_original_state_dict,
     load_state_dict_strictly,
-    rename_keys,
-    strip_prefixes,
+    rename_original_keys,
 )
 from ...registry import family_presets
 from .modeling_dit_1d import DiTTransformer1DModel
@@ -45,7 +41,6 @@ KEY_RULES = [
     (r"\.attn\.proj\.", ".attn.out_proj."),
     (r"\.adaLN_modulation\.1\.", ".modulation."),
 ]
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # constructor defaults of the original classes, used for keys a config.json leaves out
 # (PyTorchModelHubMixin passes only the saved keys)
 ORIGINAL_DEFAULTS = {
@@ -81,19 +76,6 @@ ORIGINAL_DEFAULTS = {
 IGNORED_KEYS = {"license", "repo_url", "tags", "use_cfg", "path_type", "fused_attn", "flash_attn"}
 
 
-def read_original_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"original config {str(path)!r} does not exist")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{str(path)!r} does not hold a JSON object")
-    return config
-
-
 def transformer_config_from_original(original: dict, kind: str) -> dict:
     """``__init__`` arguments of the hf_vtok transformer from an original SiT / DiT ``config.json``."""
     if kind not in ORIGINAL_DEFAULTS:
@@ -121,7 +103,8 @@ def transformer_config_from_original(original: dict, kind: str) -> dict:
     if kind == "sit":
         if int(values["decoder_hidden_size"]) != fields["hidden_size"]:
             raise ValueError(
-                f"decoder_hidden_size {values['decoder_hidden_size']} differs from hidden_size {fields['hidden_size']}: "
+                f"decoder_hidden_size {values['decoder_hidden_size']} differs from hidden_size "
+                f"{fields['hidden_size']}: "
                 "the original SiT cannot run such a model either"
             )
         fields["qk_norm"] = bool(values["qk_norm"])
@@ -130,14 +113,10 @@ def transformer_config_from_original(original: dict, kind: str) -> dict:
     return fields
 
 
-def convert_generator_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return rename_keys(strip_prefixes(original, WRAPPER_PREFIXES), KEY_RULES)
-
-
 def convert_generator_checkpoint(model_class, kind, checkpoint_path, config_path, inner_key=None, dtype=None):
     """Build ``model_class`` (SiT / DiT transformer) from an original checkpoint and its config.json."""
-    config = transformer_config_from_original(read_original_config(config_path), kind)
-    state_dict = convert_generator_state_dict(load_original_state_dict(checkpoint_path, inner_key=inner_key))
+    config = transformer_config_from_original(load_original_json(config_path), kind)
+    state_dict = rename_original_keys(load_original_state_dict(checkpoint_path, inner_key=inner_key), KEY_RULES)
     with init_empty_weights(include_buffers=False):
         model = model_class(**config)
     try:

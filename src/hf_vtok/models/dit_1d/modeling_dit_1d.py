@@ -13,14 +13,23 @@ import torch.nn.functional as F
 from diffusers import ModelMixin  # noqa: F401  (diffusers looks this name up in component modules)
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
-from diffusers.models.embeddings import LabelEmbedding, TimestepEmbedding, get_timestep_embedding
+from diffusers.models.embeddings import LabelEmbedding, TimestepEmbedding
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
-from ...modules import GELUMLP, Attention, gated_residual, modulate, sincos_1d_interleaved
+from ...modules import (
+    GELUMLP,
+    TIMESTEP_FREQUENCY_DIM,
+    AdaLNFinalLayer,
+    Attention,
+    adaln_chunks,
+    gated_residual,
+    modulate,
+    sincos_1d_interleaved,
+    sinusoidal_timesteps,
+)
 from ...publishing import HubMixin
-
-TIMESTEP_FREQUENCY_DIM = 256
+from ...utils.validation import check_attention_heads, check_positive
 
 
 class DiTBlock(nn.Module):
@@ -46,8 +55,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         """``conditioning`` is ``silu(timestep embedding + class embedding)``, ``[B, D]``."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
-            self.modulation(conditioning).unsqueeze(1).chunk(6, dim=-1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = adaln_chunks(
+            self.modulation, conditioning, 6, activation=False
         )
         attended = self.attn(modulate(self.norm1(hidden_states), shift_msa, scale_msa))
         hidden_states = gated_residual(hidden_states, gate_msa, attended)
@@ -56,69 +65,42 @@ class DiTBlock(nn.Module):
         )
 
 
-class DiTFinalLayer(nn.Module):
-    def __init__(self, hidden_size: int, out_channels: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.modulation = nn.Linear(hidden_size, 2 * hidden_size)
-        self.linear = nn.Linear(hidden_size, out_channels)
-
-    def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.modulation(conditioning).unsqueeze(1).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm(hidden_states), shift, scale))
-
-
 class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
-    """Shared network of ``SiTTransformer1DModel`` and ``DiTTransformer1DModel`` (built by ``_build``).
+    """Shared network and ``forward`` of ``SiTTransformer1DModel`` and ``DiTTransformer1DModel``.
 
-    Subclasses declare their own ``@register_to_config __init__`` and call ``_build``.
+    Subclasses declare their own ``@register_to_config __init__`` (their config keys) and call ``_build``.
     """
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["DiTBlock"]
     _skip_layerwise_casting_patterns = ["pos_embed", "norm"]
 
-    def _build(
-        self,
-        in_channels: int,
-        out_channels: int,
-        num_tokens: int,
-        hidden_size: int,
-        num_layers: int,
-        num_attention_heads: int,
-        mlp_ratio: float,
-        num_classes: int,
-        class_dropout_prob: float,
-        qk_norm: bool = False,
-    ) -> None:
-        for name, value in (
-            ("in_channels", in_channels),
-            ("num_tokens", num_tokens),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-            ("num_attention_heads", num_attention_heads),
-            ("num_classes", num_classes),
-        ):
-            if int(value) <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if hidden_size % num_attention_heads:
-            raise ValueError(
-                f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}"
-            )
+    def _build(self, out_channels: int) -> None:
+        """The network of ``self.config`` (registered by the subclass's ``__init__``), ``out_channels`` wide."""
+        config = self.config
+        check_positive(
+            config, "in_channels", "num_tokens", "hidden_size", "num_layers", "num_attention_heads", "num_classes"
+        )
+        check_attention_heads(config, "hidden_size", "num_attention_heads")
+        hidden_size = config.hidden_size
         if hidden_size % 2:
             raise ValueError(f"hidden_size must be even for the sin-cos position table, got {hidden_size}")
-        if not 0.0 <= class_dropout_prob < 1.0:
-            raise ValueError(f"class_dropout_prob must be in [0, 1), got {class_dropout_prob}")
-        self.proj_in = nn.Linear(in_channels, hidden_size)
+        if not 0.0 <= config.class_dropout_prob < 1.0:
+            raise ValueError(f"class_dropout_prob must be in [0, 1), got {config.class_dropout_prob}")
+        self.proj_in = nn.Linear(config.in_channels, hidden_size)
         # frozen sin-cos table; saved with the weights as the original does
-        self.register_buffer("pos_embed", sincos_1d_interleaved(num_tokens, hidden_size).unsqueeze(0))
+        self.register_buffer("pos_embed", sincos_1d_interleaved(config.num_tokens, hidden_size).unsqueeze(0))
+        self.time_proj = sinusoidal_timesteps(TIMESTEP_FREQUENCY_DIM)
         self.time_embedding = TimestepEmbedding(TIMESTEP_FREQUENCY_DIM, hidden_size)
         # class_dropout_prob > 0 adds the null class (id num_classes) used for classifier-free guidance
-        self.class_embedding = LabelEmbedding(num_classes, hidden_size, class_dropout_prob)
+        self.class_embedding = LabelEmbedding(config.num_classes, hidden_size, config.class_dropout_prob)
+        qk_norm = getattr(config, "qk_norm", False)  # a SiT option
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_attention_heads, mlp_ratio, qk_norm) for _ in range(num_layers)
+            DiTBlock(hidden_size, config.num_attention_heads, config.mlp_ratio, qk_norm)
+            for _ in range(config.num_layers)
         )
-        self.final_layer = DiTFinalLayer(hidden_size, out_channels)
+        # the conditioning reaches the blocks and the final layer already SiLU-ed
+        self.final_layer = AdaLNFinalLayer(hidden_size, out_channels, activation=False)
         self.gradient_checkpointing = False
 
     @property
@@ -142,7 +124,8 @@ class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, Peft
         class_labels = torch.as_tensor(class_labels, device=hidden_states.device)
         if class_labels.dtype.is_floating_point or tuple(class_labels.shape) != (batch,):
             raise ValueError(
-                f"class_labels must be integer ids of shape ({batch},), got {class_labels.dtype} {tuple(class_labels.shape)}"
+                f"class_labels must be integer ids of shape ({batch},), got {class_labels.dtype} "
+                f"{tuple(class_labels.shape)}"
             )
         if not torch.compiler.is_compiling():
             rows = self.class_embedding.embedding_table.num_embeddings
@@ -153,13 +136,18 @@ class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, Peft
                 )
         return timestep, class_labels
 
-    def _transformer(self, hidden_states, timestep, class_labels, return_dict):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor | float,
+        class_labels: torch.LongTensor,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple:
+        """``timestep``: SiT flow time in [0, 1] or DiT integer DDPM step, a scalar or ``[B]``."""
         timestep, class_labels = self._check_inputs(hidden_states, timestep, class_labels)
         dtype = self.proj_in.weight.dtype
         hidden_states = self.proj_in(hidden_states.to(dtype)) + self.pos_embed.to(dtype)
-        frequencies = get_timestep_embedding(
-            timestep, TIMESTEP_FREQUENCY_DIM, flip_sin_to_cos=True, downscale_freq_shift=0
-        )  # [cos | sin], float32
+        frequencies = self.time_proj(timestep)  # [cos | sin], float32
         conditioning = self.time_embedding(frequencies.to(dtype)) + self.class_embedding(class_labels)
         conditioning = F.silu(conditioning)
         for block in self.blocks:
@@ -201,27 +189,8 @@ class DiTTransformer1DModel(ClassConditionalTransformer1DModel):
         learn_sigma: bool = True,
     ):
         super().__init__()
-        self._build(
-            in_channels=in_channels,
-            out_channels=2 * in_channels if learn_sigma else in_channels,
-            num_tokens=num_tokens,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            num_attention_heads=num_attention_heads,
-            mlp_ratio=mlp_ratio,
-            num_classes=num_classes,
-            class_dropout_prob=class_dropout_prob,
-        )
+        self._build(out_channels=2 * in_channels if learn_sigma else in_channels)
 
     @property
     def out_channels(self) -> int:
         return 2 * self.config.in_channels if self.config.learn_sigma else self.config.in_channels
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor | int,
-        class_labels: torch.LongTensor,
-        return_dict: bool = True,
-    ) -> Transformer2DModelOutput | tuple:
-        return self._transformer(hidden_states, timestep, class_labels, return_dict)

@@ -6,6 +6,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 from ...registry import family_presets
+from ...utils.validation import check_attention_heads, check_positive
 
 
 @dataclass(frozen=True)
@@ -83,20 +84,13 @@ class LatentTokenViTConfig(PreTrainedConfig):
     shift_factor: float | int = 0.0
 
     def __post_init__(self, **kwargs):
-        positive = (
-            "image_size", "num_channels", "encoder_patch_size", "decoder_patch_size", "num_latent_tokens",
+        check_positive(
+            self, "image_size", "num_channels", "encoder_patch_size", "decoder_patch_size", "num_latent_tokens",
             "latent_channels", "encoder_hidden_size", "encoder_num_layers", "encoder_num_heads",
             "decoder_hidden_size", "decoder_num_layers", "decoder_num_heads",
         )  # fmt: skip
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for role in ("encoder", "decoder"):
-            width, heads = getattr(self, f"{role}_hidden_size"), getattr(self, f"{role}_num_heads")
-            if width % heads:
-                raise ValueError(f"{role}_hidden_size={width} is not divisible by {role}_num_heads={heads}")
-            if self.use_rope and (width // heads) % 4:
-                raise ValueError(f"mixed 2D RoPE needs a {role} head dimension divisible by 4, got {width // heads}")
+            check_attention_heads(self, f"{role}_hidden_size", f"{role}_num_heads", 4 if self.use_rope else 1)
             patch = getattr(self, f"{role}_patch_size")
             if self.image_size % patch:
                 raise ValueError(f"image_size={self.image_size} is not a multiple of {role}_patch_size={patch}")

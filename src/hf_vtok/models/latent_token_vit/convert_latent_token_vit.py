@@ -23,9 +23,11 @@ import torch
 from accelerate import init_empty_weights
 
 from ...conversion import (
+    WRAPPER_PREFIXES,
     CheckpointMismatchError,
     Conversion,
     Converter,
+    load_original_json,
     load_original_state_dict,
     load_state_dict_strictly,
     rename_keys,
@@ -69,7 +71,6 @@ UNUSED_PREFIXES = (
 )  # fmt: skip
 # recomputable or bookkeeping tensors
 UNUSED_KEYS = re.compile(r"^(encoder|decoder)\.freqs_t_[xy]$|^quantize\.codebook_used$")
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 KEY_RULES = [
     (r"^encoder\.model\.patch_embed\.proj\.", "encoder.patch_embed."),
@@ -115,15 +116,7 @@ def read_original_config(config: str | os.PathLike | dict) -> tuple[dict[str, An
     source = "config"
     if not isinstance(config, dict):
         source = str(config)
-        path = Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"original config {source!r} does not exist")
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{source!r} is not valid JSON: {error}") from error
-        if not isinstance(config, dict):
-            raise ValueError(f"{source!r} does not hold a JSON object")
+        config = load_original_json(config)
     missing = [key for key in REQUIRED_ORIGINAL_KEYS if key not in config]
     if missing:
         raise ValueError(

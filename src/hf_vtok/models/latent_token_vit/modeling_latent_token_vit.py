@@ -172,8 +172,10 @@ class LatentTokenViTDecoder(nn.Module):
         self.output_proj = nn.Linear(hidden_size, output_dim)
 
     @classmethod
-    def pixel_decoder(cls, config: LatentTokenViTConfig) -> "LatentTokenViTDecoder":
-        return cls(
+    def from_config(cls, config: LatentTokenViTConfig, **overrides) -> "LatentTokenViTDecoder":
+        """The pixel decoder ``config`` describes; ``overrides`` replace some of its sizes (MAETok's feature
+        decoders)."""
+        sizes = dict(
             hidden_size=config.decoder_hidden_size,
             num_layers=config.decoder_num_layers,
             num_heads=config.decoder_num_heads,
@@ -190,6 +192,7 @@ class LatentTokenViTDecoder(nn.Module):
             layer_scale_init=config.decoder_layer_scale_init,
             drop_path_rate=config.decoder_drop_path_rate,
         )
+        return cls(**{**sizes, **overrides})
 
     def forward(
         self,
@@ -262,11 +265,13 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
     # ----------------------------------------------------------------------------------------------
     # latent normalisation (diffusers convention)
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """``(latents - shift_factor) * scaling_factor``: what a generator is trained on (original ``(z - vq_mean) / vq_std``)."""
+        """``(latents - shift_factor) * scaling_factor``: what a generator is trained on (original
+        ``(z - vq_mean) / vq_std``)."""
         return (latents - self.config.shift_factor) * self.config.scaling_factor
 
     def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """``latents / scaling_factor + shift_factor``: generator samples back to decoder input (original ``z * vq_std + vq_mean``)."""
+        """``latents / scaling_factor + shift_factor``: generator samples back to decoder input (original
+        ``z * vq_std + vq_mean``)."""
         return latents / self.config.scaling_factor + self.config.shift_factor
 
     # ----------------------------------------------------------------------------------------------
@@ -277,7 +282,8 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
             raise ValueError(f"pixel_values must be a tensor [B, 3, H, W], got {type(pixel_values).__name__}")
         if pixel_values.dim() != 4 or pixel_values.shape[1] != config.num_channels:
             raise ValueError(
-                f"pixel_values must be [B, {config.num_channels}, H, W] in [-1, 1], got shape {tuple(pixel_values.shape)}"
+                f"pixel_values must be [B, {config.num_channels}, H, W] in [-1, 1], "
+                f"got shape {tuple(pixel_values.shape)}"
             )
         height, width = pixel_values.shape[-2:]
         patch = config.encoder_patch_size
@@ -285,7 +291,8 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
             raise ValueError(f"image size {height}x{width} (HxW) is not a multiple of the encoder patch size {patch}")
         if (height, width) != (config.image_size, config.image_size) and not interpolate_pos_encoding:
             raise ValueError(
-                f"pixel_values are {height}x{width} (HxW) but this model encodes {config.image_size}x{config.image_size} "
+                f"pixel_values are {height}x{width} (HxW) but this model encodes "
+                f"{config.image_size}x{config.image_size} "
                 "images (config.image_size; its position embedding is learned for that grid). Resize or crop with the "
                 "model's image processor, or pass interpolate_pos_encoding=True to resample the position embedding."
             )
@@ -320,7 +327,8 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
             and not interpolate_pos_encoding
         ):
             raise ValueError(
-                f"this decoder has an absolute position embedding for {config.image_size}x{config.image_size} images and "
+                f"this decoder has an absolute position embedding for {config.image_size}x{config.image_size} "
+                "images and "
                 f"cannot decode {height}x{width} (the original cannot either); pass interpolate_pos_encoding=True to "
                 "resample it anyway"
             )

@@ -2,6 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
+from ...utils.validation import check_attention_heads
 from ..latent_token_vit.configuration_latent_token_vit import (
     LatentTokenViTConfig,
     ReleasedTokenizer,
@@ -75,13 +76,7 @@ class MAETokConfig(LatentTokenViTConfig):
                 f"auxiliary_targets must be distinct names from {AUXILIARY_TARGETS}, got {self.auxiliary_targets}"
             )
         if self.auxiliary_targets:
-            if self.auxiliary_hidden_size % self.auxiliary_num_heads:
-                raise ValueError(
-                    f"auxiliary_hidden_size={self.auxiliary_hidden_size} is not divisible by "
-                    f"auxiliary_num_heads={self.auxiliary_num_heads}"
-                )
-            if self.use_rope and (self.auxiliary_hidden_size // self.auxiliary_num_heads) % 4:
-                raise ValueError("mixed 2D RoPE needs an auxiliary head dimension divisible by 4")
+            check_attention_heads(self, "auxiliary_hidden_size", "auxiliary_num_heads", 4 if self.use_rope else 1)
         if "hog" in self.auxiliary_targets and (
             self.decoder_patch_size % self.hog_cell_size or self.image_size % self.hog_gaussian_window
         ):

@@ -25,7 +25,8 @@ class MAETokConverter(LatentTokenConverter):
         """MAETok config fields of an original ``ModelArgs`` dict; rejects checkpoints with a quantizer."""
         if "quantize.embedding" in state_dict:
             raise CheckpointMismatchError(
-                "this checkpoint has a 'quantize.embedding' codebook: it is a SoftVQ-VAE (or VQ) tokenizer, not MAETok "
+                "this checkpoint has a 'quantize.embedding' codebook: it is a SoftVQ-VAE (or VQ) tokenizer, "
+                "not MAETok "
                 "(use `hf-vtok convert softvq`)"
             )
         has_mask_token = "encoder.mask_token" in state_dict

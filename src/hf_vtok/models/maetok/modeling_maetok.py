@@ -63,7 +63,7 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
     def __init__(self, config: MAETokConfig):
         super().__init__(config)
         self.encoder = LatentTokenViTEncoder(config, with_mask_token=config.mask_ratio_min > 0)
-        self.decoder = LatentTokenViTDecoder.pixel_decoder(config)
+        self.decoder = LatentTokenViTDecoder.from_config(config)
         self.auxiliary_decoders = (
             nn.ModuleDict({name: self._auxiliary_decoder(config, name) for name in config.auxiliary_targets})
             if config.auxiliary_targets
@@ -73,20 +73,17 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
 
     @staticmethod
     def _auxiliary_decoder(config: MAETokConfig, target: str) -> LatentTokenViTDecoder:
-        return LatentTokenViTDecoder(
+        """A shallow latent-modulated decoder with a class token predicting ``target`` features per patch."""
+        return LatentTokenViTDecoder.from_config(
+            config,
             hidden_size=config.auxiliary_hidden_size,
             num_layers=config.auxiliary_num_layers,
             num_heads=config.auxiliary_num_heads,
-            latent_channels=config.latent_channels,
-            num_latent_tokens=config.num_latent_tokens,
-            grid_size=config.decoder_grid_size,
             output_dim=config.auxiliary_feature_dim(target),
-            mlp_ratio=config.mlp_ratio,
-            norm_eps=config.norm_eps,
             cls_token=True,
             latent_modulation=True,
-            use_rope=config.use_rope,
-            rope_theta=config.rope_theta,
+            layer_scale_init=None,
+            drop_path_rate=0.0,
         )
 
     # ----------------------------------------------------------------------------------------------
@@ -159,8 +156,9 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
             prediction = predictions[name]
             if target.shape != prediction.shape:
                 raise ValueError(
-                    f"{name} targets are {tuple(target.shape)} but the decoder predicts {tuple(prediction.shape)}: the "
-                    "teacher's patch grid and width must match the decoder's (config.decoder_patch_size, *_feature_dim)"
+                    f"{name} targets are {tuple(target.shape)} but the decoder predicts {tuple(prediction.shape)}: "
+                    "the teacher's patch grid and width must match the decoder's "
+                    "(config.decoder_patch_size, *_feature_dim)"
                 )
             target = target.to(prediction.dtype)
             if name == "hog":
@@ -172,7 +170,8 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
             elif weights.shape != per_patch.shape:
                 raise ValueError(
                     f"the token mask {tuple(weights.shape)} (encoder grid) does not match the {name} predictions "
-                    f"{tuple(per_patch.shape)} (decoder grid); masked-only losses need equal encoder and decoder patch sizes"
+                    f"{tuple(per_patch.shape)} (decoder grid); masked-only losses need equal encoder and decoder "
+                    "patch sizes"
                 )
             else:
                 losses[name] = (per_patch * weights).sum() / weights.sum()

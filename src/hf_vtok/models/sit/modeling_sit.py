@@ -6,10 +6,8 @@ and the model predicting the velocity ``dx_t / dt`` (``noise - x_0`` on the line
 diffusers sign convention).
 """
 
-import torch
 from diffusers import ModelMixin  # noqa: F401  (diffusers looks this name up in component modules)
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from ..dit_1d.modeling_dit_1d import ClassConditionalTransformer1DModel
 
@@ -42,24 +40,4 @@ class SiTTransformer1DModel(ClassConditionalTransformer1DModel):
         qk_norm: bool = False,
     ):
         super().__init__()
-        self._build(
-            in_channels=in_channels,
-            out_channels=in_channels,
-            num_tokens=num_tokens,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            num_attention_heads=num_attention_heads,
-            mlp_ratio=mlp_ratio,
-            num_classes=num_classes,
-            class_dropout_prob=class_dropout_prob,
-            qk_norm=qk_norm,
-        )
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor | float,
-        class_labels: torch.LongTensor,
-        return_dict: bool = True,
-    ) -> Transformer2DModelOutput | tuple:
-        return self._transformer(hidden_states, timestep, class_labels, return_dict)
+        self._build(out_channels=in_channels)

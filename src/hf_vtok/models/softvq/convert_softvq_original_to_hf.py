@@ -31,7 +31,8 @@ class SoftVQConverter(LatentTokenConverter):
         codebook = state_dict["quantize.embedding"]
         if tuple(codebook.shape) != (args["num_codebooks"], args["codebook_size"], args["codebook_embed_dim"]):
             raise CheckpointMismatchError(
-                f"quantize.embedding is {tuple(codebook.shape)} but config.json gives num_codebooks={args['num_codebooks']}, "
+                f"quantize.embedding is {tuple(codebook.shape)} but config.json gives "
+                f"num_codebooks={args['num_codebooks']}, "
                 f"codebook_size={args['codebook_size']}, codebook_embed_dim={args['codebook_embed_dim']}"
             )
         return {

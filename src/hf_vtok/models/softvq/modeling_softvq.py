@@ -62,7 +62,7 @@ class SoftVQModel(LatentTokenViTPreTrainedModel):
             l2_normalize=config.codebook_l2_norm,
             entropy_loss_ratio=config.entropy_loss_ratio,
         )
-        self.decoder = LatentTokenViTDecoder.pixel_decoder(config)
+        self.decoder = LatentTokenViTDecoder.from_config(config)
         self.post_init()
 
     def _init_weights(self, module) -> None:
@@ -77,7 +77,8 @@ class SoftVQModel(LatentTokenViTPreTrainedModel):
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> SoftVQEncoderOutput | tuple:
-        """Images ``[B, 3, H, W]`` in [-1, 1] -> soft-quantized latent tokens ``[B, L, C]`` (see ``SoftVQEncoderOutput``)."""
+        """Images ``[B, 3, H, W]`` in [-1, 1] -> soft-quantized latent tokens ``[B, L, C]`` (see
+        ``SoftVQEncoderOutput``)."""
         pixel_values = self._check_pixel_values(pixel_values, interpolate_pos_encoding)
         unquantized, last_hidden_state, hidden_states = self.encoder(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, output_hidden_states=output_hidden_states

@@ -7,6 +7,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 from ...registry import family_presets
+from ...utils.validation import check_attention_heads
 
 # Base model tables of the ViTok variant language: width, depth, heads.
 _BASE_STACKS = {
@@ -19,7 +20,8 @@ _BASE_STACKS = {
 _DEFAULT_STACK = (768, 12, 12)  # a stack spec with no base letter
 _DEFAULT_MLP_RATIO = 2.67
 
-# The nine released checkpoints (entries of hf_vtok.registry): preset name -> (variant string, original Hub repository).
+# The nine released checkpoints (entries of hf_vtok.registry): preset name -> (variant string, original Hub
+# repository).
 VITOK_PRESETS: dict[str, tuple[str, str]] = {
     name: (entry.config["variant"], entry.repo_id) for name, entry in family_presets("vitok").items()
 }
@@ -168,14 +170,7 @@ class ViTokConfig(PreTrainedConfig):
         if not (self.has_encoder or self.has_decoder):
             raise ValueError("ViTokConfig needs at least one of has_encoder / has_decoder")
         for role in ("encoder", "decoder"):
-            width = getattr(self, f"{role}_hidden_size")
-            heads = getattr(self, f"{role}_num_heads")
-            if width % heads:
-                raise ValueError(f"{role}_hidden_size={width} is not divisible by {role}_num_heads={heads}")
-            if (width // heads) % 4:
-                raise ValueError(
-                    f"{role} head dimension {width // heads} must be divisible by 4 for the 2D rotary embedding"
-                )
+            check_attention_heads(self, f"{role}_hidden_size", f"{role}_num_heads", head_dim_multiple=4)
         super().__post_init__(**kwargs)
 
     @property

@@ -23,8 +23,7 @@ from ...conversion import (
     Converter,
     load_original_state_dict,
     load_state_dict_strictly,
-    rename_keys,
-    strip_prefixes,
+    rename_original_keys,
 )
 from .configuration_vitok import ViTokConfig
 from .image_processing_vitok import ViTokImageProcessor
@@ -46,11 +45,6 @@ KEY_RULES = [
     (r"\.attn\.", ".attention."),
     (r"\.ffn\.", ".mlp."),
 ]
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-
-
-def convert_vitok_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return rename_keys(strip_prefixes(original, WRAPPER_PREFIXES), KEY_RULES)
 
 
 def infer_vitok_config(state_dict: dict[str, torch.Tensor], **overrides) -> ViTokConfig:
@@ -118,7 +112,7 @@ def convert_vitok_checkpoint(
             if key in original:
                 raise CheckpointMismatchError(f"key {key!r} appears in more than one of {paths}")
             original[key] = value
-    state_dict = convert_vitok_state_dict(original)
+    state_dict = rename_original_keys(original, KEY_RULES)
     halves = {
         "has_encoder": any(key.startswith("encoder.") for key in state_dict),
         "has_decoder": any(key.startswith("decoder.") for key in state_dict),

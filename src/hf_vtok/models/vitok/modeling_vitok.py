@@ -1,5 +1,6 @@
 """ViTok-v2: a ViT autoencoder on NaFlex patch sequences (lightweight encoder, deep decoder)."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -38,6 +39,10 @@ class NaFlexLayout:
     orig_height: torch.LongTensor | None = None
     orig_width: torch.LongTensor | None = None
 
+    def layout(self) -> dict:
+        """The layout fields, to pass on to another output."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(NaFlexLayout)}
+
 
 @dataclass
 class ViTokEncoderOutput(NaFlexLayout, VisualTokenizerEncoderOutput):
@@ -52,6 +57,32 @@ class ViTokDecoderOutput(NaFlexLayout, VisualTokenizerDecoderOutput):
 @dataclass
 class ViTokOutput(NaFlexLayout, VisualTokenizerOutput):
     """``sample``: the reconstruction in the input's layout; ``latents``: the code."""
+
+
+def token_positions(name: str, batch: int, length: int, row_idx, col_idx, device=None):
+    """``(row_idx, col_idx)`` ``[B, N]`` of a token sequence: the given ones (``[N]`` positions are shared by the
+    batch), or the raster positions of a square grid when neither is given."""
+    if (row_idx is None) != (col_idx is None):
+        raise ValueError("row_idx and col_idx must be given together")
+    if row_idx is None:
+        side = math.isqrt(length)
+        if side * side != length:
+            raise ValueError(
+                f"{name} holds {length} tokens and no row_idx/col_idx were given; positions can only be "
+                "inferred for a square grid - pass the processor's row_idx and col_idx"
+            )
+        return grid_positions(side, side, batch, device=device)
+    positions = []
+    for label, index in (("row_idx", row_idx), ("col_idx", col_idx)):
+        index = torch.as_tensor(index, device=device)
+        if index.dim() == 1:
+            index = index.unsqueeze(0).expand(batch, -1)
+        if tuple(index.shape) != (batch, length):
+            raise ValueError(
+                f"{label} has shape {tuple(index.shape)}, expected ({length},) or {(batch, length)} to match {name}"
+            )
+        positions.append(index)
+    return tuple(positions)
 
 
 class ViTokBlock(GradientCheckpointingLayer):
@@ -171,25 +202,59 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
 
     # ----------------------------------------------------------------------------------------------
     # input layout
-    def _sequence_layout(self, name, tensor, channels, patch_mask, row_idx, col_idx):
-        """Validate a ``[B, N, D]`` token sequence and its positions; infer a square grid if none given."""
-        batch, length, dim = tensor.shape
-        if dim != channels:
-            raise ValueError(f"{name} has {dim} channels per token (shape {tuple(tensor.shape)}), expected {channels}")
-        if (row_idx is None) != (col_idx is None):
-            raise ValueError("row_idx and col_idx must be given together")
-        if row_idx is None:
-            side = math.isqrt(length)
-            if side * side != length:
+    def _run_half(self, encoding: bool, tensor, patch_mask, row_idx, col_idx, mask_padding, output_hidden_states):
+        """Run the encoder (``encoding``) or the decoder on a token sequence ``[B, N, D]`` or a grid ``[B, C, H, W]``.
+
+        A grid is cut into tokens (patches of ``patch_size`` pixels, or one latent per token) and the output is
+        put back on a grid. Returns ``(output, layout fields of the output class)``.
+        """
+        config = self.config
+        name, half = ("pixel_values", self.encoder) if encoding else ("latents", self.decoder)
+        pixels, latents = (config.num_channels, config.patch_size, "H, W"), (config.latent_channels, 1, "h, w")
+        (channels, patch_size, axes), (out_channels, out_patch_size, _) = (
+            (pixels, latents) if encoding else (latents, pixels)
+        )
+        token_channels = config.pixels_per_token if encoding else config.latent_channels
+        tensor = tensor.to((half.patch_embed if encoding else half.latent_embed).weight.dtype)
+        grid_shape = None
+        if tensor.dim() == 4:
+            if tensor.shape[1] != channels:
                 raise ValueError(
-                    f"{name} holds {length} tokens and no row_idx/col_idx were given; positions can only be "
-                    "inferred for a square grid - pass the processor's row_idx and col_idx"
+                    f"{name} of shape {tuple(tensor.shape)} have {tensor.shape[1]} channels, "
+                    f"expected [B, {channels}, {axes}]"
                 )
-            row_idx, col_idx = grid_positions(side, side, batch, device=tensor.device)
-        for label, value in (("row_idx", row_idx), ("col_idx", col_idx), ("patch_mask", patch_mask)):
-            if value is not None and tuple(value.shape) != (batch, length):
-                raise ValueError(f"{label} has shape {tuple(value.shape)}, expected {(batch, length)} to match {name}")
-        return row_idx, col_idx
+            grid_shape = (tensor.shape[2] // patch_size, tensor.shape[3] // patch_size)
+            tensor = patchify(tensor, patch_size)
+            row_idx, col_idx = grid_positions(*grid_shape, batch=tensor.shape[0], device=tensor.device)
+            patch_mask = None
+        elif tensor.dim() == 3:
+            batch, length, dim = tensor.shape
+            if dim != token_channels:
+                raise ValueError(
+                    f"{name} has {dim} channels per token (shape {tuple(tensor.shape)}), expected {token_channels}"
+                )
+            row_idx, col_idx = token_positions(name, batch, length, row_idx, col_idx, tensor.device)
+            if patch_mask is not None and tuple(patch_mask.shape) != (batch, length):
+                raise ValueError(
+                    f"patch_mask has shape {tuple(patch_mask.shape)}, expected {(batch, length)} to match {name}"
+                )
+        else:
+            raise ValueError(
+                f"{name} must be a patch sequence [B, N, {token_channels}] or a grid [B, {channels}, {axes}], "
+                f"got shape {tuple(tensor.shape)}"
+            )
+        output, hidden_states = half(
+            tensor, row_idx, col_idx, self._attention_mask(patch_mask, mask_padding), output_hidden_states
+        )
+        if grid_shape is not None:
+            output = unpatchify(output, grid_shape, out_patch_size, out_channels)
+            row_idx = col_idx = None
+        return output, {
+            "hidden_states": hidden_states,
+            "patch_mask": patch_mask,
+            "row_idx": row_idx,
+            "col_idx": col_idx,
+        }
 
     def _attention_mask(self, patch_mask, mask_padding):
         mask_padding = self.config.mask_padding if mask_padding is None else mask_padding
@@ -223,43 +288,10 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
         ``config.mask_padding`` for this call.
         """
         self._check_half(self.encoder, "encoder")
-        config = self.config
-        pixel_values = pixel_values.to(self.encoder.patch_embed.weight.dtype)
-        grid_shape = None
-        if pixel_values.dim() == 4:
-            if pixel_values.shape[1] != config.num_channels:
-                raise ValueError(
-                    f"pixel_values of shape {tuple(pixel_values.shape)} has {pixel_values.shape[1]} channels, "
-                    f"expected [B, {config.num_channels}, H, W]"
-                )
-            grid_shape = (pixel_values.shape[2] // config.patch_size, pixel_values.shape[3] // config.patch_size)
-            pixel_values = patchify(pixel_values, config.patch_size)
-            row_idx, col_idx = grid_positions(*grid_shape, batch=pixel_values.shape[0], device=pixel_values.device)
-            patch_mask = None
-        elif pixel_values.dim() == 3:
-            row_idx, col_idx = self._sequence_layout(
-                "pixel_values", pixel_values, config.pixels_per_token, patch_mask, row_idx, col_idx
-            )
-        else:
-            raise ValueError(
-                f"pixel_values must be a patch sequence [B, N, {config.pixels_per_token}] or an image batch "
-                f"[B, {config.num_channels}, H, W], got shape {tuple(pixel_values.shape)}"
-            )
-        latents, hidden_states = self.encoder(
-            pixel_values, row_idx, col_idx, self._attention_mask(patch_mask, mask_padding), output_hidden_states
+        latents, layout = self._run_half(
+            True, pixel_values, patch_mask, row_idx, col_idx, mask_padding, output_hidden_states
         )
-        if grid_shape is not None:
-            latents = latents.transpose(1, 2).unflatten(2, grid_shape)
-            row_idx = col_idx = None
-        output = ViTokEncoderOutput(
-            latents=latents,
-            hidden_states=hidden_states,
-            patch_mask=patch_mask,
-            row_idx=row_idx,
-            col_idx=col_idx,
-            orig_height=orig_height,
-            orig_width=orig_width,
-        )
+        output = ViTokEncoderOutput(latents=latents, **layout, orig_height=orig_height, orig_width=orig_width)
         return output if return_dict else output.to_tuple()
 
     def decode(
@@ -292,43 +324,10 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
             orig_width = encoded.orig_width if orig_width is None else orig_width
         if latents is None:
             raise ValueError("decode needs latents")
-        config = self.config
-        latents = latents.to(self.decoder.latent_embed.weight.dtype)
-        grid_shape = None
-        if latents.dim() == 4:
-            if latents.shape[1] != config.latent_channels:
-                raise ValueError(
-                    f"latents of shape {tuple(latents.shape)} have {latents.shape[1]} channels, "
-                    f"expected [B, {config.latent_channels}, h, w]"
-                )
-            grid_shape = tuple(latents.shape[2:])
-            latents = latents.flatten(2).transpose(1, 2)
-            row_idx, col_idx = grid_positions(*grid_shape, batch=latents.shape[0], device=latents.device)
-            patch_mask = None
-        elif latents.dim() == 3:
-            row_idx, col_idx = self._sequence_layout(
-                "latents", latents, config.latent_channels, patch_mask, row_idx, col_idx
-            )
-        else:
-            raise ValueError(
-                f"latents must be [B, N, {config.latent_channels}] or [B, {config.latent_channels}, h, w], "
-                f"got shape {tuple(latents.shape)}"
-            )
-        patches, hidden_states = self.decoder(
-            latents, row_idx, col_idx, self._attention_mask(patch_mask, mask_padding), output_hidden_states
+        patches, layout = self._run_half(
+            False, latents, patch_mask, row_idx, col_idx, mask_padding, output_hidden_states
         )
-        if grid_shape is not None:
-            patches = unpatchify(patches, grid_shape, config.patch_size, config.num_channels)
-            row_idx = col_idx = None
-        output = ViTokDecoderOutput(
-            sample=patches,
-            hidden_states=hidden_states,
-            patch_mask=patch_mask,
-            row_idx=row_idx,
-            col_idx=col_idx,
-            orig_height=orig_height,
-            orig_width=orig_width,
-        )
+        output = ViTokDecoderOutput(sample=patches, **layout, orig_height=orig_height, orig_width=orig_width)
         return output if return_dict else output.to_tuple()
 
     def forward(
@@ -352,13 +351,5 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
             pixel_values, patch_mask, row_idx, col_idx, orig_height, orig_width, mask_padding=mask_padding
         )
         decoded = self.decode(encoded, mask_padding=mask_padding)
-        output = ViTokOutput(
-            sample=decoded.sample,
-            latents=encoded.latents,
-            patch_mask=encoded.patch_mask,
-            row_idx=encoded.row_idx,
-            col_idx=encoded.col_idx,
-            orig_height=orig_height,
-            orig_width=orig_width,
-        )
+        output = ViTokOutput(sample=decoded.sample, latents=encoded.latents, **encoded.layout())
         return output if return_dict else output.to_tuple()

@@ -24,8 +24,7 @@ from ...conversion import (
     Converter,
     load_original_state_dict,
     load_state_dict_strictly,
-    rename_keys,
-    strip_prefixes,
+    rename_original_keys,
 )
 from .configuration_vitok_dit import parse_vitok_dit_variant
 from .modeling_vitok_dit import ViTokDiTTransformerModel
@@ -41,11 +40,6 @@ KEY_RULES = [
     (r"\.attn\.norm_q\.", ".attn.q_norm."),
     (r"\.attn\.norm_k\.", ".attn.k_norm."),
 ]
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-
-
-def convert_vitok_dit_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return rename_keys(strip_prefixes(original, WRAPPER_PREFIXES), KEY_RULES)
 
 
 def infer_vitok_dit_config(state_dict: dict[str, torch.Tensor]) -> dict:
@@ -81,7 +75,7 @@ def convert_vitok_dit_checkpoint(
     ``variant`` (``"L/256"``) must agree with the weights; ``config_overrides`` set what they cannot show
     (``sliding_window``, ``rope_theta``, ``num_tokens``, ...).
     """
-    state_dict = convert_vitok_dit_state_dict(load_original_state_dict(checkpoint_path, inner_key=inner_key))
+    state_dict = rename_original_keys(load_original_state_dict(checkpoint_path, inner_key=inner_key), KEY_RULES)
     config = infer_vitok_dit_config(state_dict)
     if variant is not None:
         from_variant = parse_vitok_dit_variant(variant)

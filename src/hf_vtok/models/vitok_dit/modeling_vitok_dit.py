@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from diffusers import ModelMixin  # noqa: F401  (diffusers looks this name up in component modules)
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
-from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
+from diffusers.models.embeddings import TimestepEmbedding
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
@@ -24,12 +24,15 @@ from ...modules import (
     FP32LayerNorm,
     LayerScale,
     SwiGLU,
-    grid_positions,
+    adaln_chunks,
     modulate,
     rope_tables_2d,
     rounded_hidden_size,
+    sinusoidal_timesteps,
 )
 from ...publishing import HubMixin
+from ...utils.validation import check_attention_heads, check_positive
+from ..vitok.modeling_vitok import token_positions
 
 NUM_MODULATIONS = 4  # shift, scale, attention gate, MLP gate
 
@@ -59,7 +62,11 @@ class ViTokDiTBlock(nn.Module):
         self.layer_scale = LayerScale(hidden, config.layer_scale_init) if config.use_layer_scale else nn.Identity()
 
     def forward(self, hidden_states, shared_modulation, rotary, attention_mask=None):
-        shift, scale, gate_attn, gate_mlp = (shared_modulation + self.modulation).unsqueeze(2).unbind(dim=1)
+        """``shared_modulation``: the model's ``(shift, scale, gate_attn, gate_mlp)``, each ``[B, 1, D]``; the block
+        adds its own learned offsets."""
+        shift, scale, gate_attn, gate_mlp = (
+            shared + offset for shared, offset in zip(shared_modulation, self.modulation.unbind(dim=1))
+        )
         if self.mod_tanh > 0:
             scale = torch.tanh(scale) * self.mod_tanh
             gate_attn = torch.tanh(gate_attn) * self.mod_tanh
@@ -76,7 +83,8 @@ class ViTokDiTFinalLayer(nn.Module):
         self.linear = nn.Linear(config.hidden_size, config.in_channels)
 
     def forward(self, hidden_states, shift, scale):
-        return self.linear(modulate(self.norm(hidden_states), shift.unsqueeze(1), scale.unsqueeze(1)))
+        """``shift`` / ``scale`` ``[B, 1, D]``: computed by the model from its shared conditioning."""
+        return self.linear(modulate(self.norm(hidden_states), shift, scale))
 
 
 class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
@@ -85,7 +93,8 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
     Args:
         in_channels: channels per latent token (the AE's ``latent_channels``; original ``code_width``).
         hidden_size / num_layers / num_attention_heads: width, depth, heads (original ``width / depth / num_heads``).
-        num_classes: class labels; id ``num_classes`` is the null class of classifier-free guidance (original ``text_dim``).
+        num_classes: class labels; id ``num_classes`` is the null class of classifier-free guidance
+            (original ``text_dim``).
         num_tokens: default number of latent tokens to generate (a square grid); any count works at run time.
         mlp_ratio / mlp_multiple_of: SwiGLU hidden size ``int(width * mlp_ratio)`` rounded to a multiple (2.67 / 16).
         mod_tanh: bound of the ``tanh``-squashed scales and gates (3.0; 0 disables the squashing).
@@ -126,25 +135,21 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
         frequency_embedding_size: int = 256,
     ):
         super().__init__()
-        if hidden_size % num_attention_heads or (hidden_size // num_attention_heads) % 4:
-            raise ValueError(
-                f"hidden_size {hidden_size} / num_attention_heads {num_attention_heads} must give a head dimension "
-                "divisible by 4 (2D rotary embedding)"
-            )
-        for name, value in (("in_channels", in_channels), ("num_layers", num_layers), ("num_classes", num_classes)):
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+        check_positive(self.config, "in_channels", "hidden_size", "num_layers", "num_attention_heads", "num_classes")
+        check_attention_heads(self.config, "hidden_size", "num_attention_heads", head_dim_multiple=4)
         if num_register_tokens < 0:
             raise ValueError(f"num_register_tokens must be >= 0, got {num_register_tokens}")
         if sliding_window is not None and (sliding_window < 0 or sliding_window_every < 1):
             raise ValueError(
-                f"sliding_window must be >= 0 and sliding_window_every >= 1, got {sliding_window}, {sliding_window_every}"
+                "sliding_window must be >= 0 and sliding_window_every >= 1, "
+                f"got {sliding_window}, {sliding_window_every}"
             )
         self.proj_in = nn.Linear(in_channels, hidden_size, bias=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if class_token else None
         self.register_tokens = (
             nn.Parameter(torch.zeros(1, num_register_tokens, hidden_size)) if num_register_tokens else None
         )
+        self.time_proj = sinusoidal_timesteps(frequency_embedding_size)
         self.time_embedding = TimestepEmbedding(frequency_embedding_size, hidden_size)
         self.class_embedding = nn.Embedding(num_classes + 1, hidden_size)
         self.modulation_proj = nn.Linear(hidden_size, NUM_MODULATIONS * hidden_size, bias=False)
@@ -166,26 +171,6 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
     @property
     def null_class_label(self) -> int:
         return self.config.num_classes
-
-    def _positions(self, batch, length, row_idx, col_idx, device):
-        if (row_idx is None) != (col_idx is None):
-            raise ValueError("row_idx and col_idx must be given together")
-        if row_idx is None:
-            side = math.isqrt(length)
-            if side * side != length:
-                raise ValueError(
-                    f"{length} latent tokens and no row_idx/col_idx: positions can only be inferred for a square grid"
-                )
-            return grid_positions(side, side, batch, device=device)
-        positions = []
-        for name, index in (("row_idx", row_idx), ("col_idx", col_idx)):
-            index = torch.as_tensor(index, device=device)
-            if index.dim() == 1:
-                index = index.unsqueeze(0).expand(batch, -1)
-            if tuple(index.shape) != (batch, length):
-                raise ValueError(f"{name} has shape {tuple(index.shape)}, expected ({length},) or ({batch}, {length})")
-            positions.append(index)
-        return tuple(positions)
 
     def _rotary(self, row_idx, col_idx):
         head_dim = self.config.hidden_size // self.config.num_attention_heads
@@ -232,7 +217,8 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
             class_labels = class_labels.squeeze(1)
         if class_labels.dtype.is_floating_point or tuple(class_labels.shape) != (batch,):
             raise ValueError(
-                f"class_labels must be integer ids of shape ({batch},) or ({batch}, 1), got {tuple(class_labels.shape)}"
+                f"class_labels must be integer ids of shape ({batch},) or ({batch}, 1), "
+                f"got {tuple(class_labels.shape)}"
             )
         if not torch.compiler.is_compiling() and bool(
             ((class_labels < 0) | (class_labels > config.num_classes)).any()
@@ -241,7 +227,7 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
                 f"class_labels {class_labels.tolist()} out of range: expected 0..{config.num_classes - 1} "
                 f"or the null class {config.num_classes}"
             )
-        rotary = self._rotary(*self._positions(batch, length, row_idx, col_idx, device))
+        rotary = self._rotary(*token_positions("hidden_states", batch, length, row_idx, col_idx, device))
         dtype = self.proj_in.weight.dtype
 
         hidden_states = self.proj_in(hidden_states.to(dtype))
@@ -250,12 +236,10 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
         ]
         if special:
             hidden_states = torch.cat([*special, hidden_states], dim=1)
-        frequencies = get_timestep_embedding(
-            timestep, config.frequency_embedding_size, flip_sin_to_cos=True, downscale_freq_shift=0
-        )  # [cos | sin], float32
+        frequencies = self.time_proj(timestep)  # [cos | sin], float32
         conditioning = F.silu(self.time_embedding(frequencies.to(dtype)) + self.class_embedding(class_labels))
-        shared_modulation = self.modulation_proj(conditioning).view(batch, NUM_MODULATIONS, config.hidden_size)
-        head_shift, head_scale = self.head_modulation_proj(conditioning).view(batch, 2, config.hidden_size).unbind(1)
+        shared_modulation = adaln_chunks(self.modulation_proj, conditioning, NUM_MODULATIONS, activation=False)
+        head_shift, head_scale = adaln_chunks(self.head_modulation_proj, conditioning, 2, activation=False)
         if config.mod_tanh:
             head_scale = torch.tanh(head_scale) * config.mod_tanh
 

@@ -2,9 +2,9 @@
 ``inference/generate_dit.py`` does it."""
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
+from ...flow import classifier_free_guidance
 from ...models.dit_1d import DiTTransformer1DModel
 from ...schedulers import GaussianDiffusionScheduler
 from ..pipeline_utils import TokenizerGenerationPipeline
@@ -26,9 +26,7 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
     def __init__(
         self, tokenizer: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler
     ):
-        super().__init__()
-        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
-        self.check_components()
+        super().__init__(tokenizer, transformer, scheduler)
 
     def check_components(self) -> None:
         super().check_components()
@@ -59,8 +57,7 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
         )
         channels = self.transformer.config.in_channels
         eps, rest = output[..., :channels], output[..., channels:]
-        conditional, unconditional = eps.chunk(2)
-        guided_eps = unconditional + guidance_scale * (conditional - unconditional)
+        guided_eps = classifier_free_guidance(*eps.chunk(2), guidance_scale)
         return torch.cat([torch.cat([guided_eps, guided_eps]), rest], dim=-1)
 
     @torch.no_grad()
@@ -85,24 +82,17 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
         """
         config = self.transformer.config
-        self.check_components()
-        labels = self.prepare_class_labels(class_labels, config.num_classes)
-        guided = self.check_guidance_scale(guidance_scale)
-        self.check_steps(num_inference_steps)
+        labels, guided = self.check_call(class_labels, guidance_scale, num_inference_steps, output_type)
         if num_inference_steps > self.scheduler.config.num_train_timesteps:
             raise ValueError(
                 f"num_inference_steps {num_inference_steps} exceeds the {self.scheduler.config.num_train_timesteps} "
                 "training timesteps"
             )
-        self.check_output_type(output_type)
         batch = labels.shape[0]
-        shape = (batch, config.num_tokens, config.in_channels)
-        self.check_latents(latents, shape)
-
+        latents = self.prepare_latents(
+            latents, (batch, config.num_tokens, config.in_channels), generator, torch.float32
+        )
         device = self._execution_device
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        latents = latents.to(device=device, dtype=torch.float32)
         if guided:
             latents = torch.cat([latents, latents])
             labels = torch.cat([labels, torch.full_like(labels, self.transformer.null_class_label)])
@@ -117,8 +107,4 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
                 output = self.transformer(latents, timestep=timesteps, class_labels=labels).sample.to(torch.float32)
             latents = self.scheduler.step(output, timestep, latents, **step_kwargs).prev_sample
 
-        samples = latents[:batch]
-        if output_type == "latent":
-            return self.finish(samples, output_type, return_dict)
-        images = self.tokenizer.decode(self.denormalize_latents(samples).to(self.tokenizer.dtype)).sample
-        return self.finish(self.images_from_tokenizer_output(images, output_type), output_type, return_dict)
+        return self.decode_samples(latents[:batch], output_type, return_dict)

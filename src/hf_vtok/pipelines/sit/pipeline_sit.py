@@ -2,9 +2,9 @@
 ``inference/generate_sit.py`` + ``modelling/samplers.py`` do it."""
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
+from ...flow import classifier_free_guidance
 from ...models.sit import SiTTransformer1DModel
 from ...schedulers import SiTFlowScheduler
 from ..pipeline_utils import TokenizerGenerationPipeline
@@ -28,9 +28,7 @@ class SiTPipeline(TokenizerGenerationPipeline):
     """
 
     def __init__(self, tokenizer: PreTrainedModel, transformer: SiTTransformer1DModel, scheduler: SiTFlowScheduler):
-        super().__init__()
-        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
-        self.check_components()
+        super().__init__(tokenizer, transformer, scheduler)
 
     @classmethod
     def default_scheduler(cls, transformer, sampling=None) -> SiTFlowScheduler:
@@ -66,23 +64,15 @@ class SiTPipeline(TokenizerGenerationPipeline):
             output_type: ``"pil"``, ``"np"`` (float [0, 1]), ``"pt"`` or ``"latent"`` (normalised latents).
         """
         config = self.transformer.config
-        self.check_components()
-        labels = self.prepare_class_labels(class_labels, config.num_classes)
-        guided = self.check_guidance_scale(guidance_scale)
+        labels, guided = self.check_call(class_labels, guidance_scale, num_inference_steps, output_type)
         low, high = (float(value) for value in guidance_interval)
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(
                 f"guidance_interval must satisfy 0 <= low <= high <= 1 (flow time, 1 = noise), got {guidance_interval}"
             )
-        self.check_steps(num_inference_steps)
-        self.check_output_type(output_type)
         shape = (labels.shape[0], config.num_tokens, config.in_channels)
-        self.check_latents(latents, shape)
-
+        latents = self.prepare_latents(latents, shape, generator, torch.float64)
         device = self._execution_device
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        latents = latents.to(device=device, dtype=torch.float64)
         null_labels = torch.full_like(labels, self.transformer.null_class_label) if guided else None
         dtype = self.transformer.dtype
 
@@ -100,13 +90,7 @@ class SiTPipeline(TokenizerGenerationPipeline):
                 class_labels=model_labels,
             ).sample.to(torch.float64)
             if guide_now:
-                conditional, unconditional = velocity.chunk(2)
-                velocity = unconditional + guidance_scale * (conditional - unconditional)
+                velocity = classifier_free_guidance(*velocity.chunk(2), guidance_scale)
             latents = self.scheduler.step(velocity, time, latents, **step_kwargs).prev_sample
 
-        samples = latents.to(torch.float32)
-        if output_type == "latent":
-            return self.finish(samples, output_type, return_dict)
-        tokenizer_latents = self.denormalize_latents(samples).to(self.tokenizer.dtype)
-        images = self.tokenizer.decode(tokenizer_latents).sample
-        return self.finish(self.images_from_tokenizer_output(images, output_type), output_type, return_dict)
+        return self.decode_samples(latents.to(torch.float32), output_type, return_dict)

@@ -2,9 +2,9 @@
 
 import torch
 from diffusers import UniPCMultistepScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
+from ...flow import classifier_free_guidance
 from ...models.vitok_dit.modeling_vitok_dit import ViTokDiTTransformerModel
 from ...modules import grid_positions
 from ...schedulers import vitok_flow_sigmas, vitok_unipc_scheduler
@@ -27,9 +27,7 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
     def __init__(
         self, tokenizer: PreTrainedModel, transformer: ViTokDiTTransformerModel, scheduler: UniPCMultistepScheduler
     ):
-        super().__init__()
-        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
-        self.check_components()
+        super().__init__(tokenizer, transformer, scheduler)
 
     @classmethod
     def default_scheduler(cls, transformer, sampling=None) -> UniPCMultistepScheduler:
@@ -50,7 +48,8 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
             raise ValueError("give both height and width (pixels), or neither")
         if height <= 0 or width <= 0 or height % patch or width % patch:
             raise ValueError(
-                f"height and width must be positive multiples of the tokenizer's patch size {patch}, got {height}x{width}"
+                f"height and width must be positive multiples of the tokenizer's patch size {patch}, "
+                f"got {height}x{width}"
             )
         return height // patch, width // patch
 
@@ -89,20 +88,12 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (``[B, rows * cols, C]`` raster order).
         """
         config = self.transformer.config
-        self.check_components()
-        labels = self.prepare_class_labels(class_labels, config.num_classes)
-        guided = self.check_guidance_scale(guidance_scale)
-        self.check_steps(num_inference_steps)
-        self.check_output_type(output_type)
+        labels, guided = self.check_call(class_labels, guidance_scale, num_inference_steps, output_type)
         rows, cols = self._grid(height, width)
-        batch = labels.shape[0]
-        shape = (batch, rows * cols, config.in_channels)
-        self.check_latents(latents, shape)
-
+        latents = self.prepare_latents(
+            latents, (labels.shape[0], rows * cols, config.in_channels), generator, torch.float32
+        )
         device = self._execution_device
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        latents = latents.to(device=device, dtype=torch.float32)
         row_idx, col_idx = grid_positions(rows, cols, device=device)
         row_idx, col_idx = row_idx[0], col_idx[0]
         null_labels = torch.full_like(labels, self.transformer.null_class_label)
@@ -122,11 +113,7 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
             ).sample.float()
             if guided:
                 unconditional, conditional = velocity.chunk(2)
-                velocity = unconditional + guidance_scale * (conditional - unconditional)
+                velocity = classifier_free_guidance(conditional, unconditional, guidance_scale)
             latents = self.scheduler.step(velocity, timestep, latents, **step_kwargs).prev_sample
 
-        if output_type == "latent":
-            return self.finish(latents, output_type, return_dict)
-        grid_latents = self.denormalize_latents(latents).transpose(1, 2).unflatten(2, (rows, cols))
-        images = self.tokenizer.decode(grid_latents.to(self.tokenizer.dtype)).sample
-        return self.finish(self.images_from_tokenizer_output(images, output_type), output_type, return_dict)
+        return self.decode_samples(latents, output_type, return_dict, grid_shape=(rows, cols))
