@@ -30,6 +30,7 @@ import common
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from hf_vtok.pipelines.v2flow.language_model import (
+    ImageTokenSampling,
     V2FlowVocabulary,
     image_logits_processors,
 )
@@ -128,7 +129,7 @@ def time_generate(
     processors = image_logits_processors(
         vocabulary,
         args.image_tokens,
-        args.guidance_scale,
+        ImageTokenSampling(guidance_scale=args.guidance_scale),
         generator=torch.Generator(input_ids.device).manual_seed(0),
     )
     config = GenerationConfig(

@@ -151,9 +151,9 @@ def test_extension_refusals():
     with pytest.raises(ValueError, match="extended before"):
         extend_vocabulary(language_model, text_tokenizer, image_tokenizer)
     with pytest.raises(ValueError, match="not V2Flow image tokens"):
-        vocabulary.ids_to_codes(torch.tensor([5, vocabulary.image_token_offset]))
-    with pytest.raises(ValueError, match="code ids"):
-        vocabulary.codes_to_ids(torch.tensor([16]))
+        vocabulary.ids_to_image_tokens(torch.tensor([5, vocabulary.image_token_offset]))
+    with pytest.raises(ValueError, match="image tokens must be"):
+        vocabulary.image_tokens_to_ids(torch.tensor([16]))
 
 
 def test_training_sequence_labels_only_image_tokens(pipeline):
@@ -257,7 +257,7 @@ def test_guidance_one_pipeline_equals_generate_with_plain_sampling(pipeline):
         pad_token_id=3,
         eos_token_id=None,
     )
-    assert torch.equal(codes[0], vocabulary.ids_to_codes(output[0, -length:]))
+    assert torch.equal(codes[0], vocabulary.ids_to_image_tokens(output[0, -length:]))
 
 
 @torch.no_grad()

@@ -108,7 +108,7 @@ def test_tokenizer_every_tensor(fixture, models):
     _close(
         model.quantizer.get_codebook_entry(out["code_indices"]), out["codebook_lookup_check"], "codebook_lookup_check"
     )
-    _close(model.conditions_from_codes(out["quantized"]), out["post_quant"], "post_quant")
+    _close(model.conditions_from_latents(out["quantized"]), out["post_quant"], "post_quant")
 
 
 @torch.no_grad()

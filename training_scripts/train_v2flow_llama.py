@@ -98,9 +98,11 @@ class ImageTokenSequences(Dataset):
         position, index = draw
         row = self.rows[index]
         rng = draw_generator(self.seed, position)
-        codes = row["image_tokens_flip"] if self.has_flip and rng.random() < 0.5 else row["image_tokens"]
+        image_tokens = row["image_tokens_flip"] if self.has_flip and rng.random() < 0.5 else row["image_tokens"]
         prompt = "" if rng.random() < self.prompt_dropout else self.prompts[index]
-        return image_sequence(self.text_tokenizer, prompt, codes, self.vocabulary, self.length, self.max_prompt_tokens)
+        return image_sequence(
+            self.text_tokenizer, prompt, image_tokens, self.vocabulary, self.length, self.max_prompt_tokens
+        )
 
 
 def prompts_for(rows, args) -> list[str]:
@@ -187,8 +189,8 @@ def main(argv=None) -> Path:
     cached_tokens = len(rows[0]["image_tokens"])
     if image_tokenizer is not None and cached_tokens != image_tokenizer.config.num_tokens:
         raise ValueError(
-            f"the cache holds {cached_tokens} tokens per image but the V2Flow tokenizer of {args.image_pipeline} makes "
-            f"{image_tokenizer.config.num_tokens}"
+            f"the cache holds {cached_tokens} tokens per image but the V2Flow tokenizer of {args.image_pipeline} "
+            f"makes {image_tokenizer.config.num_tokens}"
         )
     lora = args.lora_rank > 0
     if lora and args.ema_decay > 0:

@@ -78,11 +78,11 @@ class ImageTokenEncoder(torch.nn.Module):
         """Pixels ``[B, 3, S, S]`` of images ``start_index, ...`` -> ids ``[B, L]``."""
         latents = self.vae.encode(pixel_values.to(self.vae.device, self.vae.dtype)).latent
         latents = (latents * self.tokenizer.config.scaling_factor).to(self.tokenizer.device)
-        ids = []
+        image_tokens = []
         for offset, image_latents in enumerate(latents):
             generator = torch.Generator(self.tokenizer.device).manual_seed(self.seed + start_index + offset)
-            ids.append(self.tokenizer.encode(image_latents[None], generator=generator).image_tokens[0])
-        return torch.stack(ids)
+            image_tokens.append(self.tokenizer.encode(image_latents[None], generator=generator).image_tokens[0])
+        return torch.stack(image_tokens)
 
 
 def _settings(model_name: str, source, resolution, shard_size: int, flip: bool) -> dict:

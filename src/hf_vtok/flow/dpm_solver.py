@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from .guidance import classifier_free_guidance
 from .schedules import shift_flow_time
 
 FlowModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -93,7 +94,7 @@ def flow_dpm_solver_sample(
             x_in = torch.cat([x, x])
             velocity = model(x_in, t * time_scale, paired_conditions)
             eps_unconditional, eps_conditional = ((1 - t.to(x_in)) * velocity + x_in).chunk(2)
-            eps = eps_unconditional + guidance_scale * (eps_conditional - eps_unconditional)
+            eps = classifier_free_guidance(eps_conditional, eps_unconditional, guidance_scale)
         else:
             velocity = model(x, t * time_scale, condition)
             eps = (1 - t.to(x)) * velocity + x

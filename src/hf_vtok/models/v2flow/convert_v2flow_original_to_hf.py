@@ -135,7 +135,8 @@ def infer_v2flow_config(
     positions = state_dict["encoder.position_embedding"].shape[1]
     if positions % 2:
         raise CheckpointMismatchError(
-            f"encoder_pos_embed_learned covers {positions} positions; V2Flow needs buffer_size == tokens (an even total)"
+            f"encoder_pos_embed_learned covers {positions} positions; V2Flow needs buffer_size == tokens "
+            "(an even total)"
         )
     num_tokens = positions // 2
     patch_size = int(args.get("patch_size", 1))
@@ -248,8 +249,8 @@ def convert_v2flow_checkpoint(
             state_dict["llm_embed_tokens"] = vocabulary.float()
         elif tuple(vocabulary.shape) != tuple(stored.shape):
             raise ValueError(
-                f"vocabulary file {str(llm_vocabulary)!r} has shape {tuple(vocabulary.shape)} (vocabulary size, width) "
-                f"but the checkpoint was trained with {tuple(stored.shape)}"
+                f"vocabulary file {str(llm_vocabulary)!r} has shape {tuple(vocabulary.shape)} "
+                f"(vocabulary size, width) but the checkpoint was trained with {tuple(stored.shape)}"
             )
         elif not torch.equal(vocabulary.to(stored.dtype), stored):
             raise ValueError(

@@ -6,32 +6,30 @@ LLM embedding space, and a cosine-similarity EMA codebook turns it into one toke
 Detokenizer: the code vectors, projected to the transformer width, condition a masked
 autoregressive (MAR) encoder/decoder that reveals the latent tokens over a few steps in random
 order; a per-token MLP flow head samples each revealed token (``linear_flow`` with DPM-Solver++,
-or ``CondOT`` with an adaptive ODE solve).
+or ``CondOT`` with an adaptive ODE solve). The sampling loop is in ``sampling_v2flow``, the
+flow-matching paths and loss in ``hf_vtok.flow.matching``; this file holds the networks.
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in component modules)
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
 
-from ...flow import discrete_flow_sigmas, flow_dpm_solver_sample, flow_ode_sample
-from ...modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
+from ...flow import classifier_free_guidance, condot_path, flow_matching_loss_per_row, linear_flow_schedule
+from ...modeling_outputs import VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from ...modeling_utils import VisualTokenizerPreTrainedModel
-from ...modules import GELUMLP, Attention, gated_residual, modulate, patchify, unpatchify
+from ...modules import GELUMLP, Attention, adaln_chunks, gated_residual, modulate, patchify
 from ...quantizers import CosineEMAVectorQuantizer
 from .configuration_v2flow import V2FlowConfig
 from .llm_vocabulary import load_llm_vocabulary
-
-ADAPTIVE_ODE_METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_STEP_ODE_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
+from .sampling_v2flow import V2FlowDecoderOutput, V2FlowSamplingMixin
 
 
 @dataclass
@@ -41,7 +39,7 @@ class V2FlowEncoderOutput(VisualTokenizerEncoderOutput):
     Args:
         latents: the quantized code vectors ``[B, L, D]`` (unit norm; ``D`` is the LLM embedding width),
             what ``decode(latents=...)`` takes.
-        image_tokens: code ids ``[B, L]`` in raster order over the latent grid.
+        image_tokens: token ids ``[B, L]`` (codebook rows) in raster order over the latent grid.
         logits: connector scores over the LLM vocabulary ``[B, L, V]`` (LLM-vocabulary models).
         mixture_weights: the (Gumbel-)softmax weights of the vocabulary rows ``[B, L, V]``.
         pre_quantized: the mixture of LLM embedding rows (or the connector output) ``[B, L, D]``.
@@ -52,41 +50,6 @@ class V2FlowEncoderOutput(VisualTokenizerEncoderOutput):
     mixture_weights: torch.FloatTensor | None = None
     pre_quantized: torch.FloatTensor | None = None
     commitment_loss: torch.FloatTensor | None = None
-
-
-@dataclass
-class V2FlowDecodeStep(ModelOutput):
-    r"""What one masked-AR step did (``decode(..., return_intermediates=True)``).
-
-    Args:
-        mask: tokens still unknown after the step ``[B, L]`` (1 = unknown; after the last step this is
-            the original's unused ``mask_by_order`` value).
-        predicted: tokens sampled in the step ``[B, L]`` (bool).
-        decoder_hidden_states: MAR decoder output ``[B, L, W]``, or ``[2B, L, W]`` with guidance
-            (conditional rows first, then rows conditioned on the unconditional embedding).
-        flow_condition: decoder states of the sampled tokens, ordered sample-major then by position
-            (both guidance halves when guided).
-        flow_noise: the start noise of the sampled tokens ``[n, C]``.
-        flow_samples: flow-head samples as computed, ``[2n, C]`` with guidance (the first half is kept,
-            as in the original), ``[n, C]`` otherwise.
-    """
-
-    mask: torch.FloatTensor | None = None
-    predicted: torch.BoolTensor | None = None
-    decoder_hidden_states: torch.FloatTensor | None = None
-    flow_condition: torch.FloatTensor | None = None
-    flow_noise: torch.FloatTensor | None = None
-    flow_samples: torch.FloatTensor | None = None
-
-
-@dataclass
-class V2FlowDecoderOutput(VisualTokenizerDecoderOutput):
-    r"""``sample``: decoded DC-AE latents ``[B, C, h, w]`` in model space (divide by
-    ``config.scaling_factor`` before DC-AE decoding); ``orders``: the random reveal order ``[B, L]``;
-    ``steps``: per-step details when asked."""
-
-    orders: torch.LongTensor | None = None
-    steps: tuple[V2FlowDecodeStep, ...] | None = None
 
 
 @dataclass
@@ -292,6 +255,8 @@ class V2FlowMaskedDecoder(nn.Module):
 
 
 class V2FlowHeadResBlock(nn.Module):
+    """adaLN residual MLP on one token per row: ``x + gate * mlp(modulate(norm(x), shift, scale))``."""
+
     def __init__(self, width: int, eps: float):
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=eps)
@@ -299,11 +264,13 @@ class V2FlowHeadResBlock(nn.Module):
         self.modulation = nn.Linear(width, 3 * width)
 
     def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
-        shift, scale, gate = self.modulation(F.silu(conditioning)).chunk(3, dim=-1)
+        shift, scale, gate = adaln_chunks(self.modulation, conditioning, 3, broadcast_over_tokens=False)
         return gated_residual(hidden_states, gate, self.mlp(modulate(self.norm(hidden_states), shift, scale)))
 
 
 class V2FlowHeadFinalLayer(nn.Module):
+    """``linear(modulate(norm(x), shift, scale))``: the head's adaLN output layer (one token per row)."""
+
     def __init__(self, width: int, out_channels: int, eps: float):
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=eps, elementwise_affine=False)
@@ -311,7 +278,7 @@ class V2FlowHeadFinalLayer(nn.Module):
         self.linear = nn.Linear(width, out_channels)
 
     def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.modulation(F.silu(conditioning)).chunk(2, dim=-1)
+        shift, scale = adaln_chunks(self.modulation, conditioning, 2, broadcast_over_tokens=False)
         return self.linear(modulate(self.norm(hidden_states), shift, scale))
 
 
@@ -327,6 +294,7 @@ class V2FlowHead(nn.Module):
     def __init__(self, config: V2FlowConfig):
         super().__init__()
         width, eps = config.flow_head_width, config.layer_norm_eps
+        self.time_proj = Timesteps(self.frequency_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(self.frequency_channels, width)
         self.condition_proj = nn.Linear(config.hidden_size, width)
         self.input_proj = nn.Linear(config.token_dim, width)
@@ -361,12 +329,7 @@ class V2FlowHead(nn.Module):
             projected_condition = self.project_condition(condition)
         dtype = self.input_proj.weight.dtype
         # embedded row by row even for one shared time: a one-row matmul rounds differently
-        frequencies = get_timestep_embedding(
-            timestep.reshape(-1).expand(sample.shape[0]),
-            self.frequency_channels,
-            flip_sin_to_cos=True,
-            downscale_freq_shift=0,
-        )
+        frequencies = self.time_proj(timestep.reshape(-1).expand(sample.shape[0]))
         conditioning = self.time_embedding(frequencies.to(dtype)) + projected_condition
         hidden_states = self.input_proj(sample.to(dtype))
         for block in self.res_blocks:
@@ -387,13 +350,13 @@ class V2FlowHead(nn.Module):
         count = sample.shape[0]
         output = self(torch.cat([sample, sample]), timestep.reshape(()), condition, projected_condition).float()
         conditional, unconditional = output.split(count)
-        return unconditional + guidance_scale * (conditional - unconditional)
+        return classifier_free_guidance(conditional, unconditional, guidance_scale)
 
 
 # --------------------------------------------------------------------------------------------------
 
 
-class V2FlowModel(VisualTokenizerPreTrainedModel):
+class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
     r"""V²Flow tokenizer on DC-AE latents.
 
     Inputs are DC-AE latents already multiplied by ``config.scaling_factor`` (``[B, 32, h, w]`` with
@@ -519,7 +482,8 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
         if not latents.is_floating_point():
             raise ValueError(f"latents must be floating point, got dtype {latents.dtype}")
 
-    def _image_tokens_to_codes(self, image_tokens: torch.Tensor) -> torch.Tensor:
+    def _latents_from_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids ``[B, L]`` (or ``[B, h, w]``) -> their code vectors ``[B, L, D]``."""
         config = self.config
         if image_tokens.dim() == 3:
             image_tokens = image_tokens.flatten(1)
@@ -587,253 +551,54 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def conditions_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+    def conditions_from_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Code vectors ``[B, L, D]`` -> per-token conditions of the MAR transformer ``[B, L, W]``."""
-        return self.projector(codes.to(self.projector[0].weight.dtype))
+        return self.projector(latents.to(self.projector[0].weight.dtype))
 
     # ----------------------------------------------------------------------------------------------
     # detokenizer
-    def random_orders(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """A random permutation of the token positions per sample ``[B, L]``."""
-        scores = torch.rand(batch_size, self.config.num_tokens, generator=generator, device=device)
-        return scores.argsort(dim=-1)
-
     def masked_transformer(self, tokens: torch.Tensor, mask: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
         """MAR encoder + decoder: per-token flow conditions ``[B, L, W]`` given the known tokens."""
         return self.decoder(self.encoder(tokens, mask, conditions), mask)
-
-    def sample_flow_tokens(
-        self,
-        condition: torch.Tensor,
-        noise: torch.Tensor,
-        guidance_scale: float | torch.Tensor = 1.0,
-        flow_guidance_scale: float | None = None,
-        num_inference_steps: int | None = None,
-        ode_method: str | None = None,
-    ) -> torch.Tensor:
-        r"""Sample one latent token per row of ``noise [n, C]`` with the flow head.
-
-        ``condition`` is ``[n, W]``, or ``[2n, W]`` (conditional rows, then unconditional rows) for MAR
-        guidance with ``guidance_scale``; the result then has ``2n`` rows, as the original computes
-        them, of which the first ``n`` are the samples. ``linear_flow``: DPM-Solver++ with its fixed
-        inner guidance (``flow_guidance_scale``) against the unconditional embedding; with MAR guidance
-        both halves are sampled from the same noise (the second, conditioned on the unconditional MAR
-        pass, is discarded; ``guidance_scale`` is not used). ``CondOT``: an ODE solve of the
-        (MAR-guided) velocity; guided, both halves are equal.
-        """
-        config = self.config
-        count = noise.shape[0]
-        if condition.shape[0] not in (count, 2 * count):
-            raise ValueError(
-                f"condition has {condition.shape[0]} rows for {count} noise rows; expected {count} (one per row) "
-                f"or {2 * count} (conditional rows, then unconditional rows)"
-            )
-        guided = condition.shape[0] == 2 * count
-        projected = self.flow_head.project_condition(condition)  # once for every solver step
-
-        def velocity_model(sample, timestep, row_condition):
-            return self.flow_head(sample, timestep, projected_condition=row_condition).float()
-
-        if config.flow_method == "linear_flow":
-            start = torch.cat([noise, noise]) if guided else noise
-            unconditional = self.flow_head.project_condition(self.unconditional_embedding.expand(start.shape[0], -1))
-            return flow_dpm_solver_sample(
-                velocity_model,
-                start,
-                projected,
-                unconditional,
-                guidance_scale=config.flow_guidance_scale if flow_guidance_scale is None else flow_guidance_scale,
-                num_steps=num_inference_steps or config.flow_num_inference_steps,
-                shift=config.flow_shift,
-                time_scale=float(config.num_train_timesteps),
-            )
-
-        if guided:
-            # the state keeps both halves (equal) as the original does: the adaptive solver's error norms
-            # and hence its steps then match it bit for bit
-            start = torch.cat([noise, noise])
-
-            def velocity(sample, timestep):
-                guided_velocity = self.flow_head.guided_velocity(
-                    sample[:count], timestep, None, guidance_scale, projected_condition=projected
-                )
-                return torch.cat([guided_velocity, guided_velocity])
-        else:
-            start = noise
-
-            def velocity(sample, timestep):
-                return velocity_model(sample, timestep.reshape(()), projected)
-
-        method = ode_method or config.ode_method
-        step_size = None
-        if num_inference_steps is not None:
-            if method in ADAPTIVE_ODE_METHODS:
-                raise ValueError(
-                    f"num_inference_steps sets the steps of a fixed-step ODE method, but ode_method={method!r} is "
-                    f"adaptive (atol/rtol steer it); pick one of {FIXED_STEP_ODE_METHODS}"
-                )
-            step_size = 1.0 / num_inference_steps
-        time_grid = torch.linspace(0, 1, config.ode_time_grid_size, device=noise.device)
-        return flow_ode_sample(
-            velocity, start, time_grid, method=method, atol=config.ode_atol, rtol=config.ode_rtol, step_size=step_size
-        )
-
-    @torch.no_grad()
-    def sample_latent_tokens(
-        self,
-        conditions: torch.Tensor,
-        num_ar_steps: int | None = None,
-        guidance_scale: float | None = None,
-        guidance_schedule: str | None = None,
-        flow_guidance_scale: float | None = None,
-        num_inference_steps: int | None = None,
-        ode_method: str | None = None,
-        generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-        orders: torch.Tensor | None = None,
-        return_intermediates: bool = False,
-    ) -> V2FlowDecoderOutput:
-        """The masked-AR loop (the original's ``sample_tokens`` after tokenization) on conditions ``[B, L, W]``."""
-        config = self.config
-        batch, length, channels = conditions.shape[0], config.num_tokens, config.token_dim
-        device = conditions.device
-        num_ar_steps = config.num_ar_steps if num_ar_steps is None else num_ar_steps
-        if num_ar_steps < 1:
-            raise ValueError(f"num_ar_steps must be >= 1, got {num_ar_steps}")
-        guidance = config.resolved_guidance_scale(guidance_scale)
-        schedule = guidance_schedule or config.guidance_schedule
-        if schedule not in ("linear", "constant"):
-            raise ValueError(f"guidance_schedule must be 'linear' or 'constant', got {schedule!r}")
-        if noise is not None and tuple(noise.shape) != (batch, length, channels):
-            raise ValueError(
-                f"noise must hold one start value per token, [B, L, C] = {(batch, length, channels)}, "
-                f"got {tuple(noise.shape)}"
-            )
-        if orders is None:
-            orders = self.random_orders(batch, generator, device)
-        else:
-            orders = orders.to(device=device, dtype=torch.long)
-            expected = torch.arange(length, device=device).expand(batch, -1)
-            if tuple(orders.shape) != (batch, length) or not torch.equal(orders.sort(dim=-1).values, expected):
-                raise ValueError(
-                    f"orders must be one permutation of 0..{length - 1} per sample, [B, L] = {(batch, length)}"
-                )
-
-        dtype = self.encoder.token_proj.weight.dtype
-        guided = guidance != 1.0
-        unknown = torch.ones(batch, length, dtype=torch.bool, device=device)
-        tokens = torch.zeros(batch, length, channels, dtype=torch.float32, device=device)
-        unconditional = self.unconditional_embedding.to(conditions.dtype).expand(batch, length, -1)
-        steps = []
-        for step in range(num_ar_steps):
-            mar_tokens, mar_unknown, mar_conditions = tokens, unknown, conditions
-            if guided:
-                mar_tokens = torch.cat([tokens, tokens])
-                mar_unknown = torch.cat([unknown, unknown])
-                mar_conditions = torch.cat([conditions, unconditional])
-            hidden_states = self.masked_transformer(mar_tokens.to(dtype), mar_unknown.to(dtype), mar_conditions)
-
-            # cosine schedule of the tokens left unknown; at least one revealed, one kept, per step
-            still_unknown = math.floor(length * math.cos(math.pi / 2.0 * (step + 1) / num_ar_steps))
-            still_unknown = max(1, min(int(unknown[0].sum()) - 1, still_unknown))
-            next_unknown = torch.zeros_like(unknown).scatter(1, orders[:, :still_unknown], True)
-            predicted = unknown.clone() if step == num_ar_steps - 1 else unknown & ~next_unknown
-            unknown = next_unknown
-
-            rows = torch.cat([predicted, predicted]) if guided else predicted
-            condition = hidden_states[rows]
-            count = int(predicted.sum())
-            if noise is not None:
-                step_noise = noise[predicted].to(device=device, dtype=torch.float32)
-            else:
-                step_noise = torch.randn(count, channels, generator=generator, device=device, dtype=torch.float32)
-            if schedule == "linear":  # float32 tensor arithmetic, as the original
-                revealed = length - torch.tensor(float(still_unknown), device=device)
-                step_guidance = 1 + (guidance - 1) * revealed / length
-            else:
-                step_guidance = guidance
-            computed = step_noise
-            if count:
-                computed = self.sample_flow_tokens(
-                    condition, step_noise, step_guidance, flow_guidance_scale, num_inference_steps, ode_method
-                )
-                tokens = tokens.clone()
-                tokens[predicted] = computed[:count]
-            if return_intermediates:
-                steps.append(
-                    V2FlowDecodeStep(
-                        mask=unknown.float(),
-                        predicted=predicted,
-                        decoder_hidden_states=hidden_states,
-                        flow_condition=condition,
-                        flow_noise=step_noise,
-                        flow_samples=computed,
-                    )
-                )
-        sample = unpatchify(tokens, (config.grid_size, config.grid_size), config.patch_size, config.latent_channels)
-        return V2FlowDecoderOutput(sample=sample, orders=orders, steps=tuple(steps) if return_intermediates else None)
 
     def decode(
         self,
         latents: "torch.Tensor | V2FlowEncoderOutput | None" = None,
         image_tokens: torch.Tensor | None = None,
-        num_ar_steps: int | None = None,
-        guidance_scale: float | None = None,
-        guidance_schedule: str | None = None,
-        flow_guidance_scale: float | None = None,
-        num_inference_steps: int | None = None,
-        ode_method: str | None = None,
         generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-        orders: torch.Tensor | None = None,
-        return_intermediates: bool = False,
         return_dict: bool = True,
+        **sampling_kwargs,
     ) -> V2FlowDecoderOutput | tuple:
-        r"""Detokenize: code ids (``image_tokens [B, L]``) or code vectors (``latents [B, L, D]``, or the
+        r"""Detokenize: token ids (``image_tokens [B, L]``) or code vectors (``latents [B, L, D]``, or the
         ``V2FlowEncoderOutput``) -> DC-AE latents ``[B, C, h, w]`` in model space.
 
-        Args:
-            num_ar_steps: masked-AR steps (default ``config.num_ar_steps``).
-            guidance_scale / guidance_schedule: MAR classifier-free guidance (see ``V2FlowConfig``).
-            flow_guidance_scale: linear_flow's inner guidance (default 4.5).
-            num_inference_steps: flow-head steps: DPM-Solver++ steps for linear_flow (default 20); for
-                CondOT the steps of a fixed-step ``ode_method`` (the default dopri5 is adaptive).
-            ode_method: CondOT's torchdiffeq method (default ``config.ode_method``).
-            generator: draws the reveal orders and the flow noise.
-            noise: start values of the flow per token ``[B, L, C]`` (raster order) instead of drawing them.
-            orders: reveal orders ``[B, L]`` (tokens are revealed from the *end* of each order).
-            return_intermediates: also return every step's details (``steps``).
+        ``generator`` draws the reveal orders and the flow noise; ``sampling_kwargs`` are the masked-AR loop's
+        settings, documented in ``sample_latent_tokens``: ``num_ar_steps``, ``guidance_scale``,
+        ``guidance_schedule``, ``flow_guidance_scale``, ``num_inference_steps``, ``ode_method``, ``noise``,
+        ``orders``, ``return_intermediates``.
         """
         if isinstance(latents, V2FlowEncoderOutput):
             latents = latents.latents
         if (latents is None) == (image_tokens is None):
-            raise ValueError("decode takes exactly one of image_tokens (code ids) or latents (code vectors)")
+            raise ValueError("decode takes exactly one of image_tokens (token ids) or latents (code vectors)")
         if image_tokens is not None:
-            codes = self._image_tokens_to_codes(image_tokens)
+            latents = self._latents_from_image_tokens(image_tokens)
         else:
             expected = (self.config.num_tokens, self.config.code_dim)
             if latents.dim() != 3 or tuple(latents.shape[1:]) != expected:
                 raise ValueError(
-                    f"latents (code vectors) must be [B, {expected[0]}, {expected[1]}], got shape {tuple(latents.shape)}"
+                    f"latents (code vectors) must be [B, {expected[0]}, {expected[1]}], "
+                    f"got shape {tuple(latents.shape)}"
                 )
-            codes = latents
-        output = self.sample_latent_tokens(
-            self.conditions_from_codes(codes),
-            num_ar_steps=num_ar_steps,
-            guidance_scale=guidance_scale,
-            guidance_schedule=guidance_schedule,
-            flow_guidance_scale=flow_guidance_scale,
-            num_inference_steps=num_inference_steps,
-            ode_method=ode_method,
-            generator=generator,
-            noise=noise,
-            orders=orders,
-            return_intermediates=return_intermediates,
-        )
+        conditions = self.conditions_from_latents(latents)
+        output = self.sample_latent_tokens(conditions, generator=generator, **sampling_kwargs)
         return output if return_dict else output.to_tuple()
 
     def decode_from_indices(self, image_tokens: torch.Tensor, **kwargs) -> V2FlowDecoderOutput | tuple:
-        """``decode(image_tokens=...)``: the entry point for ids produced by a language model."""
+        """Deprecated: ``decode(image_tokens=...)``, which takes the ids of a language model too."""
+        warnings.warn(
+            "V2FlowModel.decode_from_indices is deprecated; use decode(image_tokens=...)", FutureWarning, stacklevel=2
+        )
         return self.decode(image_tokens=image_tokens, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
@@ -850,25 +615,10 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
         return mask.scatter(1, orders[:, :count], 1.0)
 
     def linear_flow_schedule(self, timestep_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """linear_flow training point of each index in ``[0, num_train_timesteps)``: the data and noise
-        weights ``1 - sigma`` and ``sigma`` (computed in float64, returned in float32) and the integer
-        time the head sees, ``int(sigma * num_train_timesteps)``."""
-        config = self.config
-        index = timestep_index.long()
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= config.num_train_timesteps):
-            raise ValueError(f"timestep indices must be in [0, {config.num_train_timesteps})")
-        sigmas = discrete_flow_sigmas(config.num_train_timesteps, config.flow_shift)  # float64, as the original
-        index_cpu = index.cpu().numpy()
-        alpha = torch.from_numpy(1.0 - sigmas[index_cpu]).float()
-        sigma = torch.from_numpy(sigmas[index_cpu]).float()
-        model_time = torch.from_numpy((sigmas * config.num_train_timesteps).astype(np.int64)[index_cpu])
-        return alpha.to(index.device), sigma.to(index.device), model_time.to(index.device)
+        """``hf_vtok.flow.linear_flow_schedule`` with this model's ``num_train_timesteps`` and ``flow_shift``."""
+        return linear_flow_schedule(timestep_index, self.config.num_train_timesteps, self.config.flow_shift)
 
-    @staticmethod
-    def condot_path(target: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CondOT path point ``x_t = t x1 + (1 - t) x0`` (x0 = noise, x1 = target) and its velocity ``x1 - x0``."""
-        time = t.to(target).reshape(-1, *([1] * (target.dim() - 1)))
-        return (1 - time) * noise + time * target, target - noise
+    condot_path = staticmethod(condot_path)
 
     def flow_loss_per_row(
         self,
@@ -878,31 +628,20 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
         timesteps: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        r"""Flow-matching loss of each row (mean over channels) of ``target [N, C]`` given ``condition [N, W]``.
-
-        ``linear_flow``: ``timesteps`` are training indices (default ``int(sigmoid(N(0, 1)) * 1000)``);
-        ``x_t = (1 - sigma) x0 + sigma noise`` and the head regresses ``noise - x0`` (see
-        ``linear_flow_schedule``). ``CondOT``: ``timesteps`` are times in [0, 1] (default uniform) and the
-        head regresses ``x1 - noise`` at ``condot_path``.
-        """
+        r"""Flow-matching loss of the flow head on each row (mean over channels) of ``target [N, C]`` given MAR
+        conditions ``condition [N, W]``, on ``config.flow_method``'s path (see ``hf_vtok.flow.matching``):
+        ``timesteps`` are training indices for ``linear_flow``, times in [0, 1] for ``CondOT``."""
         config = self.config
-        rows, device = target.shape[0], target.device
-        if noise is None:
-            noise = torch.randn(target.shape, generator=generator, device=device, dtype=target.dtype)
-        if config.flow_method == "linear_flow":
-            if timesteps is None:
-                logit = torch.randn(rows, generator=generator, device=device)
-                timesteps = (logit.sigmoid() * config.num_train_timesteps).long()
-            alpha, sigma, model_time = self.linear_flow_schedule(timesteps)
-            noisy = alpha[:, None] * target + sigma[:, None] * noise
-            velocity_target = noise - target
-            prediction = self.flow_head(noisy, model_time, condition)
-        else:
-            if timesteps is None:
-                timesteps = torch.rand(rows, generator=generator, device=device)
-            noisy, velocity_target = self.condot_path(target, noise, timesteps)
-            prediction = self.flow_head(noisy, timesteps, condition)
-        return (prediction.float() - velocity_target.float()).pow(2).mean(dim=-1)
+        return flow_matching_loss_per_row(
+            lambda noisy, model_time: self.flow_head(noisy, model_time, condition),
+            target,
+            path=config.flow_method,
+            noise=noise,
+            timesteps=timesteps,
+            num_train_timesteps=config.num_train_timesteps,
+            shift=config.flow_shift,
+            generator=generator,
+        )
 
     def forward(
         self,
@@ -928,7 +667,7 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
             return output if return_dict else output.to_tuple()
 
         config = self.config
-        conditions = self.conditions_from_codes(encoded.latents)
+        conditions = self.conditions_from_latents(encoded.latents)
         target = patchify(latents, config.patch_size, layout="channels_first").detach()
         batch = target.shape[0]
         orders = self.random_orders(batch, generator, latents.device)
@@ -936,8 +675,7 @@ class V2FlowModel(VisualTokenizerPreTrainedModel):
         if self.training and config.label_drop_prob > 0:
             dropped = torch.rand(batch, generator=generator, device=latents.device) < config.label_drop_prob
             conditions = torch.where(dropped[:, None, None], self.unconditional_embedding.to(conditions), conditions)
-        dtype = self.encoder.token_proj.weight.dtype
-        hidden_states = self.masked_transformer(target.to(dtype), mask.to(dtype), conditions)
+        hidden_states = self.masked_transformer(target, mask, conditions)
 
         repeats = config.diffusion_batch_mul
         rows_target = target.reshape(-1, config.token_dim).repeat(repeats, 1)

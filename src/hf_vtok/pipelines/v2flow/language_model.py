@@ -1,18 +1,18 @@
-"""V²Flow token ids inside a causal language model (LLaMA first): vocabulary extension, sequences, sampling.
+"""V²Flow image tokens inside a causal language model (LLaMA first): vocabulary extension, sequences, sampling.
 
 V²Flow's codebook lives in the LLM's input-embedding space: the resampler mixes rows of the frozen LLM
 ``embed_tokens`` matrix (``V2FlowModel.llm_embed_tokens``) and the cosine-similarity codebook quantizes that
 mixture *in the same space*, with no projection between the two (the only projection in V²Flow,
-``V2FlowModel.projector``, maps codes to the MAR decoder's width and plays no part here). A codebook row is
+``V2FlowModel.projector``, maps code vectors to the MAR decoder's width and plays no part here). A codebook row is
 therefore a direction in the LLM's embedding space, stored with unit norm. ``extend_vocabulary`` adds one token
-per code plus begin / end-of-image tokens with the tokenizer's and model's own APIs (``add_tokens``,
+per codebook row plus begin / end-of-image tokens with the tokenizer's and model's own APIs (``add_tokens``,
 ``resize_token_embeddings``) and initialises
 
 - the input embedding of image token ``k`` as codebook row ``k`` rescaled to the mean norm of the text rows
   (the codebook keeps only directions; the rescale puts them at the length the LLM's text embeddings have);
 - the output (``lm_head``) row of image token ``k``, if the model does not tie them, as the same direction
   at the mean norm of the text output rows, so that an image token's logit measures the hidden state's
-  alignment with its code at the scale of the text logits;
+  alignment with its codebook row at the scale of the text logits;
 - begin / end-of-image (and any rows ``pad_to_multiple_of`` adds) with transformers' mean resizing
   (the mean and covariance of the text rows).
 
@@ -36,6 +36,8 @@ from transformers import (
 )
 from transformers.utils import logging
 
+from ...flow import classifier_free_guidance
+
 logger = logging.get_logger(__name__)
 
 IMAGE_TOKEN_TEMPLATE = "<|v2flow_{}|>"
@@ -46,8 +48,8 @@ IGNORE_INDEX = -100  # label of positions without loss (transformers' cross-entr
 
 @dataclass(frozen=True)
 class V2FlowVocabulary:
-    """Where the V²Flow tokens sit in a language model's vocabulary: image token ``k`` (code ``k``) has id
-    ``image_token_offset + k``."""
+    """Where the V²Flow tokens sit in a language model's vocabulary: V²Flow image token ``k`` (codebook row ``k``)
+    has the language-model id ``image_token_offset + k``."""
 
     image_token_offset: int
     num_image_tokens: int
@@ -66,17 +68,18 @@ class V2FlowVocabulary:
     def is_image_token(self, ids: torch.Tensor) -> torch.Tensor:
         return (ids >= self.image_token_offset) & (ids < self.image_token_offset + self.num_image_tokens)
 
-    def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
-        """V²Flow code ids ``[..., L]`` -> language-model ids."""
-        codes = torch.as_tensor(codes)
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.num_image_tokens):
+    def image_tokens_to_ids(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """V²Flow image tokens ``[..., L]`` (ids in ``[0, num_image_tokens)``) -> language-model ids."""
+        image_tokens = torch.as_tensor(image_tokens)
+        if image_tokens.numel() and (int(image_tokens.min()) < 0 or int(image_tokens.max()) >= self.num_image_tokens):
             raise ValueError(
-                f"V2Flow code ids must be in [0, {self.num_image_tokens}), got {int(codes.min())}..{int(codes.max())}"
+                f"V2Flow image tokens must be in [0, {self.num_image_tokens}), got "
+                f"{int(image_tokens.min())}..{int(image_tokens.max())}"
             )
-        return codes.long() + self.image_token_offset
+        return image_tokens.long() + self.image_token_offset
 
-    def ids_to_codes(self, ids: torch.Tensor) -> torch.Tensor:
-        """Language-model ids of image tokens -> V²Flow code ids (an error names any other id)."""
+    def ids_to_image_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Language-model ids of image tokens -> V²Flow image tokens (an error names any other id)."""
         ids = torch.as_tensor(ids)
         outside = ~self.is_image_token(ids)
         if bool(outside.any()):
@@ -89,14 +92,15 @@ class V2FlowVocabulary:
     @classmethod
     def from_tokenizer(cls, tokenizer, num_image_tokens: int) -> "V2FlowVocabulary":
         """The layout of a tokenizer extended by ``extend_vocabulary`` (an error if it was not)."""
-        names = [IMAGE_TOKEN_TEMPLATE.format(code) for code in range(num_image_tokens)]
+        names = [IMAGE_TOKEN_TEMPLATE.format(index) for index in range(num_image_tokens)]
         names += [BEGIN_OF_IMAGE_TOKEN, END_OF_IMAGE_TOKEN]
         vocabulary = tokenizer.get_vocab()
         missing = [name for name in names if name not in vocabulary]
         if missing:
             raise ValueError(
                 f"the tokenizer lacks {len(missing)} of the {len(names)} V2Flow tokens (e.g. {missing[0]!r}): "
-                "extend it with hf_vtok.models.v2flow.language_model.extend_vocabulary (or the codebook size differs)"
+                "extend it with hf_vtok.pipelines.v2flow.language_model.extend_vocabulary "
+                "(or the codebook size differs)"
             )
         ids = [vocabulary[name] for name in names]
         offset = ids[0]
@@ -140,7 +144,7 @@ def extend_vocabulary(
             f"the V2Flow codebook has {codebook.shape[1]}-d codes (config.llm_embed_dim={config.llm_embed_dim}) but "
             f"the language model's input embeddings are {width}-d: the codebook lives in another LLM's embedding space"
         )
-    names = [IMAGE_TOKEN_TEMPLATE.format(code) for code in range(config.codebook_size)]
+    names = [IMAGE_TOKEN_TEMPLATE.format(index) for index in range(config.codebook_size)]
     present = [name for name in (*names, BEGIN_OF_IMAGE_TOKEN, END_OF_IMAGE_TOKEN) if name in tokenizer.get_vocab()]
     if present:
         raise ValueError(f"the tokenizer already has V2Flow tokens (e.g. {present[0]!r}): it was extended before")
@@ -208,7 +212,7 @@ def prompt_ids(
 def image_sequence(
     tokenizer,
     prompt: str,
-    codes: torch.Tensor,
+    image_tokens: torch.Tensor,
     vocabulary: V2FlowVocabulary,
     length: int,
     max_prompt_tokens: int | None = None,
@@ -216,7 +220,7 @@ def image_sequence(
     """One training example: ``input_ids``, ``attention_mask`` and ``labels`` of
     ``prompt_ids + image tokens + <end_of_image>``, right-padded to ``length``; labels only on image tokens."""
     prefix = prompt_ids(tokenizer, prompt, vocabulary, max_prompt_tokens)
-    image = vocabulary.codes_to_ids(codes.reshape(-1)).tolist()
+    image = vocabulary.image_tokens_to_ids(image_tokens.reshape(-1)).tolist()
     ids = [*prefix, *image, vocabulary.end_of_image_token_id]
     if len(ids) > length:
         raise ValueError(f"a sequence of {len(ids)} tokens does not fit length {length}: raise it or cut the prompts")
@@ -290,7 +294,7 @@ class ClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         if self.guidance_scale == 1.0:
             guided = conditional
         else:
-            guided = unconditional + self.guidance_scale * (conditional - unconditional)
+            guided = classifier_free_guidance(conditional, unconditional, self.guidance_scale)
         return torch.cat([guided, guided]).to(scores.dtype)
 
 
@@ -318,27 +322,60 @@ class SeededSamplingLogitsProcessor(LogitsProcessor):
 # generation
 
 
+@dataclass(frozen=True)
+class ImageTokenSampling:
+    """How a language model samples V²Flow image tokens: the one definition of these options (and their checks)
+    that ``generate_image_tokens`` and ``V2FlowLlamaPipeline`` take.
+
+    Args:
+        guidance_scale: classifier-free guidance over a conditional and an unconditional stream (1: one stream).
+        temperature, top_k, top_p: sampling of the image tokens (top_k 0 / None and top_p None / 1: off).
+        use_cache: ``generate()``'s KV cache (False recomputes the whole prefix per token).
+        max_prompt_tokens: cut longer prompts to this many text tokens.
+    """
+
+    guidance_scale: float = 1.0
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    use_cache: bool = True
+    max_prompt_tokens: int | None = None
+
+    def __post_init__(self):
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+            raise ValueError(
+                f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {self.guidance_scale}"
+            )
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 or None: off), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def guided(self) -> bool:
+        """Whether an unconditional stream runs beside the conditional one."""
+        return self.guidance_scale != 1.0
+
+
 def image_logits_processors(
     vocabulary: V2FlowVocabulary,
     num_image_tokens: int,
-    guidance_scale: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    sampling: ImageTokenSampling,
     generator: torch.Generator | None = None,
 ) -> LogitsProcessorList:
-    """Guidance (over two streams when ``guidance_scale != 1``; it must come before the mask, where -inf would
-    make ``u + s (c - u)`` NaN), the image-span mask, temperature / top-k / top-p, then seeded sampling."""
-    guided = guidance_scale != 1.0
-    processors = [ClassifierFreeGuidanceLogitsProcessor(guidance_scale)] if guided else []
+    """Guidance (over two streams when guided; it must come before the mask, where -inf would make
+    ``u + s (c - u)`` NaN), the image-span mask, temperature / top-k / top-p, then seeded sampling."""
+    processors = [ClassifierFreeGuidanceLogitsProcessor(sampling.guidance_scale)] if sampling.guided else []
     processors.append(ImageSpanLogitsProcessor(vocabulary, num_image_tokens))
-    if temperature != 1.0:
-        processors.append(TemperatureLogitsWarper(temperature))
-    if top_k:
-        processors.append(TopKLogitsWarper(top_k))
-    if top_p is not None and top_p < 1.0:
-        processors.append(TopPLogitsWarper(top_p))
-    processors.append(SeededSamplingLogitsProcessor(generator, paired=guided))
+    if sampling.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(sampling.temperature))
+    if sampling.top_k:
+        processors.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p is not None and sampling.top_p < 1.0:
+        processors.append(TopPLogitsWarper(sampling.top_p))
+    processors.append(SeededSamplingLogitsProcessor(generator, paired=sampling.guided))
     return LogitsProcessorList(processors)
 
 
@@ -350,36 +387,24 @@ def generate_image_tokens(
     num_image_tokens: int,
     prompt: str | list[str],
     negative_prompt: str | list[str] = "",
-    guidance_scale: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    sampling: ImageTokenSampling | None = None,
     generator: torch.Generator | None = None,
-    use_cache: bool = True,
-    max_prompt_tokens: int | None = None,
 ) -> torch.LongTensor:
-    """Prompts -> V²Flow code ids ``[B, num_image_tokens]`` with ``language_model.generate()``.
+    """Prompts -> V²Flow image tokens ``[B, num_image_tokens]`` with ``language_model.generate()``.
 
     Each prompt becomes ``[BOS] prompt <begin_of_image>``, left-padded; with guidance the unconditional stream
     (``negative_prompt``) runs as extra batch rows in the same KV-cached ``generate()`` call. ``generate()``
-    runs greedily over the scores of ``SeededSamplingLogitsProcessor``, which draws with ``generator``."""
+    runs greedily over the scores of ``SeededSamplingLogitsProcessor``, which draws with ``generator``.
+    ``sampling``: the options (default ``ImageTokenSampling()``)."""
+    sampling = ImageTokenSampling() if sampling is None else sampling
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts or not all(isinstance(text, str) for text in prompts):
         raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
     negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
     if len(negatives) != len(prompts):
         raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
-    if not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if top_k is not None and top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 or None: off), got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    guided = guidance_scale != 1.0
-    streams = prompts + negatives if guided else prompts
-    sequences = [prompt_ids(text_tokenizer, text, vocabulary, max_prompt_tokens) for text in streams]
+    streams = prompts + negatives if sampling.guided else prompts
+    sequences = [prompt_ids(text_tokenizer, text, vocabulary, sampling.max_prompt_tokens) for text in streams]
     pad = text_tokenizer.pad_token_id if text_tokenizer.pad_token_id is not None else vocabulary.end_of_image_token_id
     input_ids, attention_mask = left_padded_batch(sequences, pad)
     device = language_model.device
@@ -387,21 +412,18 @@ def generate_image_tokens(
         do_sample=False,  # SeededSamplingLogitsProcessor samples; greedy takes its choice
         max_new_tokens=num_image_tokens,
         min_new_tokens=num_image_tokens,
-        use_cache=use_cache,
+        use_cache=sampling.use_cache,
         pad_token_id=pad,
         bos_token_id=text_tokenizer.bos_token_id,
         eos_token_id=None,
-    )
-    processors = image_logits_processors(
-        vocabulary, num_image_tokens, guidance_scale, temperature, top_k, top_p, generator
     )
     output = language_model.generate(
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),
         generation_config=generation_config,
-        logits_processor=processors,
+        logits_processor=image_logits_processors(vocabulary, num_image_tokens, sampling, generator),
     )
-    return vocabulary.ids_to_codes(output[: len(prompts), -num_image_tokens:])
+    return vocabulary.ids_to_image_tokens(output[: len(prompts), -num_image_tokens:])
 
 
 __all__ = [
@@ -411,6 +433,7 @@ __all__ = [
     "IMAGE_TOKEN_TEMPLATE",
     "ClassifierFreeGuidanceLogitsProcessor",
     "ImageSpanLogitsProcessor",
+    "ImageTokenSampling",
     "SeededSamplingLogitsProcessor",
     "V2FlowVocabulary",
     "extend_vocabulary",

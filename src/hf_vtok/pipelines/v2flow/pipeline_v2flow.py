@@ -110,16 +110,21 @@ class V2FlowPipeline(HubMixin, DiffusionPipeline):
             raise ValueError("pass exactly one of images (to reconstruct) or image_tokens (to decode)")
         if image_tokens is None:
             image_tokens = self.encode_images(images, generator, resampler_sampling).image_tokens
-        outputs = self.decode_tokens(
+        return self._images_output(
             image_tokens,
-            output_type=output_type,
+            output_type,
+            return_dict,
             num_ar_steps=num_ar_steps,
             guidance_scale=guidance_scale,
             num_inference_steps=num_inference_steps,
             generator=generator,
             noise=noise,
         )
+
+    def _images_output(self, image_tokens: torch.Tensor, output_type: str, return_dict: bool, **decode_kwargs):
+        """The end of ``__call__``: decode the ids, free offloaded models, wrap the images."""
+        images = self.decode_tokens(image_tokens, output_type=output_type, **decode_kwargs)
         self.maybe_free_model_hooks()
         if not return_dict:
-            return (outputs,)
-        return ImagePipelineOutput(images=outputs)
+            return (images,)
+        return ImagePipelineOutput(images=images)

@@ -5,13 +5,13 @@ from diffusers import AutoencoderDC, ImagePipelineOutput
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...models.v2flow import V2FlowModel
-from .language_model import V2FlowVocabulary, generate_image_tokens
+from .language_model import ImageTokenSampling, V2FlowVocabulary, generate_image_tokens
 from .pipeline_v2flow import V2FlowPipeline
 
 
 class V2FlowLlamaPipeline(V2FlowPipeline):
     r"""Text-to-image (or class-conditional, with class names as prompts) generation with a causal language
-    model whose vocabulary was extended by ``hf_vtok.models.v2flow.language_model.extend_vocabulary``.
+    model whose vocabulary was extended by ``hf_vtok.pipelines.v2flow.language_model.extend_vocabulary``.
 
     ``__call__``: each prompt becomes ``[BOS] prompt <begin_of_image>``; ``language_model.generate()`` (KV cache)
     appends ``tokenizer.config.num_tokens`` image tokens (``language_model.generate_image_tokens``): only image
@@ -56,29 +56,20 @@ class V2FlowLlamaPipeline(V2FlowPipeline):
         self,
         prompt: str | list[str],
         negative_prompt: str | list[str] = "",
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
         generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        max_prompt_tokens: int | None = None,
+        **sampling,
     ) -> torch.LongTensor:
-        """Prompts -> V²Flow code ids ``[B, num_tokens]`` (see ``__call__``)."""
+        """Prompts -> V²Flow image tokens ``[B, num_tokens]``; ``sampling``: ``ImageTokenSampling``'s options
+        (see ``__call__``)."""
         return generate_image_tokens(
             self.language_model,
             self.text_tokenizer,
             self.vocabulary,
             self.num_image_tokens,
             prompt,
-            negative_prompt=negative_prompt,
-            guidance_scale=guidance_scale,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            use_cache=use_cache,
-            max_prompt_tokens=max_prompt_tokens,
+            negative_prompt,
+            ImageTokenSampling(**sampling),
+            generator,
         )
 
     @torch.no_grad()
@@ -86,47 +77,36 @@ class V2FlowLlamaPipeline(V2FlowPipeline):
         self,
         prompt: str | list[str],
         negative_prompt: str | list[str] = "",
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
         generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        max_prompt_tokens: int | None = None,
         num_ar_steps: int | None = None,
         decoder_guidance_scale: float | None = None,
         num_inference_steps: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        **sampling,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate one image per prompt.
 
         Args:
             prompt: text prompts (class-conditional models: the class names they were trained with).
             negative_prompt: the unconditional stream's prompt(s) for guidance (``""``: no text).
-            guidance_scale: classifier-free guidance of the language model (1: one stream, no guidance).
-            temperature, top_k, top_p: sampling of the image tokens (top_k 0 / None and top_p None / 1: off).
             generator: draws the image tokens and then the V²Flow decoder's noise.
-            use_cache: ``generate()``'s KV cache (False recomputes the whole prefix per token).
-            max_prompt_tokens: cut longer prompts to this many text tokens.
             num_ar_steps, decoder_guidance_scale, num_inference_steps: the V²Flow decoder's settings.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (DC-AE latents).
+            sampling: how the language model samples, ``ImageTokenSampling``'s options: ``guidance_scale``
+                (classifier-free guidance of the language model; 1: one stream), ``temperature``, ``top_k``,
+                ``top_p``, ``use_cache``, ``max_prompt_tokens``.
         """
-        codes = self.generate_image_tokens(
-            prompt, negative_prompt, guidance_scale, temperature, top_k, top_p, generator, use_cache, max_prompt_tokens
-        )
-        images = self.decode_tokens(
-            codes,
-            output_type=output_type,
+        image_tokens = self.generate_image_tokens(prompt, negative_prompt, generator, **sampling)
+        return self._images_output(
+            image_tokens,
+            output_type,
+            return_dict,
             num_ar_steps=num_ar_steps,
             guidance_scale=decoder_guidance_scale,
             num_inference_steps=num_inference_steps,
             generator=generator,
         )
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
 
 
 __all__ = ["V2FlowLlamaPipeline"]
