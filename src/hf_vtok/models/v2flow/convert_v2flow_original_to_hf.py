@@ -23,6 +23,7 @@ import torch
 from accelerate import init_empty_weights
 
 from ...conversion import (
+    WRAPPER_PREFIXES,
     CheckpointMismatchError,
     Conversion,
     Converter,
@@ -72,7 +73,6 @@ EMA_STATISTICS = {  # hf_vtok key -> original key
     "quantizer.ema_cluster_size": "quantizer._codebook.cluster_size",
     "quantizer.ema_embed_sum": "quantizer._codebook.embed_avg",
 }
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 WEIGHT_CHOICES = {"model": "model", "ema": "model_ema"}
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import TimestepEmbedding
 from torch import nn
 from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in component modules)
 from transformers import initialization as init
@@ -25,7 +25,16 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from ...flow import classifier_free_guidance, condot_path, flow_matching_loss_per_row, linear_flow_schedule
 from ...modeling_outputs import VisualTokenizerEncoderOutput, VisualTokenizerOutput
 from ...modeling_utils import VisualTokenizerPreTrainedModel
-from ...modules import GELUMLP, Attention, adaln_chunks, gated_residual, modulate, patchify
+from ...modules import (
+    GELUMLP,
+    AdaLNFinalLayer,
+    Attention,
+    adaln_chunks,
+    gated_residual,
+    modulate,
+    patchify,
+    sinusoidal_timesteps,
+)
 from ...quantizers import CosineEMAVectorQuantizer
 from .configuration_v2flow import V2FlowConfig
 from .llm_vocabulary import load_llm_vocabulary
@@ -268,20 +277,6 @@ class V2FlowHeadResBlock(nn.Module):
         return gated_residual(hidden_states, gate, self.mlp(modulate(self.norm(hidden_states), shift, scale)))
 
 
-class V2FlowHeadFinalLayer(nn.Module):
-    """``linear(modulate(norm(x), shift, scale))``: the head's adaLN output layer (one token per row)."""
-
-    def __init__(self, width: int, out_channels: int, eps: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(width, eps=eps, elementwise_affine=False)
-        self.modulation = nn.Linear(width, 2 * width)
-        self.linear = nn.Linear(width, out_channels)
-
-    def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
-        shift, scale = adaln_chunks(self.modulation, conditioning, 2, broadcast_over_tokens=False)
-        return self.linear(modulate(self.norm(hidden_states), shift, scale))
-
-
 class V2FlowHead(nn.Module):
     """``velocity = head(x [N, C], t [N], condition [N, W])`` for one token per row.
 
@@ -294,12 +289,12 @@ class V2FlowHead(nn.Module):
     def __init__(self, config: V2FlowConfig):
         super().__init__()
         width, eps = config.flow_head_width, config.layer_norm_eps
-        self.time_proj = Timesteps(self.frequency_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_proj = sinusoidal_timesteps(self.frequency_channels)
         self.time_embedding = TimestepEmbedding(self.frequency_channels, width)
         self.condition_proj = nn.Linear(config.hidden_size, width)
         self.input_proj = nn.Linear(config.token_dim, width)
         self.res_blocks = nn.ModuleList(V2FlowHeadResBlock(width, eps) for _ in range(config.flow_head_depth))
-        self.final_layer = V2FlowHeadFinalLayer(width, config.token_dim, eps)
+        self.final_layer = AdaLNFinalLayer(width, config.token_dim, norm_eps=eps, broadcast_over_tokens=False)
         # the original's init (read by V2FlowModel._init_weights; other Linears are xavier-uniform)
         for linear in (self.time_embedding.linear_1, self.time_embedding.linear_2):
             linear.init_scheme = "normal"
