@@ -234,7 +234,7 @@ def build_flowmo(case: Case, dtype, device) -> Bench:
     import torch
 
     from hf_vtok import FlowMoConfig, FlowMoModel
-    from hf_vtok.models.flowmo.modeling_flowmo import (
+    from hf_vtok.models.flowmo.sampling_flowmo import (
         flowmo_time_grid,
         guidance_interval_in_flow_time,
     )

@@ -8,7 +8,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from hf_vtok import FlowMoConfig, FlowMoImageProcessor, FlowMoModel
-from hf_vtok.models.flowmo.modeling_flowmo import flowmo_time_grid, guidance_interval_in_flow_time
+from hf_vtok.models.flowmo.sampling_flowmo import flowmo_time_grid, guidance_interval_in_flow_time
 from hf_vtok.modules import AdaLNModulation
 
 TINY = dict(

@@ -18,7 +18,8 @@ from hf_vtok.models.flowmo.convert_flowmo_original_to_hf import (
     convert_flowmo_checkpoint,
     load_original_config,
 )
-from hf_vtok.models.flowmo.modeling_flowmo import flowmo_position_ids, flowmo_time_grid
+from hf_vtok.models.flowmo.modeling_flowmo import flowmo_position_ids
+from hf_vtok.models.flowmo.sampling_flowmo import flowmo_time_grid
 
 pytestmark = pytest.mark.parity
 ATOL = 1e-5

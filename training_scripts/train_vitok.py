@@ -15,18 +15,15 @@ default model). The DINO perceptual loss needs a local or Hub DINO model (``--di
 """
 
 import argparse
-import math
 from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from hf_vtok import ViTokConfig, ViTokImageProcessor, ViTokModel
 from hf_vtok.losses import DinoPerceptualLoss, charbonnier_loss, ssim_loss
-from hf_vtok.models.vitok.image_processing_vitok import token_budget_size
-from hf_vtok.modules import grid_positions, patchify
+from hf_vtok.models.vitok.image_processing_vitok import naflex_patches
 from hf_vtok.training import (
     Trainer,
     add_data_arguments,
@@ -100,23 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def naflex_sample(pixels: torch.Tensor, patch_size: int, max_tokens: int) -> dict:
     """``[3, H, W]`` in [-1, 1] -> one unpadded NaFlex sample, as ``ViTokImageProcessor(do_resize=True,
-    resize_mode="token_budget", padding="longest")`` makes it (the same ops without its per-call overhead)."""
-    height, width = pixels.shape[-2:]
-    target = token_budget_size(height, width, patch_size, max_tokens)
-    if target != (height, width):
-        pixels = F.interpolate(pixels[None], size=target, mode="bicubic", align_corners=False, antialias=True)[0]
-        height, width = target
-    rows, cols = math.ceil(height / patch_size), math.ceil(width / patch_size)
-    padded = F.pad(pixels, (0, cols * patch_size - width, 0, rows * patch_size - height), value=0.0)
-    row_idx, col_idx = grid_positions(rows, cols)
-    return {
-        "pixel_values": patchify(padded[None], patch_size)[0],
-        "patch_mask": torch.ones(rows * cols, dtype=torch.bool),
-        "row_idx": row_idx[0],
-        "col_idx": col_idx[0],
-        "orig_height": height,
-        "orig_width": width,
-    }
+    resize_mode="token_budget", padding="longest")`` makes it (its per-image step, without the per-call overhead)."""
+    return naflex_patches(pixels, patch_size, token_budget=max_tokens)
 
 
 def make_transform(args, patch_size: int):

@@ -1,19 +1,22 @@
 """Shared base of the hf_vtok image processors (transformers ``PilBackend``: no torchvision).
 
 It owns what every family needs: turning any accepted input (path, PIL image of any mode,
-uint8 or float array / tensor, batches of them) into RGB, and turning decoded tensors back into
-PIL / NumPy / torch images. Families implement ``_preprocess`` and ``postprocess``.
+uint8 or float array / tensor, batches of them) into RGB, the per-image flow (family sizing, rescale,
+normalize, batch), and turning decoded tensors back into PIL / NumPy / torch images. Families implement
+``_fit_image`` (their crop / resize / size check) and, where the model input is not one stacked tensor,
+``_pack`` (ViTok's patch sequences) and ``postprocess``.
 """
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks this name up in component modules)
 from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import ChannelDimension, infer_channel_dimension_format
 
 from .remote_code import RemoteCodeMixin
@@ -30,6 +33,11 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
     """
 
     _remote_config_file = "preprocessor_config.json"
+    # kwargs the family checks itself (sizes computed per image): transformers' generic check would demand a
+    # fixed `size` / `crop_size` for them
+    _unchecked_kwargs: tuple[str, ...] = ()
+    # dtype of rescale + normalize (the result is float32)
+    _normalize_dtype = torch.float32
 
     @classmethod
     def for_model(cls, config, **kwargs):
@@ -45,6 +53,11 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         if isinstance(image_url_or_urls, (str, os.PathLike)):
             return load_image(image_url_or_urls)
         return image_url_or_urls
+
+    def _validate_preprocess_kwargs(self, **kwargs):
+        for name in self._unchecked_kwargs:
+            kwargs.pop(name, None)
+        return super()._validate_preprocess_kwargs(**kwargs)
 
     def _prepare_image_like_inputs(self, images, *args, **kwargs):
         prepared = super()._prepare_image_like_inputs(images, *args, **kwargs)
@@ -99,23 +112,90 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
             pixels = pixels.expand(3, -1, -1)
         return pixels.contiguous()
 
+    # ----------------------------------------------------------------------------------------------
+    # RGB images -> model inputs
+    def _preprocess(
+        self,
+        images: list,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean,
+        image_std,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Per image ``_fit_image`` (the family's sizing) then rescale + normalize; ``_pack`` makes the batch."""
+        pixels = []
+        for index, image in enumerate(images):
+            image = self._fit_image(index, image, **kwargs)
+            pixels.append(
+                self._to_normalized_tensor(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
+            )
+        data = self._pack(pixels, **kwargs)
+        if return_tensors == "np":
+            data = {key: value.numpy() for key, value in data.items()}
+        return BatchFeature(data=data)
+
+    def _fit_image(self, index: int, image, **kwargs):
+        """Crop / resize / size check of image ``index`` (RGB PIL image or float ``[3, H, W]`` tensor) before
+        normalization, with the call's settings; the base keeps every image as it is."""
+        return image
+
+    def _pack(self, pixels: list[torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
+        """Normalized ``[3, H, W]`` images -> the model inputs; the base stacks them into ``pixel_values``."""
+        return {"pixel_values": torch.stack(pixels)}
+
+    @staticmethod
+    def _height_width(image) -> tuple[int, int]:
+        """(H, W) of an RGB PIL image or a ``[3, H, W]`` tensor."""
+        return (image.height, image.width) if isinstance(image, Image.Image) else tuple(image.shape[-2:])
+
     def _to_normalized_tensor(self, image, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
-        """RGB PIL image (or float ``[3, H, W]`` tensor) -> float32 ``[3, H, W]`` rescaled and normalized."""
+        """RGB PIL image (or float ``[3, H, W]`` tensor) -> float32 ``[3, H, W]`` rescaled and normalized, both
+        computed in ``_normalize_dtype``."""
+        dtype = self._normalize_dtype
         if isinstance(image, Image.Image):
-            pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()
+            pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).to(dtype)
         else:
-            pixels = image
+            pixels = image.to(dtype)
         if do_rescale:
             # dividing by 255 (not multiplying by 1/255) is what torchvision's ToTensor does, bit for bit
             pixels = pixels / 255.0 if math.isclose(rescale_factor, 1 / 255) else pixels * rescale_factor
         if do_normalize:
-            mean = torch.tensor(image_mean, dtype=torch.float32).view(-1, 1, 1)
-            std = torch.tensor(image_std, dtype=torch.float32).view(-1, 1, 1)
+            mean = torch.tensor(image_mean, dtype=dtype).view(-1, 1, 1)
+            std = torch.tensor(image_std, dtype=dtype).view(-1, 1, 1)
             pixels = (pixels - mean) / std
-        return pixels
+        return pixels.float()
 
     # ----------------------------------------------------------------------------------------------
     # decoded tensors -> images
+    def postprocess(self, outputs, output_type: str = "pil", do_denormalize: bool = True):
+        """Decoded images ``[B, 3, H, W]`` in model space -> one image each.
+
+        ``outputs``: a tensor (one ``[3, H, W]`` image is a batch of one), a decoder output with ``sample``, or a
+        processor ``BatchFeature`` with ``pixel_values``. ``output_type``: ``"pil"``, ``"np"`` (HWC float in
+        [0, 1]) or ``"pt"`` (CHW float in [0, 1]); ``do_denormalize=False`` keeps np / pt in model space.
+        """
+        sample = torch.as_tensor(self._sample_of(outputs))
+        if sample.dim() == 3:
+            sample = sample[None]
+        if sample.dim() != 4 or sample.shape[1] != 3:
+            raise ValueError(
+                f"postprocess needs images [B, 3, H, W] (or one [3, H, W]), got shape {tuple(sample.shape)}"
+            )
+        return self._convert_output(list(sample), output_type, do_denormalize)
+
+    @staticmethod
+    def _sample_of(outputs):
+        """The images of a decoder output (``sample``) or a ``BatchFeature`` (``pixel_values``); else ``outputs``."""
+        if not isinstance(outputs, Mapping):
+            return outputs
+        sample = outputs["sample"] if "sample" in outputs else outputs.get("pixel_values")
+        if sample is None:
+            raise ValueError("postprocess needs a tensor, a decoder output with `sample`, or `pixel_values`")
+        return sample
+
     def _denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """Model space -> [0, 1]; inverse of ``normalize`` (and of ``rescale`` to 0..1), clamped."""
         image = image.float()

@@ -7,8 +7,8 @@ from .modeling_flowmo import (
     FlowMoOutput,
     FlowMoVelocityOutput,
     flowmo_position_ids,
-    flowmo_time_grid,
 )
+from .sampling_flowmo import flowmo_time_grid
 
 __all__ = [
     "FLOWMO_PRESETS",

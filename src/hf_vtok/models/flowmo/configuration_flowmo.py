@@ -164,7 +164,8 @@ class FlowMoConfig(PreTrainedConfig):
             if sum(axes) != hidden // self.num_attention_heads or any(axis % 2 for axis in axes) or min(axes) <= 0:
                 raise ValueError(
                     f"{role} RoPE axes {axes} (width {self.stack_width(role)}) must be positive, even and sum to the "
-                    f"head dimension {hidden // self.num_attention_heads}; check mup_width / enc_mup_width / base_axes_dim"
+                    f"head dimension {hidden // self.num_attention_heads}; "
+                    "check mup_width / enc_mup_width / base_axes_dim"
                 )
         super().__post_init__(**kwargs)
 

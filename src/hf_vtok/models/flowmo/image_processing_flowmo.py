@@ -1,12 +1,8 @@
 """FlowMo image processor: shorter side to the model size, center crop, [-1, 1] (the original ImageNet pipeline)."""
 
-import math
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs, Unpack
 
@@ -22,7 +18,8 @@ class FlowMoImageProcessorKwargs(ImagesKwargs, total=False):
 
 
 def shorter_side_size(height: int, width: int, target: int) -> tuple[int, int]:
-    """(h, w) with the shorter side ``target`` and the longer ``int(target * long / short)`` (torchvision ``Resize(int)``)."""
+    """(h, w) with the shorter side ``target`` and the longer ``int(target * long / short)``, as torchvision's
+    ``Resize(int)``."""
     if height <= width:
         return target, int(target * width / height)
     return int(target * height / width), target
@@ -60,6 +57,8 @@ class FlowMoImageProcessor(VisualTokenizerImageProcessor):
     do_convert_rgb = True
     image_mean = [0.5, 0.5, 0.5]
     image_std = [0.5, 0.5, 0.5]
+    # in float64, then float32: for uint8 and the defaults the original's `(x / 127.5 - 1).astype(float32)`
+    _normalize_dtype = torch.float64
 
     def __init__(self, **kwargs: Unpack[FlowMoImageProcessorKwargs]):
         image_size = kwargs.get("image_size", self.image_size)
@@ -76,10 +75,6 @@ class FlowMoImageProcessor(VisualTokenizerImageProcessor):
             raise ValueError('crop_size={"height": <pixels>, "width": <pixels>} is required (the model input size)')
         return super()._validate_preprocess_kwargs(**kwargs)
 
-    @staticmethod
-    def _size_of(image) -> tuple[int, int]:
-        return (image.height, image.width) if isinstance(image, Image.Image) else tuple(image.shape[-2:])
-
     def _resize(self, image, size: tuple[int, int], resample):
         if isinstance(image, Image.Image):
             if (image.height, image.width) == size:
@@ -95,77 +90,25 @@ class FlowMoImageProcessor(VisualTokenizerImageProcessor):
             return image.crop((left, top, left + width, top + height))
         return image[:, top : top + height, left : left + width]
 
-    @staticmethod
-    def _to_model_space(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std) -> torch.Tensor:
-        """Rescale and normalize in float64, then float32: for uint8 and the defaults this is the
-        original's ``(x / 127.5 - 1).astype(float32)`` bit for bit."""
-        if isinstance(image, Image.Image):
-            pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).double()
-        else:
-            pixels = image.double()
-        if do_rescale:
-            pixels = pixels / 255.0 if math.isclose(rescale_factor, 1 / 255) else pixels * rescale_factor
-        if do_normalize:
-            mean = torch.tensor(image_mean, dtype=torch.float64).view(-1, 1, 1)
-            std = torch.tensor(image_std, dtype=torch.float64).view(-1, 1, 1)
-            pixels = (pixels - mean) / std
-        return pixels.float()
-
-    def _preprocess(
-        self,
-        images: list,
-        do_resize: bool,
-        size,
-        resample,
-        do_center_crop: bool,
-        crop_size,
-        do_rescale: bool,
-        rescale_factor: float,
-        do_normalize: bool,
-        image_mean,
-        image_std,
-        return_tensors=None,
-        **kwargs,
-    ) -> BatchFeature:
+    def _fit_image(
+        self, index: int, image, do_resize: bool, size, resample, do_center_crop: bool, crop_size, **kwargs
+    ):
         target = (crop_size.height, crop_size.width)
-        processed = []
-        for index, image in enumerate(images):
-            height, width = self._size_of(image)
-            if do_resize:
-                image = self._resize(image, shorter_side_size(height, width, size.shortest_edge), resample)
-                height, width = self._size_of(image)
-            if do_center_crop:
-                if height < target[0] or width < target[1]:
-                    raise ValueError(
-                        f"image {index} is {height}x{width} (HxW), smaller than the {target[0]}x{target[1]} crop; "
-                        "enable do_resize (shorter side to the model size) or resize it first"
-                    )
-                image = self._crop(image, *center_crop_box(height, width, *target), *target)
-                height, width = target
-            if (height, width) != target:
+        height, width = self._height_width(image)
+        if do_resize:
+            image = self._resize(image, shorter_side_size(height, width, size.shortest_edge), resample)
+            height, width = self._height_width(image)
+        if do_center_crop:
+            if height < target[0] or width < target[1]:
                 raise ValueError(
-                    f"image {index} is {height}x{width} (HxW) but FlowMo takes {target[0]}x{target[1]} images; "
-                    "enable do_resize / do_center_crop (the default) or resize it yourself"
+                    f"image {index} is {height}x{width} (HxW), smaller than the {target[0]}x{target[1]} crop; "
+                    "enable do_resize (shorter side to the model size) or resize it first"
                 )
-            processed.append(
-                self._to_model_space(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
+            image = self._crop(image, *center_crop_box(height, width, *target), *target)
+            height, width = target
+        if (height, width) != target:
+            raise ValueError(
+                f"image {index} is {height}x{width} (HxW) but FlowMo takes {target[0]}x{target[1]} images; "
+                "enable do_resize / do_center_crop (the default) or resize it yourself"
             )
-        pixel_values = torch.stack(processed)
-        if return_tensors == "np":
-            pixel_values = pixel_values.numpy()
-        return BatchFeature(data={"pixel_values": pixel_values})
-
-    def postprocess(self, sample, output_type: str = "pil", do_denormalize: bool = True):
-        """Decoded images ``[B, 3, H, W]`` in [-1, 1] (or a decoder output with ``sample``) -> one image each.
-
-        ``output_type``: ``"pil"``, ``"np"`` (HWC float in [0, 1]) or ``"pt"`` (CHW float in [0, 1]);
-        ``do_denormalize=False`` keeps np / pt in model space.
-        """
-        if not isinstance(sample, torch.Tensor) and hasattr(sample, "sample"):
-            sample = sample.sample
-        sample = torch.as_tensor(sample)
-        if sample.dim() == 3:
-            sample = sample[None]
-        if sample.dim() != 4 or sample.shape[1] != 3:
-            raise ValueError(f"postprocess needs images [B, 3, H, W], got shape {tuple(sample.shape)}")
-        return self._convert_output(list(sample), output_type, do_denormalize)
+        return image

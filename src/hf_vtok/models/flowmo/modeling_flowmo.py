@@ -5,14 +5,14 @@ double-stream transformer, no timestep) and returns the query stream as the code
 quantized (LFQ, a diagonal Gaussian, or nothing) and conditions the decoder, a second
 double-stream transformer that predicts the flow velocity ``v ~ noise - image`` of the noisy
 image at flow time ``t`` (``x_t = (1 - t) x + t noise``; t = 1 is noise, the diffusers sign
-convention). Decoding integrates the flow from noise with Euler steps and interval CFG.
+convention). Decoding integrates the flow from noise with Euler steps and interval CFG
+(``sampling_flowmo.py``); the training losses are in ``training_objective_flowmo.py``.
 """
 
 from dataclasses import dataclass
 
 import torch
-import torch.utils.checkpoint
-from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in component modules)
@@ -33,7 +33,9 @@ from ...modules import (
     unpatchify,
 )
 from ...quantizers import DiagonalGaussianBottleneck, LookupFreeQuantizer
-from .configuration_flowmo import FlowMoConfig, parse_sampling_schedule
+from .configuration_flowmo import FlowMoConfig
+from .sampling_flowmo import flowmo_sample, guidance_interval_in_flow_time, guidance_steps, sampler_time_grid
+from .training_objective_flowmo import flowmo_training_losses, sample_posttrain_timesteps, sample_training_timesteps
 
 TIMESTEP_EMBEDDING_DIM = 256  # sinusoidal features of 1000 * t, [cos | sin]
 TIME_FACTOR = 1000.0
@@ -122,38 +124,6 @@ def flowmo_position_ids(code_length: int, rows: int, cols: int, device=None) -> 
     col_ids = torch.arange(cols, device=device, dtype=torch.float32).repeat(rows)
     image_ids = torch.stack((torch.zeros_like(row_ids), row_ids, col_ids), dim=-1)
     return code_ids, image_ids
-
-
-def flowmo_time_grid(num_steps: int, schedule: str = "pow_0.25", device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The original sampler's flow times ``[N]`` (from 1 down, t = 0 never evaluated) and step sizes ``[N]``.
-
-    ``"pow_<p>"``: ``t_k = (k / N)^(1/p)`` for k = N..1 with ``dt_k = t_k - t_(k-1)``; ``"linear"``:
-    ``t_k = k / N`` with every ``dt = 1 / N``. float32, computed exactly as the original does.
-    """
-    if num_steps <= 0:
-        raise ValueError(f"num_inference_steps must be positive, got {num_steps}")
-    kind, power = parse_sampling_schedule(schedule)
-    if kind == "linear":
-        times = torch.arange(1, num_steps + 1).flip(0) / num_steps
-        steps = torch.ones_like(times) * (1.0 / num_steps)
-    else:
-        grid = torch.arange(0, num_steps + 1).flip(0) ** (1 / power) / num_steps ** (1 / power)
-        times, steps = grid[:-1], grid[:-1] - grid[1:]
-    return times.to(device), steps.to(device)
-
-
-def guidance_interval_in_flow_time(interval: tuple[float, float] | None) -> tuple[float, float] | None:
-    """EDM noise levels ``sigma`` -> flow times ``sigma / (1 + sigma)`` (python floats, as the original compares)."""
-    if interval is None:
-        return None
-    low, high = interval
-    return low / (1 + low), high / (1 + high)
-
-
-def _uniform(shape, generator, device) -> torch.Tensor:
-    """``torch.rand`` drawn on the generator's device (like diffusers' ``randn_tensor``), then moved."""
-    rand_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=rand_device).to(device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,7 +240,10 @@ class FlowMoTransformer(nn.Module):
         self.rope_theta = config.rope_theta
         self.image_embed = nn.Linear(config.pixels_per_token, hidden_size)
         self.code_embed = nn.Linear(code_dim, hidden_size)
-        self.time_embedding = TimestepEmbedding(TIMESTEP_EMBEDDING_DIM, hidden_size) if conditioned else None
+        self.time_proj = self.time_embedding = None  # the encoder has no timestep
+        if conditioned:
+            self.time_proj = Timesteps(TIMESTEP_EMBEDDING_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
+            self.time_embedding = TimestepEmbedding(TIMESTEP_EMBEDDING_DIM, hidden_size)
         self.blocks = nn.ModuleList(
             FlowMoBlock(config, hidden_size, conditioned)
             for _ in range(config.decoder_depth if conditioned else config.encoder_depth)
@@ -285,12 +258,9 @@ class FlowMoTransformer(nn.Module):
             for ids in (code_ids, image_ids)
         )
 
-    @staticmethod
-    def timestep_features(timesteps: torch.Tensor) -> torch.Tensor:
-        """Sinusoidal features ``[B, 256]`` of ``1000 * t``, ordered [cos | sin]."""
-        return get_timestep_embedding(
-            TIME_FACTOR * timesteps.float(), TIMESTEP_EMBEDDING_DIM, flip_sin_to_cos=True, downscale_freq_shift=0
-        )
+    def timestep_features(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Sinusoidal features ``[B, 256]`` of ``1000 * t``, ordered [cos | sin] (decoder only)."""
+        return self.time_proj(TIME_FACTOR * timesteps.float())
 
     def embed_time(self, timesteps: torch.Tensor) -> torch.Tensor:
         """The adaLN conditioning vector ``[B, hidden]`` of flow times ``[B]``."""
@@ -593,21 +563,25 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _step_velocity(self, sample, timesteps, code_states, rotary) -> torch.Tensor:
-        """One unguided sampler evaluation (float32 velocity); the unit ``checkpoint_steps`` recomputes."""
-        return self._decoder_velocity(sample, timesteps, code_states, rotary)[0].float()
-
-    def _time_grid(self, timesteps, num_inference_steps, sampling_schedule, batch, device):
-        """(times, step sizes) on ``device`` from a custom grid ``[N+1]`` / ``[B, N+1]`` or the schedule."""
-        if timesteps is None:
-            return flowmo_time_grid(num_inference_steps, sampling_schedule, device)
-        grid = torch.as_tensor(timesteps, dtype=torch.float32, device=device)
-        if grid.dim() not in (1, 2) or grid.shape[-1] < 2 or (grid.dim() == 2 and grid.shape[0] != batch):
-            raise ValueError(
-                f"timesteps must be a decreasing flow-time grid [N+1] or per sample [B={batch}, N+1] "
-                f"(from 1 = noise towards 0 = data), got shape {tuple(grid.shape)}"
+    def _initial_noise(self, noise, batch, height, width, generator, device) -> torch.Tensor:
+        """The sampler's start ``[B, 3, H, W]`` (float32): ``noise`` checked, or drawn at ``height x width``
+        (default ``config.image_size``) with ``generator``."""
+        config = self.config
+        if noise is None:
+            height = height or config.image_size
+            width = width or config.image_size
+            noise = randn_tensor(
+                (batch, config.num_channels, height, width), generator=generator, device=device, dtype=torch.float32
             )
-        return grid[..., :-1], grid[..., :-1] - grid[..., 1:]
+        else:
+            expected = (batch, config.num_channels) + (
+                (height, width) if height and width else tuple(noise.shape[-2:])
+            )
+            if tuple(noise.shape) != expected:
+                raise ValueError(f"noise must be {list(expected)}, got {tuple(noise.shape)}")
+            noise = noise.to(device=device, dtype=torch.float32)
+        self._check_pixels(noise, "noise")
+        return noise
 
     def decode(
         self,
@@ -657,66 +631,31 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         interval = guidance_interval_in_flow_time(
             config.guidance_interval if guidance_interval is _FROM_CONFIG else guidance_interval
         )
-        if noise is None:
-            height = height or config.image_size
-            width = width or config.image_size
-            noise = randn_tensor(
-                (batch, config.num_channels, height, width), generator=generator, device=device, dtype=torch.float32
-            )
-        else:
-            expected = (batch, config.num_channels) + (
-                (height, width) if height and width else tuple(noise.shape[-2:])
-            )
-            if tuple(noise.shape) != expected:
-                raise ValueError(f"noise must be {list(expected)}, got {tuple(noise.shape)}")
-            noise = noise.to(device=device, dtype=torch.float32)
-        self._check_pixels(noise, "noise")
-        times, steps = self._time_grid(timesteps, num_inference_steps, sampling_schedule, batch, device)
-
-        # guidance decisions are python-float comparisons of the float32 times, as in the original
-        times_cpu = times.detach().to("cpu", torch.float64)
-        if guidance_scale == 1.0:
-            guided = torch.zeros_like(times_cpu, dtype=torch.bool)
-        elif interval is None:
-            guided = torch.ones_like(times_cpu, dtype=torch.bool)
-        else:
-            guided = (times_cpu >= interval[0]) & (times_cpu <= interval[1])
+        noise = self._initial_noise(noise, batch, height, width, generator, device)
+        times, steps = sampler_time_grid(timesteps, num_inference_steps, sampling_schedule, batch, device)
+        guided = guidance_steps(times, guidance_scale, interval)
 
         # everything that depends on neither t nor z is computed once
         rotary = self._rotary(self.decoder, *noise.shape[-2:], device)
-        code_dtype = self.decoder.code_embed.weight.dtype
-        conditioning = self.conditioning(latents).to(code_dtype)
+        conditioning = self.conditioning(latents).to(self.decoder.code_embed.weight.dtype)
         code_states = self.decoder.code_embed(conditioning)
-        if bool(guided.any()):  # conditional and null code side by side, one batched decoder call per guided step
-            paired_states = torch.cat([code_states, self.decoder.code_embed(torch.zeros_like(conditioning))])
+        null_code_states = self.decoder.code_embed(torch.zeros_like(conditioning)) if bool(guided.any()) else None
 
-        recompute = checkpoint_steps and torch.is_grad_enabled()
+        def step_velocity(sample, flow_times, states):
+            return self._decoder_velocity(sample, flow_times, states, rotary)[0].float()
 
-        def step_velocity(*inputs):
-            if recompute:
-                return torch.utils.checkpoint.checkpoint(self._step_velocity, *inputs, rotary, use_reentrant=False)
-            return self._step_velocity(*inputs, rotary)
-
-        state = noise
-        trajectory = []
-        for step in range(times.shape[-1]):
-            time, step_size = times[..., step], steps[..., step]
-            step_guided = guided[..., step]
-            flow_times = time.expand(batch) if time.dim() == 0 else time
-            if bool(step_guided.any()):
-                both = step_velocity(torch.cat([state, state]), torch.cat([flow_times, flow_times]), paired_states)
-                velocity, null_velocity = both.chunk(2)
-                guided_velocity = null_velocity + guidance_scale * (velocity - null_velocity)
-                if step_guided.dim() == 0 or bool(step_guided.all()):
-                    velocity = guided_velocity
-                else:
-                    velocity = torch.where(step_guided.to(device)[:, None, None, None], guided_velocity, velocity)
-            else:
-                velocity = step_velocity(state, flow_times, code_states)
-            step_size = step_size if step_size.dim() == 0 else step_size[:, None, None, None]
-            state = state - step_size * velocity
-            if output_trajectory:
-                trajectory.append(state)
+        state, trajectory = flowmo_sample(
+            step_velocity,
+            noise,
+            code_states,
+            null_code_states,
+            times,
+            steps,
+            guided,
+            guidance_scale,
+            checkpoint_steps=checkpoint_steps,
+            output_trajectory=output_trajectory,
+        )
         output = FlowMoDecoderOutput(
             sample=state.clip(-1, 1) if clip_sample else state,
             trajectory=torch.stack(trajectory) if output_trajectory else None,
@@ -728,30 +667,13 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
     # training
     def sample_timesteps(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Training flow times ``[B]`` from ``config.timestep_sampling`` (t = 1 is noise)."""
-        device = device or self.device
-        sampling = self.config.timestep_sampling
-        if sampling == "uniform":
-            return _uniform((batch,), generator, device)
-        times = torch.sigmoid(randn_tensor((batch,), generator=generator, device=device, dtype=torch.float32))
-        if sampling == "fat_lognormal":  # 10% of the samples uniform instead
-            times = torch.where(
-                _uniform((batch,), generator, device) <= 0.9, times, _uniform((batch,), generator, device)
-            )
-        return times
+        return sample_training_timesteps(self.config.timestep_sampling, batch, generator, device or self.device)
 
     def sample_posttrain_timesteps(
         self, batch: int, num_steps: int, generator: torch.Generator | None = None, device=None
     ) -> torch.Tensor:
-        """Random per-sample sampler grids ``[B, num_steps + 1]`` of post-training, from 1 down to 0.
-
-        The original draws ``num_steps + 1`` uniform numbers per sample and uses their normalised cumulative
-        sums (minus the first) as a monotone grid, so the step sizes are random and differ between samples.
-        """
-        if num_steps <= 0:
-            raise ValueError(f"post-training needs at least one sampler step, got num_steps={num_steps}")
-        grid = _uniform((batch, num_steps + 1), generator, device or self.device).cumsum(dim=1)
-        grid = grid - grid[:, :1]
-        return (grid / grid[:, -1:]).flip(dims=(1,))
+        """Random per-sample sampler grids ``[B, num_steps + 1]`` of post-training, from 1 down to 0."""
+        return sample_posttrain_timesteps(batch, num_steps, generator, device or self.device)
 
     def forward(
         self,
@@ -806,60 +728,27 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             )
             return output if return_dict else output.to_tuple()
 
-        batch, device = pixel_values.shape[0], pixel_values.device
         pixel_values = pixel_values.float()
         encoded = self.encode(pixel_values, return_loss=True, generator=generator)
-        timesteps = (
-            self.sample_timesteps(batch, generator, device)
-            if timesteps is None
-            else self._flow_times(timesteps, batch, device)
-        )
-        if noise is None:
-            noise = randn_tensor(pixel_values.shape, generator=generator, device=device, dtype=pixel_values.dtype)
-        elif noise.shape != pixel_values.shape:
-            raise ValueError(
-                f"noise must have the shape of pixel_values {tuple(pixel_values.shape)}, got {tuple(noise.shape)}"
-            )
-        times = timesteps.view(batch, 1, 1, 1)
-        noisy = (1 - times) * pixel_values + times * noise
-        conditioning = self.conditioning(encoded.latents)
-        condition_dropout = self.training if condition_dropout is None else condition_dropout
-        if condition_dropout and self.config.cfg_dropout_prob > 0:
-            keep = _uniform((batch,), generator, device) > self.config.cfg_dropout_prob
-            conditioning = conditioning * keep[:, None, None].to(conditioning.dtype)
-        velocity = self.velocity(noisy, timesteps, conditioning=conditioning).sample.float()
-        diffusion_loss = ((noise - velocity - pixel_values) ** 2).mean(dim=(1, 2, 3)).mean()
-        posttrain_sample = None
-        if posttrain_steps is not None or posttrain_timesteps is not None:
-            if posttrain_timesteps is None:
-                posttrain_timesteps = self.sample_posttrain_timesteps(batch, posttrain_steps, generator, device)
-            posttrain_sample = self.decode(
-                encoded.latents,
-                timesteps=posttrain_timesteps,
-                noise=posttrain_noise,
-                generator=generator,
-                height=pixel_values.shape[-2],
-                width=pixel_values.shape[-1],
-                guidance_scale=1.0,
-                clip_sample=False,
-                checkpoint_steps=checkpoint_posttrain_steps,
-            ).sample
-        loss = diffusion_loss + encoded.quantizer_loss
-        losses = {
-            "diffusion_loss": diffusion_loss,
-            "quantizer_loss": encoded.quantizer_loss,
-            **(encoded.quantizer_losses or {}),
-        }
-        output = FlowMoOutput(
-            loss=loss,
-            losses=losses,
-            sample=noisy - times * velocity,
-            latents=encoded.latents,
-            image_tokens=encoded.image_tokens,
-            velocity=velocity,
+        if timesteps is not None:
+            timesteps = self._flow_times(timesteps, pixel_values.shape[0], pixel_values.device)
+        terms = flowmo_training_losses(
+            self,
+            pixel_values,
+            encoded,
             timesteps=timesteps,
             noise=noise,
+            condition_dropout=condition_dropout,
+            generator=generator,
+            posttrain_steps=posttrain_steps,
+            posttrain_timesteps=posttrain_timesteps,
+            posttrain_noise=posttrain_noise,
+            checkpoint_posttrain_steps=checkpoint_posttrain_steps,
+        )
+        output = FlowMoOutput(
+            latents=encoded.latents,
+            image_tokens=encoded.image_tokens,
             prequant_latents=encoded.prequant_latents,
-            posttrain_sample=posttrain_sample,
+            **terms,
         )
         return output if return_dict else output.to_tuple()

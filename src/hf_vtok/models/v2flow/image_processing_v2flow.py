@@ -1,8 +1,6 @@
 """Image processor of V²Flow's DC-AE input: ADM center crop to a square, then [-1, 1]."""
 
-import torch
 from PIL import Image
-from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ImagesKwargs, Unpack
 
 from ...image_processing_utils import VisualTokenizerImageProcessor
@@ -42,46 +40,24 @@ class V2FlowImageProcessor(VisualTokenizerImageProcessor):
         size = config.sample_size * config.vae_downsample_factor
         return cls(crop_size={"height": size, "width": size}, **kwargs)
 
-    def _preprocess(
-        self,
-        images: list,
-        do_center_crop: bool,
-        crop_size,
-        do_rescale: bool,
-        rescale_factor: float,
-        do_normalize: bool,
-        image_mean,
-        image_std,
-        return_tensors=None,
-        **kwargs,
-    ) -> BatchFeature:
+    def _validate_preprocess_kwargs(self, **kwargs):
+        crop_size = kwargs.get("crop_size")
         if crop_size is None or crop_size.height != crop_size.width:
             raise ValueError(f"V2Flow takes square images; crop_size must be square, got {crop_size}")
-        size = crop_size.height
-        pixels = []
-        for index, image in enumerate(images):
-            if do_center_crop:
-                if not isinstance(image, Image.Image):
-                    raise ValueError(
-                        f"image {index}: the ADM center crop runs on 8-bit images; pass PIL / uint8 images, "
-                        f"or {size}x{size} float images with do_center_crop=False"
-                    )
-                image = adm_center_crop(image, size)
-            tensor = self._to_normalized_tensor(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
-            if tuple(tensor.shape[-2:]) != (size, size):
-                raise ValueError(
-                    f"image {index} is {tensor.shape[-1]}x{tensor.shape[-2]} (WxH) but the model takes {size}x{size}; "
-                    "enable do_center_crop"
-                )
-            pixels.append(tensor)
-        pixel_values = torch.stack(pixels)
-        if return_tensors == "np":
-            pixel_values = pixel_values.numpy()
-        return BatchFeature(data={"pixel_values": pixel_values})
+        return super()._validate_preprocess_kwargs(**kwargs)
 
-    def postprocess(self, images, output_type: str = "pil", do_denormalize: bool = True):
-        """Decoded images ``[B, 3, H, W]`` (model space, [-1, 1]) -> PIL images, HWC arrays or CHW tensors."""
-        images = torch.as_tensor(images)
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"postprocess takes images [B, 3, H, W], got shape {tuple(images.shape)}")
-        return self._convert_output(list(images), output_type, do_denormalize)
+    def _fit_image(self, index: int, image, do_center_crop: bool, crop_size, **kwargs):
+        size = crop_size.height
+        if do_center_crop:
+            if not isinstance(image, Image.Image):
+                raise ValueError(
+                    f"image {index}: the ADM center crop runs on 8-bit images; pass PIL / uint8 images, "
+                    f"or {size}x{size} float images with do_center_crop=False"
+                )
+            image = adm_center_crop(image, size)
+        height, width = self._height_width(image)
+        if (height, width) != (size, size):
+            raise ValueError(
+                f"image {index} is {width}x{height} (WxH) but the model takes {size}x{size}; enable do_center_crop"
+            )
+        return image

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks this name up in component modules)
-from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs, Unpack
 
@@ -51,6 +50,35 @@ def token_budget_size(height: int, width: int, patch_size: int, max_num_patches:
     new_rows = max(1, math.floor(rows * scale + eps))
     new_cols = max(1, math.floor(cols * scale + eps))
     return min(new_rows * patch_size, height), min(new_cols * patch_size, width)
+
+
+def naflex_patches(pixels: torch.Tensor, patch_size: int, token_budget: int | None = None) -> dict:
+    """One normalized image ``[3, H, W]`` -> its unpadded NaFlex sample, the per-image step of ``ViTokImageProcessor``.
+
+    With a ``token_budget`` the image is first resized (bicubic, antialiased) to ``token_budget_size``. It is
+    zero-padded to whole patches and patchified into ``(c, y, x)``-ordered vectors in raster order. Returns
+    ``pixel_values [N, 3*p*p]``, ``patch_mask`` (all True), ``row_idx`` / ``col_idx`` ``[N]``, and as ints
+    ``orig_height`` / ``orig_width`` (the size before padding) and ``grid_rows`` / ``grid_cols``.
+    """
+    height, width = pixels.shape[-2:]
+    if token_budget is not None:
+        target = token_budget_size(height, width, patch_size, token_budget)
+        if target != (height, width):
+            pixels = F.interpolate(pixels[None], size=target, mode="bicubic", align_corners=False, antialias=True)[0]
+            height, width = target
+    rows, cols = math.ceil(height / patch_size), math.ceil(width / patch_size)
+    padded = F.pad(pixels, (0, cols * patch_size - width, 0, rows * patch_size - height), value=0.0)
+    row_idx, col_idx = grid_positions(rows, cols)
+    return {
+        "pixel_values": patchify(padded[None], patch_size)[0],
+        "patch_mask": torch.ones(rows * cols, dtype=torch.bool),
+        "row_idx": row_idx[0],
+        "col_idx": col_idx[0],
+        "orig_height": height,
+        "orig_width": width,
+        "grid_rows": rows,
+        "grid_cols": cols,
+    }
 
 
 class ViTokImageProcessor(VisualTokenizerImageProcessor):
@@ -108,110 +136,92 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
         if patch_size <= 0:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
 
+    _unchecked_kwargs = ("do_resize", "do_center_crop")  # sizes are computed per image
+
     def _validate_preprocess_kwargs(self, **kwargs):
-        # sizes are computed per image; the generic check would demand a fixed `size` for do_resize
-        kwargs.pop("do_resize", None)
-        kwargs.pop("do_center_crop", None)
+        self._check_settings(
+            kwargs["resize_mode"],
+            kwargs["padding"],
+            kwargs["max_num_patches"],
+            kwargs["do_resize"],
+            kwargs["size"],
+            kwargs["patch_size"],
+        )
         return super()._validate_preprocess_kwargs(**kwargs)
 
     # ----------------------------------------------------------------------------------------------
-    def _preprocess(
+    def _fit_image(
         self,
-        images: list,
+        index: int,
+        image,
         do_resize: bool,
         resize_mode: str,
         size,
         resample,
         do_center_crop: bool,
         crop_size,
-        do_rescale: bool,
-        rescale_factor: float,
-        do_normalize: bool,
-        image_mean,
-        image_std,
+        **kwargs,
+    ):
+        """The 8-bit steps: ADM center crop and longest-edge resize (PIL)."""
+        needs_pil = do_center_crop or (do_resize and resize_mode == "longest_edge")
+        if needs_pil and not isinstance(image, Image.Image):
+            raise ValueError(
+                f"image {index}: center crop and longest-edge resize run on 8-bit images; "
+                "pass PIL / uint8 images, or disable them for float inputs"
+            )
+        if do_center_crop:
+            if crop_size is None or crop_size.height != crop_size.width:
+                raise ValueError(f"the ADM center crop is square; got crop_size={crop_size}")
+            image = adm_center_crop(image, crop_size.height)
+        if do_resize and resize_mode == "longest_edge":
+            image = resize_longest_side(image, size.longest_edge, resample=PILImageResampling(resample))
+        return image
+
+    def _pack(
+        self,
+        pixels: list[torch.Tensor],
+        do_resize: bool,
+        resize_mode: str,
         patch_size: int,
         max_num_patches: int | None,
         padding: str,
-        return_tensors=None,
         **kwargs,
-    ) -> BatchFeature:
-        self._check_settings(resize_mode, padding, max_num_patches, do_resize, size, patch_size)
-        sequences = []
-        for index, image in enumerate(images):
-            needs_pil = do_center_crop or (do_resize and resize_mode == "longest_edge")
-            if needs_pil and not isinstance(image, Image.Image):
+    ) -> dict[str, torch.Tensor]:
+        """Normalized images -> NaFlex samples (``naflex_patches``), padded to one sequence length."""
+        token_budget = max_num_patches if do_resize and resize_mode == "token_budget" else None
+        samples = [naflex_patches(image, patch_size, token_budget) for image in pixels]
+        counts = [sample["grid_rows"] * sample["grid_cols"] for sample in samples]
+        for index, (sample, count) in enumerate(zip(samples, counts)):
+            if max_num_patches is not None and count > max_num_patches:
                 raise ValueError(
-                    f"image {index}: center crop and longest-edge resize run on 8-bit images; "
-                    "pass PIL / uint8 images, or disable them for float inputs"
+                    f"image {index} ({sample['orig_width']}x{sample['orig_height']} pixels, WxH) needs "
+                    f"{sample['grid_rows']}x{sample['grid_cols']}={count} patches of {patch_size}px, over "
+                    f"max_num_patches={max_num_patches}; resize it (do_resize=True with resize_mode='token_budget' "
+                    "or 'longest_edge') or raise max_num_patches"
                 )
-            if do_center_crop:
-                if crop_size is None or crop_size.height != crop_size.width:
-                    raise ValueError(f"the ADM center crop is square; got crop_size={crop_size}")
-                image = adm_center_crop(image, crop_size.height)
-            if do_resize and resize_mode == "longest_edge":
-                image = resize_longest_side(image, size.longest_edge, resample=PILImageResampling(resample))
-            pixels = self._to_normalized_tensor(image, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
-            height, width = pixels.shape[-2:]
-            if do_resize and resize_mode == "token_budget":
-                target = token_budget_size(height, width, patch_size, max_num_patches)
-                if target != (height, width):
-                    pixels = F.interpolate(
-                        pixels[None], size=target, mode="bicubic", align_corners=False, antialias=True
-                    )[0]
-                    height, width = target
-            rows, cols = math.ceil(height / patch_size), math.ceil(width / patch_size)
-            if max_num_patches is not None and rows * cols > max_num_patches:
-                raise ValueError(
-                    f"image {index} ({width}x{height} pixels, WxH) needs {rows}x{cols}={rows * cols} patches of "
-                    f"{patch_size}px, over max_num_patches={max_num_patches}; resize it (do_resize=True with "
-                    "resize_mode='token_budget' or 'longest_edge') or raise max_num_patches"
-                )
-            padded = F.pad(pixels, (0, cols * patch_size - width, 0, rows * patch_size - height), value=0.0)
-            sequences.append((patchify(padded[None], patch_size)[0], height, width, rows, cols))
-
-        length = max_num_patches if padding == "max_length" else max(rows * cols for *_, rows, cols in sequences)
-        batch = len(sequences)
-        dim = sequences[0][0].shape[-1]
-        pixel_values = torch.zeros(batch, length, dim)
-        patch_mask = torch.zeros(batch, length, dtype=torch.bool)
-        row_idx = torch.zeros(batch, length, dtype=torch.long)
-        col_idx = torch.zeros(batch, length, dtype=torch.long)
-        for index, (patches, _, _, rows, cols) in enumerate(sequences):
-            count = rows * cols
-            pixel_values[index, :count] = patches
-            patch_mask[index, :count] = True
-            rows_of, cols_of = grid_positions(rows, cols)
-            row_idx[index, :count], col_idx[index, :count] = rows_of[0], cols_of[0]
-        data = {
-            "pixel_values": pixel_values,
-            "patch_mask": patch_mask,
-            "row_idx": row_idx,
-            "col_idx": col_idx,
-            "time_idx": torch.zeros(batch, length, dtype=torch.long),
-            "orig_height": torch.tensor([item[1] for item in sequences]),
-            "orig_width": torch.tensor([item[2] for item in sequences]),
-            "grid_rows": torch.tensor([item[3] for item in sequences]),
-            "grid_cols": torch.tensor([item[4] for item in sequences]),
+        length = max_num_patches if padding == "max_length" else max(counts)
+        batch = {
+            key: samples[0][key].new_zeros((len(samples), length, *samples[0][key].shape[1:]))
+            for key in ("pixel_values", "patch_mask", "row_idx", "col_idx")
         }
-        if return_tensors == "np":
-            data = {key: value.numpy() for key, value in data.items()}
-        return BatchFeature(data=data)
+        for index, (sample, count) in enumerate(zip(samples, counts)):
+            for key, padded in batch.items():
+                padded[index, :count] = sample[key]
+        batch["time_idx"] = torch.zeros(len(samples), length, dtype=torch.long)
+        for key in ("orig_height", "orig_width", "grid_rows", "grid_cols"):
+            batch[key] = torch.tensor([sample[key] for sample in samples])
+        return batch
 
     # ----------------------------------------------------------------------------------------------
-    @staticmethod
-    def _layout(outputs, patch_mask, row_idx, col_idx, orig_height, orig_width):
+    def _layout(self, outputs, patch_mask, row_idx, col_idx, orig_height, orig_width):
         """Take the layout fields from a decoder output / BatchFeature when not given explicitly."""
+        sample = self._sample_of(outputs)
         if isinstance(outputs, Mapping):
-            sample = outputs["sample"] if "sample" in outputs else outputs.get("pixel_values")
-            if sample is None:
-                raise ValueError("postprocess needs a tensor, a decoder output with `sample`, or `pixel_values`")
             patch_mask = outputs.get("patch_mask") if patch_mask is None else patch_mask
             row_idx = outputs.get("row_idx") if row_idx is None else row_idx
             col_idx = outputs.get("col_idx") if col_idx is None else col_idx
             orig_height = outputs.get("orig_height") if orig_height is None else orig_height
             orig_width = outputs.get("orig_width") if orig_width is None else orig_width
-        else:
-            sample = outputs
         return sample, patch_mask, row_idx, col_idx, orig_height, orig_width
 
     def to_canvas(
