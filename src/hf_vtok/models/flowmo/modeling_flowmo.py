@@ -12,7 +12,7 @@ convention). Decoding integrates the flow from noise with Euler steps and interv
 from dataclasses import dataclass
 
 import torch
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import TimestepEmbedding
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in component modules)
@@ -30,6 +30,7 @@ from ...modules import (
     modulate,
     patchify,
     rope_tables,
+    sinusoidal_timesteps,
     unpatchify,
 )
 from ...quantizers import DiagonalGaussianBottleneck, LookupFreeQuantizer
@@ -242,7 +243,7 @@ class FlowMoTransformer(nn.Module):
         self.code_embed = nn.Linear(code_dim, hidden_size)
         self.time_proj = self.time_embedding = None  # the encoder has no timestep
         if conditioned:
-            self.time_proj = Timesteps(TIMESTEP_EMBEDDING_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
+            self.time_proj = sinusoidal_timesteps(TIMESTEP_EMBEDDING_DIM)
             self.time_embedding = TimestepEmbedding(TIMESTEP_EMBEDDING_DIM, hidden_size)
         self.blocks = nn.ModuleList(
             FlowMoBlock(config, hidden_size, conditioned)
