@@ -2,8 +2,8 @@
 the scikit-image and scikit-learn wheels, then score it on held-out photographs and install it in the package.
 
     pip install -e ".[train]" scikit-learn
-    python training_scripts/make_default_model.py                 # trains, evaluates, writes src/hf_vtok/default_model/
-    python training_scripts/make_default_model.py --resume        # continue an interrupted run
+    python training_scripts/make_default_model.py                # trains, evaluates, writes src/hf_vtok/default_model/
+    python training_scripts/make_default_model.py --resume       # continue an interrupted run
 
 The options of ``train_vitok.py`` are in ``default_model.json`` beside this script. The held-out photos
 (``HELD_OUT``) are never seen in training; their PSNR / SSIM at native size land in

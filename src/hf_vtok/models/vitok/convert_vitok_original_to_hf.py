@@ -130,7 +130,7 @@ def convert_vitok_checkpoint(
 
 
 class ViTokConverter(Converter):
-    """``hf-vtok convert vitok``: released ``encoder.safetensors`` + ``decoder.safetensors`` (or one training export)."""
+    """``hf-vtok convert vitok``: released ``encoder.safetensors`` + ``decoder.safetensors`` (or a training export)."""
 
     family = "vitok"
     files = {
