@@ -13,10 +13,8 @@ import json
 
 import pytest
 import torch
-from generator_parity_utils import fixture_tokenizer
 from PIL import Image
 from safetensors.torch import load_file
-from test_flowmo_parity import _width_table
 
 from hf_vtok import ViTokImageProcessor, prepack_linear_weights
 from hf_vtok.models.dit_1d import convert_dit_checkpoint
@@ -25,6 +23,8 @@ from hf_vtok.models.sit import convert_sit_checkpoint
 from hf_vtok.models.v2flow.convert_v2flow_original_to_hf import convert_v2flow_checkpoint
 from hf_vtok.models.vitok.convert_vitok_original_to_hf import convert_vitok_checkpoint
 from hf_vtok.models.vitok_dit.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
+from tests.models.flowmo.test_flowmo_parity import _width_table
+from tests.testing_utils.generator_parity import fixture_tokenizer
 
 pytestmark = pytest.mark.parity
 

@@ -8,10 +8,6 @@ ViTok and FlowMo are checked in their own test files.
 import pytest
 import torch
 import torch._dynamo
-from test_flowmo import tiny_model as tiny_flowmo
-from test_generators import TINY_1D, TINY_VITOK
-from test_latent_token_vit import TINY as TINY_LATENT_TOKEN
-from test_v2flow import tiny_model as tiny_v2flow
 
 from hf_vtok import (
     DiTTransformer1DModel,
@@ -24,6 +20,10 @@ from hf_vtok import (
     ViTokDiTTransformerModel,
     ViTokModel,
 )
+from tests.models.dit_1d.test_modeling_dit_1d import TINY_1D, TINY_VITOK
+from tests.models.flowmo.test_modeling_flowmo import tiny_model as tiny_flowmo
+from tests.models.latent_token_vit.test_modeling_latent_token_vit import TINY as TINY_LATENT_TOKEN
+from tests.models.v2flow.test_modeling_v2flow import tiny_model as tiny_v2flow
 
 pytestmark = pytest.mark.slow
 

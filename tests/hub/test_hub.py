@@ -25,7 +25,7 @@ from hf_vtok import hub
 from hf_vtok.pipelines.dit_1d import DiT1DPipeline
 from hf_vtok.registry import FAMILIES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_tokenizer(family: str):

@@ -12,11 +12,16 @@ import re
 
 import pytest
 import torch
-from generator_parity_utils import assert_close, assert_close_relative, fixture_tokenizer, stand_in_tokenizer
 from safetensors.torch import load_file
 
 from hf_vtok import DiT1DPipeline, GaussianDiffusionScheduler
 from hf_vtok.models.dit_1d import convert_dit_checkpoint
+from tests.testing_utils.generator_parity import (
+    assert_close,
+    assert_close_relative,
+    fixture_tokenizer,
+    stand_in_tokenizer,
+)
 
 pytestmark = pytest.mark.parity
 SAMPLER_RUN = re.compile(r"^(ddim|psample)_(cosine|linear)_(clip|noclip)_cfg(\d+(?:p\d+)?)(?:_seed(\d+))?$")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "training_scripts"
 
 TINY_VITOK = "w32_d1_h2-w32_d1_h2/8x4"

@@ -9,7 +9,11 @@ import sys
 
 import pytest
 import torch
-from training_utils import (
+
+from hf_vtok import MAETokModel, SiTTransformer1DModel, SoftVQModel, ViTokDiTTransformerModel, ViTokModel
+from hf_vtok.data import cache_latents, load_latent_cache
+from hf_vtok.training import list_checkpoints, to_pixel_values
+from tests.testing_utils.training import (
     REPO_ROOT,
     SCRIPTS,
     TINY_GENERATOR,
@@ -23,10 +27,6 @@ from training_utils import (
     save_teachers,
     write_photos,
 )
-
-from hf_vtok import MAETokModel, SiTTransformer1DModel, SoftVQModel, ViTokDiTTransformerModel, ViTokModel
-from hf_vtok.data import cache_latents, load_latent_cache
-from hf_vtok.training import list_checkpoints, to_pixel_values
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
-from generator_parity_utils import assert_close
 from safetensors.torch import load_file
 
 from hf_vtok import ViTokDiTPipeline
 from hf_vtok.models.vitok.convert_vitok_original_to_hf import convert_vitok_checkpoint
 from hf_vtok.models.vitok_dit.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
+from tests.testing_utils.generator_parity import assert_close
 
 pytestmark = pytest.mark.parity
 

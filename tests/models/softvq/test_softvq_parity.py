@@ -6,13 +6,13 @@ outputs.safetensors); fixture sets with the same layout but other sizes and seed
 
 import pytest
 import torch
-from latent_token_parity_utils import assert_close, decode_both_ways, load_fixture, write_config
 from transformers import AutoImageProcessor, AutoModel
 
 from hf_vtok import SoftVQModel
 from hf_vtok.cli import main as cli_main
 from hf_vtok.conversion import CheckpointMismatchError
 from hf_vtok.models.softvq.convert_softvq_original_to_hf import convert_softvq_checkpoint
+from tests.testing_utils.latent_token_parity import assert_close, decode_both_ways, load_fixture, write_config
 
 pytestmark = pytest.mark.parity
 

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 import torch
-from test_training_scripts import _run_until
-from training_utils import SCRIPTS, metrics, run_script, write_photos
 
 from hf_vtok import FlowMoConfig, FlowMoModel, V2FlowConfig, V2FlowModel
 from hf_vtok.data import cache_latents
 from hf_vtok.modules import AdaLNModulation
 from hf_vtok.quantizers import CosineEMAVectorQuantizer
 from hf_vtok.training import list_checkpoints
+from tests.testing_utils.training import SCRIPTS, metrics, run_script, write_photos
+from tests.training.test_training_scripts import _run_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

@@ -8,7 +8,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from training_utils import (
+from transformers import AutoImageProcessor, AutoModel
+
+import hf_vtok
+from tests.testing_utils.training import (
     REPO_ROOT,
     TINY_MAETOK,
     TINY_SOFTVQ,
@@ -18,9 +21,6 @@ from training_utils import (
     reset_accelerate,
     write_photos,
 )
-from transformers import AutoImageProcessor, AutoModel
-
-import hf_vtok
 
 peft = pytest.importorskip("peft")
 

@@ -7,13 +7,13 @@ import copy
 
 import pytest
 import torch
-from test_generation_pipelines import _sit_pipeline
-from test_generators import TINY_1D, _inputs_1d, _randomize
 from torch import nn
 
 from hf_vtok import SiTTransformer1DModel, prepack_linear_weights, unpack_linear_weights
 from hf_vtok.modules import GELUMLP
 from hf_vtok.utils.prepack import is_prepacked
+from tests.models.dit_1d.test_modeling_dit_1d import TINY_1D, _inputs_1d, _randomize
+from tests.pipelines.test_pipelines_common import _sit_pipeline
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

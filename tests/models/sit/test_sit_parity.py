@@ -10,11 +10,11 @@ import re
 import pytest
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
-from generator_parity_utils import assert_close, fixture_tokenizer, stand_in_tokenizer
 from safetensors.torch import load_file
 
 from hf_vtok import SiTFlowScheduler, SiTPipeline
 from hf_vtok.models.sit import convert_sit_checkpoint
+from tests.testing_utils.generator_parity import assert_close, fixture_tokenizer, stand_in_tokenizer
 
 pytestmark = pytest.mark.parity
 SAMPLER_RUN = re.compile(

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants as hub_constants
-from test_generators import _original_1d_checkpoint, _randomize
 
 from hf_vtok import (
     DiT1DPipeline,
@@ -26,6 +25,7 @@ from hf_vtok import (
 from hf_vtok.cli import main as cli_main
 from hf_vtok.schedulers.scheduling_gaussian_diffusion import space_timesteps
 from hf_vtok.schedulers.scheduling_sit_flow import score_from_velocity
+from tests.models.dit_1d.test_modeling_dit_1d import _original_1d_checkpoint, _randomize
 
 
 def _tokenizer(**changes):

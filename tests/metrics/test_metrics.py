@@ -37,7 +37,7 @@ from hf_vtok.metrics import (
     trace_sqrt_product,
 )
 
-LAYOUT_FILE = Path(__file__).parent / "data" / "fid_inception_2015_12_05_layout.json"
+LAYOUT_FILE = Path(__file__).resolve().parents[1] / "data" / "fid_inception_2015_12_05_layout.json"
 
 
 class GivenFeatures(torch.nn.Module):

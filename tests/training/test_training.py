@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_utils import TEACHER, free_port, write_photos
 
 from hf_vtok.data.datasets import draw_generator
 from hf_vtok.losses import (
@@ -41,6 +40,7 @@ from hf_vtok.training import (
     warmup_cosine_factor,
 )
 from hf_vtok.training.checkpointing import _flatten_state, _unflatten_state
+from tests.testing_utils.training import TEACHER, free_port, write_photos
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

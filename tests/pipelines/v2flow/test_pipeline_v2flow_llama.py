@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_v2flow import TINY, tiny_dcae
 from tokenizers import Tokenizer, models, pre_tokenizers
-from training_utils import REPO_ROOT, free_port, run_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from hf_vtok import V2FlowConfig, V2FlowLlamaPipeline, V2FlowModel, V2FlowPipeline
@@ -28,6 +26,8 @@ from hf_vtok.pipelines.v2flow.language_model import (
     extend_vocabulary,
     image_sequence,
 )
+from tests.models.v2flow.test_modeling_v2flow import TINY, tiny_dcae
+from tests.testing_utils.training import REPO_ROOT, free_port, run_script
 
 WORDS = "a photo of cat dog red blue bird big small the car tree sky sun cats".split()
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]

@@ -6,7 +6,6 @@ outputs.safetensors); fixture sets with the same layout but other sizes and seed
 
 import pytest
 import torch
-from latent_token_parity_utils import assert_close, decode_both_ways, load_fixture, write_config
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
@@ -14,6 +13,7 @@ from hf_vtok import MAETokModel
 from hf_vtok.cli import main as cli_main
 from hf_vtok.conversion import CheckpointMismatchError
 from hf_vtok.models.maetok.convert_maetok_original_to_hf import convert_maetok_checkpoint
+from tests.testing_utils.latent_token_parity import assert_close, decode_both_ways, load_fixture, write_config
 
 pytestmark = pytest.mark.parity
 
