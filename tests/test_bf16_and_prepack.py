@@ -192,9 +192,13 @@ def test_v2flow(family_parity_dir, tmp_path, variant):
     fast = _variant_of(model, tmp_path, variant)
     outputs = {}
     for name, key, run in (
-        ("pre-quantized", "pre_quant", lambda m: m.encode(reference["input_latents"], gumbel_noise=reference["enc_gumbel_noise"]).pre_quantized),
-        ("MAR decoder", "mae_decoder_out", lambda m: m.decoder(m.encoder(reference["mae_tokens"], reference["mae_mask"], reference["post_quant"]), reference["mae_mask"])),
-        ("flow head", "head_out_t_1000", lambda m: m.flow_head(reference["head_x"], reference["head_t_1000"], reference["head_c"])),
+        ("pre-quantized", "pre_quant",
+         lambda m: m.encode(reference["input_latents"], gumbel_noise=reference["enc_gumbel_noise"]).pre_quantized),
+        ("MAR decoder", "mae_decoder_out",
+         lambda m: m.decoder(m.encoder(reference["mae_tokens"], reference["mae_mask"], reference["post_quant"]),
+                             reference["mae_mask"])),
+        ("flow head", "head_out_t_1000",
+         lambda m: m.flow_head(reference["head_x"], reference["head_t_1000"], reference["head_c"])),
     ):  # fmt: skip
         outputs[name] = (run(model), run(fast), reference[key])
     # the masked-AR loop with the DPM-Solver flow head, from the reference's tokens, orders and noise

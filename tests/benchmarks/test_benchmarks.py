@@ -12,7 +12,7 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import common
+import common  # noqa: E402  (benchmarks/ is put on sys.path above)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

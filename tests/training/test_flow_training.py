@@ -304,7 +304,8 @@ def test_flowmo_kill_and_resume_equals_uninterrupted(photos, flowmo_init, tmp_pa
 
 # ------------------------------------------------------------------------------------------------------
 def test_sparse_ema_matches_flowmo_simple_ema():
-    """update_every=n: averaged after steps 1, n + 1, ... with decay ** n (FlowMo's SimpleEMA, 0-based step % n == 0)."""
+    """update_every=n: averaged after steps 1, n + 1, ... with decay ** n (FlowMo's SimpleEMA, 0-based
+    step % n == 0)."""
     from hf_vtok.training import ModelEMA
 
     layer = torch.nn.Linear(1, 1, bias=False)

@@ -55,7 +55,7 @@ def _positions(sampler, steps):
 def test_step_sampler_splits_global_batches_and_resumes():
     single = StepBatchSampler(10, batch_size=4, seed=3)
     ranks = [StepBatchSampler(10, batch_size=2, seed=3, num_processes=2, process_index=rank) for rank in range(2)]
-    single_batches = [batch for batch in _take(single, 5)]
+    single_batches = list(_take(single, 5))
     rank_batches = [_take(sampler, 5) for sampler in ranks]
     for step in range(5):  # two processes of batch 2 read exactly the global batch of one process of batch 4
         assert rank_batches[0][step] + rank_batches[1][step] == single_batches[step]

@@ -12,8 +12,7 @@ from torch import nn
 from hf_vtok import SiTTransformer1DModel, prepack_linear_weights, unpack_linear_weights
 from hf_vtok.modules import GELUMLP
 from hf_vtok.utils.prepack import is_prepacked
-from tests.models.dit_1d.test_modeling_dit_1d import TINY_1D, _inputs_1d, _randomize
-from tests.pipelines.test_pipelines_common import _sit_pipeline
+from tests.testing_utils.tiny_models import TINY_1D, inputs_1d, randomize, tiny_sit_pipeline
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -22,14 +21,14 @@ pytestmark = [
 
 
 def _sit():
-    return _randomize(SiTTransformer1DModel(**TINY_1D))
+    return randomize(SiTTransformer1DModel(**TINY_1D))
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
 @torch.no_grad()
 def test_outputs_match_and_unpack_restores_them_exactly(dtype, tolerance):
     model = _sit().to(dtype)
-    inputs = _inputs_1d(model)
+    inputs = inputs_1d(model)
     inputs = (inputs[0].to(dtype), *inputs[1:])
     expected = model(*inputs).sample
     linears = sum(type(module) is nn.Linear for module in model.modules())
@@ -48,7 +47,7 @@ def test_outputs_match_and_unpack_restores_them_exactly(dtype, tolerance):
 def test_state_dict_and_save_pretrained_write_plain_weights(tmp_path):
     model = _sit()
     expected_state = {key: value.clone() for key, value in model.state_dict().items()}
-    inputs = _inputs_1d(model)
+    inputs = inputs_1d(model)
     expected = model(*inputs).sample
     prepack_linear_weights(model)
     state = model.state_dict()
@@ -63,7 +62,7 @@ def test_state_dict_and_save_pretrained_write_plain_weights(tmp_path):
 
 @torch.no_grad()
 def test_pipeline_components_are_packed():
-    pipe = _sit_pipeline()
+    pipe = tiny_sit_pipeline()
     expected = pipe(
         class_labels=[1, 2], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt"
     ).images
@@ -128,7 +127,7 @@ def test_unpacked_model_trains_again():
     reference = copy.deepcopy(model)
     prepack_linear_weights(model)
     unpack_linear_weights(model)
-    inputs = _inputs_1d(model)
+    inputs = inputs_1d(model)
     model(*inputs).sample.square().mean().backward()
     reference(*inputs).sample.square().mean().backward()
     for (name, parameter), expected in zip(model.named_parameters(), reference.parameters()):

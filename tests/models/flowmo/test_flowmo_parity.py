@@ -71,7 +71,7 @@ def _rotation_matrices(cos, sin):
 @torch.no_grad()
 def _compute_all(fixture, model) -> dict[str, torch.Tensor]:
     """Every fixture tensor, computed by hf_vtok through the call sequence of FIXTURE.md."""
-    config, inputs, outputs = model.config, fixture["inputs"], fixture["outputs"]
+    config, inputs = model.config, fixture["inputs"]
     images = inputs["images"]
     batch, _, height, width = images.shape
     result: dict[str, torch.Tensor] = {}

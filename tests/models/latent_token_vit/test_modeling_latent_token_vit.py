@@ -1,4 +1,6 @@
-"""SoftVQ-VAE and MAETok on tiny random configs: save / load, dtypes, input errors, processor, quantizer."""
+"""What SoftVQ-VAE and MAETok share (the latent-token ViT) on tiny random configs: pipeline component, VAE
+surface, input errors, other sizes, gradients, configs, the processor, the soft quantizer and the layers (each
+family's tokenizer contract lives in its own folder)."""
 
 import numpy as np
 import pytest
@@ -6,31 +8,17 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from PIL import Image
-from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from hf_vtok import LatentTokenImageProcessor, MAETokConfig, MAETokModel, SoftVQConfig, SoftVQModel
 from hf_vtok.modules import Attention, LearnedMixedRope2D, LearnedPositionEmbedding, modulate
 from hf_vtok.quantizers import SoftVectorQuantizer
+from tests.testing_utils.tiny_models import TINY_LATENT_TOKEN_VIT, TINY_SOFTVQ_EXTRA, perturb_zero_inits
 
-TINY = dict(
-    image_size=32, encoder_patch_size=8, decoder_patch_size=8, num_latent_tokens=8, latent_channels=8,
-    encoder_hidden_size=32, encoder_num_layers=2, encoder_num_heads=4,
-    decoder_hidden_size=48, decoder_num_layers=2, decoder_num_heads=4,
-)  # fmt: skip
 NO_MASKING = {"softvq": {}, "maetok": {"mask_ratio_min": 0.0}}  # training-mode runs without random masks
 FAMILIES = {
-    "softvq": lambda **kw: SoftVQModel(SoftVQConfig(**TINY, codebook_size=16, num_codebooks=2, **kw)),
-    "maetok": lambda **kw: MAETokModel(MAETokConfig(**TINY, **kw)),
+    "softvq": lambda **kw: SoftVQModel(SoftVQConfig(**TINY_LATENT_TOKEN_VIT, **TINY_SOFTVQ_EXTRA, **kw)),
+    "maetok": lambda **kw: MAETokModel(MAETokConfig(**TINY_LATENT_TOKEN_VIT, **kw)),
 }
-
-
-def _randomize_zero_inits(model):
-    """Zero-initialised adaLN layers would hide modulation bugs: give every parameter random values."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1 + parameter)
-    return model
 
 
 @pytest.fixture(params=sorted(FAMILIES))
@@ -40,28 +28,12 @@ def family(request):
 
 @pytest.fixture
 def model(family):
-    return _randomize_zero_inits(FAMILIES[family](shift_factor=0.1, scaling_factor=2.0)).eval()
+    return perturb_zero_inits(FAMILIES[family](shift_factor=0.1, scaling_factor=2.0)).eval()
 
 
 @pytest.fixture
 def images():
     return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-
-
-def test_save_load_bit_identical(model, images, tmp_path):
-    model.save_pretrained(tmp_path)
-    LatentTokenImageProcessor.for_model(model.config).save_pretrained(tmp_path)
-    config = AutoConfig.from_pretrained(tmp_path)
-    reloaded = AutoModel.from_pretrained(tmp_path).eval()
-    assert type(config) is type(model.config) and type(reloaded) is type(model)
-    assert isinstance(AutoImageProcessor.from_pretrained(tmp_path), LatentTokenImageProcessor)
-    with torch.no_grad():
-        before, after = model.encode(images), reloaded.encode(images)
-        for key, value in before.items():
-            assert torch.equal(value, after[key]), key
-        assert torch.equal(model.decode(before.latents).sample, reloaded.decode(after.latents).sample)
-        assert torch.equal(model(images).sample, reloaded(images).sample)
-    assert reloaded.config.scaling_factor == 2.0 and reloaded.config.shift_factor == 0.1
 
 
 class _TokenizerPipeline(DiffusionPipeline):
@@ -81,17 +53,6 @@ def test_diffusers_pipeline_component(model, images, tmp_path):
     assert type(reloaded.tokenizer) is type(model) and isinstance(reloaded.image_processor, LatentTokenImageProcessor)
     with torch.no_grad():
         assert torch.equal(reloaded.tokenizer.eval()(images).sample, model(images).sample)
-
-
-def test_bfloat16(model, images):
-    with torch.no_grad():
-        reference = model(images).sample
-        half = model.to(torch.bfloat16)
-        encoded = half.encode(images)  # float32 pixels are cast to the model's dtype
-        decoded = half.decode(encoded).sample
-    assert encoded.latents.dtype == torch.bfloat16 and decoded.dtype == torch.bfloat16
-    assert torch.isfinite(decoded.float()).all()
-    assert (decoded.float() - reference).abs().max() < 0.1 * reference.abs().max()
 
 
 def test_diffusers_vae_surface(model, images):
@@ -144,7 +105,7 @@ def test_other_sizes_need_interpolation(family, model, images):
 
 def test_gradients_reach_every_parameter(family, images):
     extra = {"entropy_loss_ratio": 0.01} if family == "softvq" else {}
-    model = _randomize_zero_inits(FAMILIES[family](**NO_MASKING[family], **extra)).train()
+    model = perturb_zero_inits(FAMILIES[family](**NO_MASKING[family], **extra)).train()
     output = model(images)
     loss = output.sample.square().mean() + (output.loss if output.loss is not None else 0)
     loss.backward()
@@ -155,7 +116,7 @@ def test_gradients_reach_every_parameter(family, images):
 
 
 def test_activation_checkpointing_same_gradients(family, images):
-    model = _randomize_zero_inits(FAMILIES[family](**NO_MASKING[family])).train()
+    model = perturb_zero_inits(FAMILIES[family](**NO_MASKING[family])).train()
 
     def gradients():
         model.zero_grad()
@@ -185,7 +146,7 @@ def test_activation_checkpointing_same_gradients(family, images):
 )
 def test_config_validation(config_class, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        config_class(**{**TINY, **kwargs})
+        config_class(**{**TINY_LATENT_TOKEN_VIT, **kwargs})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ def test_quantizer_tensors(model, encoded, fixture):
     assert_close(_per_codebook(encoded.code_logits, num_codebooks), outputs["quant_logits"], "quant_logits")
     assert_close(_per_codebook(encoded.code_probs, num_codebooks), outputs["quant_probs"], "quant_probs")
     assert_close(encoded.cosine_similarity.reshape(1), outputs["zq_z_cos"], "zq_z_cos")
-    # the original returns its [num_codebooks, B * segment] argmax tensor reinterpreted (a raw view) as [B, n_cb, segment]
+    # the original returns its [num_codebooks, B * segment] argmax tensor reinterpreted (a raw view) as
+    # [B, n_cb, segment]
     reference = outputs["quant_indices"]
     raw_view = _per_codebook(encoded.code_indices.unsqueeze(-1), num_codebooks).reshape(reference.shape)
     assert torch.equal(raw_view, reference)

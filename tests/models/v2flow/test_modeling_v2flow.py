@@ -1,5 +1,6 @@
-"""V²Flow on tiny random configs: save/load, the tokenizer and detokenizer API, bad inputs, the quantizer,
-the training objective, the DC-AE pipeline and the caching tools (no download, no fixtures)."""
+"""V²Flow on tiny random configs: the tokenizer contract, save/load, the tokenizer and detokenizer API, bad inputs,
+the quantizer, the training objective, the converter and the caching tools (no download, no fixtures; the DC-AE
+pipeline lives in tests/pipelines/v2flow)."""
 
 import json
 
@@ -8,75 +9,65 @@ import pytest
 import torch
 import torch.nn.functional as F
 from accelerate import init_empty_weights
-from diffusers import AutoencoderDC
 from PIL import Image
 from safetensors.torch import save_file
 from transformers import AutoModel
 
-from hf_vtok import V2FLOW_PRESETS, V2FlowConfig, V2FlowModel, V2FlowPipeline
+from hf_vtok import V2FLOW_PRESETS, V2FlowConfig, V2FlowModel
 from hf_vtok.cli import main
 from hf_vtok.data import cache_latents, load_latent_cache
 from hf_vtok.models.v2flow.llm_vocabulary import extract_llm_vocabulary, load_llm_vocabulary
 from hf_vtok.quantizers import CosineEMAVectorQuantizer, rotate_to
+from tests.testing_utils.tiny_models import TINY_V2FLOW, tiny_dcae, tiny_v2flow_model
+from tests.testing_utils.tokenizer_tester import TokenizerTesterMixin
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(
-    latent_channels=4,
-    sample_size=4,
-    vae_downsample_factor=2,
-    scaling_factor=0.5,
-    connector_hidden_size=8,
-    connector_depth=1,
-    llm_vocab_size=20,
-    llm_embed_dim=12,
-    codebook_size=16,
-    hidden_size=16,
-    encoder_num_layers=1,
-    decoder_num_layers=1,
-    num_attention_heads=2,
-    flow_head_width=16,
-    flow_head_depth=1,
-    flow_num_inference_steps=3,
-    num_ar_steps=3,
-)
 
+class TestV2FlowTokenizer(TokenizerTesterMixin):
+    """DC-AE ``latents`` in, code ids out (Gumbel resampling: seeded); the masked-AR flow decoder draws noise. The
+    quantizer stays in float32 (``_keep_in_fp32_modules``), so a bfloat16 model's code vectors are float32."""
 
-def tiny_model(**overrides) -> V2FlowModel:
-    model = V2FlowModel(V2FlowConfig(**{**TINY, **overrides})).eval()
-    with torch.no_grad():  # move the zero-initialised layers off zero so every path matters
-        for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
-    return model
+    model_class = V2FlowModel
+    input_name = "latents"
+    discrete = True
+    stochastic_decoder = True
+    bf16_latents_dtype = torch.float32
+    bf16_sample_dtype = torch.float32
 
+    def get_config(self):
+        return V2FlowConfig(**TINY_V2FLOW)
 
-def tiny_dcae() -> AutoencoderDC:
-    return AutoencoderDC(
-        in_channels=3,
-        latent_channels=4,
-        attention_head_dim=4,
-        encoder_block_types="ResBlock",
-        decoder_block_types="ResBlock",
-        encoder_block_out_channels=(8, 16),
-        decoder_block_out_channels=(8, 16),
-        encoder_layers_per_block=(1, 1),
-        decoder_layers_per_block=(1, 1),
-        encoder_qkv_multiscales=((), ()),
-        decoder_qkv_multiscales=((), ()),
-        decoder_norm_types="rms_norm",
-        decoder_act_fns="silu",
-        scaling_factor=0.5,
-    ).eval()
+    def get_model(self):
+        torch.manual_seed(0)
+        return tiny_v2flow_model()
+
+    def get_inputs(self, batch_size=2):
+        return torch.randn(batch_size, 4, 4, 4, generator=seeded(0))
+
+    def expected_latents_shape(self, batch_size):
+        return (batch_size, 16, TINY_V2FLOW["llm_embed_dim"])
+
+    def expected_image_tokens_shape(self, batch_size):
+        return (batch_size, 16)
+
+    def encode_kwargs(self):
+        return {"generator": seeded(3)}
+
+    def compile_kwargs(self):
+        return {
+            "gumbel_noise": -torch.empty(2, 16, TINY_V2FLOW["llm_vocab_size"]).exponential_(generator=seeded(3)).log()
+        }
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model()
+    return tiny_v2flow_model()
 
 
 @pytest.fixture
 def latents():
-    return torch.randn(2, TINY["latent_channels"], TINY["sample_size"], TINY["sample_size"])
+    return torch.randn(2, TINY_V2FLOW["latent_channels"], TINY_V2FLOW["sample_size"], TINY_V2FLOW["sample_size"])
 
 
 def seeded(seed=0):
@@ -90,7 +81,7 @@ def seeded(seed=0):
 @torch.no_grad()
 @pytest.mark.parametrize("flow_method", ["linear_flow", "CondOT"])
 def test_save_load_is_bit_identical(tmp_path, latents, flow_method):
-    model = tiny_model(flow_method=flow_method)
+    model = tiny_v2flow_model(flow_method=flow_method)
     model.save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path)
     assert isinstance(loaded, V2FlowModel) and not loaded.training
@@ -105,9 +96,9 @@ def test_save_load_is_bit_identical(tmp_path, latents, flow_method):
 
 
 def test_fresh_model_follows_the_original_init():
-    model = V2FlowModel(V2FlowConfig(**TINY))
+    model = V2FlowModel(V2FlowConfig(**TINY_V2FLOW))
     head = model.flow_head
-    assert torch.allclose(model.quantizer.codebook.norm(dim=-1), torch.ones(TINY["codebook_size"]))
+    assert torch.allclose(model.quantizer.codebook.norm(dim=-1), torch.ones(TINY_V2FLOW["codebook_size"]))
     assert torch.equal(model.quantizer.ema_embed_sum, model.quantizer.codebook)
     for zero in (
         head.final_layer.linear.weight,
@@ -137,7 +128,7 @@ def test_tokenizer_modes(model, latents):
 @torch.no_grad()
 @pytest.mark.parametrize("flow_method", ["linear_flow", "CondOT"])
 def test_decode_entry_points_and_given_noise(latents, flow_method):
-    model = tiny_model(flow_method=flow_method)
+    model = tiny_v2flow_model(flow_method=flow_method)
     config = model.config
     encoded = model.encode(latents, generator=seeded(4))
     reference = model.decode(image_tokens=encoded.image_tokens, generator=seeded(5), return_intermediates=True)
@@ -158,10 +149,10 @@ def test_decode_entry_points_and_given_noise(latents, flow_method):
 
 @torch.no_grad()
 def test_guidance_defaults_and_linear_flow_outer_guidance(latents):
-    assert V2FlowConfig(**TINY).resolved_guidance_scale() == 1.0
-    assert V2FlowConfig(**TINY, flow_method="CondOT").resolved_guidance_scale() == 2.9
-    assert V2FlowConfig(**TINY, guidance_scale=1.5).resolved_guidance_scale() == 1.5
-    model = tiny_model()
+    assert V2FlowConfig(**TINY_V2FLOW).resolved_guidance_scale() == 1.0
+    assert V2FlowConfig(**TINY_V2FLOW, flow_method="CondOT").resolved_guidance_scale() == 2.9
+    assert V2FlowConfig(**TINY_V2FLOW, guidance_scale=1.5).resolved_guidance_scale() == 1.5
+    model = tiny_v2flow_model()
     tokens = model.encode(latents, generator=seeded(6)).image_tokens
     orders = model.random_orders(2, seeded(7))
     plain = model.decode(image_tokens=tokens, generator=seeded(8), orders=orders, return_intermediates=True)
@@ -174,7 +165,7 @@ def test_guidance_defaults_and_linear_flow_outer_guidance(latents):
 
 @torch.no_grad()
 def test_condot_fixed_step_solver(latents):
-    model = tiny_model(flow_method="CondOT")
+    model = tiny_v2flow_model(flow_method="CondOT")
     tokens = model.encode(latents, generator=seeded(9)).image_tokens
     euler = model.decode(image_tokens=tokens, generator=seeded(1), ode_method="euler", num_inference_steps=4)
     assert torch.isfinite(euler.sample).all()
@@ -184,10 +175,10 @@ def test_condot_fixed_step_solver(latents):
 
 @torch.no_grad()
 def test_without_llm_vocabulary(latents):
-    model = tiny_model(use_llm_vocabulary=False, connector_readout_depth=1)
-    assert model.llm_embed_tokens is None and model.quantizer.dim == TINY["hidden_size"]
+    model = tiny_v2flow_model(use_llm_vocabulary=False, connector_readout_depth=1)
+    assert model.llm_embed_tokens is None and model.quantizer.dim == TINY_V2FLOW["hidden_size"]
     encoded = model.encode(latents)
-    assert encoded.logits is None and encoded.latents.shape == (2, model.config.num_tokens, TINY["hidden_size"])
+    assert encoded.logits is None and encoded.latents.shape == (2, model.config.num_tokens, TINY_V2FLOW["hidden_size"])
     assert torch.equal(model.encode(latents).image_tokens, encoded.image_tokens)  # no Gumbel noise here
     assert model.decode(encoded, generator=seeded(0)).sample.shape == latents.shape
     with pytest.raises(ValueError, match="no LLM vocabulary"):
@@ -196,7 +187,7 @@ def test_without_llm_vocabulary(latents):
 
 @pytest.mark.parametrize("flow_method", ["linear_flow", "CondOT"])
 def test_training_step_is_differentiable(latents, flow_method):
-    model = tiny_model(flow_method=flow_method).train()
+    model = tiny_v2flow_model(flow_method=flow_method).train()
     codebook = model.quantizer.codebook.clone()
     output = model(latents, generator=seeded(0))
     assert set(output.losses) == {"flow", "commitment"} and torch.isfinite(output.loss)
@@ -213,10 +204,10 @@ def test_training_step_is_differentiable(latents, flow_method):
         gradient = model.get_parameter(name).grad
         assert gradient is not None and gradient.abs().sum() > 0, name
     assert not torch.equal(model.quantizer.codebook, codebook)  # EMA update
-    assert torch.allclose(model.quantizer.codebook.norm(dim=-1), torch.ones(TINY["codebook_size"]))
+    assert torch.allclose(model.quantizer.codebook.norm(dim=-1), torch.ones(TINY_V2FLOW["codebook_size"]))
     evaluation = model.eval()(latents, return_loss=True, generator=seeded(0))
     assert torch.isfinite(evaluation.loss)
-    dropped = tiny_model(flow_method=flow_method, label_drop_prob=1.0).train()
+    dropped = tiny_v2flow_model(flow_method=flow_method, label_drop_prob=1.0).train()
     dropped(latents, generator=seeded(0)).loss.backward()  # every condition replaced by the unconditional one
     assert dropped.unconditional_embedding.grad.abs().sum() > 0 and not dropped.projector[0].weight.grad.any()
 
@@ -265,7 +256,7 @@ def test_bad_inputs(model, latents):
     with pytest.raises(ValueError, match="resampler_sampling"):
         model.encode(latents, resampler_sampling="argmax")
     tokens = model.encode(latents).image_tokens
-    for bad in (tokens + TINY["codebook_size"], tokens - tokens - 1):
+    for bad in (tokens + TINY_V2FLOW["codebook_size"], tokens - tokens - 1):
         with pytest.raises(ValueError, match=r"\[0, 16\)"):
             model.decode(image_tokens=bad)
     with pytest.raises(ValueError, match="integer"):
@@ -281,7 +272,7 @@ def test_bad_inputs(model, latents):
     with pytest.raises(ValueError, match="permutation"):
         model.decode(image_tokens=tokens, orders=torch.zeros(2, 16, dtype=torch.long))
     with pytest.raises(ValueError, match="vocabulary"):
-        model.load_llm_vocabulary(torch.randn(TINY["llm_vocab_size"], TINY["llm_embed_dim"] + 1))
+        model.load_llm_vocabulary(torch.randn(TINY_V2FLOW["llm_vocab_size"], TINY_V2FLOW["llm_embed_dim"] + 1))
 
 
 def test_bad_configs():
@@ -293,7 +284,7 @@ def test_bad_configs():
         ({"connector_depth": 0}, "connector_depth"),
     ):
         with pytest.raises(ValueError, match=message):
-            V2FlowConfig(**{**TINY, **fields})
+            V2FlowConfig(**{**TINY_V2FLOW, **fields})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,7 +349,7 @@ def test_codebook_entries_range_checked():
 
 
 # --------------------------------------------------------------------------------------------------
-# image processor and pipeline with a tiny random DC-AE
+# image processor
 
 
 def test_image_processor_adm_crop_and_postprocess():
@@ -375,35 +366,6 @@ def test_image_processor_adm_crop_and_postprocess():
         processor(np.zeros((3, 6, 6), np.float32), do_center_crop=False, do_rescale=False)
     with pytest.raises(ValueError, match="square"):
         V2FlowImageProcessor(crop_size={"height": 8, "width": 6})(image)
-
-
-@torch.no_grad()
-def test_pipeline_round_trip_and_scaling(tmp_path):
-    vae, tokenizer = tiny_dcae(), tiny_model()
-    pipe = V2FlowPipeline(vae=vae, tokenizer=tokenizer)
-    image = Image.fromarray((np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8))
-    pixels = pipe.preprocess([image, image])
-    assert pixels.shape == (2, 3, 8, 8)
-    tokens = pipe.encode_images([image, image], generator=seeded(1)).image_tokens
-    scaled = vae.encode(pixels).latent * tokenizer.config.scaling_factor
-    assert torch.equal(tokens, tokenizer.encode(scaled, generator=seeded(1)).image_tokens)
-    latents = pipe.decode_tokens(tokens, output_type="latent", generator=seeded(2))
-    expected = tokenizer.decode(image_tokens=tokens, generator=seeded(2)).sample / tokenizer.config.scaling_factor
-    assert torch.equal(latents, expected)
-    images = pipe(images=[image, image], generator=seeded(3)).images
-    assert len(images) == 2 and images[0].size == (8, 8)
-    decoded = pipe(image_tokens=tokens, generator=seeded(4), output_type="pt").images
-    pipe.save_pretrained(tmp_path)
-    loaded = V2FlowPipeline.from_pretrained(tmp_path)
-    assert isinstance(loaded.tokenizer, V2FlowModel)
-    again = loaded(image_tokens=tokens, generator=seeded(4), output_type="pt").images
-    assert all(torch.equal(a, b) for a, b in zip(decoded, again))
-    with pytest.raises(ValueError, match="exactly one"):
-        pipe()
-    with pytest.raises(ValueError, match="channel"):
-        V2FlowPipeline(vae=vae, tokenizer=tiny_model(latent_channels=8))
-    with pytest.raises(ValueError, match="downsamples"):
-        V2FlowPipeline(vae=vae, tokenizer=tiny_model(vae_downsample_factor=32))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -469,7 +431,9 @@ def original_checkpoint(hf_model, path, **args):
 def test_convert_training_checkpoint_without_vocabulary(tmp_path, latents):
     from hf_vtok.models.v2flow.convert_v2flow_original_to_hf import convert_v2flow_checkpoint
 
-    model = tiny_model(use_llm_vocabulary=False, connector_readout_depth=1, flow_method="CondOT", guidance_scale=2.0)
+    model = tiny_v2flow_model(
+        use_llm_vocabulary=False, connector_readout_depth=1, flow_method="CondOT", guidance_scale=2.0
+    )
     config = model.config
     args = dict(
         model="v2flow_small",
@@ -565,11 +529,11 @@ def test_llm_vocabulary_from_sharded_checkpoint(tmp_path):
     assert loaded.dtype == torch.bfloat16 and torch.equal(loaded, embed)
     torch.save(embed.float(), tmp_path / "vocab.pth")  # the original's format
     assert torch.equal(load_llm_vocabulary(tmp_path / "vocab.pth"), embed.float())
-    model = tiny_model(llm_vocab_size=10, llm_embed_dim=6)
+    model = tiny_v2flow_model(llm_vocab_size=10, llm_embed_dim=6)
     model.load_llm_vocabulary(tmp_path / "vocab.pth")
     assert torch.equal(model.llm_embed_tokens, embed.float())
     with pytest.raises(ValueError, match=r"\(10, 6\).*\(20, 12\)"):
-        tiny_model().load_llm_vocabulary(tmp_path / "vocab.pth")
+        tiny_v2flow_model().load_llm_vocabulary(tmp_path / "vocab.pth")
     save_file({"vision.embed_tokens.weight": torch.randn(2, 2)}, str(tmp_path / "extra.safetensors"))
     (tmp_path / "model.safetensors.index.json").unlink()
     with pytest.raises(ValueError, match="several"):

@@ -1,4 +1,5 @@
-"""ViTokModel behaviour on tiny random configs: save/load, Auto classes, dtypes, compile, padding, errors."""
+"""ViTokModel on tiny random configs: the tokenizer contract on image tensors, and the NaFlex patch path:
+save/load, Auto classes, dtypes, compile, padding, errors."""
 
 import pytest
 import torch
@@ -6,14 +7,32 @@ from transformers import AutoImageProcessor, AutoModel
 
 from hf_vtok import ViTokConfig, ViTokImageProcessor, ViTokModel
 from hf_vtok.modules import LayerScale
+from tests.testing_utils.tiny_models import TINY_VITOK_VARIANT
+from tests.testing_utils.tokenizer_tester import TokenizerTesterMixin, seeded
 
-TINY = "w32_d2_h2-w48_d2_h3/1x8x4"
+
+class TestViTokTokenizer(TokenizerTesterMixin):
+    """The contract on ``[B, 3, H, W]`` image tensors (latents: a ``[B, C, h, w]`` grid)."""
+
+    model_class = ViTokModel
+
+    def get_config(self):
+        return ViTokConfig.from_variant(TINY_VITOK_VARIANT)
+
+    def get_inputs(self, batch_size=2):
+        return torch.rand(batch_size, 3, 16, 24, generator=seeded(1)) * 2 - 1
+
+    def expected_latents_shape(self, batch_size):
+        return (batch_size, 4, 2, 3)
+
+    def get_processor(self):
+        return ViTokImageProcessor(patch_size=8, max_num_patches=24)
 
 
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return ViTokModel(ViTokConfig.from_variant(TINY)).eval()
+    return ViTokModel(ViTokConfig.from_variant(TINY_VITOK_VARIANT)).eval()
 
 
 @pytest.fixture
@@ -54,7 +73,7 @@ def test_custom_parameters_are_initialised(model):
     assert scales and all(torch.all(module.gamma == model.config.layer_scale_init) for module in scales)
     drop_rates = [
         layer.drop_path.drop_prob
-        for layer in ViTokModel(ViTokConfig.from_variant(TINY, drop_path_rate=0.2)).decoder.layers
+        for layer in ViTokModel(ViTokConfig.from_variant(TINY_VITOK_VARIANT, drop_path_rate=0.2)).decoder.layers
     ]
     assert drop_rates == pytest.approx([0.0, 0.2])
 
@@ -76,7 +95,7 @@ def test_image_tensor_path_equals_patch_sequence_path(model, processor):
 
 @torch.no_grad()
 def test_masked_padding_makes_images_independent_of_the_batch(processor):
-    model = ViTokModel(ViTokConfig.from_variant(TINY, mask_padding=True, layer_scale_init=1.0)).eval()
+    model = ViTokModel(ViTokConfig.from_variant(TINY_VITOK_VARIANT, mask_padding=True, layer_scale_init=1.0)).eval()
     images = _images((40, 24), (16, 32))
     batch = processor(images, return_tensors="pt")
     alone = ViTokImageProcessor(patch_size=8, max_num_patches=15)(images[:1], return_tensors="pt")
@@ -115,7 +134,7 @@ def test_compile_fullgraph_encode_and_decode(model, processor):
 
 
 def test_activation_checkpointing_gives_the_same_gradients(processor):
-    config = ViTokConfig.from_variant(TINY, drop_path_rate=0.0)
+    config = ViTokConfig.from_variant(TINY_VITOK_VARIANT, drop_path_rate=0.0)
     inputs = processor(_images((40, 24)), return_tensors="pt")
 
     def gradients(checkpointing):

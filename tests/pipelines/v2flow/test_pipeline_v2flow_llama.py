@@ -26,7 +26,8 @@ from hf_vtok.pipelines.v2flow.language_model import (
     extend_vocabulary,
     image_sequence,
 )
-from tests.models.v2flow.test_modeling_v2flow import TINY, tiny_dcae
+from tests.pipelines.v2flow.test_pipeline_v2flow import V2FlowPipelineTesterMixin
+from tests.testing_utils.tiny_models import TINY_V2FLOW, tiny_dcae
 from tests.testing_utils.training import REPO_ROOT, free_port, run_script
 
 WORDS = "a photo of cat dog red blue bird big small the car tree sky sun cats".split()
@@ -37,9 +38,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_text_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer with exactly TINY's ``llm_vocab_size`` tokens (the V2Flow LLM vocabulary)."""
+    """A word-level tokenizer with exactly TINY_V2FLOW's ``llm_vocab_size`` tokens (the V2Flow LLM vocabulary)."""
     vocabulary = {token: index for index, token in enumerate(SPECIALS + WORDS)}
-    assert len(vocabulary) == TINY["llm_vocab_size"]
+    assert len(vocabulary) == TINY_V2FLOW["llm_vocab_size"]
     backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(
@@ -49,8 +50,8 @@ def tiny_text_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_llama(tie: bool = False) -> LlamaForCausalLM:
     config = LlamaConfig(
-        vocab_size=TINY["llm_vocab_size"],
-        hidden_size=TINY["llm_embed_dim"],
+        vocab_size=TINY_V2FLOW["llm_vocab_size"],
+        hidden_size=TINY_V2FLOW["llm_embed_dim"],
         intermediate_size=24,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -68,7 +69,7 @@ def tiny_llama(tie: bool = False) -> LlamaForCausalLM:
 def tiny_v2flow(language_model=None) -> V2FlowModel:
     """A V2Flow tokenizer whose LLM vocabulary is the tiny LLaMA's input embeddings (as the real recipe)."""
     torch.manual_seed(1)
-    model = V2FlowModel(V2FlowConfig(**TINY)).eval()
+    model = V2FlowModel(V2FlowConfig(**TINY_V2FLOW)).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
@@ -81,14 +82,31 @@ def seeded(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(scope="module")
-def pipeline():
+def tiny_llama_pipeline() -> V2FlowLlamaPipeline:
     language_model, text_tokenizer = tiny_llama(), tiny_text_tokenizer()
     image_tokenizer = tiny_v2flow(language_model)
     extend_vocabulary(language_model, text_tokenizer, image_tokenizer)
     return V2FlowLlamaPipeline(
         vae=tiny_dcae(), tokenizer=image_tokenizer, language_model=language_model, text_tokenizer=text_tokenizer
     )
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return tiny_llama_pipeline()
+
+
+class TestV2FlowLlamaPipeline(V2FlowPipelineTesterMixin):
+    """Prompts -> LLaMA-sampled V²Flow ids (classifier-free guided) -> V²Flow + DC-AE decoding."""
+
+    pipeline_class = V2FlowLlamaPipeline
+    components = ("vae", "tokenizer", "language_model")
+
+    def get_pipeline(self):
+        return tiny_llama_pipeline()
+
+    def get_call_kwargs(self):
+        return dict(prompt=["a red cat", "the big blue bird in the sky"], guidance_scale=2.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,7 +125,7 @@ def test_extension_keeps_text_rows_and_initialises_from_the_codebook(tmp_path, t
         text_logits = language_model(torch.tensor([text_ids])).logits
     vocabulary = extend_vocabulary(language_model, text_tokenizer, image_tokenizer)
 
-    size, vocab = TINY["codebook_size"], TINY["llm_vocab_size"]
+    size, vocab = TINY_V2FLOW["codebook_size"], TINY_V2FLOW["llm_vocab_size"]
     assert vocabulary == V2FlowVocabulary(vocab, size, vocab + size, vocab + size + 1)
     assert len(text_tokenizer) == vocab + size + 2 == language_model.config.vocab_size
     assert text_tokenizer(prompt).input_ids == text_ids  # text tokenization unchanged
@@ -142,9 +160,13 @@ def test_extension_refusals():
     language_model, text_tokenizer = tiny_llama(), tiny_text_tokenizer()
     image_tokenizer = tiny_v2flow(language_model)
     with pytest.raises(ValueError, match="no LLM vocabulary"):
-        extend_vocabulary(language_model, text_tokenizer, V2FlowModel(V2FlowConfig(**TINY, use_llm_vocabulary=False)))
+        extend_vocabulary(
+            language_model, text_tokenizer, V2FlowModel(V2FlowConfig(**TINY_V2FLOW, use_llm_vocabulary=False))
+        )
     with pytest.raises(ValueError, match="16-d codes"):
-        extend_vocabulary(language_model, text_tokenizer, V2FlowModel(V2FlowConfig(**{**TINY, "llm_embed_dim": 16})))
+        extend_vocabulary(
+            language_model, text_tokenizer, V2FlowModel(V2FlowConfig(**{**TINY_V2FLOW, "llm_embed_dim": 16}))
+        )
     with pytest.raises(ValueError, match="lacks"):
         V2FlowVocabulary.from_tokenizer(text_tokenizer, 16)
     vocabulary = extend_vocabulary(language_model, text_tokenizer, image_tokenizer)
@@ -218,7 +240,7 @@ def test_guidance_one_equals_plain_sampling():
 def test_generation_returns_images_and_is_reproducible(pipeline):
     prompts = ["a red cat", "the big blue bird in the sky"]
     images = pipeline(prompts, generator=seeded(1)).images
-    size = TINY["sample_size"] * TINY["vae_downsample_factor"]
+    size = TINY_V2FLOW["sample_size"] * TINY_V2FLOW["vae_downsample_factor"]
     assert len(images) == 2 and images[0].size == (size, size)
     codes = pipeline.generate_image_tokens(prompts, generator=seeded(2), top_k=5, top_p=0.9, temperature=0.7)
     assert codes.shape == (2, pipeline.num_image_tokens) and 0 <= int(codes.min()) and int(codes.max()) < 16
@@ -420,7 +442,7 @@ def test_lora_training_with_captions(token_cache, tmp_path):
     # LoRA trains the new token rows only (input and output): text rows stay bit-identical
     for name in ("get_input_embeddings", "get_output_embeddings"):
         trained, initial = getattr(merged, name)().weight, getattr(base, name)().weight
-        text, image = slice(0, TINY["llm_vocab_size"]), list(vocabulary.image_token_ids)
+        text, image = slice(0, TINY_V2FLOW["llm_vocab_size"]), list(vocabulary.image_token_ids)
         assert torch.equal(trained[text], initial[text]), name
         assert not torch.allclose(trained[image], initial[image]), name
     with pytest.raises(ValueError, match="captions"):
@@ -472,9 +494,9 @@ def test_ddp_two_processes_equal_one(token_cache, tmp_path):
 
 def test_push_to_hub_card_runs_its_snippet(pipeline, tmp_path, monkeypatch):
     from huggingface_hub import ModelCard
-    from test_hub import FakeHub, run_snippet, usage_snippet
 
     from hf_vtok import hub
+    from tests.hub.test_hub import FakeHub, run_snippet, usage_snippet
 
     fake = FakeHub(tmp_path, monkeypatch)
     pipeline.push_to_hub("me/v2flow-llama")
