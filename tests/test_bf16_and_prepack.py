@@ -13,10 +13,8 @@ import json
 
 import pytest
 import torch
-from generator_parity_utils import fixture_tokenizer
 from PIL import Image
 from safetensors.torch import load_file
-from test_flowmo_parity import _width_table
 
 from hf_vtok import ViTokImageProcessor, prepack_linear_weights
 from hf_vtok.models.dit_1d import convert_dit_checkpoint
@@ -25,6 +23,8 @@ from hf_vtok.models.sit import convert_sit_checkpoint
 from hf_vtok.models.v2flow.convert_v2flow_original_to_hf import convert_v2flow_checkpoint
 from hf_vtok.models.vitok.convert_vitok_original_to_hf import convert_vitok_checkpoint
 from hf_vtok.models.vitok_dit.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
+from tests.models.flowmo.test_flowmo_parity import _width_table
+from tests.testing_utils.generator_parity import fixture_tokenizer
 
 pytestmark = pytest.mark.parity
 
@@ -192,9 +192,13 @@ def test_v2flow(family_parity_dir, tmp_path, variant):
     fast = _variant_of(model, tmp_path, variant)
     outputs = {}
     for name, key, run in (
-        ("pre-quantized", "pre_quant", lambda m: m.encode(reference["input_latents"], gumbel_noise=reference["enc_gumbel_noise"]).pre_quantized),
-        ("MAR decoder", "mae_decoder_out", lambda m: m.decoder(m.encoder(reference["mae_tokens"], reference["mae_mask"], reference["post_quant"]), reference["mae_mask"])),
-        ("flow head", "head_out_t_1000", lambda m: m.flow_head(reference["head_x"], reference["head_t_1000"], reference["head_c"])),
+        ("pre-quantized", "pre_quant",
+         lambda m: m.encode(reference["input_latents"], gumbel_noise=reference["enc_gumbel_noise"]).pre_quantized),
+        ("MAR decoder", "mae_decoder_out",
+         lambda m: m.decoder(m.encoder(reference["mae_tokens"], reference["mae_mask"], reference["post_quant"]),
+                             reference["mae_mask"])),
+        ("flow head", "head_out_t_1000",
+         lambda m: m.flow_head(reference["head_x"], reference["head_t_1000"], reference["head_c"])),
     ):  # fmt: skip
         outputs[name] = (run(model), run(fast), reference[key])
     # the masked-AR loop with the DPM-Solver flow head, from the reference's tokens, orders and noise

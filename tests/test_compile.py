@@ -2,16 +2,12 @@
 traces into one graph (no graph break) on a tiny config.
 
 ``torch._dynamo.explain`` traces without generating code, so this stays cheap; the compiled numerics of
-ViTok and FlowMo are checked in their own test files.
+every tokenizer's encode are checked by its TokenizerTesterMixin class.
 """
 
 import pytest
 import torch
 import torch._dynamo
-from test_flowmo import tiny_model as tiny_flowmo
-from test_generators import TINY_1D, TINY_VITOK
-from test_latent_token_vit import TINY as TINY_LATENT_TOKEN
-from test_v2flow import tiny_model as tiny_v2flow
 
 from hf_vtok import (
     DiTTransformer1DModel,
@@ -24,6 +20,15 @@ from hf_vtok import (
     ViTokDiTTransformerModel,
     ViTokModel,
 )
+from tests.testing_utils.tiny_models import (
+    TINY_1D,
+    TINY_LATENT_TOKEN_VIT,
+    TINY_SOFTVQ_EXTRA,
+    TINY_VITOK_DIT,
+    TINY_VITOK_VARIANT,
+    tiny_flowmo_model,
+    tiny_v2flow_model,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +40,14 @@ def _graph_breaks(function, *args, **kwargs):
 
 
 def _vitok():
-    model = ViTokModel(ViTokConfig.from_variant("w32_d2_h2-w48_d2_h3/1x8x4")).eval()
+    model = ViTokModel(ViTokConfig.from_variant(TINY_VITOK_VARIANT)).eval()
     images = torch.rand(2, 3, 16, 24) * 2 - 1
     latents = model.encode(images).latents
     return [("encode", model.encode, (images,), {}), ("decode", model.decode, (latents,), {})]
 
 
 def _flowmo():
-    model = tiny_flowmo()
+    model = tiny_flowmo_model()
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     latents = model.encode(images).latents
     code_states = model.decoder.code_embed(model.conditioning(latents))
@@ -58,7 +63,7 @@ def _flowmo():
 
 
 def _latent_token(model_class, config_class, **extra):
-    model = model_class(config_class(**TINY_LATENT_TOKEN, **extra)).eval()
+    model = model_class(config_class(**TINY_LATENT_TOKEN_VIT, **extra)).eval()
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     latents = model.encode(images).latents
     return [("encode", model.encode, (images,), {}), ("decode", model.decode, (latents,), {})]
@@ -70,8 +75,8 @@ def _generators():
         model = model_class(**TINY_1D).eval()
         latents = torch.randn(2, TINY_1D["num_tokens"], TINY_1D["in_channels"])
         entries.append((model_class.__name__, model, (latents, torch.tensor([0.5, 0.5]), torch.tensor([1, 5])), {}))
-    vitok_dit = ViTokDiTTransformerModel(**TINY_VITOK, class_token=True, num_register_tokens=2).eval()
-    latents = torch.randn(2, TINY_VITOK["num_tokens"], TINY_VITOK["in_channels"])
+    vitok_dit = ViTokDiTTransformerModel(**TINY_VITOK_DIT, class_token=True, num_register_tokens=2).eval()
+    latents = torch.randn(2, TINY_VITOK_DIT["num_tokens"], TINY_VITOK_DIT["in_channels"])
     entries.append(
         ("ViTokDiTTransformerModel", vitok_dit, (latents, torch.tensor([0.5, 0.5]), torch.tensor([1, 5])), {})
     )
@@ -79,7 +84,7 @@ def _generators():
 
 
 def _v2flow():
-    model = tiny_v2flow()
+    model = tiny_v2flow_model()
     latents = torch.randn(2, 4, 4, 4)
     gumbel = -torch.empty(2, 16, model.config.llm_vocab_size).exponential_().log()
     condition = torch.randn(6, model.config.hidden_size)
@@ -98,7 +103,7 @@ def _v2flow():
 FAMILIES = {
     "vitok": _vitok,
     "flowmo": _flowmo,
-    "softvq": lambda: _latent_token(SoftVQModel, SoftVQConfig, codebook_size=16, num_codebooks=2),
+    "softvq": lambda: _latent_token(SoftVQModel, SoftVQConfig, **TINY_SOFTVQ_EXTRA),
     "maetok": lambda: _latent_token(MAETokModel, MAETokConfig),
     "generators": _generators,
     "v2flow": _v2flow,

@@ -238,3 +238,16 @@ def test_adaln_modulation_chunks_and_zero_init():
     assert torch.all(chunks[2] == 0) and torch.all(chunks[5] == 0) and not torch.all(chunks[0] == 0)
     with pytest.raises(ValueError, match="out of range"):
         AdaLNModulation(8, 2, zero_init_chunks=(2,))
+
+
+def test_eager_float32_attention_matches_sdpa():
+    from hf_vtok.modules import Attention
+
+    attention = Attention(16, 2, qkv_bias=True, eager_float32=True)
+    hidden = torch.randn(2, 5, 16)
+    mask = torch.tensor([True, True, True, False, False])[None, None, None].expand(2, 1, 5, 5)
+    for attention_mask in (None, mask):
+        eager = attention(hidden, attention_mask=attention_mask)
+        attention.eager_float32 = False
+        torch.testing.assert_close(eager, attention(hidden, attention_mask=attention_mask))
+        attention.eager_float32 = True

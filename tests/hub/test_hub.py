@@ -1,0 +1,357 @@
+"""Model cards, push_to_hub (upload mocked) and remote code (trust_remote_code in a fresh process).
+
+Nothing is uploaded: ``HfApi.create_repo`` / ``HfApi.upload_folder`` are replaced by stand-ins that
+record the folder that would be pushed.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.hf_api import RepoUrl
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import hf_vtok
+from hf_vtok import hub
+from hf_vtok.pipelines.dit_1d import DiT1DPipeline
+from hf_vtok.registry import FAMILIES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_tokenizer(family: str):
+    torch.manual_seed(0)
+    if family == "vitok":
+        return hf_vtok.ViTokModel(hf_vtok.ViTokConfig.from_variant("w32_d1_h2-w32_d1_h2/1x8x4")).eval()
+    if family == "flowmo":
+        config = hf_vtok.FlowMoConfig(
+            image_size=16, patch_size=4, code_length=4, context_dim=6, bits_per_token=3, mup_width=2, enc_mup_width=2,
+            encoder_depth=1, decoder_depth=1, base_hidden_size=64, num_attention_heads=2, base_axes_dim=(8, 12, 12),
+            num_inference_steps=2,
+        )  # fmt: skip
+        return hf_vtok.FlowMoModel(config).eval()
+    sizes = dict(
+        image_size=32, encoder_patch_size=8, decoder_patch_size=8, num_latent_tokens=4, latent_channels=8,
+        encoder_hidden_size=32, encoder_num_layers=1, encoder_num_heads=4, decoder_hidden_size=32,
+        decoder_num_layers=1, decoder_num_heads=4,
+    )  # fmt: skip
+    if family == "softvq":
+        return hf_vtok.SoftVQModel(hf_vtok.SoftVQConfig(codebook_size=16, num_codebooks=2, **sizes)).eval()
+    return hf_vtok.MAETokModel(hf_vtok.MAETokConfig(**sizes)).eval()
+
+
+def tiny_generator(tokenizer, kind="sit"):
+    torch.manual_seed(0)
+    cls = hf_vtok.SiTTransformer1DModel if kind == "sit" else hf_vtok.DiTTransformer1DModel
+    config = tokenizer.config
+    return cls(
+        in_channels=config.latent_channels,
+        num_tokens=config.num_latent_tokens,
+        hidden_size=32,
+        num_layers=1,
+        num_attention_heads=2,
+    ).eval()
+
+
+class FakeHub:
+    """Stands in for the Hub: records what ``upload_folder`` would push (a copy of the folder)."""
+
+    def __init__(self, tmp_path, monkeypatch):
+        self.pushed = tmp_path / "pushed"
+        self.calls = []
+        monkeypatch.setattr(HfApi, "create_repo", self.create_repo)
+        monkeypatch.setattr(HfApi, "upload_folder", self.upload_folder)
+
+    def create_repo(self, repo_id, **kwargs):
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        shutil.rmtree(self.pushed, ignore_errors=True)
+        shutil.copytree(folder_path, self.pushed)
+        self.calls.append({"repo_id": repo_id, **kwargs})
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+    def files(self) -> set[str]:
+        return {str(path.relative_to(self.pushed)) for path in self.pushed.rglob("*") if path.is_file()}
+
+
+def usage_snippet(card) -> str:
+    return re.search(r"```python\n(.*?)```", card.content, re.S).group(1)
+
+
+def run_snippet(snippet: str, cwd: Path) -> dict:
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        namespace = {}
+        exec(compile(snippet, "<model card>", "exec"), namespace)
+        return namespace
+    finally:
+        os.chdir(previous)
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    array = (torch.rand(40, 48, 3) * 255).to(torch.uint8).numpy()
+    Image.fromarray(array).save(tmp_path / "photo.jpg")
+    return tmp_path / "photo.jpg"
+
+
+# --------------------------------------------------------------------------------------------------
+# cards
+
+
+@pytest.mark.parametrize("family", ["vitok", "flowmo", "softvq", "maetok"])
+def test_tokenizer_push_card_and_files(family, tmp_path, monkeypatch, photo):
+    model = tiny_tokenizer(family)
+    fake = FakeHub(tmp_path, monkeypatch)
+    preset = {
+        "vitok": "vitok-v2-350M-f16x64",
+        "flowmo": "flowmo-lo",
+        "softvq": "softvq-l-64",
+        "maetok": "maetok-b-128",
+    }
+    model.push_to_hub("me/tiny", preset=preset[family], commit_message="tiny")
+    files = fake.files()
+    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= files
+    assert {f"modeling_{family}.py", f"configuration_{family}.py"} <= files  # remote code
+    assert fake.calls == [{"repo_id": "me/tiny", "commit_message": "tiny", "commit_description": None,
+                           "revision": None, "create_pr": False}]  # fmt: skip
+    card = ModelCard.load(fake.pushed / "README.md")
+    if family == "vitok":  # an example of a generated card, beside the demo's screenshot
+        (REPO_ROOT / "outputs").mkdir(exist_ok=True)
+        shutil.copy(fake.pushed / "README.md", REPO_ROOT / "outputs" / "model_card_vitok.md")
+    entry = hf_vtok.PRETRAINED[preset[family]]
+    assert card.data.library_name == "hf_vtok" and card.data.license == entry.license
+    assert card.data.base_model == entry.repo_id and card.data.pipeline_tag == "image-feature-extraction"
+    assert {"image-tokenizer", "custom_code", "hf_vtok"} <= set(card.data.tags)
+    assert "```bibtex\n@" in card.content and entry.repo_id in card.content
+    # the usage snippet runs as written, against the pushed folder
+    local = hub.model_card(model, repo_id=str(fake.pushed))
+    namespace = run_snippet(usage_snippet(local), photo.parent)
+    assert isinstance(namespace["image"], Image.Image)
+
+
+def test_card_shows_the_eval_table(tmp_path, monkeypatch):
+    """The table and model-index of a real ``hf-vtok eval`` run."""
+    pytest.importorskip("torchmetrics")
+    pytest.importorskip("matplotlib")
+    from hf_vtok.cli import main as cli_main
+
+    model = tiny_tokenizer("vitok")
+    folder = tmp_path / "tiny-vitok"
+    model.save_pretrained(folder)
+    hf_vtok.ViTokImageProcessor(patch_size=8).save_pretrained(folder)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(2):
+        Image.fromarray((torch.rand(40, 48, 3) * 255).to(torch.uint8).numpy()).save(photos / f"{index}.png")
+    cli_main(["eval", "--model", str(folder), "--data", str(photos), "--metrics", "psnr,ssim", "--resolution", "32",
+              "--out", str(tmp_path / "eval")])  # fmt: skip
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    card = hub.model_card(model, repo_id="me/tiny-vitok", eval_results=tmp_path / "eval")
+    assert "## Evaluation" in card.content and "| tiny-vitok |" in card.content and "PSNR ↑" in card.content
+    metrics = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert metrics == pytest.approx({key: results["models"][0][key] for key in ("psnr", "ssim")})
+    assert "model-index" in str(card) and ModelCard(str(card)).data.eval_results[0].metric_type == "psnr"
+    without = hub.model_card(model, repo_id="me/tiny-vitok")
+    assert "## Evaluation" not in without.content
+    with pytest.raises(FileNotFoundError, match="no evaluation results"):
+        hub.model_card(model, eval_results=tmp_path / "nowhere")
+
+
+def test_generator_and_pipeline_push(tmp_path, monkeypatch):
+    tokenizer = tiny_tokenizer("softvq")
+    transformer = tiny_generator(tokenizer, "dit")
+    fake = FakeHub(tmp_path, monkeypatch)
+    transformer.push_to_hub("me/dit", preset="dit-xl_softvq-l-64")
+    assert {"README.md", "config.json", "diffusion_pytorch_model.safetensors", "modeling_dit_1d.py"} <= fake.files()
+    assert json.loads((fake.pushed / "config.json").read_text())["auto_map"] == {
+        "AutoModel": "modeling_dit_1d.DiTTransformer1DModel"
+    }
+    card = ModelCard.load(fake.pushed / "README.md")
+    assert (
+        card.data.pipeline_tag == "unconditional-image-generation" and "@inproceedings{peebles2023dit" in card.content
+    )
+    transformer_folder = tmp_path / "transformer"
+    shutil.copytree(fake.pushed, transformer_folder)
+    namespace = run_snippet(usage_snippet(hub.model_card(transformer, repo_id=str(transformer_folder))), tmp_path)
+    assert namespace["prediction"].shape == (2, 4, 16)  # learned sigma: twice the channels
+
+    pipe = DiT1DPipeline.from_components(transformer, tokenizer)
+    pipe.push_to_hub("me/dit-pipeline")
+    files = fake.files()
+    assert {"README.md", "model_index.json", "scheduler/scheduler_config.json", "tokenizer/config.json",
+            "tokenizer/modeling_softvq.py", "transformer/modeling_dit_1d.py"} <= files  # fmt: skip
+    card = ModelCard.load(fake.pushed / "README.md")
+    assert "pipeline" in card.data.tags and "custom_code" not in card.data.tags
+    snippet = usage_snippet(hub.model_card(pipe, repo_id=str(fake.pushed))).replace("250", "3")
+    namespace = run_snippet(snippet, tmp_path)
+    assert len(namespace["images"]) == 2 and isinstance(namespace["images"][0], Image.Image)
+
+
+def test_every_family_has_a_template():
+    for family in FAMILIES:
+        assert hub.template_path(family).is_file()
+    with pytest.raises(ValueError, match="no model card template for 'nope'"):
+        hub.template_path("nope")
+
+
+@pytest.mark.slow
+def test_templates_ship_in_the_wheel(tmp_path):
+    """A non-editable install has the templates (package data)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("setup.py", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    for folder in ("src", "model_cards"):
+        shutil.copytree(
+            REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source), "-w",
+         str(tmp_path / "wheel")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "wheel").glob("hf_vtok-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("hf_vtok/model_cards/")}
+    assert shipped == {f"hf_vtok/model_cards/{info.card_template}" for info in FAMILIES.values()}
+
+
+# --------------------------------------------------------------------------------------------------
+# remote code
+
+
+FRESH_PROCESS = """
+import sys
+sys.modules["hf_vtok"] = None  # hf_vtok cannot be imported: only the repository's own code is there
+import torch
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor, AutoModel
+import diffusers
+
+folder, generator_folder, io = sys.argv[1:4]
+try:
+    AutoModel.from_pretrained(folder)
+    raise SystemExit("loaded custom code without trust_remote_code")
+except ValueError as error:
+    assert "custom code" in str(error), error
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+tensors = load_file(io)
+pixel_values = processor(tensors["image"], return_tensors="pt").pixel_values
+assert torch.equal(pixel_values, tensors["pixel_values"])
+with torch.no_grad():
+    encoded = model.encode(pixel_values)
+    assert torch.equal(encoded.latents, tensors["latents"])
+    assert torch.equal(model.decode(encoded.latents).sample, tensors["sample"])
+generator = diffusers.AutoModel.from_pretrained(generator_folder, trust_remote_code=True).eval()
+with torch.no_grad():
+    velocity = generator(tensors["latents"], timestep=torch.tensor([0.5]), class_labels=torch.tensor([3])).sample
+assert torch.equal(velocity, tensors["velocity"])
+print("remote code OK", type(model).__name__, type(generator).__name__)
+"""
+
+
+@pytest.mark.slow
+def test_trust_remote_code_in_a_fresh_process_without_hf_vtok(tmp_path, monkeypatch):
+    model = tiny_tokenizer("softvq")
+    generator = tiny_generator(model, "sit")
+    processor = hf_vtok.LatentTokenImageProcessor.for_model(model.config)
+    fake = FakeHub(tmp_path, monkeypatch)
+    model.push_to_hub("me/softvq", image_processor=processor)
+    shutil.copytree(fake.pushed, tmp_path / "tokenizer")
+    generator.push_to_hub("me/sit")
+    shutil.copytree(fake.pushed, tmp_path / "generator")
+
+    image = (torch.rand(3, 40, 40) * 255).to(torch.uint8)
+    pixel_values = processor(image, return_tensors="pt").pixel_values
+    with torch.no_grad():
+        latents = model.encode(pixel_values).latents
+        sample = model.decode(latents).sample
+        velocity = generator(latents, timestep=torch.tensor([0.5]), class_labels=torch.tensor([3])).sample
+    io = tmp_path / "io.safetensors"
+    save_file({"image": image, "pixel_values": pixel_values, "latents": latents, "sample": sample,
+               "velocity": velocity}, io)  # fmt: skip
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "tokenizer"), str(tmp_path / "generator"), str(io)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "remote code OK SoftVQModel SiTTransformer1DModel" in result.stdout
+    # with hf_vtok imported, the registered classes load and the auto_map is not used
+    from transformers import AutoModel
+
+    native = AutoModel.from_pretrained(tmp_path / "tokenizer")
+    assert type(native) is hf_vtok.SoftVQModel
+    assert load_file(tmp_path / "tokenizer" / "model.safetensors").keys() == native.state_dict().keys()
+
+
+def test_register_for_auto_class_writes_the_bundle_on_save(tmp_path, monkeypatch):
+    monkeypatch.setattr(hf_vtok.MAETokModel, "_remote_auto_class", None)  # undone after the test
+    hf_vtok.MAETokModel.register_for_auto_class()
+    tiny_tokenizer("maetok").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_maetok.MAETokConfig",
+        "AutoModel": "modeling_maetok.MAETokModel",
+    }
+    bundled = {path.name for path in tmp_path.glob("*.py")}
+    assert {"modeling_maetok.py", "configuration_maetok.py", "hf_vtok_modules_attention.py"} <= bundled
+    source = (tmp_path / "modeling_maetok.py").read_text()
+    assert "from ..latent_token_vit" not in source
+    assert "from .hf_vtok_models_latent_token_vit_modeling_latent_token_vit import" in source
+    # a lazily imported part of hf_vtok that is not bundled (push_to_hub's cards) says what it needs
+    publishing = (tmp_path / "hf_vtok_publishing.py").read_text()
+    assert "raise ImportError('publishing: this needs hf_vtok installed (pip install hf_vtok)')" in publishing
+    assert not any("hub" in name or "commands" in name for name in bundled)  # the application layer stays out
+
+
+def test_v2flow_pipeline_push_runs_its_snippet(tmp_path, monkeypatch, photo):
+    from diffusers import AutoencoderDC
+
+    torch.manual_seed(0)
+    tokenizer = hf_vtok.V2FlowModel(hf_vtok.V2FlowConfig(
+        latent_channels=4, sample_size=4, vae_downsample_factor=2, scaling_factor=0.5, connector_hidden_size=8,
+        connector_depth=1, llm_vocab_size=20, llm_embed_dim=12, codebook_size=16, hidden_size=16,
+        encoder_num_layers=1, decoder_num_layers=1, num_attention_heads=2, flow_head_width=16, flow_head_depth=1,
+        flow_num_inference_steps=2, num_ar_steps=2,
+    )).eval()  # fmt: skip
+    vae = AutoencoderDC(
+        in_channels=3, latent_channels=4, attention_head_dim=4, encoder_block_types="ResBlock",
+        decoder_block_types="ResBlock", encoder_block_out_channels=(8, 16), decoder_block_out_channels=(8, 16),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), encoder_qkv_multiscales=((), ()),
+        decoder_qkv_multiscales=((), ()), decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.5,
+    ).eval()  # fmt: skip
+    pipe = hf_vtok.V2FlowPipeline(vae=vae, tokenizer=tokenizer)
+    fake = FakeHub(tmp_path, monkeypatch)
+    pipe.push_to_hub("me/v2flow")
+    assert {
+        "model_index.json",
+        "vae/config.json",
+        "tokenizer/config.json",
+        "tokenizer/modeling_v2flow.py",
+    } <= fake.files()
+    card = ModelCard.load(fake.pushed / "README.md")
+    assert card.data.license == "mit" and "arXiv:2503.07493" in card.content
+    namespace = run_snippet(usage_snippet(hub.model_card(pipe, repo_id=str(fake.pushed))), photo.parent)
+    assert namespace["ids"].shape == (1, tokenizer.config.sample_size**2) and isinstance(
+        namespace["image"], Image.Image
+    )

@@ -1,0 +1,295 @@
+"""``TokenizerTesterMixin``: the tokenizer contract of ../shared/DESIGN.md, inherited by every family's test class.
+
+A family's class sets ``model_class``, writes ``get_config()`` and ``get_inputs()``, and states what differs
+between families with the class attributes (``discrete``, ``stochastic_decoder``, ``input_name``, the dtypes a
+bfloat16 model returns) and the ``*_kwargs`` hooks (a seeded generator for stochastic steps).
+"""
+
+import re
+
+import pytest
+import torch
+import torch._dynamo
+import torch.utils._device
+from accelerate import init_empty_weights
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+from hf_vtok.modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput
+
+BAD_SHAPES = ("fewer_dims", "more_dims", "extra_channel")
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def assert_same_outputs(actual, expected, name: str = "output") -> None:
+    """Bit-identical model outputs: tensors, and tuples / lists / dicts / ``ModelOutput``s of them."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), f"{name}: keys {list(actual)} vs {list(expected)}"
+        for key in expected:
+            assert_same_outputs(actual[key], expected[key], f"{name}.{key}")
+    elif isinstance(expected, (tuple, list)):
+        assert isinstance(actual, (tuple, list)) and len(actual) == len(expected), f"{name}: length differs"
+        for index, (left, right) in enumerate(zip(actual, expected)):
+            assert_same_outputs(left, right, f"{name}[{index}]")
+    elif isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and actual.dtype == expected.dtype, f"{name}: dtype differs"
+        assert torch.equal(actual, expected), f"{name}: values differ"
+    else:
+        assert actual == expected, f"{name}: {actual!r} vs {expected!r}"
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``max |actual - expected| / max |expected|``."""
+    return ((actual.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
+
+
+def clear_device_constructor_cache() -> None:
+    """Forget torch's cached set of factories that ``with torch.device(...)`` redirects (see the callers)."""
+    torch.utils._device._device_constructors.cache_clear()
+
+
+def public_config(config) -> dict:
+    """A transformers config as a dict, without private entries (``_name_or_path``, ...)."""
+    return {key: value for key, value in config.to_dict().items() if not key.startswith("_")}
+
+
+class TokenizerTesterMixin:
+    """Encode / decode shapes and output classes, ``return_dict=False``, save / load, bfloat16,
+    ``torch.compile(fullgraph=True)``, meta-device construction and bad-input errors of one family."""
+
+    model_class: type
+    input_name = "pixel_values"  # V²Flow encodes DC-AE ``latents``
+    discrete = False  # encode returns ``image_tokens`` [B, N] ids and decode takes them
+    stochastic_decoder = False  # decode draws noise: reproducible through ``generator``
+    bf16_latents_dtype = torch.bfloat16  # the dtype of ``encode(...).latents`` of a bfloat16 model
+    bf16_sample_dtype = torch.bfloat16  # the dtype of ``decode(...).sample`` of a bfloat16 model
+    bf16_tolerance = 0.05  # max |bf16 - fp32| / max |fp32| of the latents and of the decoded sample
+    bf16_token_agreement = 0.8  # share of equal ids (discrete families: a rounding can flip a bit)
+    compile_tolerance = 1e-5
+
+    # -- what a family provides ---------------------------------------------------------------------
+    def get_config(self):
+        raise NotImplementedError
+
+    def get_inputs(self, batch_size: int = 2) -> torch.Tensor:
+        """What ``encode`` takes as ``input_name``."""
+        raise NotImplementedError
+
+    def expected_latents_shape(self, batch_size: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def expected_image_tokens_shape(self, batch_size: int) -> tuple[int, ...] | None:
+        return None
+
+    def get_model(self):
+        torch.manual_seed(0)
+        return self.model_class(self.get_config()).eval()
+
+    def get_processor(self):
+        """The family's image processor (saved next to the model), or ``None``."""
+        return None
+
+    def encode_kwargs(self) -> dict:
+        """Extra arguments of every ``encode`` call (fresh on each call, e.g. a seeded generator)."""
+        return {}
+
+    def decode_kwargs(self) -> dict:
+        return {"generator": seeded(1)} if self.stochastic_decoder else {}
+
+    def forward_kwargs(self) -> dict:
+        """Extra arguments of ``model(...)``: one generator serves both steps: the encoder's (it draws first)."""
+        return {**self.decode_kwargs(), **self.encode_kwargs()}
+
+    def compile_kwargs(self) -> dict:
+        """Arguments of the compiled ``encode`` (tensors only: a graph takes no ``torch.Generator``)."""
+        return {}
+
+    def bad_inputs(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inputs ``encode`` must refuse with a ValueError naming their shape."""
+        return {
+            "fewer_dims": inputs[0],
+            "more_dims": inputs[None],
+            "extra_channel": torch.cat([inputs, inputs[:, :1]], dim=1),
+        }
+
+    def bad_latents(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Latents ``decode`` must refuse with a ValueError naming their shape."""
+        return {
+            "fewer_dims": latents[0],
+            "more_dims": latents[None],
+            "extra_channel": torch.cat([latents, latents[..., :1]], dim=-1)
+            if latents.dim() == 3
+            else torch.cat([latents, latents[:, :1]], dim=1),
+        }
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _encode(self, model, inputs, **kwargs):
+        return model.encode(**{self.input_name: inputs}, **self.encode_kwargs(), **kwargs)
+
+    def _decode(self, model, latents=None, **kwargs):
+        return model.decode(latents, **self.decode_kwargs(), **kwargs)
+
+    # -- encode / decode / forward ------------------------------------------------------------------
+    @torch.no_grad()
+    def test_encode_output_class_and_shapes(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        encoded = self._encode(model, inputs)
+        assert isinstance(encoded, VisualTokenizerEncoderOutput), type(encoded)
+        assert tuple(encoded.latents.shape) == self.expected_latents_shape(len(inputs))
+        assert encoded.latents.is_floating_point() and torch.isfinite(encoded.latents).all()
+        assert encoded.latent is encoded.latents  # diffusers' EncoderOutput spelling
+        if self.discrete:
+            assert encoded.image_tokens.dtype == torch.long
+            assert tuple(encoded.image_tokens.shape) == self.expected_image_tokens_shape(len(inputs))
+        else:
+            assert encoded.image_tokens is None
+
+    @torch.no_grad()
+    def test_decode_output_class_and_shape(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        encoded = self._encode(model, inputs)
+        decoded = self._decode(model, encoded.latents)
+        assert isinstance(decoded, VisualTokenizerDecoderOutput), type(decoded)
+        assert tuple(decoded.sample.shape) == tuple(inputs.shape)
+        assert torch.isfinite(decoded.sample).all()
+        assert torch.equal(self._decode(model, encoded).sample, decoded.sample)  # the encoder output as is
+        if self.discrete:
+            from_tokens = self._decode(model, image_tokens=encoded.image_tokens).sample
+            assert torch.equal(from_tokens, decoded.sample)
+
+    @torch.no_grad()
+    def test_decode_is_reproducible(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        latents = self._encode(model, inputs).latents
+        first = self._decode(model, latents).sample
+        assert torch.equal(self._decode(model, latents).sample, first)
+        if self.stochastic_decoder:
+            other = model.decode(latents, **{**self.decode_kwargs(), "generator": seeded(2)}).sample
+            assert not torch.equal(other, first), "the generator does not reach the decoder's noise"
+
+    @torch.no_grad()
+    def test_forward_returns_reconstruction_and_latents(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        output = model(**{self.input_name: inputs}, **self.forward_kwargs())
+        assert tuple(output.sample.shape) == tuple(inputs.shape)
+        assert torch.equal(output.latents, self._encode(model, inputs).latents)
+        assert torch.equal(model(**{self.input_name: inputs}, **self.forward_kwargs()).sample, output.sample)
+
+    @torch.no_grad()
+    def test_return_dict_false_gives_the_dataclass_fields(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        encoded = self._encode(model, inputs)
+        as_tuple = self._encode(model, inputs, return_dict=False)
+        assert type(as_tuple) is tuple
+        assert_same_outputs(as_tuple, encoded.to_tuple(), "encode")
+        assert_same_outputs(as_tuple, tuple(value for value in encoded.values()), "encode")
+        decoded = self._decode(model, encoded.latents)
+        decoded_tuple = self._decode(model, encoded.latents, return_dict=False)
+        assert type(decoded_tuple) is tuple
+        assert_same_outputs(decoded_tuple, decoded.to_tuple(), "decode")
+        output = model(**{self.input_name: inputs}, **self.forward_kwargs())
+        output_tuple = model(**{self.input_name: inputs}, **self.forward_kwargs(), return_dict=False)
+        assert type(output_tuple) is tuple
+        assert_same_outputs(output_tuple, output.to_tuple(), "forward")
+
+    # -- save / load, dtypes, compile -------------------------------------------------------------
+    @torch.no_grad()
+    def test_save_and_auto_load_are_bit_identical(self, tmp_path):
+        model, inputs = self.get_model(), self.get_inputs()
+        model.save_pretrained(tmp_path)
+        processor = self.get_processor()
+        if processor is not None:
+            processor.save_pretrained(tmp_path)
+            reloaded_processor = AutoImageProcessor.from_pretrained(tmp_path)
+            assert type(reloaded_processor) is type(processor)
+            assert reloaded_processor.to_dict() == processor.to_dict()
+        config = AutoConfig.from_pretrained(tmp_path)
+        assert type(config) is type(model.config) and public_config(config) == public_config(model.config)
+        loaded = AutoModel.from_pretrained(tmp_path)
+        assert type(loaded) is self.model_class and not loaded.training
+        assert_same_outputs(loaded.state_dict(), model.state_dict(), "state_dict")
+        encoded = self._encode(model, inputs)
+        assert_same_outputs(self._encode(loaded, inputs), encoded, "encode")
+        assert torch.equal(self._decode(loaded, encoded.latents).sample, self._decode(model, encoded.latents).sample)
+        assert torch.equal(
+            loaded(**{self.input_name: inputs}, **self.forward_kwargs()).sample,
+            model(**{self.input_name: inputs}, **self.forward_kwargs()).sample,
+        )
+
+    @torch.no_grad()
+    def test_bfloat16_runs_and_is_close_to_float32(self, tmp_path):
+        model, inputs = self.get_model(), self.get_inputs()
+        encoded = self._encode(model, inputs)
+        reference = self._decode(model, encoded.latents).sample
+        model.save_pretrained(tmp_path)
+        half = type(model).from_pretrained(tmp_path, dtype=torch.bfloat16)
+        assert half.dtype == torch.bfloat16
+        half_encoded = self._encode(half, inputs)  # float32 inputs are cast to the model's dtype
+        assert half_encoded.latents.dtype == self.bf16_latents_dtype
+        if self.discrete:
+            agreement = (half_encoded.image_tokens == encoded.image_tokens).float().mean().item()
+            assert agreement >= self.bf16_token_agreement, f"{agreement:.0%} of the ids agree"
+        else:
+            error = relative_error(half_encoded.latents, encoded.latents)
+            assert error < self.bf16_tolerance, f"latents: relative error {error:.3g}"
+        # the float32 latents through the bfloat16 decoder: its own error, not the encoder's
+        sample = self._decode(half, encoded.latents.to(self.bf16_latents_dtype)).sample
+        assert sample.dtype == self.bf16_sample_dtype and torch.isfinite(sample.float()).all()
+        error = relative_error(sample, reference)
+        assert error < self.bf16_tolerance, f"sample: relative error {error:.3g}"
+
+    @pytest.mark.slow
+    @torch.no_grad()
+    def test_compiled_encode_equals_eager(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        kwargs = {self.input_name: inputs, **self.compile_kwargs()}
+        torch._dynamo.reset()
+        try:
+            compiled = torch.compile(model.encode, fullgraph=True)(**kwargs)
+        finally:
+            torch._dynamo.reset()
+        eager = model.encode(**kwargs)
+        assert type(compiled) is type(eager) and compiled.keys() == eager.keys()
+        for key, value in eager.items():
+            if value.is_floating_point():
+                torch.testing.assert_close(compiled[key], value, atol=self.compile_tolerance, rtol=0, msg=key)
+            else:
+                assert torch.equal(compiled[key], value), key
+
+    # -- construction ---------------------------------------------------------------------------------
+    def _assert_built_empty(self, build):
+        config = self.get_config()
+        # transformers' from_pretrained swaps torch.linspace for a CPU-only one while torch first caches its list of
+        # device-context factories: after any load in the process, linspace would ignore torch.device("meta")
+        clear_device_constructor_cache()
+        expected = {key: value.shape for key, value in self.model_class(config).state_dict().items()}
+        with build():
+            model = self.model_class(config)
+        tensors = [*model.parameters(), *model.buffers()]
+        assert tensors and all(tensor.is_meta for tensor in tensors)
+        assert {key: value.shape for key, value in model.state_dict().items()} == expected
+
+    def test_construction_on_the_meta_device(self):
+        self._assert_built_empty(lambda: torch.device("meta"))
+
+    def test_construction_under_init_empty_weights(self):
+        self._assert_built_empty(lambda: init_empty_weights(include_buffers=True))
+
+    # -- bad input ----------------------------------------------------------------------------------------
+    @pytest.mark.parametrize("case", BAD_SHAPES)
+    @torch.no_grad()
+    def test_encode_rejects_a_bad_shape_naming_it(self, case):
+        model, inputs = self.get_model(), self.get_inputs()
+        bad = self.bad_inputs(inputs)[case]
+        with pytest.raises(ValueError, match=re.escape(str(tuple(bad.shape)))):
+            self._encode(model, bad)
+
+    @pytest.mark.parametrize("case", BAD_SHAPES)
+    @torch.no_grad()
+    def test_decode_rejects_bad_latents_naming_their_shape(self, case):
+        model, inputs = self.get_model(), self.get_inputs()
+        bad = self.bad_latents(self._encode(model, inputs).latents)[case]
+        with pytest.raises(ValueError, match=re.escape(str(tuple(bad.shape)))):
+            self._decode(model, bad)
