@@ -31,7 +31,7 @@ import common
 import torch
 
 FLOWMO_SIZES = {
-    # the sizes of tests/test_flow_training.py, and a larger one to see the scaling
+    # the sizes of tests/training/test_flow_training.py, and a larger one to see the scaling
     "test": {
         "image_size": 16,
         "patch_size": 4,
