@@ -4,9 +4,11 @@
         --output-dir runs/vitok-lora --max-steps 2000 --batch-size 8 --lora-rank 16 --save-merged
 
 Any hf_vtok tokenizer with a deterministic decoder (ViTok-v2, SoftVQ-VAE, MAETok): the encoder is frozen
-and runs without gradients; LoRA adapters go on every ``nn.Linear`` of the decoder (``--target-modules``
-narrows that to names ending in the given suffixes). Each image is randomly cropped to ``--crop-size``
-(fixed-size models: their ``image_size``), flipped, and encoded by the model's own image processor. The loss
+and runs without gradients; LoRA adapters go on the decoder's ``nn.Linear`` layers named by the model's
+``lora_target_modules`` (the fused attention ``qkv_proj`` / ``out_proj`` and the MLP ``fc1`` / ``fc2``: stock
+recipes' ``to_q`` / ``q_proj`` names match nothing in hf_vtok); ``--target-modules`` names other suffixes.
+Each image is randomly cropped to ``--crop-size`` (fixed-size models: their ``image_size``), flipped, and
+encoded by the model's own image processor. The loss
 is the Charbonnier reconstruction loss (+ ``--ssim-weight`` x (1 - SSIM) on images of fixed-size models).
 The training loop is ``hf_vtok.training.Trainer``: resumable checkpoints (``--resume``), loss curves, DDP
 with ``accelerate launch``.
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (default: the rank)")
     model.add_argument("--lora-dropout", type=float, default=0.0)
     model.add_argument(
-        "--target-modules", nargs="+", help="decoder Linear layers whose names end with these (default: all of them)"
+        "--target-modules",
+        nargs="+",
+        help="decoder Linear layers whose names end with these (default: the model's lora_target_modules)",
     )
     model.add_argument("--save-merged", action="store_true", help="also save the merged model (merge_and_unload)")
     data = parser.add_argument_group("augmentation")
@@ -94,7 +98,7 @@ def lora_model(model: nn.Module, args) -> nn.Module:
         r=args.lora_rank,
         lora_alpha=args.lora_alpha if args.lora_alpha is not None else args.lora_rank,
         lora_dropout=args.lora_dropout,
-        target_modules=decoder_linear_layers(model, args.target_modules),
+        target_modules=decoder_linear_layers(model, args.target_modules or list(model.lora_target_modules)),
     )
     return get_peft_model(model, config)
 

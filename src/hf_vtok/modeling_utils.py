@@ -27,6 +27,9 @@ class VisualTokenizerPreTrainedModel(HubMixin, PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _can_compile_fullgraph = True
+    # LoRA targets for peft's ``LoraConfig(target_modules=list(model.lora_target_modules))``: the fused attention
+    # and the MLP projections of every block (stock recipes' ``to_q`` / ``q_proj`` / ... name no layer here)
+    lora_target_modules = ("qkv_proj", "out_proj", "fc1", "fc2")
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

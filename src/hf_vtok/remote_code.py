@@ -15,11 +15,20 @@ release registry, the CLI) is not followed; if that function is called, it raise
 saying that it needs hf_vtok installed. Remote code needs the model's own dependencies installed
 (torch, transformers, and whatever its modules import: diffusers, safetensors, ...). With hf_vtok
 imported, the ``auto_map`` is ignored and the registered classes load without remote code.
+
+Pipelines use diffusers' custom-pipeline mechanism: ``write_pipeline_remote_code`` writes the bundle of
+the pipeline class at the folder's root and one into each component folder of an hf_vtok class, and
+points ``model_index.json`` at them (``"_class_name": ["pipeline_sit", "SiTPipeline"]``, ``"transformer":
+["modeling_sit", "SiTTransformer1DModel"]``); ``DiffusionPipeline.from_pretrained(folder,
+trust_remote_code=True)`` then loads it without hf_vtok. The entries it replaced are kept under
+``NATIVE_ENTRIES``, which hf_vtok's own pipeline classes put back (``native_model_index``) so that they
+load the folder as their own, without remote code.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
 import json
@@ -129,10 +138,11 @@ def _rewrite(module_name: str, flat: dict[str, str]) -> str:
 
 
 def write_remote_code(
-    folder: str | os.PathLike, classes: dict[str, type], config_file: str, entry_imports_all: bool = False
+    folder: str | os.PathLike, classes: dict[str, type], config_file: str | None, entry_imports_all: bool = False
 ) -> dict[str, str]:
     """Write the flat module bundle of ``classes`` (auto class name -> class) into ``folder`` and add
-    their ``auto_map`` to ``folder/config_file`` (``config.json`` / ``preprocessor_config.json``).
+    their ``auto_map`` to ``folder/config_file`` (``config.json`` / ``preprocessor_config.json``; None: no
+    ``auto_map``, for what diffusers finds through ``model_index.json``).
 
     ``entry_imports_all``: the classes' modules also import every bundled file themselves (diffusers'
     remote code fetches only the files the entry module imports, not what those import in turn).
@@ -153,6 +163,8 @@ def write_remote_code(
             )
         (folder / f"{flat[name]}.py").write_text(source, encoding="utf-8")
     auto_map = {auto_class: f"{flat[cls.__module__]}.{cls.__name__}" for auto_class, cls in classes.items()}
+    if config_file is None:
+        return auto_map
     config_path = folder / config_file
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["auto_map"] = {**config.get("auto_map", {}), **auto_map}
@@ -166,12 +178,99 @@ def is_diffusers_model(obj) -> bool:
     return isinstance(obj, ModelMixin)
 
 
+def is_diffusers_pipeline(obj) -> bool:
+    from diffusers import DiffusionPipeline
+
+    return isinstance(obj, DiffusionPipeline)
+
+
+# model_index.json: the entries that write_pipeline_remote_code replaced, as hf_vtok's own classes load them
+NATIVE_ENTRIES = "_hf_vtok_native_entries"
+
+
+def is_hf_vtok_class(cls: type) -> bool:
+    return cls.__module__.startswith(PACKAGE + ".")
+
+
+def _entry_module(cls: type) -> str:
+    """The bundle file (stem) that defines ``cls``: its module keeps its own name."""
+    return cls.__module__.rpartition(".")[2]
+
+
+def write_pipeline_remote_code(folder: str | os.PathLike, pipeline) -> dict:
+    """Make the saved pipeline in ``folder`` load with ``trust_remote_code=True`` where hf_vtok is not installed:
+    the bundle of the pipeline class at the root, one per component of an hf_vtok class in its folder, and
+    ``model_index.json`` pointing at them (diffusers' custom pipelines and components). Returns the new index.
+
+    Every bundle's entry imports all its files: diffusers copies only those of a local folder.
+    """
+    folder = Path(folder)
+    if not is_hf_vtok_class(type(pipeline)):
+        raise ValueError(f"{type(pipeline).__name__} is not an hf_vtok pipeline; remote code bundles hf_vtok's own")
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    native = {}
+    for name, component in pipeline.components.items():
+        cls = type(component)
+        if component is None or not is_hf_vtok_class(cls):
+            continue  # diffusers' and transformers' classes load from their libraries
+        if isinstance(component, RemoteCodeMixin):  # a model: also loads alone (its config.json's auto_map)
+            write_remote_code(folder / name, component._remote_code_classes(), "config.json", entry_imports_all=True)
+        else:  # a scheduler: diffusers finds its class through model_index.json alone
+            write_remote_code(folder / name, {"scheduler": cls}, None, entry_imports_all=True)
+        native[name] = index[name]
+        index[name] = [_entry_module(cls), cls.__name__]
+    pipeline_class = type(pipeline)
+    write_remote_code(folder, {"DiffusionPipeline": pipeline_class}, None, entry_imports_all=True)
+    native["_class_name"] = index["_class_name"]
+    index["_class_name"] = [_entry_module(pipeline_class), pipeline_class.__name__]
+    index[NATIVE_ENTRIES] = native
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return index
+
+
+def native_model_index(index: dict) -> dict:
+    """``model_index.json`` as hf_vtok's classes load it: the entries ``write_pipeline_remote_code`` replaced put
+    back (``index`` is changed in place and returned)."""
+    index.update(index.pop(NATIVE_ENTRIES, None) or {})
+    return index
+
+
+def _with_remote_code(save_pretrained):
+    """``save_pretrained`` that also writes the remote-code bundle of a registered class. It keeps the wrapped
+    method's signature: diffusers passes ``variant`` / ``safe_serialization`` / ``max_shard_size`` to a component
+    only where the signature names them."""
+
+    @functools.wraps(save_pretrained)
+    def wrapper(self, save_directory, *args, **kwargs):
+        result = save_pretrained(self, save_directory, *args, **kwargs)
+        self._write_remote_code(save_directory)
+        return result
+
+    wrapper.writes_remote_code = True
+    return wrapper
+
+
 class RemoteCodeMixin:
-    """``register_for_auto_class()`` on an hf_vtok model or image processor: its ``save_pretrained``
+    """``register_for_auto_class()`` on an hf_vtok model, image processor or pipeline: its ``save_pretrained``
     (and so ``push_to_hub``) also writes the remote-code bundle (see this module)."""
 
     _remote_auto_class: str | None = None
     _remote_config_file = "config.json"  # the processors': preprocessor_config.json
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        inherited = getattr(cls, "save_pretrained", None)
+        if "save_pretrained" in vars(cls) or inherited is None or getattr(inherited, "writes_remote_code", False):
+            return  # its own save_pretrained (which calls super()), a mixin without one, or already wrapped
+        cls.save_pretrained = _with_remote_code(inherited)
+
+    @classmethod
+    def extract_init_dict(cls, config_dict: dict, **kwargs):
+        """diffusers' reading of a config without its ``auto_map`` (remote code's, no argument of the class; else
+        diffusers warns that it is unexpected)."""
+        config_dict = {key: value for key, value in config_dict.items() if key != "auto_map"}
+        return super().extract_init_dict(config_dict, **kwargs)
 
     @classmethod
     def register_for_auto_class(cls, auto_class: str | None = None):
@@ -181,22 +280,32 @@ class RemoteCodeMixin:
         cls._auto_class = None
 
     def _remote_code_classes(self) -> dict[str, type]:
-        classes = {self._remote_auto_class: type(self)}
+        """auto class -> class of the bundle (``AutoModel`` where no class was registered)."""
+        classes = {self._remote_auto_class or "AutoModel": type(self)}
         config = getattr(self, "config", None)
         if hasattr(config, "model_type"):  # a transformers config (diffusers models keep theirs in config.json)
             classes["AutoConfig"] = type(config)
         return classes
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if self._remote_auto_class is not None:
-            write_remote_code(
-                save_directory,
-                self._remote_code_classes(),
-                self._remote_config_file,
-                entry_imports_all=is_diffusers_model(self),
-            )
-        return result
+    def _write_remote_code(self, save_directory) -> None:
+        if self._remote_auto_class is None:
+            return
+        if is_diffusers_pipeline(self):
+            write_pipeline_remote_code(save_directory, self)
+            return
+        write_remote_code(
+            save_directory,
+            self._remote_code_classes(),
+            self._remote_config_file,
+            entry_imports_all=is_diffusers_model(self),
+        )
 
 
-__all__ = ["RemoteCodeMixin", "module_closure", "write_remote_code"]
+__all__ = [
+    "NATIVE_ENTRIES",
+    "RemoteCodeMixin",
+    "module_closure",
+    "native_model_index",
+    "write_pipeline_remote_code",
+    "write_remote_code",
+]

@@ -22,8 +22,10 @@ from safetensors.torch import load_file, save_file
 
 import hf_vtok
 from hf_vtok import hub
+from hf_vtok.hub.loading import load_pipeline
 from hf_vtok.pipelines.dit_1d import DiT1DPipeline
 from hf_vtok.registry import FAMILIES
+from hf_vtok.remote_code import NATIVE_ENTRIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,9 +193,14 @@ def test_generator_and_pipeline_push(tmp_path, monkeypatch):
     pipe.push_to_hub("me/dit-pipeline")
     files = fake.files()
     assert {"README.md", "model_index.json", "scheduler/scheduler_config.json", "tokenizer/config.json",
-            "tokenizer/modeling_softvq.py", "transformer/modeling_dit_1d.py"} <= files  # fmt: skip
+            "tokenizer/modeling_softvq.py", "transformer/modeling_dit_1d.py", "pipeline_dit_1d.py",
+            "scheduler/scheduling_gaussian_diffusion.py"} <= files  # fmt: skip
+    index = json.loads((fake.pushed / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_dit_1d", "DiT1DPipeline"]  # diffusers' custom pipeline
+    assert index["transformer"] == ["modeling_dit_1d", "DiTTransformer1DModel"]
+    assert index[NATIVE_ENTRIES]["transformer"] == ["hf_vtok.models.dit_1d.modeling_dit_1d", "DiTTransformer1DModel"]
     card = ModelCard.load(fake.pushed / "README.md")
-    assert "pipeline" in card.data.tags and "custom_code" not in card.data.tags
+    assert "pipeline" in card.data.tags and "custom_code" in card.data.tags
     snippet = usage_snippet(hub.model_card(pipe, repo_id=str(fake.pushed))).replace("250", "3")
     namespace = run_snippet(snippet, tmp_path)
     assert len(namespace["images"]) == 2 and isinstance(namespace["images"][0], Image.Image)
@@ -263,6 +270,22 @@ print("remote code OK", type(model).__name__, type(generator).__name__)
 """
 
 
+def run_without_hf_vtok(script: str, tmp_path, *arguments) -> subprocess.CompletedProcess:
+    """``python -c script *arguments`` in a fresh process, offline, without this checkout on its path (the script
+    blocks ``import hf_vtok`` itself) and with its own module cache for remote code."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
+
+
 @pytest.mark.slow
 def test_trust_remote_code_in_a_fresh_process_without_hf_vtok(tmp_path, monkeypatch):
     model = tiny_tokenizer("softvq")
@@ -283,17 +306,7 @@ def test_trust_remote_code_in_a_fresh_process_without_hf_vtok(tmp_path, monkeypa
     io = tmp_path / "io.safetensors"
     save_file({"image": image, "pixel_values": pixel_values, "latents": latents, "sample": sample,
                "velocity": velocity}, io)  # fmt: skip
-    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    environment.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "tokenizer"), str(tmp_path / "generator"), str(io)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
+    result = run_without_hf_vtok(FRESH_PROCESS, tmp_path, tmp_path / "tokenizer", tmp_path / "generator", io)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "remote code OK SoftVQModel SiTTransformer1DModel" in result.stdout
     # with hf_vtok imported, the registered classes load and the auto_map is not used
@@ -355,3 +368,130 @@ def test_v2flow_pipeline_push_runs_its_snippet(tmp_path, monkeypatch, photo):
     assert namespace["ids"].shape == (1, tokenizer.config.sample_size**2) and isinstance(
         namespace["image"], Image.Image
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# remote code of pipelines (diffusers' custom pipelines)
+
+
+def tiny_pipelines() -> dict:
+    """name -> (one tiny pipeline of each hf_vtok class, the call arguments besides ``generator``)."""
+    from tests.pipelines.v2flow.test_pipeline_v2flow_llama import tiny_llama_pipeline
+    from tests.testing_utils.tiny_models import (
+        tiny_dcae,
+        tiny_dit_pipeline,
+        tiny_sit_pipeline,
+        tiny_v2flow_model,
+        tiny_vitok_dit_pipeline,
+    )
+
+    torch.manual_seed(0)
+    class_conditional = dict(class_labels=[1, 4], num_inference_steps=2, guidance_scale=2.0)
+    tokens = torch.randint(0, 16, (2, 16), generator=torch.Generator().manual_seed(5))
+    return {
+        "sit": (tiny_sit_pipeline(), class_conditional),
+        "dit": (tiny_dit_pipeline(), class_conditional),
+        "vitok_dit": (tiny_vitok_dit_pipeline(), class_conditional),
+        "v2flow": (hf_vtok.V2FlowPipeline(vae=tiny_dcae(), tokenizer=tiny_v2flow_model()), {"image_tokens": tokens}),
+        "v2flow_llama": (tiny_llama_pipeline(), {"prompt": ["a red cat", "the dog"], "guidance_scale": 2.0}),
+    }
+
+
+def generate(pipe, call: dict) -> torch.Tensor:
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        return pipe(**call, generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+
+PIPELINES_FRESH_PROCESS = """
+import json, sys
+sys.modules["hf_vtok"] = None  # hf_vtok cannot be imported: only the repositories' own code is there
+import torch
+from diffusers import DiffusionPipeline
+from safetensors.torch import load_file
+
+expected = load_file(sys.argv[1])
+for folder in sys.argv[2:]:
+    name = folder.rpartition("/")[2]
+    try:
+        DiffusionPipeline.from_pretrained(folder)
+        raise SystemExit(f"{name}: loaded custom code without trust_remote_code")
+    except ValueError as error:
+        assert "trust_remote_code" in str(error), error
+    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    classes = [type(pipe), *(type(component) for component in pipe.components.values())]
+    assert type(pipe).__module__.startswith("diffusers_modules."), type(pipe).__module__
+    assert not any(cls.__module__.startswith("hf_vtok") for cls in classes), classes
+    call = json.loads(open(folder + ".json").read())
+    call.update({key.partition("/")[2]: value for key, value in expected.items() if key.startswith(name + "/")})
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        images = pipe(**call, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert torch.equal(images, expected[name]), name
+    print("remote code OK", name, type(pipe).__name__)
+"""
+
+
+@pytest.mark.slow
+def test_every_pipeline_loads_with_remote_code_in_a_fresh_process_without_hf_vtok(tmp_path, monkeypatch):
+    """A pushed pipeline: ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` where hf_vtok cannot
+    be imported gives the same images; with hf_vtok, its own class and ``hub.load_pipeline`` load it natively."""
+    from diffusers import DiffusionPipeline
+
+    fake = FakeHub(tmp_path, monkeypatch)
+    expected = {}
+    folders = []
+    for name, (pipe, call) in tiny_pipelines().items():
+        expected[name] = generate(pipe, call)
+        pipe.push_to_hub(f"me/{name}")
+        folder = tmp_path / name
+        shutil.copytree(fake.pushed, folder)
+        folders.append(str(folder))
+        tensors = {key: value for key, value in call.items() if isinstance(value, torch.Tensor)}
+        expected.update({f"{name}/{key}": value for key, value in tensors.items()})
+        (tmp_path / f"{name}.json").write_text(json.dumps({k: v for k, v in call.items() if k not in tensors}))
+        for native in (type(pipe).from_pretrained(folder), load_pipeline(folder)):
+            assert type(native) is type(pipe)
+            parts = zip(native.components.values(), pipe.components.values())
+            assert all(type(native_part) is type(part) for native_part, part in parts)
+            assert torch.equal(generate(native, call), expected[name]), name
+        with pytest.raises(ValueError, match="trust_remote_code"):
+            DiffusionPipeline.from_pretrained(folder)  # diffusers runs a repository's custom code only when told
+    io = tmp_path / "expected.safetensors"
+    save_file(expected, io)
+    result = run_without_hf_vtok(PIPELINES_FRESH_PROCESS, tmp_path, io, *folders)
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    for name, (pipe, _) in tiny_pipelines().items():
+        assert f"remote code OK {name} {type(pipe).__name__}" in result.stdout
+
+
+def test_register_for_auto_class_on_a_pipeline_writes_its_remote_code(tmp_path, monkeypatch):
+    from tests.testing_utils.tiny_models import tiny_sit_pipeline
+
+    for attribute in ("_remote_auto_class", "_auto_class"):
+        monkeypatch.setattr(hf_vtok.SiTPipeline, attribute, None)  # undone after the test
+    hf_vtok.SiTPipeline.register_for_auto_class()
+    pipe = tiny_sit_pipeline()
+    expected = generate(pipe, {"class_labels": [1, 4], "num_inference_steps": 2})
+    pipe.save_pretrained(tmp_path, variant="fp16")  # the wrapped save_pretrained keeps diffusers' options
+    assert (tmp_path / "transformer" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_sit", "SiTPipeline"] and (tmp_path / "pipeline_sit.py").is_file()
+    assert index["scheduler"] == ["scheduling_sit_flow", "SiTFlowScheduler"]
+    assert "from .hf_vtok_pipelines_pipeline_utils import" in (tmp_path / "pipeline_sit.py").read_text()
+    loaded = hf_vtok.SiTPipeline.from_pretrained(tmp_path, variant="fp16")  # native: the entries put back
+    assert type(loaded.scheduler) is hf_vtok.SiTFlowScheduler
+    assert torch.equal(generate(loaded, {"class_labels": [1, 4], "num_inference_steps": 2}), expected)
+
+
+def test_remote_code_of_a_pipeline_names_what_it_cannot_bundle(tmp_path):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    from hf_vtok.remote_code import write_pipeline_remote_code
+
+    blocks = dict(down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet = UNet2DModel(sample_size=8, block_out_channels=(8, 8), norm_num_groups=4, layers_per_block=1, **blocks)
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler())
+    pipe.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="DDPMPipeline is not an hf_vtok pipeline"):
+        write_pipeline_remote_code(tmp_path, pipe)

@@ -76,9 +76,8 @@ def reconstruct(model, inputs):
 @pytest.mark.parametrize("family", ["vitok", "softvq", "maetok"])
 def test_adapter_round_trip(script, photos, tmp_path, family):
     base = save_base(tmp_path / "base", family)
-    output, tuned = finetune(
-        script, arguments(base, photos, tmp_path / "run", "--save-merged", "--ssim-weight", "0.1")
-    )
+    extra = ("--save-merged", "--ssim-weight", "0.1", "--target-modules", "proj", "fc1", "fc2")  # + output layers
+    output, tuned = finetune(script, arguments(base, photos, tmp_path / "run", *extra))
 
     adapter = output / script.ADAPTER_FOLDER
     assert {path.name for path in adapter.iterdir()} == {
@@ -145,3 +144,39 @@ def test_ddp_adapter_equals_the_single_process_one(script, photos, tmp_path):
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("family", ["vitok", "softvq", "maetok", "flowmo", "v2flow"])
+def test_lora_target_modules_fit_every_tokenizer(family, tmp_path):
+    """``LoraConfig(target_modules=list(model.lora_target_modules))`` wraps each block's attention and MLP
+    projections (every target names layers), and adapts the outputs."""
+    from peft.tuners.lora import LoraLayer
+
+    from tests.testing_utils.tiny_models import tiny_flowmo_model, tiny_v2flow_model
+
+    if family in ("flowmo", "v2flow"):
+        model = tiny_flowmo_model() if family == "flowmo" else tiny_v2flow_model()
+    else:
+        model = AutoModel.from_pretrained(save_base(tmp_path / family, family))
+    targets = model.lora_target_modules
+    expected = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and name.rpartition(".")[2] in targets
+    }  # V2Flow's connector has squeeze-excitation fc1 / fc2 convolutions, which peft adapts too
+    assert {name.rpartition(".")[2] for name in expected} == set(targets)
+    tuned = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=list(targets)))
+    wrapped = {name.removeprefix("base_model.model.") for name, module in tuned.named_modules()
+               if isinstance(module, LoraLayer)}  # fmt: skip
+    assert wrapped == expected
+
+
+def test_the_script_targets_the_models_lora_target_modules(script):
+    model = hf_vtok.MAETokModel(hf_vtok.MAETokConfig(**TINY_MAETOK))
+    args = script.build_parser().parse_args(
+        ["--model", "x", "--train-data", "x", "--output-dir", "x", "--lora-rank", "2"]
+    )
+    targeted = script.lora_model(model, args).peft_config["default"].target_modules
+    assert {name.rpartition(".")[2] for name in targeted} == set(model.lora_target_modules)
+    assert all(name.startswith("decoder.") for name in targeted)  # the encoder stays frozen and unwrapped
+    assert "decoder.latent_embed" in script.decoder_linear_layers(model)  # not a default target

@@ -195,7 +195,7 @@ def model_card(
     data = ModelCardData(
         library_name="hf_vtok",
         license=entry.license if entry is not None else info.license,
-        tags=[*info.tags, "hf_vtok", kind] + (["custom_code"] if remote_code and kind != "pipeline" else []),
+        tags=[*info.tags, "hf_vtok", kind] + (["custom_code"] if remote_code else []),
         pipeline_tag=info.pipeline_tag or (TOKENIZER_PIPELINE_TAG if kind == "tokenizer" else GENERATION_PIPELINE_TAG),
         base_model=entry.repo_id if entry is not None else None,
         model_name=model_name,

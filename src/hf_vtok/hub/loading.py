@@ -60,7 +60,10 @@ def inspect_checkpoint(name_or_path: str | Path, subfolder: str | None = None) -
     if subfolder is None:
         index = _read_json(name_or_path, "model_index.json", None)
         if index is not None:
-            return Checkpoint(name_or_path, PIPELINE, str(index.get("_class_name")))
+            class_name = index.get("_class_name")
+            if isinstance(class_name, list):  # remote code: [module of the bundle, class]
+                class_name = class_name[-1]
+            return Checkpoint(name_or_path, PIPELINE, str(class_name))
     config = _read_json(name_or_path, "config.json", subfolder)
     where = f"{name_or_path!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
     if config is None:

@@ -3,7 +3,9 @@
     model.push_to_hub("me/vitok-350M-f16x64", preset="vitok-v2-350M-f16x64", eval_results="eval/results.json")
 
 A pushed repo carries the remote-code bundle (``hf_vtok.remote_code``) unless ``remote_code=False``, so
-tokenizers and generators load with ``trust_remote_code=True`` where hf_vtok is not installed.
+tokenizers and generators load with ``trust_remote_code=True`` where hf_vtok is not installed, and pipelines
+with ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` (diffusers' custom pipelines; with
+hf_vtok installed their own class loads them without remote code).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import tempfile
 
 from ..registry import family_of_class
-from ..remote_code import RemoteCodeMixin, is_diffusers_model, write_remote_code
+from ..remote_code import is_diffusers_model, write_pipeline_remote_code, write_remote_code
 from ..utils.imports import import_object
 from .cards import model_card, object_kind
 
@@ -23,17 +25,6 @@ def default_image_processor(model):
     if spec is None or spec.processor is None:
         raise ValueError(f"no image processor is registered for {type(model).__name__}")
     return import_object(spec.processor).for_model(model.config)
-
-
-def _remote_code_components(obj, kind: str):
-    """(subfolder, object) pairs whose remote-code bundle a push writes."""
-    if kind != "pipeline":
-        return [("", obj)]
-    return [(name, component) for name, component in obj.components.items() if isinstance(component, RemoteCodeMixin)]
-
-
-def _remote_auto_class(component) -> str:
-    return "AutoModel" if is_diffusers_model(component) else component._remote_auto_class or "AutoModel"
 
 
 def push_to_hub(
@@ -77,17 +68,11 @@ def push_to_hub(
             processor.save_pretrained(folder)
             if remote_code:
                 write_remote_code(folder, {"AutoImageProcessor": type(processor)}, "preprocessor_config.json")
-        if remote_code:
-            for subfolder, component in _remote_code_components(obj, kind):
-                classes = {_remote_auto_class(component): type(component)}
-                if kind == "tokenizer" or hasattr(getattr(component, "config", None), "model_type"):
-                    classes["AutoConfig"] = type(component.config)
-                write_remote_code(
-                    os.path.join(folder, subfolder),
-                    classes,
-                    "config.json",
-                    entry_imports_all=is_diffusers_model(component),
-                )
+        if remote_code and kind == "pipeline":
+            write_pipeline_remote_code(folder, obj)
+        elif remote_code:
+            classes = obj._remote_code_classes()
+            write_remote_code(folder, classes, "config.json", entry_imports_all=is_diffusers_model(obj))
         card.save(os.path.join(folder, "README.md"))
         return api.upload_folder(
             repo_id=repo_id,

@@ -1,8 +1,11 @@
 """What the hf_vtok generation pipelines share: Hub loading, input checks, decoding through the tokenizer.
 
 A pipeline composes a tokenizer (an hf_vtok ``PreTrainedModel``), a transformer (a diffusers
-``ModelMixin``) and a scheduler. Its components live outside diffusers, so load it through the
-concrete class (``SiTPipeline.from_pretrained(folder or Hub id)``), with ``hf_vtok`` imported.
+``ModelMixin``) and a scheduler. With ``hf_vtok`` imported, a saved folder loads through the concrete
+class (``SiTPipeline.from_pretrained(folder or Hub id)``) or diffusers' generic
+``DiffusionPipeline.from_pretrained(folder)``; a folder with remote code (``push_to_hub``,
+``hf_vtok.remote_code.write_pipeline_remote_code``) also loads with ``trust_remote_code=True`` where hf_vtok
+is not installed.
 """
 
 import inspect
@@ -15,14 +18,44 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..publishing import HubMixin
+from ..remote_code import is_hf_vtok_class, native_model_index
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
-    """Base of ``SiTPipeline``, ``DiT1DPipeline`` and ``ViTokDiTPipeline``."""
+class HubPipelineMixin(HubMixin):
+    """Hub loading of the hf_vtok pipelines: a Hub id is fetched whole, and a folder written with remote code loads
+    into hf_vtok's own classes."""
+
+    @classmethod
+    def download(cls, pretrained_model_name, **kwargs) -> str:
+        """Fetch a Hub repository (diffusers' own ``download`` only accepts diffusers / transformers components)."""
+        from huggingface_hub import snapshot_download
+
+        names = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+        options = {key: kwargs[key] for key in names if kwargs.get(key) is not None}
+        return snapshot_download(pretrained_model_name, **options)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """``model_index.json`` with the entries remote code replaced put back, so that hf_vtok's class loads a
+        remote-code folder as its own (a copy of the class in remote code keeps the remote entries)."""
+        loaded = super().load_config(*args, **kwargs)
+        if is_hf_vtok_class(cls):
+            native_model_index(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
+
+
+class TokenizerGenerationPipeline(HubPipelineMixin, DiffusionPipeline):
+    """Base of ``SiTPipeline``, ``DiT1DPipeline`` and ``ViTokDiTPipeline``.
+
+    ``__call__`` takes diffusers' ``callback_on_step_end(pipeline, step, timestep, tensors) -> dict`` (the tensors
+    named by ``callback_on_step_end_tensor_inputs``, of ``_callback_tensor_inputs``; what it returns replaces them).
+    ``num_images_per_prompt`` is not taken: the pipelines have no prompt; repeat a class label for more images.
+    """
 
     model_cpu_offload_seq = "transformer->tokenizer"
+    _callback_tensor_inputs = ["latents"]
     fixed_token_count = True  # False where the transformer takes any number of tokens (ViTok DiT)
 
     def __init__(self, tokenizer, transformer, scheduler):
@@ -43,15 +76,6 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
         if scheduler is None:
             scheduler = cls.default_scheduler(transformer, sampling)
         return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=scheduler)
-
-    @classmethod
-    def download(cls, pretrained_model_name, **kwargs) -> str:
-        """Fetch a Hub repository (diffusers' own ``download`` only accepts diffusers / transformers components)."""
-        from huggingface_hub import snapshot_download
-
-        names = ("cache_dir", "force_download", "local_files_only", "token", "revision")
-        options = {key: kwargs[key] for key in names if kwargs.get(key) is not None}
-        return snapshot_download(pretrained_model_name, **options)
 
     # ----------------------------------------------------------------------------------------------
     # checks that run before any compute
@@ -77,14 +101,28 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
             )
 
     def prepare_class_labels(self, class_labels, num_classes: int) -> torch.LongTensor:
-        """``class_labels`` (int, list or tensor) as a LongTensor ``[B]`` on the execution device, range-checked."""
+        """``class_labels`` (an int, a list, a nested ``[[id], [id]]`` list as diffusers' batching makes it, or a
+        tensor ``[B]`` / ``[B, 1]``) as a LongTensor ``[B]`` on the execution device, range-checked."""
         if class_labels is None:
             raise ValueError("class_labels is required (ImageNet class ids, 0..999 for the released models)")
         if isinstance(class_labels, int):
             class_labels = [class_labels]
-        labels = torch.as_tensor(class_labels)
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1 or labels.numel() == 0:
-            raise ValueError(f"class_labels must be a non-empty list of integer class ids, got {class_labels!r}")
+        try:
+            labels = torch.as_tensor(class_labels)
+        except (TypeError, ValueError, RuntimeError):  # ragged or non-numeric lists
+            labels = None
+        if labels is not None and labels.dim() == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if (
+            labels is None
+            or labels.dtype.is_floating_point
+            or labels.dtype == torch.bool
+            or labels.dim() != 1
+            or labels.numel() == 0
+        ):
+            raise ValueError(
+                f"class_labels must be a non-empty list of integer class ids (or [[id], ...]), got {class_labels!r}"
+            )
         bad = labels[(labels < 0) | (labels >= num_classes)]
         if bad.numel():
             raise ValueError(
@@ -120,6 +158,32 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
         if latents is not None and tuple(latents.shape) != tuple(shape):
             raise ValueError(f"latents (the initial noise) must have shape {tuple(shape)}, got {tuple(latents.shape)}")
 
+    def check_callback(self, callback, tensor_inputs) -> tuple[str, ...]:
+        """The names of the tensors ``callback_on_step_end`` receives (a diffusers ``PipelineCallback`` names its
+        own)."""
+        from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+        if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+            tensor_inputs = callback.tensor_inputs
+        elif callback is not None and not callable(callback):
+            raise ValueError(f"callback_on_step_end must be callable, got {type(callback).__name__}")
+        tensor_inputs = tuple(tensor_inputs)
+        unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not among the pipeline's "
+                f"{self._callback_tensor_inputs}"
+            )
+        return tensor_inputs
+
+    def step_callback(self, callback, tensor_inputs, step: int, timestep, latents: torch.Tensor) -> torch.Tensor:
+        """``latents`` after ``callback_on_step_end(self, step, timestep, tensors)`` (itself without a callback)."""
+        if callback is None:
+            return latents
+        tensors = {"latents": latents}
+        returned = callback(self, step, timestep, {name: tensors[name] for name in tensor_inputs}) or {}
+        return returned.get("latents", latents)
+
     def check_call(self, class_labels, guidance_scale: float, num_inference_steps: int, output_type: str):
         """The checks every ``__call__`` runs before any compute; returns ``(labels [B], guided)``."""
         self.check_components()
@@ -130,9 +194,13 @@ class TokenizerGenerationPipeline(HubMixin, DiffusionPipeline):
         return labels, guided
 
     def prepare_latents(self, latents: torch.Tensor | None, shape: tuple[int, ...], generator, dtype: torch.dtype):
-        """The initial noise: ``latents`` (checked against ``shape``) or a float32 draw from ``generator``, on the
-        execution device in the sampler's ``dtype``."""
+        """The initial noise: ``latents`` (checked against ``shape``) or a float32 draw from ``generator`` (one, or
+        one per image), on the execution device in the sampler's ``dtype``."""
         self.check_latents(latents, shape)
+        if isinstance(generator, list) and len(generator) != shape[0]:
+            raise ValueError(
+                f"{len(generator)} generators for a batch of {shape[0]}: pass one generator, or one per image"
+            )
         device = self._execution_device
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
@@ -200,4 +268,4 @@ def tokenizer_from(spec) -> torch.nn.Module:
     raise ValueError(f"tokenizer must be a model, a folder or a Hub id, got {type(spec).__name__}")
 
 
-__all__ = ["OUTPUT_TYPES", "TokenizerGenerationPipeline", "tokenizer_from"]
+__all__ = ["OUTPUT_TYPES", "HubPipelineMixin", "TokenizerGenerationPipeline", "tokenizer_from"]

@@ -252,7 +252,7 @@ def test_generation_returns_images_and_is_reproducible(pipeline):
     guided = pipeline.generate_image_tokens(prompts, guidance_scale=4.0, negative_prompt="dog", generator=seeded(3))
     assert guided.shape == codes.shape
     pixels = pipeline("a cat", guidance_scale=2.0, generator=seeded(4), output_type="pt").images
-    assert len(pixels) == 1 and pixels[0].shape == (3, size, size)
+    assert pixels.shape == (1, 3, size, size)
     with pytest.raises(ValueError, match="top_p"):
         pipeline.generate_image_tokens("a cat", top_p=0.0)
     with pytest.raises(ValueError, match="negative prompts"):
@@ -290,7 +290,7 @@ def test_pipeline_save_load_round_trip(pipeline, tmp_path):
     assert isinstance(loaded.tokenizer, V2FlowModel) and isinstance(loaded.language_model, LlamaForCausalLM)
     assert loaded.vocabulary == pipeline.vocabulary
     again = loaded(["a cat", "a dog"], guidance_scale=2.0, generator=seeded(9), output_type="pt").images
-    assert len(again) == 2 and all(torch.equal(a, b) for a, b in zip(expected, again))
+    assert again.shape[0] == 2 and torch.equal(again, expected)
     with pytest.raises(ValueError, match="lacks"):
         V2FlowLlamaPipeline(pipeline.vae, pipeline.tokenizer, tiny_llama(), tiny_text_tokenizer())
 
@@ -392,7 +392,7 @@ def test_training_reduces_the_image_token_loss_and_saves_a_pipeline(token_cache,
     assert len(losses) == 30 and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
     pipe = V2FlowLlamaPipeline.from_pretrained(output / "pipeline")
     images = pipe("cat", generator=seeded(0), output_type="np").images
-    assert len(images) == 1 and images[0].shape == (8, 8, 3)
+    assert images.shape == (1, 8, 8, 3)
 
 
 def test_lora_training_with_captions(token_cache, tmp_path):

@@ -71,6 +71,10 @@ class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, Peft
     Subclasses declare their own ``@register_to_config __init__`` (their config keys) and call ``_build``.
     """
 
+    # LoRA targets for peft's ``LoraConfig(target_modules=list(model.lora_target_modules))``: the fused attention
+    # and the MLP projections of every block (diffusers' stock ``to_q`` / ``to_k`` / ``to_v`` / ``to_out.0`` name
+    # no layer here)
+    lora_target_modules = ("qkv_proj", "out_proj", "fc1", "fc2")
     _supports_gradient_checkpointing = True
     _no_split_modules = ["DiTBlock"]
     _skip_layerwise_casting_patterns = ["pos_embed", "norm"]
@@ -122,9 +126,11 @@ class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, Peft
         if tuple(timestep.shape) != (batch,):
             raise ValueError(f"timestep must be a scalar or have shape ({batch},), got {tuple(timestep.shape)}")
         class_labels = torch.as_tensor(class_labels, device=hidden_states.device)
+        if class_labels.dim() == 2 and class_labels.shape[1] == 1:
+            class_labels = class_labels.squeeze(1)
         if class_labels.dtype.is_floating_point or tuple(class_labels.shape) != (batch,):
             raise ValueError(
-                f"class_labels must be integer ids of shape ({batch},), got {class_labels.dtype} "
+                f"class_labels must be integer ids of shape ({batch},) or ({batch}, 1), got {class_labels.dtype} "
                 f"{tuple(class_labels.shape)}"
             )
         if not torch.compiler.is_compiling():
@@ -143,7 +149,8 @@ class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, Peft
         class_labels: torch.LongTensor,
         return_dict: bool = True,
     ) -> Transformer2DModelOutput | tuple:
-        """``timestep``: SiT flow time in [0, 1] or DiT integer DDPM step, a scalar or ``[B]``."""
+        """``timestep``: SiT flow time in [0, 1] or DiT integer DDPM step, a scalar or ``[B]``; ``class_labels``
+        ``[B]`` or ``[B, 1]``."""
         timestep, class_labels = self._check_inputs(hidden_states, timestep, class_labels)
         dtype = self.proj_in.weight.dtype
         hidden_states = self.proj_in(hidden_states.to(dtype)) + self.pos_embed.to(dtype)
@@ -171,7 +178,7 @@ class DiTTransformer1DModel(ClassConditionalTransformer1DModel):
         learn_sigma: output ``[eps | variance values]`` (``2 * in_channels`` channels, last dimension)
             for the learned-range variance of ADM; otherwise ``eps`` only.
 
-    ``forward(hidden_states [B, L, C], timestep [B] integer DDPM steps 0..999, class_labels [B])``
+    ``forward(hidden_states [B, L, C], timestep [B] integer DDPM steps 0..999, class_labels [B] or [B, 1])``
     returns ``Transformer2DModelOutput(sample=[B, L, out_channels])``.
     """
 

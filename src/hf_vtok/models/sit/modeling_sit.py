@@ -22,7 +22,7 @@ class SiTTransformer1DModel(ClassConditionalTransformer1DModel):
         num_classes: class labels; ``class_dropout_prob > 0`` adds the null class ``num_classes``.
         qk_norm: LayerNorm on queries and keys (off in every released checkpoint).
 
-    ``forward(hidden_states [B, L, C], timestep [B] flow time in [0, 1], class_labels [B])`` returns
+    ``forward(hidden_states [B, L, C], timestep [B] flow time in [0, 1], class_labels [B] or [B, 1])`` returns
     ``Transformer2DModelOutput(sample=[B, L, C])``, the velocity.
     """
 

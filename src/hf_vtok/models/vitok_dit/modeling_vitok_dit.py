@@ -108,6 +108,10 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
     returns ``Transformer2DModelOutput(sample=[B, L, C])``, the velocity ``noise - x_0``.
     """
 
+    # LoRA targets for peft's ``LoraConfig(target_modules=list(model.lora_target_modules))``: the fused attention
+    # and the MLP projections of every block (diffusers' stock ``to_q`` / ``to_k`` / ``to_v`` / ``to_out.0`` name
+    # no layer here)
+    lora_target_modules = ("qkv_proj", "out_proj", "fc1", "fc2")
     _supports_gradient_checkpointing = True
     _no_split_modules = ["ViTokDiTBlock"]
     _skip_layerwise_casting_patterns = ["norm"]

@@ -70,19 +70,26 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
     ):
         r"""Generate one image per class label.
 
         Args:
-            class_labels: class ids (``0 .. num_classes - 1``).
+            class_labels: class ids (``0 .. num_classes - 1``; also ``[[id], ...]``).
             num_inference_steps: respaced diffusion steps (ADM ``space_timesteps``).
             guidance_scale: classifier-free guidance scale on the eps prediction (1 = off).
             generator: random generator(s) for the initial noise and the ancestral / DDIM noise.
             latents: initial noise ``[B, num_tokens, in_channels]`` to start from.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
+            callback_on_step_end: ``callback(pipeline, step, timestep, tensors) -> dict`` after each step; the
+                ``latents`` it returns replace the pipeline's (diffusers' convention).
+            callback_on_step_end_tensor_inputs: the tensors the callback receives (``"latents"``).
+                The callback sees the first half of the doubled chain (the images).
         """
         config = self.transformer.config
         labels, guided = self.check_call(class_labels, guidance_scale, num_inference_steps, output_type)
+        callback_inputs = self.check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         if num_inference_steps > self.scheduler.config.num_train_timesteps:
             raise ValueError(
                 f"num_inference_steps {num_inference_steps} exceeds the {self.scheduler.config.num_train_timesteps} "
@@ -98,13 +105,18 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
             labels = torch.cat([labels, torch.full_like(labels, self.transformer.null_class_label)])
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        step_kwargs = self.step_kwargs(generator)
-        for timestep in self.progress_bar(self.scheduler.timesteps):
+        # per-image generators draw the noise of both halves of the doubled chain (the second is never used)
+        step_generator = generator + generator if guided and isinstance(generator, list) else generator
+        step_kwargs = self.step_kwargs(step_generator)
+        for index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             timesteps = timestep.expand(latents.shape[0])
             if guided:
                 output = self.guided_model_output(latents, timesteps, labels, guidance_scale)
             else:
                 output = self.transformer(latents, timestep=timesteps, class_labels=labels).sample.to(torch.float32)
             latents = self.scheduler.step(output, timestep, latents, **step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                images = self.step_callback(callback_on_step_end, callback_inputs, index, timestep, latents[:batch])
+                latents = torch.cat([images, latents[batch:]])
 
         return self.decode_samples(latents[:batch], output_type, return_dict)

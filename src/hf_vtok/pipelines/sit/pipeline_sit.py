@@ -47,11 +47,13 @@ class SiTPipeline(TokenizerGenerationPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
     ):
         r"""Generate one image per class label.
 
         Args:
-            class_labels: class ids (``0 .. num_classes - 1``).
+            class_labels: class ids (``0 .. num_classes - 1``; also ``[[id], ...]``).
             num_inference_steps: sampler steps (ODE: Euler steps on ``linspace(1, 0)``; SDE: the grid
                 ``linspace(1, 0.04, n)`` then a mean-only step to 0).
             guidance_scale: classifier-free guidance scale (1 = off). Guidance is applied on the
@@ -62,9 +64,13 @@ class SiTPipeline(TokenizerGenerationPipeline):
             generator: random generator(s) for the initial noise and the SDE noise.
             latents: initial noise ``[B, num_tokens, in_channels]`` to start from instead of drawing it.
             output_type: ``"pil"``, ``"np"`` (float [0, 1]), ``"pt"`` or ``"latent"`` (normalised latents).
+            callback_on_step_end: ``callback(pipeline, step, timestep, tensors) -> dict`` after each step; the
+                ``latents`` it returns replace the pipeline's (diffusers' convention).
+            callback_on_step_end_tensor_inputs: the tensors the callback receives (``"latents"``).
         """
         config = self.transformer.config
         labels, guided = self.check_call(class_labels, guidance_scale, num_inference_steps, output_type)
+        callback_inputs = self.check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         low, high = (float(value) for value in guidance_interval)
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(
@@ -92,5 +98,6 @@ class SiTPipeline(TokenizerGenerationPipeline):
             if guide_now:
                 velocity = classifier_free_guidance(*velocity.chunk(2), guidance_scale)
             latents = self.scheduler.step(velocity, time, latents, **step_kwargs).prev_sample
+            latents = self.step_callback(callback_on_step_end, callback_inputs, index, time, latents)
 
         return self.decode_samples(latents.to(torch.float32), output_type, return_dict)

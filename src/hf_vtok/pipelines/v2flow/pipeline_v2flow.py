@@ -1,16 +1,17 @@
 """Images <-> V²Flow token ids, composing diffusers' ``AutoencoderDC`` with a ``V2FlowModel``."""
 
+import numpy as np
 import torch
 from diffusers import AutoencoderDC, DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils import logging
 
 from ...models.v2flow import V2FlowEncoderOutput, V2FlowImageProcessor, V2FlowModel
-from ...publishing import HubMixin
+from ..pipeline_utils import HubPipelineMixin
 
 logger = logging.get_logger(__name__)
 
 
-class V2FlowPipeline(HubMixin, DiffusionPipeline):
+class V2FlowPipeline(HubPipelineMixin, DiffusionPipeline):
     r"""Tokenize images into V²Flow ids and turn ids back into images.
 
     ``encode_images``: ADM center crop -> [-1, 1] -> DC-AE ``encode(...).latent`` -> x ``scaling_factor``
@@ -78,14 +79,19 @@ class V2FlowPipeline(HubMixin, DiffusionPipeline):
 
     @torch.no_grad()
     def decode_tokens(self, image_tokens: torch.Tensor, output_type: str = "pil", **decode_kwargs):
-        """Ids ``[B, L]`` -> images (``output_type`` ``"pil"``, ``"np"``, ``"pt"``, or ``"latent"`` for the
-        DC-AE latents in DC-AE space, i.e. already divided by the scaling factor)."""
+        """Ids ``[B, L]`` -> images: ``output_type`` ``"pil"`` (a list), ``"np"`` (``[B, H, W, 3]`` in [0, 1]),
+        ``"pt"`` (``[B, 3, H, W]`` in [0, 1]), or ``"latent"`` for the DC-AE latents in DC-AE space, i.e. already
+        divided by the scaling factor."""
         decoded = self.tokenizer.decode(image_tokens=image_tokens.to(self.tokenizer.device), **decode_kwargs)
         latents = decoded.sample / self.scaling_factor
         if output_type == "latent":
             return latents
         images = self.vae.decode(latents.to(self.vae.device, self.vae.dtype)).sample
-        return self.image_processor.postprocess(images, output_type=output_type)
+        images = self.image_processor.postprocess(images, output_type=output_type)
+        # one batched array / tensor, as diffusers pipelines return them (the processor gives one per image)
+        if output_type == "pt":
+            return torch.stack(images)
+        return np.stack(images) if output_type == "np" else images
 
     @torch.no_grad()
     def __call__(

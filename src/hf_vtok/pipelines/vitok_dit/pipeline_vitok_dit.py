@@ -75,20 +75,26 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
     ):
         r"""Generate one image per class label.
 
         Args:
-            class_labels: class ids (``0 .. num_classes - 1``).
+            class_labels: class ids (``0 .. num_classes - 1``; also ``[[id], ...]``).
             num_inference_steps: scheduler steps (50 in the original training script's sampler).
             guidance_scale: classifier-free guidance scale (the original samples with 4; 1 = off).
             height / width: image size in pixels (multiples of the AE patch size); default: the
                 transformer's ``num_tokens`` as a square grid.
             generator / latents: random generator(s), or the initial noise ``[B, rows * cols, in_channels]``.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (``[B, rows * cols, C]`` raster order).
+            callback_on_step_end: ``callback(pipeline, step, timestep, tensors) -> dict`` after each step; the
+                ``latents`` it returns replace the pipeline's (diffusers' convention).
+            callback_on_step_end_tensor_inputs: the tensors the callback receives (``"latents"``).
         """
         config = self.transformer.config
         labels, guided = self.check_call(class_labels, guidance_scale, num_inference_steps, output_type)
+        callback_inputs = self.check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         rows, cols = self._grid(height, width)
         latents = self.prepare_latents(
             latents, (labels.shape[0], rows * cols, config.in_channels), generator, torch.float32
@@ -102,7 +108,7 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
 
         self._set_timesteps(num_inference_steps, device)
         step_kwargs = self.step_kwargs(generator)
-        for timestep in self.progress_bar(self.scheduler.timesteps):
+        for index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_input = torch.cat([latents, latents]) if guided else latents
             velocity = self.transformer(
                 model_input.to(dtype),
@@ -115,5 +121,6 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
                 unconditional, conditional = velocity.chunk(2)
                 velocity = classifier_free_guidance(conditional, unconditional, guidance_scale)
             latents = self.scheduler.step(velocity, timestep, latents, **step_kwargs).prev_sample
+            latents = self.step_callback(callback_on_step_end, callback_inputs, index, timestep, latents)
 
         return self.decode_samples(latents, output_type, return_dict, grid_shape=(rows, cols))
