@@ -33,6 +33,7 @@ class TokenizerModelTester:
         seq_length: int,
         batch_size: int = 2,
         is_training: bool = True,
+        expected_num_hidden_layers: int | None = None,
     ):
         self.parent = parent
         self.config = config
@@ -43,9 +44,43 @@ class TokenizerModelTester:
         self.seq_length = seq_length
         self.batch_size = batch_size
         self.is_training = is_training
+        if expected_num_hidden_layers is not None:  # else num_hidden_layers + 1 (the embedding output first)
+            self.expected_num_hidden_layers = expected_num_hidden_layers
 
     def get_config(self):
         return copy.deepcopy(self.config)
 
     def prepare_config_and_inputs_for_common(self):
         return self.get_config(), self.make_inputs(self.batch_size)
+
+
+# Reasons of the tests the thin files skip (listed in the README); each holds for every tokenizer here.
+NO_ATTENTION_WEIGHTS = (
+    "the tokenizers attend through SDPA and return no attention weights (transformers' has_attentions=False)"
+)
+NO_TEXT_MODEL = "no text model: a tokenizer has no token vocabulary to resize"
+NO_LOSS = (
+    "an AutoModel base class without a loss: forward returns the reconstruction and the training losses (L1, "
+    "LPIPS, GAN) are the trainer's (transformers skips these tests for its MODEL_MAPPING classes)"
+)
+NO_TORCHVISION = "hf_vtok's processors are PIL-only by design: the project never depends on torchvision"
+
+
+class TokenizerModelTestMixin:
+    """What every tokenizer's ``ModelTesterMixin`` class shares: no attention weights, no vocabulary, and the vision
+    models' version of the embedding test (the input embedding is the module named by ``input_embeddings``)."""
+
+    has_attentions = False
+    test_resize_embeddings = False
+    input_embeddings: str  # dotted path of the module get_input_embeddings() must return
+
+    def test_model_get_set_embeddings(self):
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(copy.deepcopy(config))
+            embedding = model.get_input_embeddings()
+            self.assertIs(embedding, model.get_submodule(self.input_embeddings))
+            replacement = copy.deepcopy(embedding)
+            model.set_input_embeddings(replacement)
+            self.assertIs(model.get_input_embeddings(), replacement)
+            self.assertIsNone(model.get_output_embeddings())

@@ -8,11 +8,13 @@ from hf_vtok import FlowMoConfig, FlowMoImageProcessor, FlowMoModel
 from tests.testing_utils.tiny_models import TINY_FLOWMO
 
 from .common import (
+    NO_TORCHVISION,
     ConfigTester,
     ImageProcessingTester,
     ImageProcessingTestMixin,
     ModelTesterMixin,
     TokenizerModelTester,
+    TokenizerModelTestMixin,
 )
 
 IMAGE_SIZE = TINY_FLOWMO["image_size"]
@@ -25,7 +27,8 @@ def flowmo_inputs(batch_size: int) -> dict:
     return {"pixel_values": images, "noise": torch.randn(images.shape, generator=generator)}
 
 
-class FlowMoModelTest(ModelTesterMixin, unittest.TestCase):
+class FlowMoModelTest(TokenizerModelTestMixin, ModelTesterMixin, unittest.TestCase):
+    input_embeddings = "encoder.image_embed"
     all_model_classes = (FlowMoModel,)
 
     def setUp(self):
@@ -68,3 +71,7 @@ class FlowMoImageProcessingTester(ImageProcessingTester):
 
 class FlowMoImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
     image_processor_tester_class = FlowMoImageProcessingTester
+
+    @unittest.skip(NO_TORCHVISION)
+    def test_new_models_require_torchvision_backend(self):
+        pass

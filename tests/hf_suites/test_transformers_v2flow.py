@@ -9,11 +9,13 @@ from hf_vtok import V2FlowConfig, V2FlowImageProcessor, V2FlowModel
 from tests.testing_utils.tiny_models import TINY_V2FLOW
 
 from .common import (
+    NO_TORCHVISION,
     ConfigTester,
     ImageProcessingTester,
     ImageProcessingTestMixin,
     ModelTesterMixin,
     TokenizerModelTester,
+    TokenizerModelTestMixin,
 )
 
 IMAGE_SIZE = 16
@@ -35,7 +37,8 @@ def v2flow_inputs(batch_size: int) -> dict:
     return {"latents": latents, "orders": orders, "noise": noise}
 
 
-class V2FlowModelTest(ModelTesterMixin, unittest.TestCase):
+class V2FlowModelTest(TokenizerModelTestMixin, ModelTesterMixin, unittest.TestCase):
+    input_embeddings = "connector.s1.b1"
     all_model_classes = (V2FlowModel,)
 
     def setUp(self):
@@ -45,7 +48,8 @@ class V2FlowModelTest(ModelTesterMixin, unittest.TestCase):
             config,
             v2flow_inputs,
             hidden_size=config.connector_hidden_size,
-            num_hidden_layers=2 * config.connector_depth,  # the connector's RegNet blocks
+            num_hidden_layers=2 * config.connector_depth,  # the connector's RegNet blocks, the stem first
+            expected_num_hidden_layers=2 * config.connector_depth,
             num_attention_heads=config.num_attention_heads,
             seq_length=config.num_tokens,  # one state per latent cell
         )
@@ -78,3 +82,7 @@ class V2FlowImageProcessingTester(ImageProcessingTester):
 
 class V2FlowImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
     image_processor_tester_class = V2FlowImageProcessingTester
+
+    @unittest.skip(NO_TORCHVISION)
+    def test_new_models_require_torchvision_backend(self):
+        pass
