@@ -252,10 +252,18 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
         for index in range(batch):
             valid = patch_mask[index].bool() if patch_mask is not None else torch.ones_like(row_idx[index], dtype=bool)
             rows, cols = row_idx[index], col_idx[index]
+            tops = self._tile_starts(int(rows[valid].min()), int(rows[valid].max()))
+            lefts = self._tile_starts(int(cols[valid].min()), int(cols[valid].max()))
+            if len(tops) == len(lefts) == 1:  # the image fits in one tile: decoded as a whole
+                tokens = valid.nonzero().squeeze(1)
+                output[index, tokens] = self.decoder(
+                    latents[index, tokens][None], rows[tokens][None], cols[tokens][None]
+                )[0][0]
+                continue
             total = output.new_zeros(length, output.shape[-1])
             weights = output.new_zeros(length, 1)
-            for top in self._tile_starts(int(rows[valid].min()), int(rows[valid].max())):
-                for left in self._tile_starts(int(cols[valid].min()), int(cols[valid].max())):
+            for top in tops:
+                for left in lefts:
                     inside = valid & (rows >= top) & (rows < top + self.tile_size)
                     inside &= (cols >= left) & (cols < left + self.tile_size)
                     if not bool(inside.any()):
