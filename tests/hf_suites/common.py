@@ -5,6 +5,7 @@ Importing this module skips the importing test module when the suites are not fe
 """
 
 import copy
+import unittest
 
 from .transformers_suites import suite
 
@@ -84,3 +85,53 @@ class TokenizerModelTestMixin:
             model.set_input_embeddings(replacement)
             self.assertIs(model.get_input_embeddings(), replacement)
             self.assertIsNone(model.get_output_embeddings())
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+
+class WithoutLossModelTestMixin:
+    """An ``AutoModel`` class without a loss: the training tests do not apply (``NO_LOSS``)."""
+
+    @unittest.skip(NO_LOSS)
+    def test_training(self):
+        pass
+
+    @unittest.skip(NO_LOSS)
+    def test_training_gradient_checkpointing(self):
+        pass
+
+    @unittest.skip(NO_LOSS)
+    def test_training_gradient_checkpointing_use_reentrant_false(self):
+        pass
+
+    @unittest.skip(NO_LOSS)
+    def test_training_gradient_checkpointing_use_reentrant_true(self):
+        pass
+
+
+class TokenizerImageProcessingTester(ImageProcessingTester):
+    """The suite's tester for one PIL-backend processor (the suite finds classes by the test file's folder name,
+    which is not a model type here): ``processor_defaults`` set its settings, images come out
+    ``output_size`` squared (families with another layout override ``expected_output_image_shape``)."""
+
+    processor_class: type
+    processor_defaults: dict = {}
+    output_size: int | None = None
+
+    def __init__(self, parent, **kwargs):
+        for key, value in self.processor_defaults.items():
+            kwargs.setdefault(key, copy.deepcopy(value))
+        super().__init__(parent, **kwargs)
+
+    def _get_image_processing_classes(self):
+        return {"pil": self.processor_class}
+
+    def expected_output_image_shape(self, images):
+        return self.num_channels, self.output_size, self.output_size
+
+
+class TokenizerImageProcessingTestMixin(ImageProcessingTestMixin):
+    @unittest.skip(NO_TORCHVISION)
+    def test_new_models_require_torchvision_backend(self):
+        pass

@@ -8,11 +8,10 @@ from hf_vtok import FlowMoConfig, FlowMoImageProcessor, FlowMoModel
 from tests.testing_utils.tiny_models import TINY_FLOWMO
 
 from .common import (
-    NO_TORCHVISION,
     ConfigTester,
-    ImageProcessingTester,
-    ImageProcessingTestMixin,
     ModelTesterMixin,
+    TokenizerImageProcessingTester,
+    TokenizerImageProcessingTestMixin,
     TokenizerModelTester,
     TokenizerModelTestMixin,
 )
@@ -53,25 +52,12 @@ class FlowMoModelTest(TokenizerModelTestMixin, ModelTesterMixin, unittest.TestCa
             encoder_depth=1,
         )
 
-    def test_config(self):
-        self.config_tester.run_common_tests()
+
+class FlowMoImageProcessingTester(TokenizerImageProcessingTester):
+    processor_class = FlowMoImageProcessor
+    processor_defaults = {"image_size": IMAGE_SIZE}
+    output_size = IMAGE_SIZE
 
 
-class FlowMoImageProcessingTester(ImageProcessingTester):
-    def __init__(self, parent, **kwargs):
-        kwargs.setdefault("image_size", IMAGE_SIZE)
-        super().__init__(parent, **kwargs)
-
-    def _get_image_processing_classes(self):
-        return {"pil": FlowMoImageProcessor}
-
-    def expected_output_image_shape(self, images):
-        return self.num_channels, IMAGE_SIZE, IMAGE_SIZE
-
-
-class FlowMoImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
+class FlowMoImageProcessingTest(TokenizerImageProcessingTestMixin, unittest.TestCase):
     image_processor_tester_class = FlowMoImageProcessingTester
-
-    @unittest.skip(NO_TORCHVISION)
-    def test_new_models_require_torchvision_backend(self):
-        pass

@@ -9,14 +9,13 @@ from hf_vtok import LatentTokenImageProcessor, MAETokConfig, MAETokModel, SoftVQ
 from tests.testing_utils.tiny_models import TINY_LATENT_TOKEN_VIT, TINY_SOFTVQ_EXTRA
 
 from .common import (
-    NO_LOSS,
-    NO_TORCHVISION,
     ConfigTester,
-    ImageProcessingTester,
-    ImageProcessingTestMixin,
     ModelTesterMixin,
+    TokenizerImageProcessingTester,
+    TokenizerImageProcessingTestMixin,
     TokenizerModelTester,
     TokenizerModelTestMixin,
+    WithoutLossModelTestMixin,
 )
 
 IMAGE_SIZE = TINY_LATENT_TOKEN_VIT["image_size"]
@@ -27,7 +26,7 @@ def latent_token_inputs(batch_size: int) -> dict:
     return {"pixel_values": images * 2 - 1}
 
 
-class _LatentTokenViTModelTest(TokenizerModelTestMixin, ModelTesterMixin):
+class _LatentTokenViTModelTest(WithoutLossModelTestMixin, TokenizerModelTestMixin, ModelTesterMixin):
     input_embeddings = "encoder.patch_embed"
     config_class: type
     config_extra: dict = {}
@@ -56,25 +55,6 @@ class _LatentTokenViTModelTest(TokenizerModelTestMixin, ModelTesterMixin):
             latent_channels=8,
         )
 
-    def test_config(self):
-        self.config_tester.run_common_tests()
-
-    @unittest.skip(NO_LOSS)
-    def test_training(self):
-        pass
-
-    @unittest.skip(NO_LOSS)
-    def test_training_gradient_checkpointing(self):
-        pass
-
-    @unittest.skip(NO_LOSS)
-    def test_training_gradient_checkpointing_use_reentrant_false(self):
-        pass
-
-    @unittest.skip(NO_LOSS)
-    def test_training_gradient_checkpointing_use_reentrant_true(self):
-        pass
-
 
 class SoftVQModelTest(_LatentTokenViTModelTest, unittest.TestCase):
     all_model_classes = (SoftVQModel,)
@@ -87,21 +67,11 @@ class MAETokModelTest(_LatentTokenViTModelTest, unittest.TestCase):
     config_class = MAETokConfig
 
 
-class LatentTokenImageProcessingTester(ImageProcessingTester):
-    def __init__(self, parent, **kwargs):
-        kwargs.setdefault("size", {"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-        super().__init__(parent, **kwargs)
-
-    def _get_image_processing_classes(self):
-        return {"pil": LatentTokenImageProcessor}
-
-    def expected_output_image_shape(self, images):
-        return self.num_channels, IMAGE_SIZE, IMAGE_SIZE
+class LatentTokenImageProcessingTester(TokenizerImageProcessingTester):
+    processor_class = LatentTokenImageProcessor
+    processor_defaults = {"size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}}
+    output_size = IMAGE_SIZE
 
 
-class LatentTokenImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
+class LatentTokenImageProcessingTest(TokenizerImageProcessingTestMixin, unittest.TestCase):
     image_processor_tester_class = LatentTokenImageProcessingTester
-
-    @unittest.skip(NO_TORCHVISION)
-    def test_new_models_require_torchvision_backend(self):
-        pass

@@ -9,11 +9,10 @@ from hf_vtok import V2FlowConfig, V2FlowImageProcessor, V2FlowModel
 from tests.testing_utils.tiny_models import TINY_V2FLOW
 
 from .common import (
-    NO_TORCHVISION,
     ConfigTester,
-    ImageProcessingTester,
-    ImageProcessingTestMixin,
     ModelTesterMixin,
+    TokenizerImageProcessingTester,
+    TokenizerImageProcessingTestMixin,
     TokenizerModelTester,
     TokenizerModelTestMixin,
 )
@@ -64,25 +63,12 @@ class V2FlowModelTest(TokenizerModelTestMixin, ModelTesterMixin, unittest.TestCa
             num_attention_heads=2,
         )
 
-    def test_config(self):
-        self.config_tester.run_common_tests()
+
+class V2FlowImageProcessingTester(TokenizerImageProcessingTester):
+    processor_class = V2FlowImageProcessor
+    processor_defaults = {"crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}}
+    output_size = IMAGE_SIZE
 
 
-class V2FlowImageProcessingTester(ImageProcessingTester):
-    def __init__(self, parent, **kwargs):
-        kwargs.setdefault("crop_size", {"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-        super().__init__(parent, **kwargs)
-
-    def _get_image_processing_classes(self):
-        return {"pil": V2FlowImageProcessor}
-
-    def expected_output_image_shape(self, images):
-        return self.num_channels, IMAGE_SIZE, IMAGE_SIZE
-
-
-class V2FlowImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
+class V2FlowImageProcessingTest(TokenizerImageProcessingTestMixin, unittest.TestCase):
     image_processor_tester_class = V2FlowImageProcessingTester
-
-    @unittest.skip(NO_TORCHVISION)
-    def test_new_models_require_torchvision_backend(self):
-        pass

@@ -8,14 +8,13 @@ from hf_vtok import ViTokConfig, ViTokImageProcessor, ViTokModel
 from tests.testing_utils.tiny_models import TINY_VITOK_VARIANT
 
 from .common import (
-    NO_LOSS,
-    NO_TORCHVISION,
     ConfigTester,
-    ImageProcessingTester,
-    ImageProcessingTestMixin,
     ModelTesterMixin,
+    TokenizerImageProcessingTester,
+    TokenizerImageProcessingTestMixin,
     TokenizerModelTester,
     TokenizerModelTestMixin,
+    WithoutLossModelTestMixin,
 )
 
 IMAGE_SIZE = 16  # 2 x 2 patches of 8 pixels
@@ -26,7 +25,7 @@ def vitok_inputs(batch_size: int) -> dict:
     return {"pixel_values": images * 2 - 1}
 
 
-class ViTokModelTest(TokenizerModelTestMixin, ModelTesterMixin, unittest.TestCase):
+class ViTokModelTest(WithoutLossModelTestMixin, TokenizerModelTestMixin, ModelTesterMixin, unittest.TestCase):
     input_embeddings = "encoder.patch_embed"
     all_model_classes = (ViTokModel,)
 
@@ -53,45 +52,15 @@ class ViTokModelTest(TokenizerModelTestMixin, ModelTesterMixin, unittest.TestCas
             latent_channels=4,
         )
 
-    def test_config(self):
-        self.config_tester.run_common_tests()
 
-    @unittest.skip(NO_LOSS)
-    def test_training(self):
-        pass
-
-    @unittest.skip(NO_LOSS)
-    def test_training_gradient_checkpointing(self):
-        pass
-
-    @unittest.skip(NO_LOSS)
-    def test_training_gradient_checkpointing_use_reentrant_false(self):
-        pass
-
-    @unittest.skip(NO_LOSS)
-    def test_training_gradient_checkpointing_use_reentrant_true(self):
-        pass
-
-
-class ViTokImageProcessingTester(ImageProcessingTester):
-    def __init__(self, parent, **kwargs):
-        kwargs.setdefault("patch_size", 8)
-        kwargs.setdefault("max_num_patches", 64)
-        kwargs.setdefault("do_resize", True)
-        kwargs.setdefault("size", {"longest_edge": 64})
-        super().__init__(parent, **kwargs)
-
-    def _get_image_processing_classes(self):
-        return {"pil": ViTokImageProcessor}
+class ViTokImageProcessingTester(TokenizerImageProcessingTester):
+    processor_class = ViTokImageProcessor
+    processor_defaults = {"patch_size": 8, "max_num_patches": 64, "do_resize": True, "size": {"longest_edge": 64}}
 
     def expected_output_image_shape(self, images):
         # padded to max_num_patches tokens of num_channels * p * p values
         return self.max_num_patches, self.num_channels * self.patch_size**2
 
 
-class ViTokImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
+class ViTokImageProcessingTest(TokenizerImageProcessingTestMixin, unittest.TestCase):
     image_processor_tester_class = ViTokImageProcessingTester
-
-    @unittest.skip(NO_TORCHVISION)
-    def test_new_models_require_torchvision_backend(self):
-        pass

@@ -392,6 +392,20 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
 
+    @staticmethod
+    def _forward_output(encoded, decoded, losses: dict | None, return_dict: bool, **extra):
+        """``forward``'s result from its encoder and decoder outputs and named ``losses`` (``loss``: their sum)."""
+        output = LatentTokenViTOutput(
+            loss=sum(losses.values()) if losses else None,
+            sample=decoded.sample,
+            latents=encoded.latents,
+            losses=losses,
+            hidden_states=encoded.hidden_states,
+            decoder_hidden_states=decoded.hidden_states,
+            **extra,
+        )
+        return output if return_dict else output.to_tuple()
+
     def _encoder_states(self, pixel_values, token_mask, interpolate_pos_encoding, output_hidden_states):
         """``self.encoder`` (one sample at a time with ``enable_slicing()``): latents, last and all hidden states."""
         return self._batch_sliced(

@@ -208,13 +208,4 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
         if feature_targets is not None:
             targets = feature_targets if isinstance(feature_targets, dict) else feature_targets(pixel_values)
             losses = self.auxiliary_losses(encoded.latents, targets, encoded.token_mask)
-        output = LatentTokenViTOutput(
-            loss=sum(losses.values()) if losses else None,
-            sample=decoded.sample,
-            latents=encoded.latents,
-            losses=losses,
-            hidden_states=encoded.hidden_states,
-            decoder_hidden_states=decoded.hidden_states,
-            token_mask=encoded.token_mask,
-        )
-        return output if return_dict else output.to_tuple()
+        return self._forward_output(encoded, decoded, losses, return_dict, token_mask=encoded.token_mask)

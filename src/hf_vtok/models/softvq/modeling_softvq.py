@@ -111,12 +111,4 @@ class SoftVQModel(LatentTokenViTPreTrainedModel):
         encoded = self.encode(pixel_values, interpolate_pos_encoding, output_hidden_states)
         decoded = self._reconstruct(encoded.latents, pixel_values, interpolate_pos_encoding, output_hidden_states)
         losses = {"entropy": encoded.entropy_loss} if encoded.entropy_loss is not None else None
-        output = LatentTokenViTOutput(
-            loss=sum(losses.values()) if losses else None,
-            sample=decoded.sample,
-            latents=encoded.latents,
-            losses=losses,
-            hidden_states=encoded.hidden_states,
-            decoder_hidden_states=decoded.hidden_states,
-        )
-        return output if return_dict else output.to_tuple()
+        return self._forward_output(encoded, decoded, losses, return_dict)
