@@ -23,13 +23,27 @@ from .remote_code import RemoteCodeMixin
 from .utils.images import load_image, to_rgb
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+_KEPT_MODES = ("L", "RGB", "RGBA")  # the PIL modes do_convert_rgb=False passes on as they are
+
+
+def same_channels(pixels: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``pixels`` (``[C, H, W]`` each), checked to have one channel count (``do_convert_rgb=False`` keeps theirs)."""
+    counts = sorted({image.shape[0] for image in pixels})
+    if len(counts) > 1:
+        raise ValueError(
+            f"the images of a batch have {counts} channels; with do_convert_rgb=False they must all have the same"
+        )
+    return pixels
 
 
 class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
     """Input handling shared by every hf_vtok processor.
 
     ``process_image`` returns an RGB ``PIL.Image`` for 8-bit inputs (so PIL resampling matches the
-    originals) and a float32 ``[3, H, W]`` tensor for float inputs.
+    originals) and a float32 ``[3, H, W]`` tensor for float inputs. With ``do_convert_rgb=False`` images keep
+    their own 1, 3 or 4 channels (L / RGB / RGBA, no alpha compositing), for a model built with that
+    ``num_channels``; ``image_mean`` / ``image_std`` then need one value per channel, and other PIL modes are
+    an error.
     """
 
     _remote_config_file = "preprocessor_config.json"
@@ -66,10 +80,16 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         return prepared
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, do_rescale=None, **kwargs):
+        keep_channels = do_convert_rgb is False
         if isinstance(image, Image.Image):
             if image.width == 0 or image.height == 0:
                 raise ValueError(f"image has zero size ({image.width}x{image.height})")
-            return to_rgb(image)
+            if keep_channels and image.mode not in _KEPT_MODES:
+                raise ValueError(
+                    f"do_convert_rgb=False passes {'/'.join(_KEPT_MODES)} images on as they are; a mode "
+                    f"{image.mode!r} image must be converted first (or pass do_convert_rgb=True)"
+                )
+            return image if keep_channels else to_rgb(image)
         if isinstance(image, torch.Tensor):
             image = image.detach().cpu().numpy()
         if not isinstance(image, np.ndarray):
@@ -93,7 +113,8 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         if image.dtype == np.uint8:
             pil_mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
             array = np.ascontiguousarray(np.moveaxis(image, 0, -1))
-            return to_rgb(Image.fromarray(array[..., 0] if channels == 1 else array, mode=pil_mode))
+            pil_image = Image.fromarray(array[..., 0] if channels == 1 else array, mode=pil_mode)
+            return pil_image if keep_channels else to_rgb(pil_image)
         if not np.issubdtype(image.dtype, np.floating):
             raise ValueError(f"image arrays must be uint8 or floating point, got dtype {image.dtype}")
         pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
@@ -105,7 +126,9 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
                 "float image already in [0, 1] but do_rescale=True would divide it by 255 again; "
                 "pass do_rescale=False (or give uint8 / PIL images)"
             )
-        if channels == 4:  # composite over white, as for RGBA PIL images
+        if keep_channels:
+            pass
+        elif channels == 4:  # composite over white, as for RGBA PIL images
             alpha = pixels[3:] / scale
             pixels = pixels[:3] * alpha + scale * (1 - alpha)
         elif channels == 1:
@@ -144,7 +167,7 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
 
     def _pack(self, pixels: list[torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
         """Normalized ``[3, H, W]`` images -> the model inputs; the base stacks them into ``pixel_values``."""
-        return {"pixel_values": torch.stack(pixels)}
+        return {"pixel_values": torch.stack(same_channels(pixels))}
 
     @staticmethod
     def _height_width(image) -> tuple[int, int]:
@@ -156,9 +179,14 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         computed in ``_normalize_dtype``."""
         dtype = self._normalize_dtype
         if isinstance(image, Image.Image):
-            pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).to(dtype)
+            pixels = torch.from_numpy(np.atleast_3d(np.asarray(image)).copy()).permute(2, 0, 1).to(dtype)
         else:
             pixels = image.to(dtype)
+        if do_normalize and not len(image_mean) == len(image_std) == pixels.shape[0]:
+            raise ValueError(
+                f"an image with {pixels.shape[0]} channels needs image_mean / image_std with {pixels.shape[0]} "
+                f"values, got {list(image_mean)} / {list(image_std)}"
+            )
         if do_rescale:
             # dividing by 255 (not multiplying by 1/255) is what torchvision's ToTensor does, bit for bit
             pixels = pixels / 255.0 if math.isclose(rescale_factor, 1 / 255) else pixels * rescale_factor

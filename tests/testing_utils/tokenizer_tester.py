@@ -5,16 +5,24 @@ between families with the class attributes (``discrete``, ``stochastic_decoder``
 bfloat16 model returns) and the ``*_kwargs`` hooks (a seeded generator for stochastic steps).
 """
 
+import copy
+import inspect
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch._dynamo
 import torch.utils._device
 from accelerate import init_empty_weights
+from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from hf_vtok.modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput
+from hf_vtok.modeling_outputs import (
+    SequenceLatentDistribution,
+    VisualTokenizerDecoderOutput,
+    VisualTokenizerEncoderOutput,
+)
 
 BAD_SHAPES = ("fewer_dims", "more_dims", "extra_channel")
 
@@ -38,6 +46,26 @@ def assert_same_outputs(actual, expected, name: str = "output") -> None:
         assert torch.equal(actual, expected), f"{name}: values differ"
     else:
         assert actual == expected, f"{name}: {actual!r} vs {expected!r}"
+
+
+def assert_close_outputs(actual, expected, tolerance: float, name: str = "output") -> None:
+    """``assert_same_outputs`` with float tensors allowed ``relative_error <= tolerance`` (integers stay exact)."""
+    if isinstance(expected, SequenceLatentDistribution):
+        actual, expected = actual.distribution.parameters, expected.distribution.parameters
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), f"{name}: keys {list(actual)} vs {list(expected)}"
+        for key in expected:
+            assert_close_outputs(actual[key], expected[key], tolerance, f"{name}.{key}")
+    elif isinstance(expected, (tuple, list)):
+        assert isinstance(actual, (tuple, list)) and len(actual) == len(expected), f"{name}: length differs"
+        for index, (left, right) in enumerate(zip(actual, expected)):
+            assert_close_outputs(left, right, tolerance, f"{name}[{index}]")
+    elif isinstance(expected, torch.Tensor) and expected.is_floating_point():
+        assert isinstance(actual, torch.Tensor) and actual.dtype == expected.dtype, f"{name}: dtype differs"
+        error = relative_error(actual, expected) if expected.abs().max() > 0 else actual.abs().max().item()
+        assert error <= tolerance, f"{name}: relative error {error:.3g} > {tolerance}"
+    else:
+        assert_same_outputs(actual, expected, name)
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -68,6 +96,9 @@ class TokenizerTesterMixin:
     bf16_tolerance = 0.05  # max |bf16 - fp32| / max |fp32| of the latents and of the decoded sample
     bf16_token_agreement = 0.8  # share of equal ids (discrete families: a rounding can flip a bit)
     compile_tolerance = 1e-5
+    decoder_hidden_states_in_forward = True  # forward's decoder runs once (not a sampler loop)
+    supports_tiling = False  # enable_tiling() works (else diffusers' NotImplementedError)
+    slicing_tolerance = 1e-5  # relative error of a sliced encode / decode (see test_slicing_matches_the_batch)
 
     # -- what a family provides ---------------------------------------------------------------------
     def get_config(self):
@@ -101,6 +132,10 @@ class TokenizerTesterMixin:
     def forward_kwargs(self) -> dict:
         """Extra arguments of ``model(...)``: one generator serves both steps: the encoder's (it draws first)."""
         return {**self.decode_kwargs(), **self.encode_kwargs()}
+
+    def slicing_decode_kwargs(self, batch_size: int) -> dict:
+        """``decode`` arguments under which a sliced decode must equal the batched one (all noise given)."""
+        return self.decode_kwargs()
 
     def compile_kwargs(self) -> dict:
         """Arguments of the compiled ``encode`` (tensors only: a graph takes no ``torch.Generator``)."""
@@ -253,10 +288,13 @@ class TokenizerTesterMixin:
         eager = model.encode(**kwargs)
         assert type(compiled) is type(eager) and compiled.keys() == eager.keys()
         for key, value in eager.items():
+            actual = compiled[key]
+            if isinstance(value, SequenceLatentDistribution):  # compare the distributions' parameters
+                actual, value = actual.distribution.parameters, value.distribution.parameters
             if value.is_floating_point():
-                torch.testing.assert_close(compiled[key], value, atol=self.compile_tolerance, rtol=0, msg=key)
+                torch.testing.assert_close(actual, value, atol=self.compile_tolerance, rtol=0, msg=key)
             else:
-                assert torch.equal(compiled[key], value), key
+                assert torch.equal(actual, value), key
 
     # -- construction ---------------------------------------------------------------------------------
     def _assert_built_empty(self, build):
@@ -293,3 +331,134 @@ class TokenizerTesterMixin:
         bad = self.bad_latents(self._encode(model, inputs).latents)[case]
         with pytest.raises(ValueError, match=re.escape(str(tuple(bad.shape)))):
             self._decode(model, bad)
+
+    # -- the transformers / diffusers surface ---------------------------------------------------------
+    @torch.no_grad()
+    def test_forward_returns_hidden_states(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        call = {self.input_name: inputs}
+        output = model(**call, **self.forward_kwargs(), output_hidden_states=True)
+        encoded = self._encode(model, inputs, output_hidden_states=True)
+        assert output.hidden_states is not None and len(output.hidden_states) > 1
+        assert_same_outputs(output.hidden_states, encoded.hidden_states, "hidden_states")
+        if self.decoder_hidden_states_in_forward:
+            decoded = self._decode(model, encoded.latents, output_hidden_states=True)
+            assert_same_outputs(output.decoder_hidden_states, decoded.hidden_states, "decoder_hidden_states")
+        else:
+            assert output.decoder_hidden_states is None
+        assert model(**call, **self.forward_kwargs()).hidden_states is None
+        model.config.output_hidden_states = True  # the default of forward, as in transformers
+        assert_same_outputs(model(**call, **self.forward_kwargs()).hidden_states, output.hidden_states, "config")
+        assert model(**call, **self.forward_kwargs(), output_hidden_states=False).hidden_states is None
+
+    @torch.no_grad()
+    def test_get_input_embeddings_is_the_layer_the_input_enters(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        embedding = model.get_input_embeddings()
+        seen = []
+        handle = embedding.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+        try:
+            self._encode(model, inputs)
+        finally:
+            handle.remove()
+        assert len(seen) == 1, f"the input embedding ran {len(seen)} times in encode"
+        # it reads the input itself (maybe cut into patches): the same values
+        assert torch.equal(seen[0].flatten().sort().values, inputs.to(seen[0].dtype).flatten().sort().values)
+        replacement = copy.deepcopy(embedding)
+        model.set_input_embeddings(replacement)
+        assert model.get_input_embeddings() is replacement
+
+    @torch.no_grad()
+    def test_slicing_matches_the_batch(self):
+        """``enable_slicing()`` encodes / decodes one sample at a time. Each sample gets the computation it gets in
+        the batch, but a matrix product's rows can round differently with the number of rows it is given (the
+        BLAS kernel handles a remainder of rows apart): floats agree to ``slicing_tolerance``, ids exactly."""
+        model, inputs = self.get_model(), self.get_inputs(batch_size=3)
+        encoded = self._encode(model, inputs, output_hidden_states=True)
+        decoded = model.decode(encoded.latents, **self.slicing_decode_kwargs(len(inputs)))
+        calls = []
+        handle = model.get_input_embeddings().register_forward_hook(lambda *_: calls.append(1))
+        model.enable_slicing()
+        try:
+            assert model.use_slicing
+            sliced = self._encode(model, inputs, output_hidden_states=True)
+            assert len(calls) == len(inputs), "enable_slicing() did not encode one sample at a time"
+            assert_close_outputs(sliced, encoded, self.slicing_tolerance, "sliced encode")
+            sliced = model.decode(encoded.latents, **self.slicing_decode_kwargs(len(inputs)))
+            assert_close_outputs(sliced, decoded, self.slicing_tolerance, "sliced decode")
+        finally:
+            handle.remove()
+            model.disable_slicing()
+        assert not model.use_slicing
+        assert_same_outputs(model.decode(encoded.latents, **self.slicing_decode_kwargs(len(inputs))), decoded)
+
+    @torch.no_grad()
+    def test_diffusers_retrieve_latents_reads_the_latents(self):
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
+
+        model, inputs = self.get_model(), self.get_inputs()
+        encoded = self._encode(model, inputs)
+        assert torch.equal(retrieve_latents(encoded, sample_mode="argmax"), encoded.latents)
+        assert torch.equal(retrieve_latents(encoded, generator=seeded(0)), encoded.latents)
+
+    def test_enable_tiling_only_where_the_decoder_takes_tiles(self):
+        model = self.get_model()
+        if self.supports_tiling:
+            model.enable_tiling()
+            assert model.use_tiling
+            model.disable_tiling()
+            assert not model.use_tiling
+        else:
+            with pytest.raises(NotImplementedError, match="Tiling"):
+                model.enable_tiling()
+
+    @torch.no_grad()
+    def test_processor_keeps_the_channels_without_convert_rgb(self):
+        processor = self.get_processor()
+        if processor is None:
+            pytest.skip(f"{self.model_class.__name__} takes no images (its pipeline's processor is tested there)")
+        rgba = np.random.RandomState(0).randint(0, 256, (32, 40, 4), dtype=np.uint8)
+        rgba[..., 3] = 255
+        four = {"image_mean": [0.5] * 4, "image_std": [0.5] * 4, "return_tensors": "pt"}
+        kept = processor(rgba, do_convert_rgb=False, **four)
+        # the raw channels, none composited away: the colours as the RGB image gives them, then the alpha
+        colour_and_alpha = _by_channel(kept["pixel_values"], 4)
+        assert torch.equal(
+            colour_and_alpha[:, :3], _by_channel(processor(rgba, return_tensors="pt")["pixel_values"], 3)
+        )
+        alpha = colour_and_alpha[:, 3]
+        if "patch_mask" in kept:  # NaFlex padding tokens are zeros
+            alpha = alpha[kept["patch_mask"]]
+        assert torch.equal(alpha, torch.ones_like(alpha))
+        gray = processor(
+            Image.fromarray(rgba[..., 0]), do_convert_rgb=False, **{**four, "image_mean": [0.5], "image_std": [0.5]}
+        )
+        assert torch.equal(
+            _by_channel(gray["pixel_values"], 1)[:, 0],
+            _by_channel(processor(rgba[..., [0, 0, 0]], return_tensors="pt")["pixel_values"], 3)[:, 0],
+        )
+        with pytest.raises(ValueError, match="4 values"):
+            processor(rgba, do_convert_rgb=False, return_tensors="pt")
+        with pytest.raises(ValueError, match="CMYK"):
+            processor(Image.fromarray(rgba).convert("CMYK"), do_convert_rgb=False, **four)
+        with pytest.raises(ValueError, match=r"\[3, 4\] channels"):
+            processor([rgba[..., :3], rgba], do_convert_rgb=False, do_normalize=False, return_tensors="pt")
+        # a model built for 4 channels takes them; the 3-channel model says what it got
+        inputs = {key: value for key, value in kept.items() if key in self._encode_keys()}
+        with pytest.raises(ValueError, match=re.escape(str(tuple(kept["pixel_values"].shape)))):
+            self.get_model().encode(**inputs)
+        config = self.get_config()
+        config.num_channels = 4
+        assert self.model_class(config).eval().encode(**inputs).latents.shape[0] == 1
+
+    def _encode_keys(self) -> set[str]:
+        return set(inspect.signature(self.model_class.encode).parameters)
+
+
+def _by_channel(pixel_values: torch.Tensor, channels: int) -> torch.Tensor:
+    """Processor output with the channels at dim 1: images ``[B, C, H, W]`` as they are, ViTok's patch vectors
+    ``[B, N, C*p*p]`` (channel-major) as ``[B, C, N, p*p]``."""
+    if pixel_values.dim() == 3:
+        return pixel_values.unflatten(-1, (channels, -1)).transpose(1, 2)
+    assert pixel_values.shape[1] == channels, tuple(pixel_values.shape)
+    return pixel_values

@@ -40,6 +40,8 @@ class TestFlowMoTokenizer(TokenizerTesterMixin):
     def get_processor(self):
         return FlowMoImageProcessor(image_size=16)
 
+    decoder_hidden_states_in_forward = False  # the decoder runs once per sampler step
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -444,3 +446,53 @@ def test_cli_preset_download_fails_clearly_offline(tmp_path):
         main(["convert", "flowmo", "--preset", "flowmo-lo", "--output", str(tmp_path)])
     with pytest.raises(ValueError, match="no released checkpoint"):
         main(["convert", "flowmo", "--preset", "flowmo-p8", "--output", str(tmp_path)])
+
+
+# ------------------------------------------------------------------------------------------------
+# the transformers / diffusers surface
+@torch.no_grad()
+def test_latent_dist_is_the_posterior_in_the_latents_layout():
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
+
+    model = tiny_flowmo_model(quantization_type="kl")
+    images = _images()
+    encoded = model.encode(images, generator=torch.Generator().manual_seed(3))
+    posterior = encoded.latent_dist
+    assert posterior.mean.shape == posterior.std.shape == encoded.latents.shape == (2, 4, 6)
+    # the same noise as encode's own posterior sample, and the mean as its mode
+    assert torch.equal(posterior.sample(torch.Generator().manual_seed(3)), encoded.latents)
+    assert torch.equal(posterior.mode(), model.encode(images, sample_posterior=False).latents)
+    assert torch.equal(retrieve_latents(encoded, sample_mode="argmax"), posterior.mode())
+    assert posterior.kl().shape == (2,) and torch.equal(posterior.kl().mean(), encoded.quantizer_losses["kl_loss"])
+    decoded = model.decode(retrieve_latents(encoded, generator=torch.Generator().manual_seed(3)), noise=_images())
+    assert decoded.sample.shape == images.shape
+
+
+@torch.no_grad()
+def test_lfq_latent_dist_is_a_point_mass(model):
+    encoded = model.encode(_images())
+    assert torch.equal(encoded.latent_dist.sample(torch.Generator().manual_seed(0)), encoded.latents)
+    assert torch.equal(encoded.latent_dist.mode(), encoded.latents)
+    assert encoded.latent_dist == model.encode(_images()).latent_dist
+
+
+def test_parameters_without_gradient_are_those_no_loss_reaches(tmp_path):
+    model = tiny_flowmo_model().train()
+    declared = model.parameters_without_gradient()
+    assert {name for name, parameter in model.named_parameters() if not parameter.requires_grad} == set(declared)
+    model.requires_grad_(True)
+    model(_images(), generator=torch.Generator().manual_seed(0)).loss.backward()  # training mode: the loss
+    assert {name for name, parameter in model.named_parameters() if parameter.grad is None} == set(declared)
+    model.save_pretrained(tmp_path)
+    loaded = FlowMoModel.from_pretrained(tmp_path)
+    assert {name for name, parameter in loaded.named_parameters() if not parameter.requires_grad} == set(declared)
+
+
+@torch.no_grad()
+def test_forward_computes_the_loss_in_training_mode_only(model):
+    assert model(_images(), noise=_images()).loss is None
+    model.train()
+    try:
+        assert model(_images(), generator=torch.Generator().manual_seed(0)).loss is not None
+    finally:
+        model.eval()

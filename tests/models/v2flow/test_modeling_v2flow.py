@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers import AutoModel
 
-from hf_vtok import V2FLOW_PRESETS, V2FlowConfig, V2FlowModel
+from hf_vtok import V2FLOW_PRESETS, V2FlowConfig, V2FlowImageProcessor, V2FlowModel
 from hf_vtok.cli import main
 from hf_vtok.data import cache_latents, load_latent_cache
 from hf_vtok.models.v2flow.llm_vocabulary import extract_llm_vocabulary, load_llm_vocabulary
@@ -58,6 +58,24 @@ class TestV2FlowTokenizer(TokenizerTesterMixin):
         return {
             "gumbel_noise": -torch.empty(2, 16, TINY_V2FLOW["llm_vocab_size"]).exponential_(generator=seeded(3)).log()
         }
+
+    decoder_hidden_states_in_forward = False  # the MAR transformer runs once per masked-AR step
+
+    def test_processor_keeps_the_channels_without_convert_rgb(self):
+        """The DC-AE's processor (the tokenizer itself takes latents)."""
+        processor = V2FlowImageProcessor(crop_size={"height": 16, "width": 16})
+        rgba = np.random.RandomState(0).randint(0, 256, (20, 24, 4), dtype=np.uint8)
+        rgba[..., 3] = 255
+        kept = processor(rgba, do_convert_rgb=False, image_mean=[0.5] * 4, image_std=[0.5] * 4, return_tensors="pt")
+        assert kept["pixel_values"].shape == (1, 4, 16, 16)
+        assert torch.equal(kept["pixel_values"][:, :3], processor(rgba, return_tensors="pt")["pixel_values"])
+        with pytest.raises(ValueError, match="4 values"):
+            processor(rgba, do_convert_rgb=False, return_tensors="pt")
+
+    def slicing_decode_kwargs(self, batch_size):
+        # sliced, the flow noise would be drawn sample by sample: give it
+        token_dim = V2FlowConfig(**TINY_V2FLOW).token_dim
+        return {**self.decode_kwargs(), "noise": torch.randn(batch_size, 16, token_dim, generator=seeded(4))}
 
 
 @pytest.fixture(scope="module")
@@ -541,3 +559,45 @@ def test_llm_vocabulary_from_sharded_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="several"):
         extract_llm_vocabulary(tmp_path)
     assert torch.equal(extract_llm_vocabulary(tmp_path, key="model.embed_tokens.weight"), embed)
+
+
+# --------------------------------------------------------------------------------------------------
+# the transformers surface
+@torch.no_grad()
+def test_decode_and_forward_name_unknown_arguments(model, latents):
+    with pytest.raises(TypeError, match=r"\['output_attentions'\]"):
+        model(latents, output_attentions=True, generator=seeded(0))
+    with pytest.raises(TypeError, match=r"\['num_step'\]"):
+        model.decode(model.encode(latents, generator=seeded(0)), num_step=2)
+    model.train()
+    try:
+        with pytest.raises(TypeError, match=r"\['output_attentions'\]"):
+            model(latents, output_attentions=True, generator=seeded(0))
+    finally:
+        model.eval()
+
+
+def test_buffers_are_the_same_after_a_meta_build():
+    """transformers' test_init_weights_can_init_buffers: __init__ and _init_weights give the same buffers."""
+    config = V2FlowConfig(**TINY_V2FLOW)
+    direct = dict(V2FlowModel(config).named_buffers())
+    with torch.device("meta"):
+        empty = V2FlowModel(config)
+    empty.to_empty(device="cpu")
+    empty.init_weights()
+    rebuilt = dict(empty.named_buffers())
+    assert sorted(direct) == sorted(rebuilt) and {"llm_embed_tokens", "quantizer.codebook"} <= set(direct)
+    for name, buffer in direct.items():
+        assert torch.equal(buffer, rebuilt[name]), name
+    assert direct["llm_embed_tokens"].std() > 0.01  # a random stand-in, not zeros
+
+
+@torch.no_grad()
+def test_sliced_decode_needs_the_batch_for_intermediates(model, latents):
+    encoded = model.encode(latents, generator=seeded(0))
+    model.enable_slicing()
+    try:
+        with pytest.raises(ValueError, match="disable_slicing"):
+            model.decode(encoded, return_intermediates=True, generator=seeded(1))
+    finally:
+        model.disable_slicing()

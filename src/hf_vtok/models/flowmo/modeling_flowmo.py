@@ -18,7 +18,12 @@ from torch import nn
 from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in component modules)
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from ...modeling_outputs import VisualTokenizerDecoderOutput, VisualTokenizerEncoderOutput, VisualTokenizerOutput
+from ...modeling_outputs import (
+    SequenceLatentDistribution,
+    VisualTokenizerDecoderOutput,
+    VisualTokenizerEncoderOutput,
+    VisualTokenizerOutput,
+)
 from ...modeling_utils import VisualTokenizerPreTrainedModel
 from ...modules import (
     GELUMLP,
@@ -58,14 +63,16 @@ class FlowMoEncoderOutput(VisualTokenizerEncoderOutput):
         prequant_latents: the encoder output before quantization (``[B, code_length, 2 * context_dim]`` for ``kl``).
         quantizer_loss: weighted quantizer loss (LFQ entropy + commitment, or the KL); 0 when not computed.
         quantizer_losses: its unweighted terms when computed.
-        latent_dist: the diffusers ``DiagonalGaussianDistribution`` of the ``kl`` variant.
+        latent_dist: the posterior (diffusers' ``DiagonalGaussianDistribution`` in the latents'
+            ``[B, code_length, context_dim]`` layout: ``latent_dist.sample(generator)`` / ``latent_dist.mode()`` are
+            what ``decode`` takes): the ``kl`` variant's Gaussian, a point mass at ``latents`` for the others.
         hidden_states / code_hidden_states: image / code stream after the embedding and after each block.
     """
 
     prequant_latents: torch.FloatTensor | None = None
     quantizer_loss: torch.FloatTensor | None = None
     quantizer_losses: dict[str, torch.Tensor] | None = None
-    latent_dist: object | None = None
+    latent_dist: SequenceLatentDistribution | None = None
     code_hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
@@ -162,6 +169,10 @@ class FlowMoBlock(GradientCheckpointingLayer):
             setattr(self, f"{stream}_attention", attention)
             setattr(self, f"{stream}_mlp", GELUMLP(hidden_size, mlp_hidden, approximate="tanh"))
 
+    def modulations(self, conditioning: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The (shift, scale, gate) x 2 chunks of the image and the code stream for ``conditioning [B, hidden]``."""
+        return self.image_modulation(conditioning), self.code_modulation(conditioning)
+
     @staticmethod
     def _attention_input(norm, states, modulation):
         normed = norm(states)
@@ -185,11 +196,13 @@ class FlowMoBlock(GradientCheckpointingLayer):
         image_rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         update_image: bool = True,
         update_code: bool = True,
+        modulation: tuple | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``update_image`` / ``update_code`` False skip a stream's residual updates (last block, unused head)."""
-        image_mod = code_mod = None
-        if conditioning is not None:
-            image_mod, code_mod = self.image_modulation(conditioning), self.code_modulation(conditioning)
+        """``update_image`` / ``update_code`` False skip a stream's residual updates (last block, unused head);
+        ``modulation`` is ``modulations(conditioning)`` computed beforehand (then ``conditioning`` is not read)."""
+        image_mod, code_mod = (None, None) if modulation is None else modulation
+        if conditioning is not None and modulation is None:
+            image_mod, code_mod = self.modulations(conditioning)
         code_attended, image_attended = joint_attention(
             (self.code_attention, self.image_attention),
             (
@@ -217,9 +230,14 @@ class FlowMoFinalLayer(nn.Module):
         self.modulation = AdaLNModulation(hidden_size, 2) if conditioned else None
         self.linear = nn.Linear(hidden_size, out_features)
 
-    def forward(self, hidden_states: torch.Tensor, conditioning: torch.Tensor | None = None) -> torch.Tensor:
-        if conditioning is not None:
-            shift, scale = self.modulation(conditioning)
+    def forward(
+        self, hidden_states: torch.Tensor, conditioning: torch.Tensor | None = None, modulation: tuple | None = None
+    ) -> torch.Tensor:
+        """``modulation``: ``self.modulation(conditioning)`` computed beforehand (``conditioning`` is then unused)."""
+        if modulation is None and conditioning is not None:
+            modulation = self.modulation(conditioning)
+        if modulation is not None:
+            shift, scale = modulation
             hidden_states = modulate(self.norm(hidden_states), shift, scale)
         return self.linear(self.norm(hidden_states))
 
@@ -277,11 +295,18 @@ class FlowMoTransformer(nn.Module):
         output_hidden_states: bool = False,
         return_image: bool = True,
         return_code: bool = True,
+        modulations: tuple | None = None,
     ):
         """Embedded streams -> (image head output, code head output, image states, code states).
 
-        Heads not asked for return ``None``; the last block then skips that stream's updates.
+        Heads not asked for return ``None``; the last block then skips that stream's updates. ``modulations``:
+        ``self.modulations(conditioning)`` computed beforehand, in place of ``conditioning``.
         """
+        block_modulations, image_head_modulation, code_head_modulation = modulations or (
+            (None,) * len(self.blocks),
+            None,
+            None,
+        )
         code_rotary, image_rotary = rotary
         image_history = (image_states,) if output_hidden_states else None
         code_history = (code_states,) if output_hidden_states else None
@@ -296,13 +321,23 @@ class FlowMoTransformer(nn.Module):
                 image_rotary,
                 update_image=keep_all or return_image,
                 update_code=keep_all or return_code,
+                modulation=block_modulations[index],
             )
             if output_hidden_states:
                 image_history += (image_states,)
                 code_history += (code_states,)
-        image_out = self.image_head(image_states, conditioning) if return_image else None
-        code_out = self.code_head(code_states, conditioning) if return_code else None
+        image_out = self.image_head(image_states, conditioning, image_head_modulation) if return_image else None
+        code_out = self.code_head(code_states, conditioning, code_head_modulation) if return_code else None
         return image_out, code_out, image_history, code_history
+
+    def modulations(self, conditioning: torch.Tensor) -> tuple:
+        """Every adaLN chunk of ``conditioning [B, hidden]`` (blocks, image head, code head), as ``forward`` computes
+        them: sliced per sample, they give that sample exactly what the batched ``forward`` gives it."""
+        heads = tuple(
+            head.modulation(conditioning) if head is not None and head.modulation is not None else None
+            for head in (self.image_head, self.code_head)
+        )
+        return (tuple(block.modulations(conditioning) for block in self.blocks), *heads)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,6 +364,7 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
 
     config: FlowMoConfig
     _no_split_modules = ["FlowMoBlock"]
+    _input_embeddings = "encoder.image_embed"
 
     def __init__(self, config: FlowMoConfig):
         super().__init__(config)
@@ -340,7 +376,40 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             self.quantizer = DiagonalGaussianBottleneck(channel_dim=-1)
         else:
             self.quantizer = None
+        self._freeze_parameters_without_gradient()
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)  # loading makes new, trainable parameters
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze_parameters_without_gradient()
+        return loaded
+
+    def _freeze_parameters_without_gradient(self) -> None:
+        for name in self.parameters_without_gradient():
+            self.get_parameter(name).requires_grad_(False)
+
+    def parameters_without_gradient(self) -> list[str]:
+        """Names of the parameters no loss reaches, kept as the original has them (their weights are in its
+        checkpoints): the encoder is read out from its code stream only, so its last block's image-stream update
+        (attention output projection, MLP) is never used; the decoder is read out from its image stream only, so
+        its last block's code-stream update and its code head serve only ``velocity(output_code=True)``.
+
+        They are built frozen (``requires_grad=False``): DDP then needs no ``find_unused_parameters`` and
+        transformers' gradient tests count them as intentionally frozen. Unfreezing them (e.g.
+        ``model.requires_grad_(True)``) brings back DDP's unused-parameter error.
+        """
+        names = []
+        for stack, stream in ((self.encoder, "image"), (self.decoder, "code")):
+            prefix = "encoder" if stack is self.encoder else "decoder"
+            last = len(stack.blocks) - 1
+            for module in (f"{stream}_attention.out_proj", f"{stream}_mlp"):
+                names += [
+                    f"{prefix}.blocks.{last}.{module}.{name}"
+                    for name, _ in stack.blocks[last].get_submodule(module).named_parameters()
+                ]
+        names += [f"decoder.code_head.{name}" for name, _ in self.decoder.code_head.named_parameters()]
+        return names
 
     # ----------------------------------------------------------------------------------------------
     # layout helpers
@@ -447,7 +516,7 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
                 code, sample=sample_posterior, generator=generator, noise=latent_noise, return_kl=True
             )
             kl = result.kl.mean()
-            return result.latents, None, kl, {"kl_loss": kl}, result.latent_dist
+            return result.latents, None, kl, {"kl_loss": kl}, SequenceLatentDistribution(result.latent_dist)
         return code, None, zero, None, None
 
     def encode(
@@ -470,19 +539,30 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         self._check_pixels(pixel_values)
         config = self.config
         return_loss = self.training if return_loss is None else return_loss
-        batch, _, height, width = pixel_values.shape
-        dtype = self.encoder.image_embed.weight.dtype
-        image_states = self.encoder.image_embed(patchify(pixel_values.to(dtype), config.patch_size, PATCH_LAYOUT))
-        # the code queries all start at the embedding of zeros; only their RoPE positions differ
-        queries = pixel_values.new_zeros(batch, config.code_length, config.encoder_code_dim, dtype=dtype)
-        code_states = self.encoder.code_embed(queries)
+        height, width = pixel_values.shape[-2:]
         rotary = self._rotary(self.encoder, height, width, pixel_values.device)
-        _, code, image_history, code_history = self.encoder(
-            image_states, code_states, rotary, None, output_hidden_states, return_image=False, return_code=True
-        )
+
+        def encoder_states(pixels):
+            dtype = self.encoder.image_embed.weight.dtype
+            image_states = self.encoder.image_embed(patchify(pixels.to(dtype), config.patch_size, PATCH_LAYOUT))
+            # the code queries all start at the embedding of zeros; only their RoPE positions differ
+            queries = pixels.new_zeros(pixels.shape[0], config.code_length, config.encoder_code_dim, dtype=dtype)
+            return self.encoder(
+                image_states,
+                self.encoder.code_embed(queries),
+                rotary,
+                None,
+                output_hidden_states,
+                return_image=False,
+                return_code=True,
+            )[1:]
+
+        code, image_history, code_history = self._batch_sliced(encoder_states, pixel_values)
         latents, tokens, quantizer_loss, quantizer_losses, latent_dist = self._quantize(
             code, return_loss, sample_posterior, generator, latent_noise
         )
+        if latent_dist is None:  # a deterministic code (diffusers' retrieve_latents reads latent_dist first)
+            latent_dist = SequenceLatentDistribution.point_mass(latents)
         output = FlowMoEncoderOutput(
             latents=latents,
             image_tokens=tokens,
@@ -501,16 +581,26 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         config = self.config
         height, width = sample.shape[-2:]
         dtype = self.decoder.image_embed.weight.dtype
-        image_states = self.decoder.image_embed(patchify(sample.to(dtype), config.patch_size, PATCH_LAYOUT))
         conditioning = self.decoder.embed_time(timesteps)
-        image_out, code_out, image_history, code_history = self.decoder(
-            image_states,
-            code_states,
-            rotary,
-            conditioning,
-            output_hidden_states,
-            return_image=True,
-            return_code=output_code,
+        # sliced, the per-sample vectors (time embedding, adaLN chunks) are still computed for the whole batch: a
+        # one-row matmul rounds differently from the batched one
+        modulations = self.decoder.modulations(conditioning) if self.use_slicing else None
+
+        def run_decoder(sample, code_states, modulations):
+            image_states = self.decoder.image_embed(patchify(sample.to(dtype), config.patch_size, PATCH_LAYOUT))
+            return self.decoder(
+                image_states,
+                code_states,
+                rotary,
+                conditioning if modulations is None else None,
+                output_hidden_states,
+                return_image=True,
+                return_code=output_code,
+                modulations=modulations,
+            )
+
+        image_out, code_out, image_history, code_history = self._batch_sliced(
+            run_decoder, sample, code_states, modulations
         )
         grid = (height // config.patch_size, width // config.patch_size)
         velocity = unpatchify(image_out, grid, config.patch_size, config.num_channels, PATCH_LAYOUT)
@@ -679,7 +769,7 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
     def forward(
         self,
         pixel_values: torch.Tensor,
-        return_loss: bool = False,
+        return_loss: bool | None = None,
         timesteps: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         condition_dropout: bool | None = None,
@@ -690,10 +780,13 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         posttrain_timesteps: torch.Tensor | None = None,
         posttrain_noise: torch.Tensor | None = None,
         checkpoint_posttrain_steps: bool = False,
+        output_hidden_states: bool | None = None,
         return_dict: bool = True,
     ) -> FlowMoOutput | tuple:
-        r"""Reconstruct ``pixel_values`` (encode + sampler), or with ``return_loss=True`` compute the
-        original training losses for one flow time per image.
+        r"""Reconstruct ``pixel_values`` (encode + sampler), or with ``return_loss=True`` (default: in training
+        mode) compute the original training losses for one flow time per image. ``hidden_states``: the encoder's
+        image-stream states when asked (the decoder runs once per sampler step; ``velocity(...,
+        output_hidden_states=True)`` gives one evaluation's states).
 
         Training mode draws ``timesteps`` (``config.timestep_sampling``) and ``noise`` unless given,
         builds ``x_t = (1 - t) x + t noise``, drops the whole code to the null code with probability
@@ -710,8 +803,10 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         unclipped result is ``posttrain_sample``, for the trainer's sample-level perceptual loss.
         """
         self._check_pixels(pixel_values)
+        return_loss = self.training if return_loss is None else return_loss
+        output_hidden_states = self._output_hidden_states(output_hidden_states)
         if not return_loss:
-            encoded = self.encode(pixel_values, generator=generator)
+            encoded = self.encode(pixel_values, generator=generator, output_hidden_states=output_hidden_states)
             decoded = self.decode(
                 encoded.latents,
                 num_inference_steps=num_inference_steps,
@@ -726,11 +821,14 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
                 latents=encoded.latents,
                 image_tokens=encoded.image_tokens,
                 prequant_latents=encoded.prequant_latents,
+                hidden_states=encoded.hidden_states,
             )
             return output if return_dict else output.to_tuple()
 
         pixel_values = pixel_values.float()
-        encoded = self.encode(pixel_values, return_loss=True, generator=generator)
+        encoded = self.encode(
+            pixel_values, return_loss=True, generator=generator, output_hidden_states=output_hidden_states
+        )
         if timesteps is not None:
             timesteps = self._flow_times(timesteps, pixel_values.shape[0], pixel_values.device)
         terms = flowmo_training_losses(
@@ -750,6 +848,7 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             latents=encoded.latents,
             image_tokens=encoded.image_tokens,
             prequant_latents=encoded.prequant_latents,
+            hidden_states=encoded.hidden_states,
             **terms,
         )
         return output if return_dict else output.to_tuple()

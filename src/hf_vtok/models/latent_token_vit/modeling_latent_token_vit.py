@@ -51,8 +51,13 @@ class LatentTokenViTOutput(VisualTokenizerOutput):
 
 
 def _drop_path_rates(rate: float, num_layers: int) -> list[float]:
-    """Stochastic depth rising linearly from 0 to ``rate`` over the blocks (timm's rule)."""
-    return [x.item() for x in torch.linspace(0, rate, num_layers)]
+    """Stochastic depth rising linearly from 0 to ``rate`` over the blocks (timm's rule).
+
+    The ``linspace`` runs on the CPU whatever the default device, so that the model builds on the meta device
+    (``with torch.device("meta")``, ``init_empty_weights``); its float32 values are timm's to the bit (a Python
+    ``rate * i / (n - 1)`` differs from them by one ulp for most depths).
+    """
+    return torch.linspace(0, rate, num_layers, device="cpu").tolist()
 
 
 class LatentTokenViTEncoder(nn.Module):
@@ -238,6 +243,7 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
 
     config: LatentTokenViTConfig
     _no_split_modules = ["ViTBlock", "LatentModulatedViTBlock"]
+    _input_embeddings = "encoder.patch_embed"
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -359,7 +365,9 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
             )
         latents = self._check_latents(latents)
         rows, cols = self._decoder_grid(height, width, interpolate_pos_encoding)
-        patches, hidden_states = self.decoder(latents, (rows, cols), interpolate_pos_encoding, output_hidden_states)
+        patches, hidden_states = self._batch_sliced(
+            lambda batch: self.decoder(batch, (rows, cols), interpolate_pos_encoding, output_hidden_states), latents
+        )
         config = self.config
         sample = unpatchify(
             patches, (rows, cols), config.decoder_patch_size, config.num_channels, layout="channels_last"
@@ -367,9 +375,41 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
         output = VisualTokenizerDecoderOutput(sample=sample, hidden_states=hidden_states)
         return output if return_dict else output.to_tuple()
 
-    def _reconstruct(self, latents: torch.Tensor, pixel_values: torch.Tensor, interpolate_pos_encoding: bool):
+    def _reconstruct(
+        self,
+        latents: torch.Tensor,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool,
+        output_hidden_states: bool = False,
+    ) -> VisualTokenizerDecoderOutput:
         """``forward``'s decoding step: ``latents`` back to images of the input's size."""
         height, width = pixel_values.shape[-2:]
         return self.decode(
-            latents, height=height, width=width, interpolate_pos_encoding=interpolate_pos_encoding
-        ).sample
+            latents,
+            height=height,
+            width=width,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+        )
+
+    @staticmethod
+    def _forward_output(encoded, decoded, losses: dict | None, return_dict: bool, **extra):
+        """``forward``'s result from its encoder and decoder outputs and named ``losses`` (``loss``: their sum)."""
+        output = LatentTokenViTOutput(
+            loss=sum(losses.values()) if losses else None,
+            sample=decoded.sample,
+            latents=encoded.latents,
+            losses=losses,
+            hidden_states=encoded.hidden_states,
+            decoder_hidden_states=decoded.hidden_states,
+            **extra,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _encoder_states(self, pixel_values, token_mask, interpolate_pos_encoding, output_hidden_states):
+        """``self.encoder`` (one sample at a time with ``enable_slicing()``): latents, last and all hidden states."""
+        return self._batch_sliced(
+            lambda pixels, mask: self.encoder(pixels, mask, interpolate_pos_encoding, output_hidden_states),
+            pixel_values,
+            token_mask,
+        )

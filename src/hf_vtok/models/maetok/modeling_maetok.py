@@ -122,7 +122,7 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
                     f"got {tuple(token_mask.shape)}"
                 )
             token_mask = token_mask.to(device=pixel_values.device, dtype=torch.bool)
-        latents, last_hidden_state, hidden_states = self.encoder(
+        latents, last_hidden_state, hidden_states = self._encoder_states(
             pixel_values, token_mask, interpolate_pos_encoding, output_hidden_states
         )
         output = LatentTokenEncoderOutput(
@@ -185,9 +185,10 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
         feature_targets=None,
         generator: torch.Generator | None = None,
         interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
         return_dict: bool = True,
     ) -> LatentTokenViTOutput | tuple:
-        """Encode then decode at the input size.
+        """Encode then decode at the input size (``hidden_states`` / ``decoder_hidden_states`` when asked).
 
         ``mask_tokens`` (default: ``self.training`` when the encoder has a mask token) samples a token mask
         unless ``token_mask`` is given. ``feature_targets`` — a ``MAETokFeatureTargets`` (called on
@@ -200,17 +201,11 @@ class MAETokModel(LatentTokenViTPreTrainedModel):
             if self.encoder.mask_token is None:
                 raise ValueError("mask_tokens=True but this model has no mask token (config.mask_ratio_min is 0)")
             token_mask = self.sample_token_mask(pixel_values.shape[0], generator, pixel_values.device)
-        encoded = self.encode(pixel_values, token_mask, interpolate_pos_encoding)
-        sample = self._reconstruct(encoded.latents, pixel_values, interpolate_pos_encoding)
+        output_hidden_states = self._output_hidden_states(output_hidden_states)
+        encoded = self.encode(pixel_values, token_mask, interpolate_pos_encoding, output_hidden_states)
+        decoded = self._reconstruct(encoded.latents, pixel_values, interpolate_pos_encoding, output_hidden_states)
         losses = None
         if feature_targets is not None:
             targets = feature_targets if isinstance(feature_targets, dict) else feature_targets(pixel_values)
             losses = self.auxiliary_losses(encoded.latents, targets, encoded.token_mask)
-        output = LatentTokenViTOutput(
-            loss=sum(losses.values()) if losses else None,
-            sample=sample,
-            latents=encoded.latents,
-            losses=losses,
-            token_mask=encoded.token_mask,
-        )
-        return output if return_dict else output.to_tuple()
+        return self._forward_output(encoded, decoded, losses, return_dict, token_mask=encoded.token_mask)

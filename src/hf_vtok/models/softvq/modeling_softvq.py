@@ -80,8 +80,8 @@ class SoftVQModel(LatentTokenViTPreTrainedModel):
         """Images ``[B, 3, H, W]`` in [-1, 1] -> soft-quantized latent tokens ``[B, L, C]`` (see
         ``SoftVQEncoderOutput``)."""
         pixel_values = self._check_pixel_values(pixel_values, interpolate_pos_encoding)
-        unquantized, last_hidden_state, hidden_states = self.encoder(
-            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, output_hidden_states=output_hidden_states
+        unquantized, last_hidden_state, hidden_states = self._encoder_states(
+            pixel_values, None, interpolate_pos_encoding, output_hidden_states
         )
         quantized = self.quantizer(unquantized)
         output = SoftVQEncoderOutput(
@@ -98,14 +98,17 @@ class SoftVQModel(LatentTokenViTPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def forward(
-        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, return_dict: bool = True
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        return_dict: bool = True,
     ) -> LatentTokenViTOutput | tuple:
         """Encode then decode at the input size. While training, ``losses`` holds the entropy regulariser
-        (when ``entropy_loss_ratio > 0``); reconstruction / perceptual / GAN losses belong to the trainer."""
-        encoded = self.encode(pixel_values, interpolate_pos_encoding)
-        sample = self._reconstruct(encoded.latents, pixel_values, interpolate_pos_encoding)
+        (when ``entropy_loss_ratio > 0``); reconstruction / perceptual / GAN losses belong to the trainer.
+        ``hidden_states`` / ``decoder_hidden_states``: the encoder's / decoder's states when asked."""
+        output_hidden_states = self._output_hidden_states(output_hidden_states)
+        encoded = self.encode(pixel_values, interpolate_pos_encoding, output_hidden_states)
+        decoded = self._reconstruct(encoded.latents, pixel_values, interpolate_pos_encoding, output_hidden_states)
         losses = {"entropy": encoded.entropy_loss} if encoded.entropy_loss is not None else None
-        output = LatentTokenViTOutput(
-            loss=sum(losses.values()) if losses else None, sample=sample, latents=encoded.latents, losses=losses
-        )
-        return output if return_dict else output.to_tuple()
+        return self._forward_output(encoded, decoded, losses, return_dict)

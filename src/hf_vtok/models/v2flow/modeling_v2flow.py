@@ -10,6 +10,7 @@ or ``CondOT`` with an adaptive ODE solve). The sampling loop is in ``sampling_v2
 flow-matching paths and loss in ``hf_vtok.flow.matching``; this file holds the networks.
 """
 
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -139,9 +140,14 @@ class RegNetStage(nn.Module):
             block_in = in_channels if index == 0 else out_channels
             self.add_module(f"b{index + 1}", RegNetBottleneck(block_in, out_channels, eps))
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, states: list | None = None) -> torch.Tensor:
+        """``states``: a list that collects each block's output as raster tokens ``[B, H*W, C]``."""
         for block in self.children():
             hidden_states = block(hidden_states)
+            if states is not None:
+                states.append(hidden_states.flatten(2).transpose(1, 2))
+                # the next block reads the collected tokens back, so gradients reach them (retain_grad)
+                hidden_states = states[-1].transpose(1, 2).unflatten(2, hidden_states.shape[2:])
         return hidden_states
 
 
@@ -168,9 +174,14 @@ class V2FlowConnector(nn.Module):
         self.s2 = RegNetStage(config.connector_depth, hidden, hidden, eps)
         self.readout = _mlp(config.connector_readout_depth, hidden, out_features)
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        features = self.s2(self.sampler(self.s1(latents)))
-        return self.readout(features.flatten(2).transpose(1, 2))
+    def forward(
+        self, latents: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """``(features [B, H*W, out], hidden_states)``: with ``output_hidden_states`` every bottleneck's output as
+        raster tokens ``[B, H*W, hidden]``, the first one (the stem, ``s1.b1``) first."""
+        states = [] if output_hidden_states else None
+        features = self.s2(self.sampler(self.s1(latents, states)), states)
+        return self.readout(features.flatten(2).transpose(1, 2)), tuple(states) if output_hidden_states else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,6 +362,14 @@ class V2FlowHead(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+# what decode passes on to the masked-AR loop (sample_latent_tokens), besides the conditions and the generator
+_SAMPLING_SETTINGS = tuple(
+    name
+    for name in inspect.signature(V2FlowSamplingMixin.sample_latent_tokens).parameters
+    if name not in ("self", "conditions", "generator")
+)
+
+
 class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
     r"""V²Flow tokenizer on DC-AE latents.
 
@@ -370,6 +389,8 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
     main_input_name = "latents"
     _no_split_modules = ["V2FlowTransformerBlock"]
     _keep_in_fp32_modules = ["quantizer"]
+    # the first layer the DC-AE latents go through: the connector's stem bottleneck (latent channels -> its width)
+    _input_embeddings = "connector.s1.b1"
 
     def __init__(self, config: V2FlowConfig):
         super().__init__(config)
@@ -393,7 +414,27 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
         self.encoder = V2FlowMaskedEncoder(config)
         self.decoder = V2FlowMaskedDecoder(config)
         self.flow_head = V2FlowHead(config)
+        self._reset_buffers()
         self.post_init()
+
+    # The first codebook and the stand-in vocabulary are drawn from fixed seeds, in __init__ and again in
+    # _init_weights (after a meta-device build), so that both give the same buffers.
+    _BUFFER_SEEDS = {"codebook": 0, "llm_embed_tokens": 1}
+
+    @staticmethod
+    def _seeded(tensor: torch.Tensor, seed: int) -> torch.Generator:
+        device = "cpu" if tensor.device.type == "meta" else tensor.device
+        return torch.Generator(device).manual_seed(seed)
+
+    @torch.no_grad()
+    def _reset_buffers(self, codebook: bool = True, vocabulary: bool = True) -> None:
+        """Random unit codes with unit cluster sizes in the quantizer, and the stand-in LLM vocabulary
+        (``normal(0, 0.02)``; load the real one with ``load_llm_vocabulary``), from ``_BUFFER_SEEDS``."""
+        if codebook:
+            self.quantizer.reset_codebook(self._seeded(self.quantizer.codebook, self._BUFFER_SEEDS["codebook"]))
+        if vocabulary and self.llm_embed_tokens is not None:
+            seed = self._BUFFER_SEEDS["llm_embed_tokens"]
+            self.llm_embed_tokens.normal_(0.0, 0.02, generator=self._seeded(self.llm_embed_tokens, seed))
 
     # ----------------------------------------------------------------------------------------------
     # initialisation: as the original (xavier Linears; a Linear's `init_scheme` marks the flow head's
@@ -425,14 +466,12 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
         elif isinstance(module, V2FlowMaskedDecoder):
             for parameter in (module.mask_token, module.position_embedding, module.flow_position_embedding):
                 init.normal_(parameter, std=0.02)
-        elif isinstance(module, CosineEMAVectorQuantizer):
-            if not getattr(module.codebook, "_is_hf_initialized", False):
-                module.reset_codebook()
         elif isinstance(module, V2FlowModel):
             init.normal_(module.unconditional_embedding, std=0.02)
-            if module.llm_embed_tokens is not None:
-                # a stand-in: load the real matrix with `load_llm_vocabulary`
-                init.normal_(module.llm_embed_tokens, std=0.02)
+            module._reset_buffers(
+                codebook=not getattr(module.quantizer.codebook, "_is_hf_initialized", False),
+                vocabulary=not getattr(module.llm_embed_tokens, "_is_hf_initialized", False),
+            )
 
     # ----------------------------------------------------------------------------------------------
     # vocabulary
@@ -516,6 +555,7 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
         generator: torch.Generator | None = None,
         gumbel_noise: torch.Tensor | None = None,
         resampler_sampling: str | None = None,
+        output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> V2FlowEncoderOutput | tuple:
         r"""Tokenize DC-AE latents ``[B, C, h, w]`` (already multiplied by ``config.scaling_factor``).
@@ -523,18 +563,23 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
         ``resampler_sampling`` overrides ``config.resampler_sampling`` (``"gumbel"``: the original's
         random mixture, reproducible with ``generator`` or an explicit ``gumbel_noise [B, L, V]`` of
         Gumbel(0, 1) samples; ``"softmax"``: deterministic). Training mode always adds Gumbel noise.
+        ``hidden_states``: the connector's states (``V2FlowConnector.forward``) when asked.
         """
         self._check_latents(latents)
-        features = self.connector(latents.to(self.connector.readout[0].weight.dtype))
-        logits = mixture_weights = None
-        if self.llm_embed_tokens is not None:
-            logits = features
-            mixture_weights = self._resample(logits, generator, gumbel_noise, resampler_sampling)
-            pre_quantized = mixture_weights.to(self.llm_embed_tokens.dtype) @ self.llm_embed_tokens
-        else:
-            if gumbel_noise is not None:
-                raise ValueError("gumbel_noise is only used by models with an LLM vocabulary")
-            pre_quantized = features
+        if gumbel_noise is not None and self.llm_embed_tokens is None:
+            raise ValueError("gumbel_noise is only used by models with an LLM vocabulary")
+
+        def mixture(latents, gumbel_noise):
+            features, hidden_states = self.connector(
+                latents.to(self.connector.readout[0].weight.dtype), output_hidden_states
+            )
+            if self.llm_embed_tokens is None:
+                return features, None, None, hidden_states
+            weights = self._resample(features, generator, gumbel_noise, resampler_sampling)
+            return weights.to(self.llm_embed_tokens.dtype) @ self.llm_embed_tokens, features, weights, hidden_states
+
+        # with enable_slicing() one sample at a time up to the quantizer, whose EMA update sees the whole batch
+        pre_quantized, logits, mixture_weights, hidden_states = self._batch_sliced(mixture, latents, gumbel_noise)
         quantized = self.quantizer(pre_quantized)
         output = V2FlowEncoderOutput(
             latents=quantized.quantized,
@@ -543,6 +588,7 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
             mixture_weights=mixture_weights,
             pre_quantized=pre_quantized,
             commitment_loss=quantized.loss,
+            hidden_states=hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -585,9 +631,36 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
                     f"latents (code vectors) must be [B, {expected[0]}, {expected[1]}], "
                     f"got shape {tuple(latents.shape)}"
                 )
+        self._check_sampling_settings(sampling_kwargs)
         conditions = self.conditions_from_latents(latents)
-        output = self.sample_latent_tokens(conditions, generator=generator, **sampling_kwargs)
+        if not self.use_slicing:
+            output = self.sample_latent_tokens(conditions, generator=generator, **sampling_kwargs)
+            return output if return_dict else output.to_tuple()
+        if sampling_kwargs.get("return_intermediates"):
+            raise ValueError("decode(return_intermediates=True) needs the whole batch: call disable_slicing() first")
+        # one sample at a time on the orders of the whole batch; the flow noise is drawn per sample unless given
+        orders = sampling_kwargs.pop("orders", None)
+        if orders is None:
+            orders = self.random_orders(conditions.shape[0], generator, conditions.device)
+        noise = sampling_kwargs.pop("noise", None)
+        output = self._batch_sliced(
+            lambda conditions, orders, noise: self.sample_latent_tokens(
+                conditions, generator=generator, orders=orders, noise=noise, **sampling_kwargs
+            ),
+            conditions,
+            orders,
+            noise,
+        )
         return output if return_dict else output.to_tuple()
+
+    @staticmethod
+    def _check_sampling_settings(settings: dict) -> None:
+        unknown = sorted(set(settings) - set(_SAMPLING_SETTINGS))
+        if unknown:
+            raise TypeError(
+                f"V2FlowModel got unexpected keyword arguments {unknown}; the sampling settings decode takes are "
+                f"{list(_SAMPLING_SETTINGS)}"
+            )
 
     def decode_from_indices(self, image_tokens: torch.Tensor, **kwargs) -> V2FlowDecoderOutput | tuple:
         """Deprecated: ``decode(image_tokens=...)``, which takes the ids of a language model too."""
@@ -643,6 +716,7 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
         latents: torch.Tensor,
         return_loss: bool | None = None,
         generator: torch.Generator | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool = True,
         **decode_kwargs,
     ) -> V2FlowOutput | tuple:
@@ -652,14 +726,22 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
         (Gumbel noise, EMA codebook update in training mode), mask a random ``[mask_ratio_min, 1]`` share
         of the tokens, drop each sample's condition with ``label_drop_prob``, and regress the flow on
         the masked tokens ``diffusion_batch_mul`` times; ``loss = flow + commitment``. Otherwise
-        ``sample`` is ``decode(encode(latents))`` (``decode_kwargs`` go to ``decode``).
+        ``sample`` is ``decode(encode(latents))`` (``decode_kwargs``, the sampling settings, go to ``decode``).
+        ``hidden_states``: the connector's states when asked.
         """
         return_loss = self.training if return_loss is None else return_loss
-        encoded = self.encode(latents, generator=generator)
+        output_hidden_states = self._output_hidden_states(output_hidden_states)
+        encoded = self.encode(latents, generator=generator, output_hidden_states=output_hidden_states)
         if not return_loss:
             decoded = self.decode(encoded, generator=generator, **decode_kwargs)
-            output = V2FlowOutput(sample=decoded.sample, latents=encoded.latents, image_tokens=encoded.image_tokens)
+            output = V2FlowOutput(
+                sample=decoded.sample,
+                latents=encoded.latents,
+                image_tokens=encoded.image_tokens,
+                hidden_states=encoded.hidden_states,
+            )
             return output if return_dict else output.to_tuple()
+        self._check_sampling_settings(decode_kwargs)  # the loss takes none of them
 
         config = self.config
         conditions = self.conditions_from_latents(encoded.latents)
@@ -684,5 +766,6 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
             losses={"flow": flow_loss, "commitment": commitment},
             latents=encoded.latents,
             image_tokens=encoded.image_tokens,
+            hidden_states=encoded.hidden_states,
         )
         return output if return_dict else output.to_tuple()

@@ -11,7 +11,7 @@ from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks th
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs, Unpack
 
-from ...image_processing_utils import VisualTokenizerImageProcessor
+from ...image_processing_utils import VisualTokenizerImageProcessor, same_channels
 from ...modules import grid_positions, patchify, scatter_to_canvas
 from ...utils.images import adm_center_crop, resize_longest_side
 
@@ -189,7 +189,7 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
     ) -> dict[str, torch.Tensor]:
         """Normalized images -> NaFlex samples (``naflex_patches``), padded to one sequence length."""
         token_budget = max_num_patches if do_resize and resize_mode == "token_budget" else None
-        samples = [naflex_patches(image, patch_size, token_budget) for image in pixels]
+        samples = [naflex_patches(image, patch_size, token_budget) for image in same_channels(pixels)]
         counts = [sample["grid_rows"] * sample["grid_cols"] for sample in samples]
         for index, (sample, count) in enumerate(zip(samples, counts)):
             if max_num_patches is not None and count > max_num_patches:

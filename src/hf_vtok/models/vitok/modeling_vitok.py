@@ -193,12 +193,88 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
 
     config: ViTokConfig
     _no_split_modules = ["ViTokBlock"]
+    # diffusers' tiling flag (enable_tiling); tiles are squares of `tile_size` token positions overlapping by
+    # `tile_overlap`
+    use_tiling = False
+    tile_size = 32
+    tile_overlap = 8
 
     def __init__(self, config: ViTokConfig):
         super().__init__(config)
         self.encoder = ViTokEncoder(config) if config.has_encoder else None
         self.decoder = ViTokDecoder(config) if config.has_decoder else None
+        # a decoder-only model takes latents: its first layer is the latent embedding
+        self._input_embeddings = "encoder.patch_embed" if config.has_encoder else "decoder.latent_embed"
         self.post_init()
+
+    # ----------------------------------------------------------------------------------------------
+    # tiled decoding (diffusers' enable_tiling)
+    def enable_tiling(self, tile_size: int | None = None, tile_overlap: int | None = None) -> None:
+        r"""Decode images larger than ``tile_size`` x ``tile_size`` token positions (default 32, i.e. 512 pixels at
+        patch size 16) in overlapping square tiles, so memory grows with the tile, not the image.
+
+        Each tile is decoded on its own (the decoder's attention sees only the tile) and the per-token outputs
+        are averaged with weights that ramp linearly over ``tile_overlap`` tokens (default 8) from a tile's
+        edge. Tokens outside every image (NaFlex padding) decode to zeros. Encoding is not tiled.
+        """
+        tile_size = self.tile_size if tile_size is None else tile_size
+        tile_overlap = self.tile_overlap if tile_overlap is None else tile_overlap
+        if not isinstance(tile_size, int) or tile_size < 1:
+            raise ValueError(f"tile_size must be a positive number of tokens, got {tile_size!r}")
+        if not isinstance(tile_overlap, int) or not 0 <= tile_overlap < tile_size:
+            raise ValueError(f"tile_overlap must be an integer in [0, tile_size={tile_size}), got {tile_overlap!r}")
+        self.tile_size, self.tile_overlap = tile_size, tile_overlap
+        super().enable_tiling()
+
+    def _needs_tiles(self, row_idx: torch.Tensor, col_idx: torch.Tensor) -> bool:
+        span = max(int(row_idx.max()) - int(row_idx.min()), int(col_idx.max()) - int(col_idx.min())) + 1
+        return span > self.tile_size
+
+    def _tile_starts(self, low: int, high: int) -> list[int]:
+        """First positions of the tiles covering ``[low, high]``, the last one ending at ``high``."""
+        size, stride = self.tile_size, self.tile_size - self.tile_overlap
+        if high - low + 1 <= size:
+            return [low]
+        starts = list(range(low, high - size + 1, stride))
+        if starts[-1] + size - 1 < high:
+            starts.append(high - size + 1)
+        return starts
+
+    def _tile_weights(self, offsets: torch.Tensor) -> torch.Tensor:
+        """Blend weight of a token ``offsets`` positions into its tile: 1 inside, ramping down over the overlap."""
+        ramp = self.tile_overlap + 1
+        return torch.minimum(torch.minimum(offsets + 1, self.tile_size - offsets), torch.tensor(ramp)) / ramp
+
+    def _tiled_decode(self, latents, row_idx, col_idx, patch_mask) -> torch.Tensor:
+        """Decoded patches ``[B, N, 3*p*p]`` of latent tokens ``[B, N, C]``, one tile of positions at a time."""
+        batch, length = latents.shape[:2]
+        output = latents.new_zeros(batch, length, self.config.pixels_per_token)
+        for index in range(batch):
+            valid = patch_mask[index].bool() if patch_mask is not None else torch.ones_like(row_idx[index], dtype=bool)
+            rows, cols = row_idx[index], col_idx[index]
+            tops = self._tile_starts(int(rows[valid].min()), int(rows[valid].max()))
+            lefts = self._tile_starts(int(cols[valid].min()), int(cols[valid].max()))
+            if len(tops) == len(lefts) == 1:  # the image fits in one tile: decoded as a whole
+                tokens = valid.nonzero().squeeze(1)
+                output[index, tokens] = self.decoder(
+                    latents[index, tokens][None], rows[tokens][None], cols[tokens][None]
+                )[0][0]
+                continue
+            total = output.new_zeros(length, output.shape[-1])
+            weights = output.new_zeros(length, 1)
+            for top in tops:
+                for left in lefts:
+                    inside = valid & (rows >= top) & (rows < top + self.tile_size)
+                    inside &= (cols >= left) & (cols < left + self.tile_size)
+                    if not bool(inside.any()):
+                        continue
+                    tokens = inside.nonzero().squeeze(1)
+                    decoded, _ = self.decoder(latents[index, tokens][None], rows[tokens][None], cols[tokens][None])
+                    weight = self._tile_weights(rows[tokens] - top) * self._tile_weights(cols[tokens] - left)
+                    total[tokens] += decoded[0] * weight[:, None].to(decoded.dtype)
+                    weights[tokens] += weight[:, None].to(weights.dtype)
+            output[index] = torch.where(valid[:, None], total / weights.clamp_min(1e-12), 0.0)
+        return output
 
     # ----------------------------------------------------------------------------------------------
     # input layout
@@ -243,9 +319,15 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
                 f"{name} must be a patch sequence [B, N, {token_channels}] or a grid [B, {channels}, {axes}], "
                 f"got shape {tuple(tensor.shape)}"
             )
-        output, hidden_states = half(
-            tensor, row_idx, col_idx, self._attention_mask(patch_mask, mask_padding), output_hidden_states
-        )
+        attention_mask = self._attention_mask(patch_mask, mask_padding)
+        if not encoding and self.use_tiling and self._needs_tiles(row_idx, col_idx):
+            if output_hidden_states:
+                raise ValueError("a tiled decode has hidden states per tile; call disable_tiling() to get them")
+            output, hidden_states = self._tiled_decode(tensor, row_idx, col_idx, patch_mask), None
+        else:
+            output, hidden_states = self._batch_sliced(
+                lambda *batch: half(*batch, output_hidden_states), tensor, row_idx, col_idx, attention_mask
+            )
         if grid_shape is not None:
             output = unpatchify(output, grid_shape, out_patch_size, out_channels)
             row_idx = col_idx = None
@@ -342,14 +424,30 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
         grid_rows: torch.Tensor | None = None,
         grid_cols: torch.Tensor | None = None,
         mask_padding: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool = True,
     ) -> ViTokOutput | tuple:
-        """Encode then decode: ``sample`` is the reconstruction in the input's layout, ``latents`` the code."""
+        """Encode then decode: ``sample`` is the reconstruction in the input's layout, ``latents`` the code;
+        ``hidden_states`` / ``decoder_hidden_states`` the encoder's / decoder's states when asked."""
         if self.encoder is None or self.decoder is None:
             raise ValueError("forward needs both halves; this model has only one, use encode / decode")
+        output_hidden_states = self._output_hidden_states(output_hidden_states)
         encoded = self.encode(
-            pixel_values, patch_mask, row_idx, col_idx, orig_height, orig_width, mask_padding=mask_padding
+            pixel_values,
+            patch_mask,
+            row_idx,
+            col_idx,
+            orig_height,
+            orig_width,
+            mask_padding=mask_padding,
+            output_hidden_states=output_hidden_states,
         )
-        decoded = self.decode(encoded, mask_padding=mask_padding)
-        output = ViTokOutput(sample=decoded.sample, latents=encoded.latents, **encoded.layout())
+        decoded = self.decode(encoded, mask_padding=mask_padding, output_hidden_states=output_hidden_states)
+        output = ViTokOutput(
+            sample=decoded.sample,
+            latents=encoded.latents,
+            hidden_states=encoded.hidden_states,
+            decoder_hidden_states=decoded.hidden_states,
+            **encoded.layout(),
+        )
         return output if return_dict else output.to_tuple()
