@@ -98,6 +98,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default="outputs/default_model", help="training run folder")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="start the run over, deleting an earlier one")
     parser.add_argument("--max-steps", type=int, help="override the config's step count")
     parser.add_argument("--no-install", action="store_true", help="do not copy the result into the package")
     parser.add_argument(
@@ -128,6 +129,8 @@ def main(argv=None) -> dict:
     ]
     if args.resume:
         train_args.append("--resume")
+    if args.overwrite:
+        train_args.append("--overwrite")
     if args.max_steps:
         train_args += ["--max-steps", str(args.max_steps)]
     timing_file = work / "run" / "training_time.json"
