@@ -71,18 +71,18 @@ class CommandResult:
 
 
 @pytest.fixture
-def cli(capsys):
+def cli(capfd):
     """``cli(*argv)`` runs ``hf-vtok`` in this process as the console script does (errors caught, not raised)."""
 
     def run(*argv) -> CommandResult:
-        capsys.readouterr()
+        capfd.readouterr()
         started = time.monotonic()
         try:
             status = main([str(item) for item in argv], raise_errors=False)
         except SystemExit as exit_:  # argparse usage errors
             status = exit_.code
         seconds = time.monotonic() - started
-        captured = capsys.readouterr()
+        captured = capfd.readouterr()
         return CommandResult(status, captured.out, captured.err, seconds)
 
     return run
@@ -103,4 +103,8 @@ def assert_one_line_error(result: CommandResult, *names: str, command: str | Non
 
 def files_under(folder: Path) -> list[str]:
     """Every file below ``folder`` (relative names; empty when it does not exist)."""
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
+    return (
+        sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+        if folder.exists()
+        else []
+    )

@@ -47,7 +47,9 @@ def test_unexpected_errors_name_their_type(cli, tmp_path, monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_device_without_cuda_is_one_line(cli, tmp_path):
     photo = write_photo(tmp_path / "photo.png")
-    assert_one_line_error(cli("reconstruct", photo, "--device", "cuda", "--out", tmp_path / "o"), "CUDA is not available")
+    assert_one_line_error(
+        cli("reconstruct", photo, "--device", "cuda", "--out", tmp_path / "o"), "CUDA is not available"
+    )
     assert_one_line_error(cli("reconstruct", photo, "--device", "banana", "--out", tmp_path / "o"), "'banana'")
     assert not (tmp_path / "o").exists()
 
@@ -79,7 +81,9 @@ def test_output_path_that_is_a_file(cli, vitok_folder, tmp_path):
     taken = tmp_path / "taken.txt"
     taken.write_text("mine")
     photo = write_photo(tmp_path / "photo.png")
-    assert_one_line_error(cli("reconstruct", photo, "--model", vitok_folder, "--out", taken), str(taken), "is an existing file")
+    assert_one_line_error(
+        cli("reconstruct", photo, "--model", vitok_folder, "--out", taken), str(taken), "is an existing file"
+    )
     assert_one_line_error(cli("reconstruct", photo, "--model", vitok_folder, "--out", taken / "sub"), "is a file")
     assert taken.read_text() == "mine"
 
@@ -89,7 +93,9 @@ def test_output_folder_not_writable(cli, vitok_folder, tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode)
+    )
     result = cli("reconstruct", photo, "--model", vitok_folder, "--out", locked / "out")
     assert_one_line_error(result, str(locked), "is not writable")  # before any model work
     monkeypatch.undo()
@@ -128,7 +134,8 @@ def test_eval_of_an_unreachable_dataset_leaves_no_folder(cli, vitok_folder, tmp_
 
 def test_eval_generation_creates_its_folder_only_for_good_inputs(cli, tmp_path):
     out = tmp_path / "generation"
+    weights = tmp_path / "inception.safetensors"
     result = cli("eval-generation", "--pipeline", tmp_path / "missing", "--num-samples", "4", "--reference",
-                 tmp_path / "ref.npz", "--inception-weights", tmp_path / "inception.safetensors", "--out", out)  # fmt: skip
+                 tmp_path / "ref.npz", "--inception-weights", weights, "--out", out)  # fmt: skip
     assert_one_line_error(result, "inception.safetensors", command="eval-generation")
     assert not out.exists()

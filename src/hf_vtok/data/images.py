@@ -107,8 +107,25 @@ def tar_samples(archive: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str
             directory, base = os.path.split(member.name)
             key, _, extension = base.partition(".")
             yield member, f"{directory}/{key}" if directory else key, extension.rsplit(".", 1)[-1].lower()
+        _check_end_of_archive(archive)
     except (tarfile.TarError, EOFError, zlib.error) as error:
         raise ValueError(f"{shard} is truncated or not a valid tar shard: {error}") from error
+
+
+def _check_end_of_archive(archive: tarfile.TarFile) -> None:
+    """``tarfile`` ends its iteration silently at a truncated or corrupt header after the first member: check
+    that the iteration stopped at the archive's end-of-archive marker (a zero block)."""
+    end, handle = archive.offset, archive.fileobj
+    if archive.offset == 0:
+        return
+    if hasattr(handle, "seekable") and handle.seekable():
+        handle.seek(end)
+        block = handle.read(tarfile.BLOCKSIZE)
+        if len(block) == tarfile.BLOCKSIZE and not block.strip(b"\0"):
+            return
+    elif handle.tell() - end == tarfile.BLOCKSIZE:  # a stream: the last header read was a whole block
+        return
+    raise ValueError(f"{archive.name} is truncated or corrupt: no valid header or end-of-archive marker at byte {end}")
 
 
 MAX_CLASS_LABEL = 2**63 - 1  # labels are stored as int64

@@ -10,8 +10,11 @@ What a folder holds is read off its ``model_index.json`` (a pipeline) or ``confi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,22 +167,67 @@ class CheckpointLoadError(ValueError):
     """A model or pipeline (folder or Hub id) that cannot be loaded; the message names it."""
 
 
+@contextlib.contextmanager
+def _held_library_logs(names=("transformers", "diffusers")):
+    """Log records of the libraries during a load are held back (the list is yielded): handled as usual when the
+    load succeeds, dropped when it fails (the error then says what went wrong, instead of a report above it)."""
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record):
+            held.append(record)
+
+    hold = Hold()
+    saved = [(logger, logger.handlers[:], logger.propagate) for logger in map(logging.getLogger, names)]
+    for logger, _, _ in saved:
+        logger.handlers, logger.propagate = [hold], False
+    try:
+        yield held
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+    for record in held:  # only reached without an error
+        logging.getLogger(record.name).handle(record)
+
+
+_REPORT_ROW = re.compile(r"^\s*(\S+)\s*\|\s*(MISSING|MISMATCH|UNEXPECTED)\s*\|\s*(.*?)\s*$")
+
+
+def _load_report_summary(records: list[logging.LogRecord]) -> str:
+    """transformers' load report (a table of MISSING / MISMATCH / UNEXPECTED keys) in a few words, or ""."""
+    rows = [
+        match.groups()
+        for record in records
+        for line in record.getMessage().splitlines()
+        if (match := _REPORT_ROW.match(line))
+    ]
+    if not rows:
+        return ""
+    counts = {status: sum(row[1] == status for row in rows) for status in ("MISSING", "MISMATCH", "UNEXPECTED")}
+    words = ", ".join(f"{count} {status.lower()}" for status, count in counts.items() if count)
+    mismatch = next((f"; e.g. {key}: {detail}" for key, status, detail in rows if status == "MISMATCH"), "")
+    return f"the weights do not fit the model ({words} keys{mismatch})"
+
+
 def _names_the_checkpoint(function):
     """Errors of loading ``name_or_path`` (the first argument) that do not name it are raised as a
     ``CheckpointLoadError`` that does (a corrupt config, an unknown model type, a failing constructor)."""
 
     @functools.wraps(function)
     def wrapper(name_or_path, *args, **kwargs):
+        held: list[logging.LogRecord] = []
         try:
-            return function(name_or_path, *args, **kwargs)
+            with _held_library_logs() as held:
+                return function(name_or_path, *args, **kwargs)
         except CheckpointLoadError:
             raise
         except Exception as error:
             message = " ".join(str(error).split())
-            if str(name_or_path) in message and isinstance(error, (ValueError, OSError)):
+            report = _load_report_summary(held)
+            if str(name_or_path) in message and isinstance(error, (ValueError, OSError)) and not report:
                 raise
             raise CheckpointLoadError(
-                f"{str(name_or_path)!r} cannot be loaded: {type(error).__name__}: {message}"
+                f"{str(name_or_path)!r} cannot be loaded: {report or f'{type(error).__name__}: {message}'}"
             ) from error
 
     return wrapper

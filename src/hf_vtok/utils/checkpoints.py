@@ -42,7 +42,10 @@ def _torch_load_error(path: Path, error: Exception) -> ValueError:
             "not a checkpoint, or corrupt"
         )
     first = " ".join(text.split(". ")[0].split())
-    return ValueError(f"{str(path)!r} could not be read as a torch checkpoint (truncated or corrupt?): {first}")
+    return ValueError(
+        f"{str(path)!r} could not be read as a torch checkpoint (truncated, corrupt, or not a checkpoint): "
+        f"{type(error).__name__}: {first}"
+    )
 
 
 def check_safetensors_file(path: str | os.PathLike) -> None:
