@@ -14,17 +14,7 @@ from PIL import Image
 
 from hf_vtok import ViTokConfig, ViTokImageProcessor, ViTokModel
 from hf_vtok.cli import main
-
-TINY_VITOK = dict(
-    encoder_hidden_size=32,
-    encoder_num_layers=1,
-    encoder_num_heads=2,
-    decoder_hidden_size=32,
-    decoder_num_layers=1,
-    decoder_num_heads=2,
-    patch_size=8,
-    latent_channels=8,
-)
+from tests.testing_utils.training import TINY_VITOK  # patch 8, one layer each side
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +22,7 @@ def vitok_folder(tmp_path_factory) -> Path:
     """A tiny saved ViTok (NaFlex processor without a token budget, as the embedded default model)."""
     folder = tmp_path_factory.mktemp("vitok")
     torch.manual_seed(0)
-    ViTokModel(ViTokConfig(**TINY_VITOK)).save_pretrained(folder)
+    ViTokModel(ViTokConfig.from_variant(TINY_VITOK)).save_pretrained(folder)
     ViTokImageProcessor(patch_size=8, max_num_patches=None, padding="longest").save_pretrained(folder)
     return folder
 

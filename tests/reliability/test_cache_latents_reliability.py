@@ -12,7 +12,8 @@ from hf_vtok import ViTokConfig, ViTokModel
 from hf_vtok.data import cache_latents
 from hf_vtok.data.images import iter_images
 from hf_vtok.data.sources import TarShardImages, open_image_source
-from tests.reliability.conftest import TINY_VITOK, assert_one_line_error, files_under
+from tests.reliability.conftest import assert_one_line_error, files_under
+from tests.testing_utils.training import TINY_VITOK
 
 
 def _png(size=(16, 16), shade=0) -> bytes:
@@ -109,7 +110,7 @@ class _Labelled:
 
 def test_labels_outside_int64_or_below_no_label_are_errors(tmp_path):
     torch.manual_seed(0)
-    model = ViTokModel(ViTokConfig(**TINY_VITOK)).eval()
+    model = ViTokModel(ViTokConfig.from_variant(TINY_VITOK)).eval()
     for labels in ([0, -5], [0, 2**63]):
         output = tmp_path / str(labels[1])
         with pytest.raises(ValueError, match="00000001.*labels are class ids"):
@@ -124,7 +125,7 @@ def test_an_unreadable_first_image_leaves_no_cache_folder(tmp_path):
     folder.mkdir()
     (folder / "broken.png").write_bytes(b"not a png")
     torch.manual_seed(0)
-    model = ViTokModel(ViTokConfig(**TINY_VITOK)).eval()
+    model = ViTokModel(ViTokConfig.from_variant(TINY_VITOK)).eval()
     with pytest.raises(ValueError, match="broken.png"):
         cache_latents(model, open_image_source(folder), tmp_path / "cache", resolution=16, progress=False)
     assert not (tmp_path / "cache").exists()

@@ -139,3 +139,19 @@ def test_eval_generation_creates_its_folder_only_for_good_inputs(cli, tmp_path):
                  tmp_path / "ref.npz", "--inception-weights", weights, "--out", out)  # fmt: skip
     assert_one_line_error(result, "inception.safetensors", command="eval-generation")
     assert not out.exists()
+
+
+def test_check_device():
+    from hf_vtok.utils.devices import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'cuda:x' is not a device"):
+        check_device("cuda:x")
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        assert check_device("cuda").type == "cuda"
+        with pytest.raises(ValueError, match=f"has {count} CUDA device"):
+            check_device(f"cuda:{count}")
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            check_device("cuda:0")

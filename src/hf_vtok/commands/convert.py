@@ -165,11 +165,10 @@ def _convert_files(converter, spec, files, **arguments):
             family = identify_checkpoint(str(path))
             if family is not None and family != spec.name:
                 other = get_family(family)
-                why = (
-                    " ".join(str(error).split())
-                    if not isinstance(error, UnsafeCheckpointError)
-                    else (f"{str(path)!r} holds a pickled {error.global_name}")
-                )
+                if isinstance(error, UnsafeCheckpointError):
+                    why = f"{str(path)!r} holds a pickled {error.global_name}"
+                else:
+                    why = " ".join(str(error).split())
                 raise ValueError(
                     f"--{role.replace('_', '-')} {str(path)!r} is a {other.title} training checkpoint, not a "
                     f"{spec.title} one ({why}); convert it with `hf-vtok convert {other.command}`"

@@ -85,7 +85,11 @@ def staged_folder(path: str | os.PathLike):
     """Yields a temporary folder beside ``path`` to write a whole folder into; on success it replaces ``path``
     (whose old content is deleted: check with ``check_output_folder(..., empty=True)`` first), on an error it is
     removed. A kill leaves at most the hidden ``.<name>.partial`` folder, never a mix of old and new files."""
-    path = Path(path)
+    path = Path(path).absolute()
+    if path == Path.cwd() or path in Path.cwd().parents:  # the folder this process runs in cannot be swapped
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
     temporary = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
     previous = path.with_name(f".{path.name}.previous")
     for leftover in (temporary, previous):
