@@ -16,6 +16,7 @@ the cache fails at once, with the command that fetches it, instead of after the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from urllib.parse import urlparse
 
 from ..registry import PRETRAINED, PretrainedCheckpoint, format_registry, get_family, get_pretrained
 from ..utils.imports import import_object
+
+logger = logging.getLogger(__name__)
 
 
 def converter_of(family: str):
@@ -134,7 +137,7 @@ def convert_pretrained(
     if wrong:
         raise CheckpointMismatchError(f"these files are not {entry.repo_id}: " + ", ".join(wrong))
     for note in finish_conversion(model, dtype, allow_non_finite, source=" + ".join(files.values())):
-        print(f"{entry.name}: {note}")
+        logger.warning(f"{entry.name}: {note}")
     return model, processor
 
 
