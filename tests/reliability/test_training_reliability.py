@@ -179,9 +179,13 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_one_used(tmp_path, strai
 
 def test_ddp_looks_for_unused_parameters_where_a_model_declares_them(tmp_path):
     class WithUnused(Toy):
-        _parameters_without_gradient = ("linear.bias",)
+        def parameters_without_gradient(self):
+            return ["linear.bias"]
 
     assert has_parameters_without_gradient(WithUnused()) and not has_parameters_without_gradient(Toy())
+    frozen = WithUnused()
+    frozen.linear.bias.requires_grad_(False)  # FlowMo builds them frozen: nothing unused is left for DDP
+    assert not has_parameters_without_gradient(frozen)
     declared = run(tmp_path / "declared", steps=1, model=WithUnused())
     assert declared.accelerator.ddp_handler.find_unused_parameters
     plain = run(tmp_path / "plain", steps=1)

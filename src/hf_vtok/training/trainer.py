@@ -30,9 +30,6 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 ARGS_FILE = "training_args.json"
 # what a run writes into --output-dir besides its model folders (sub-folders with a config.json)
 RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, PLOT_FILE, ARGS_FILE, REPORT_FILE)
-# model attributes naming parameters that never get a gradient (DDP must then look for unused parameters); the
-# first is hf_vtok's, the second the name transformers-style code may use
-NO_GRADIENT_ATTRIBUTES = ("_parameters_without_gradient", "_keys_to_ignore_on_gradient")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
@@ -118,10 +115,15 @@ def previous_run(output_dir: str | os.PathLike) -> list[str]:
 
 
 def has_parameters_without_gradient(model) -> bool:
-    """Whether ``model`` (or the model a wrapper holds) declares parameters that get no gradient in its forward
-    (``NO_GRADIENT_ATTRIBUTES``, a non-empty list of names / patterns)."""
+    """Whether ``model`` (or the model a wrapper holds) has trainable parameters its forward never reaches: those
+    named by its ``parameters_without_gradient()`` (FlowMo's) that still require grad (they are built frozen; a
+    caller may unfreeze them). DDP must then look for unused parameters."""
     model = getattr(model, "module", model)
-    return any(getattr(model, name, None) for name in NO_GRADIENT_ATTRIBUTES)
+    declared = getattr(model, "parameters_without_gradient", None)
+    if not callable(declared):
+        return False
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    return any(name in trainable for name in declared())
 
 
 def fresh_copy_with_state(model: torch.nn.Module, state_dict: dict) -> torch.nn.Module:
