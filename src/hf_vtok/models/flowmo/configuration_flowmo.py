@@ -6,6 +6,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 from ...registry import family_presets
+from ...utils.validation import check_finite, check_positive
 
 QUANTIZATION_TYPES = ("lfq", "kl", "noop")
 TIMESTEP_SAMPLINGS = ("fat_lognormal", "lognormal", "uniform")
@@ -144,6 +145,14 @@ class FlowMoConfig(PreTrainedConfig):
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_positive(self, "mlp_ratio", "rope_theta", "norm_eps", "entropy_temperature")
+        check_finite(
+            self, "guidance_scale", "entropy_loss_weight", "commit_loss_weight", "scaling_factor", "shift_factor"
+        )
+        if self.scaling_factor == 0:
+            raise ValueError("scaling_factor must be non-zero (latents are divided by it)")
+        if self.guidance_interval is not None and not all(math.isfinite(value) for value in self.guidance_interval):
+            raise ValueError(f"guidance_interval must hold finite numbers, got {self.guidance_interval}")
         if self.enc_mup_width is not None and self.enc_mup_width <= 0:
             raise ValueError(f"enc_mup_width must be positive or None, got {self.enc_mup_width}")
         if self.image_size % self.patch_size:
