@@ -6,13 +6,14 @@ from collections.abc import Callable
 import torch
 from diffusers.models.autoencoders.vae import AutoencoderMixin
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .modules import FP32LayerNorm, LayerScale, RMSNorm
 from .modules.modulation import zero_init_rows_
 from .publishing import HubMixin
+from .registry import FAMILIES, TOKENIZER
 from .utils.validation import check_tensor_values
 
 
@@ -43,18 +44,39 @@ def concatenate_batches(pieces: list):
     raise TypeError(f"cannot concatenate batch slices of type {type(first).__name__}")
 
 
-# from_pretrained's arguments that locate config.json (read before the config class parses it)
-_DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+class CheckpointTypeError(ValueError):
+    """A checkpoint of another tokenizer family than the class loading it."""
 
 
-def _tokenizer_classes(base: type) -> dict[str, type]:
-    """Every subclass of ``base`` (imported so far) by class name."""
-    found, pending = {}, [base]
-    while pending:
-        for subclass in pending.pop().__subclasses__():
-            found.setdefault(subclass.__name__, subclass)
-            pending.append(subclass)
-    return found
+def _tokenizer_types() -> dict[str, str]:
+    """``{model class name: model_type}`` of the registered tokenizer families."""
+    return {spec.model.rpartition(":")[2]: spec.name for spec in FAMILIES.values() if spec.kind == TOKENIZER}
+
+
+def check_checkpoint_type(config_class: type, declared: str | None, architectures: list | None) -> None:
+    """A config of ``config_class`` read from a config.json that declares ``model_type`` ``declared`` and was saved by
+    ``architectures[0]`` must be of that class's family: else a ``CheckpointTypeError`` naming both types and the
+    class to load it with. Called by every tokenizer config's ``__post_init__`` (config.json is parsed there, by
+    ``from_pretrained``, ``AutoModel`` and ``AutoConfig`` alike)."""
+    own_type = getattr(config_class, "model_type", "")
+    if not own_type:
+        return
+    types = _tokenizer_types()
+    classes = {model_type: name for name, model_type in types.items()}
+    own = f"{config_class.__name__} is the config of {own_type!r} models ({classes.get(own_type, 'no known class')})"
+    if declared is not None and declared != own_type:
+        raise CheckpointTypeError(
+            f"config.json declares model_type {declared!r} but {own}; load it with "
+            f"{classes.get(declared, f'the class of {declared!r} models')} (or transformers.AutoModel)"
+        )
+    saved_by = (architectures or [None])[0]
+    saved_type = types.get(saved_by)
+    if saved_type and saved_type != own_type:
+        raise CheckpointTypeError(
+            f"config.json was saved by {saved_by} (a {saved_type!r} model) but declares model_type "
+            f"{declared or own_type!r}, and {own}; load it with {saved_by} (restore its model_type to "
+            f"{saved_type!r} if it was edited)"
+        )
 
 
 class VisualTokenizerPreTrainedModel(AutoencoderMixin, HubMixin, PreTrainedModel):
@@ -103,66 +125,32 @@ class VisualTokenizerPreTrainedModel(AutoencoderMixin, HubMixin, PreTrainedModel
     def __init__(self, config, *args, **kwargs):
         expected = type(self).config_class
         if expected is not None and not isinstance(config, expected):
-            raise ValueError(f"{type(self).__name__} takes a {expected.__name__}, got a {type(config).__name__}")
-        # a config read from another family's config.json keeps its model_type and architectures on the instance
-        self._check_checkpoint_type(
-            config.__dict__.get("model_type"), config.architectures, getattr(config, "_name_or_path", "")
-        )
+            raise CheckpointTypeError(
+                f"{type(self).__name__} takes a {expected.__name__}, got a {type(config).__name__}"
+            )
         super().__init__(config, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
     # loading: a checkpoint of another family is an error, not a model of random weights
     @classmethod
-    def _check_checkpoint_type(cls, declared: str | None, architectures: list | None, where: str) -> None:
-        """A checkpoint's config (``model_type`` ``declared``, saved by ``architectures[0]``) must be of this family:
-        else a ``ValueError`` naming both types and the class to load it with."""
-        own_type = getattr(cls.config_class, "model_type", "")
-        if not own_type:
-            return
-        where = f" of {str(where)!r}" if where else ""
-        if declared is not None and declared != own_type:
-            raise ValueError(
-                f"the config{where} declares model_type {declared!r} but {cls.__name__} loads {own_type!r} "
-                f"checkpoints; load it with {cls._class_for_type(declared)} (or transformers.AutoModel)"
-            )
-        saved_by = (architectures or [None])[0]
-        saved_class = _tokenizer_classes(VisualTokenizerPreTrainedModel).get(saved_by)
-        saved_type = getattr(getattr(saved_class, "config_class", None), "model_type", None)
-        if saved_type and saved_type != own_type:
-            raise ValueError(
-                f"the config{where} was saved by {saved_by} (a {saved_type!r} model) but declares model_type "
-                f"{declared or own_type!r}, and {cls.__name__} loads {own_type!r} checkpoints; load it with "
-                f"{saved_by} (restore its config.json's model_type to {saved_type!r} if it was edited)"
-            )
-
-    @staticmethod
-    def _class_for_type(model_type: str) -> str:
-        """The tokenizer class of ``model_type`` (for messages), or a description when none is known."""
-        for class_name, model_class in _tokenizer_classes(VisualTokenizerPreTrainedModel).items():
-            if getattr(model_class.config_class, "model_type", None) == model_type:
-                return class_name
-        return f"the class of {model_type!r} models"
-
-    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' ``from_pretrained``, refusing another family's checkpoint with a ``ValueError``: a config.json
-        of another ``model_type`` (or saved by another family's class), checked before it is parsed, or weights that
-        leave most of the model's missing (they would start random)."""
-        if pretrained_model_name_or_path is not None and not isinstance(kwargs.get("config"), PreTrainedConfig):
-            download = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
-            config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **download)
-            cls._check_checkpoint_type(
-                config_dict.get("model_type"), config_dict.get("architectures"), pretrained_model_name_or_path
-            )
+        """transformers' ``from_pretrained``, refusing another family's checkpoint with a ``CheckpointTypeError`` (a
+        ``ValueError``): a config.json of another ``model_type`` or saved by another family's class (see
+        ``check_checkpoint_type``), or weights that leave most of the model's missing (they would start random).
+        A caller that asks for ``output_loading_info=True`` gets the missing keys to judge itself instead (e.g. to
+        start a model from part of a checkpoint)."""
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-        )
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except CheckpointTypeError as error:  # name the folder
+            raise CheckpointTypeError(f"{str(pretrained_model_name_or_path)!r}: {error}") from None
         missing, total = len(loading_info["missing_keys"]), len(model.state_dict())
-        if total and 2 * missing > total:
+        if total and 2 * missing > total and not output_loading_info:
             saved_by = (model.config.architectures or ["an unknown class"])[0]
             declared = model.config.__dict__.get("model_type", "unknown")
-            raise ValueError(
+            raise CheckpointTypeError(
                 f"{missing} of the {total} weights of {cls.__name__} (a {cls.config_class.model_type!r} model) are "
                 f"missing from {str(pretrained_model_name_or_path)!r} (saved by {saved_by}, model_type {declared!r}): "
                 "it holds another model or another architecture, whose weights would be left random; load it with "

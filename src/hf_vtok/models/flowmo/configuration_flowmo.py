@@ -5,6 +5,7 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...modeling_utils import check_checkpoint_type
 from ...registry import family_presets
 from ...utils.validation import check_finite, check_positive
 
@@ -116,6 +117,9 @@ class FlowMoConfig(PreTrainedConfig):
     shift_factor: float | int = 0.0
 
     def __post_init__(self, **kwargs):
+        check_checkpoint_type(
+            type(self), kwargs.get("model_type"), self.architectures
+        )  # another family's config.json?
         self.base_axes_dim = tuple(int(axis) for axis in self.base_axes_dim)
         if self.guidance_interval is not None:
             if len(self.guidance_interval) != 2 or self.guidance_interval[0] > self.guidance_interval[1]:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...modeling_utils import check_checkpoint_type
 from ...registry import family_presets
 from ...utils.validation import check_attention_heads, check_finite, check_fraction, check_positive
 
@@ -84,6 +85,9 @@ class LatentTokenViTConfig(PreTrainedConfig):
     shift_factor: float | int = 0.0
 
     def __post_init__(self, **kwargs):
+        check_checkpoint_type(
+            type(self), kwargs.get("model_type"), self.architectures
+        )  # another family's config.json?
         check_positive(
             self, "image_size", "num_channels", "encoder_patch_size", "decoder_patch_size", "num_latent_tokens",
             "latent_channels", "encoder_hidden_size", "encoder_num_layers", "encoder_num_heads",

@@ -3,6 +3,7 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...modeling_utils import check_checkpoint_type
 from ...utils.validation import check_attention_heads, check_finite, check_fraction, check_positive
 
 FLOW_METHODS = ("linear_flow", "CondOT")  # spelled as the original's --flow_method
@@ -142,6 +143,9 @@ class V2FlowConfig(PreTrainedConfig):
     ode_time_grid_size: int = 10
 
     def __post_init__(self, **kwargs):
+        check_checkpoint_type(
+            type(self), kwargs.get("model_type"), self.architectures
+        )  # another family's config.json?
         if self.flow_method not in FLOW_METHODS:
             raise ValueError(f"flow_method must be one of {FLOW_METHODS}, got {self.flow_method!r}")
         if self.resampler_sampling not in RESAMPLER_SAMPLING_MODES:

@@ -6,6 +6,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...modeling_utils import check_checkpoint_type
 from ...modules import rounded_hidden_size
 from ...registry import family_presets
 from ...utils.validation import check_attention_heads, check_finite, check_fraction, check_positive
@@ -168,6 +169,9 @@ class ViTokConfig(PreTrainedConfig):
     variant: str | None = None
 
     def __post_init__(self, **kwargs):
+        check_checkpoint_type(
+            type(self), kwargs.get("model_type"), self.architectures
+        )  # another family's config.json?
         if not (self.has_encoder or self.has_decoder):
             raise ValueError("ViTokConfig needs at least one of has_encoder / has_decoder")
         check_positive(
