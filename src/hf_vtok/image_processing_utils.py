@@ -13,17 +13,37 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks this name up in component modules)
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import ChannelDimension, infer_channel_dimension_format
+from transformers.processing_utils import ImagesKwargs
 
 from .remote_code import RemoteCodeMixin
 from .utils.images import check_image_size, load_image, to_rgb
+from .utils.validation import check_tensor_values
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 _KEPT_MODES = ("L", "RGB", "RGBA")  # the PIL modes do_convert_rgb=False passes on as they are
+_CHANNEL_COUNTS = (1, 3, 4)
+# share of the expected range a float image may exceed it by (rounding of a previous computation)
+FLOAT_RANGE_TOLERANCE = 0.01
+
+
+class VisualTokenizerImagesKwargs(ImagesKwargs, total=False):
+    r"""
+    do_exif_transpose (`bool`): rotate / mirror PIL images by their EXIF orientation tag (as phone photos need)
+        before anything else; `False` keeps them as stored. Image files given by path are always opened upright.
+    """
+
+    do_exif_transpose: bool
+
+
+def exif_transposed(image: Image.Image) -> Image.Image:
+    """``image`` turned upright by its EXIF orientation tag; the image itself when it has none (no copy)."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
 
 
 def same_channels(pixels: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -36,6 +56,15 @@ def same_channels(pixels: list[torch.Tensor]) -> list[torch.Tensor]:
     return pixels
 
 
+def _with_channel_axis(images):
+    """``images`` (one image or a list) with each 2-D array / tensor ``[H, W]`` given a channel axis ``[1, H, W]``."""
+    if isinstance(images, (list, tuple)):
+        return type(images)(_with_channel_axis(image) for image in images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 2:
+        return images[None]
+    return images
+
+
 class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
     """Input handling shared by every hf_vtok processor.
 
@@ -44,8 +73,15 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
     their own 1, 3 or 4 channels (L / RGB / RGBA, no alpha compositing), for a model built with that
     ``num_channels``; ``image_mean`` / ``image_std`` then need one value per channel, and other PIL modes are
     an error.
+
+    PIL images are first turned upright by their EXIF orientation (``do_exif_transpose=True``, saved with the
+    processor; image files given by path always are). Float arrays / tensors must be finite and within
+    ``[0, 255]`` with ``do_rescale=True`` (``[0, 1 / rescale_factor]``) or ``[0, 1]`` with ``do_rescale=False``
+    (up to ``FLOAT_RANGE_TOLERANCE`` of the range beyond it), else a ``ValueError`` says what was found.
     """
 
+    valid_kwargs = VisualTokenizerImagesKwargs
+    do_exif_transpose = True
     _remote_config_file = "preprocessor_config.json"
     # kwargs the family checks itself (sizes computed per image): transformers' generic check would demand a
     # fixed `size` / `crop_size` for them
@@ -73,18 +109,34 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
             kwargs.pop(name, None)
         return super()._validate_preprocess_kwargs(**kwargs)
 
+    def _prepare_images_structure(self, images, expected_ndims: int = 3):
+        # a 2-D array / tensor is one grayscale image [H, W]: given a channel axis, transformers does not take it
+        # for a batch of rows
+        return super()._prepare_images_structure(_with_channel_axis(images), expected_ndims=expected_ndims)
+
     def _prepare_image_like_inputs(self, images, *args, **kwargs):
         prepared = super()._prepare_image_like_inputs(images, *args, **kwargs)
         if not prepared:
             raise ValueError("no images were given")
         return prepared
 
-    def process_image(self, image, do_convert_rgb=None, input_data_format=None, do_rescale=None, **kwargs):
+    def process_image(
+        self,
+        image,
+        do_convert_rgb=None,
+        input_data_format=None,
+        do_rescale=None,
+        rescale_factor=None,
+        do_exif_transpose=None,
+        **kwargs,
+    ):
         keep_channels = do_convert_rgb is False
         if isinstance(image, Image.Image):
             if image.width == 0 or image.height == 0:
                 raise ValueError(f"image has zero size ({image.width}x{image.height})")
             check_image_size(image.width, image.height)  # before a lazily opened image is decoded
+            if do_exif_transpose is not False:
+                image = exif_transposed(image)
             if keep_channels and image.mode not in _KEPT_MODES:
                 raise ValueError(
                     f"do_convert_rgb=False passes {'/'.join(_KEPT_MODES)} images on as they are; a mode "
@@ -103,7 +155,12 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         if image.ndim != 3:
             raise ValueError(f"an image array must be [H, W], [C, H, W] or [H, W, C]; got shape {image.shape}")
         if input_data_format is None:
-            input_data_format = infer_channel_dimension_format(image, num_channels=(1, 3, 4))
+            if image.shape[0] not in _CHANNEL_COUNTS and image.shape[-1] not in _CHANNEL_COUNTS:
+                raise ValueError(
+                    f"an image array needs 1, 3 or 4 channels on its first or last axis ([C, H, W] or [H, W, C]); "
+                    f"got shape {image.shape} ({image.dtype})"
+                )
+            input_data_format = infer_channel_dimension_format(image, num_channels=_CHANNEL_COUNTS)
         if ChannelDimension(input_data_format) == ChannelDimension.LAST:
             image = np.moveaxis(image, -1, 0)
         channels, height, width = image.shape
@@ -119,14 +176,7 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         if not np.issubdtype(image.dtype, np.floating):
             raise ValueError(f"image arrays must be uint8 or floating point, got dtype {image.dtype}")
         pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        if not torch.isfinite(pixels).all():
-            raise ValueError("image array contains NaN or infinite values")
-        scale = 1.0 if pixels.max() <= 1.0 else 255.0
-        if scale == 1.0 and do_rescale:
-            raise ValueError(
-                "float image already in [0, 1] but do_rescale=True would divide it by 255 again; "
-                "pass do_rescale=False (or give uint8 / PIL images)"
-            )
+        scale = self._check_float_image(pixels, do_rescale, rescale_factor)
         if keep_channels:
             pass
         elif channels == 4:  # composite over white, as for RGBA PIL images
@@ -135,6 +185,28 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         elif channels == 1:
             pixels = pixels.expand(3, -1, -1)
         return pixels.contiguous()
+
+    @staticmethod
+    def _check_float_image(pixels: torch.Tensor, do_rescale: bool, rescale_factor: float | None) -> float:
+        """A float image ``[C, H, W]`` must be finite and in the range its rescaling expects; returns that range's
+        top (1 or 255), the white that RGBA images are composited over."""
+        check_tensor_values(pixels, "float image array")
+        low, high = pixels.min().item(), pixels.max().item()
+        if do_rescale and low >= 0 and high <= 1:
+            raise ValueError(
+                "float image already in [0, 1] but do_rescale=True would divide it by 255 again; "
+                "pass do_rescale=False (or give uint8 / PIL images)"
+            )
+        top = 1.0 if not do_rescale else 255.0 if math.isclose(rescale_factor, 1 / 255) else 1.0 / rescale_factor
+        check_tensor_values(
+            pixels,
+            "float image array",
+            (0.0, top),
+            FLOAT_RANGE_TOLERANCE * top,
+            hint=f"with do_rescale={do_rescale} float images must be in [0, {top:g}]: give [0, 1] images with "
+            "do_rescale=False and [0, 255] ones with do_rescale=True",
+        )
+        return top if do_rescale else 1.0
 
     # ----------------------------------------------------------------------------------------------
     # RGB images -> model inputs

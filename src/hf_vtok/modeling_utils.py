@@ -13,6 +13,8 @@ from transformers.utils import ModelOutput
 from .modules import FP32LayerNorm, LayerScale, RMSNorm
 from .modules.modulation import zero_init_rows_
 from .publishing import HubMixin
+from .registry import FAMILIES, TOKENIZER
+from .utils.validation import check_tensor_values
 
 
 def _take(value, index: int):
@@ -42,6 +44,41 @@ def concatenate_batches(pieces: list):
     raise TypeError(f"cannot concatenate batch slices of type {type(first).__name__}")
 
 
+class CheckpointTypeError(ValueError):
+    """A checkpoint of another tokenizer family than the class loading it."""
+
+
+def _tokenizer_types() -> dict[str, str]:
+    """``{model class name: model_type}`` of the registered tokenizer families."""
+    return {spec.model.rpartition(":")[2]: spec.name for spec in FAMILIES.values() if spec.kind == TOKENIZER}
+
+
+def check_checkpoint_type(config_class: type, declared: str | None, architectures: list | None) -> None:
+    """A config of ``config_class`` read from a config.json that declares ``model_type`` ``declared`` and was saved by
+    ``architectures[0]`` must be of that class's family: else a ``CheckpointTypeError`` naming both types and the
+    class to load it with. Called by every tokenizer config's ``__post_init__`` (config.json is parsed there, by
+    ``from_pretrained``, ``AutoModel`` and ``AutoConfig`` alike)."""
+    own_type = getattr(config_class, "model_type", "")
+    if not own_type:
+        return
+    types = _tokenizer_types()
+    classes = {model_type: name for name, model_type in types.items()}
+    own = f"{config_class.__name__} is the config of {own_type!r} models ({classes.get(own_type, 'no known class')})"
+    if declared is not None and declared != own_type:
+        raise CheckpointTypeError(
+            f"config.json declares model_type {declared!r} but {own}; load it with "
+            f"{classes.get(declared, f'the class of {declared!r} models')} (or transformers.AutoModel)"
+        )
+    saved_by = (architectures or [None])[0]
+    saved_type = types.get(saved_by)
+    if saved_type and saved_type != own_type:
+        raise CheckpointTypeError(
+            f"config.json was saved by {saved_by} (a {saved_type!r} model) but declares model_type "
+            f"{declared or own_type!r}, and {own}; load it with {saved_by} (restore its model_type to "
+            f"{saved_type!r} if it was edited)"
+        )
+
+
 class VisualTokenizerPreTrainedModel(AutoencoderMixin, HubMixin, PreTrainedModel):
     """Common surface of the tokenizers: ``encode`` / ``decode`` / ``forward``.
 
@@ -55,10 +92,25 @@ class VisualTokenizerPreTrainedModel(AutoencoderMixin, HubMixin, PreTrainedModel
     noise); families whose decoder can decode tiles set ``use_tiling`` and so take ``enable_tiling()``.
     ``get_input_embeddings()`` is the module the input goes through first (``_input_embeddings``, a dotted path):
     the patch embedding, as for transformers' vision models.
+
+    Inputs are checked: ``encode`` refuses integer tensors (uint8 images), NaN / infinite values and values outside
+    ``input_value_range`` (``[-1, 1]`` for pixels, with ``input_value_tolerance``) with a ``ValueError``. The value
+    checks cost one pass over the input and one host sync; ``model.validate_inputs = False`` skips them, and they are
+    skipped while ``torch.compile`` traces (the compiled graph has no check and no break). Loading refuses another
+    family's checkpoint (a ``model_type`` or saving class of another family, or most weights missing).
     """
 
     use_slicing = False
     _input_embeddings: str | None = None
+    # the checks of ``encode``'s input values (see ``_check_input_values``); ``model.validate_inputs = False``
+    # skips them in speed-critical loops (they cost one pass over the input and one host sync)
+    validate_inputs = True
+    input_value_range: tuple[float, float] | None = (-1.0, 1.0)
+    # bicubic resizing of an image in [-1, 1] (ViTok's token-budget resize) overshoots it by at most 56 %
+    input_value_tolerance = 0.6
+    input_value_hint = (
+        "the model takes images normalized to [-1, 1]: run 8-bit / [0, 255] images through its image processor"
+    )
 
     base_model_prefix = "model"
     main_input_name = "pixel_values"
@@ -69,6 +121,58 @@ class VisualTokenizerPreTrainedModel(AutoencoderMixin, HubMixin, PreTrainedModel
     # LoRA targets for peft's ``LoraConfig(target_modules=list(model.lora_target_modules))``: the fused attention
     # and the MLP projections of every block (stock recipes' ``to_q`` / ``q_proj`` / ... name no layer here)
     lora_target_modules = ("qkv_proj", "out_proj", "fc1", "fc2")
+
+    def __init__(self, config, *args, **kwargs):
+        expected = type(self).config_class
+        if expected is not None and not isinstance(config, expected):
+            raise CheckpointTypeError(
+                f"{type(self).__name__} takes a {expected.__name__}, got a {type(config).__name__}"
+            )
+        super().__init__(config, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------
+    # loading: a checkpoint of another family is an error, not a model of random weights
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' ``from_pretrained``, refusing another family's checkpoint with a ``CheckpointTypeError`` (a
+        ``ValueError``): a config.json of another ``model_type`` or saved by another family's class (see
+        ``check_checkpoint_type``), or weights that leave most of the model's missing (they would start random).
+        A caller that asks for ``output_loading_info=True`` gets the missing keys to judge itself instead (e.g. to
+        start a model from part of a checkpoint)."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except CheckpointTypeError as error:  # name the folder
+            raise CheckpointTypeError(f"{str(pretrained_model_name_or_path)!r}: {error}") from None
+        missing, total = len(loading_info["missing_keys"]), len(model.state_dict())
+        if total and 2 * missing > total and not output_loading_info:
+            saved_by = (model.config.architectures or ["an unknown class"])[0]
+            declared = model.config.__dict__.get("model_type", "unknown")
+            raise CheckpointTypeError(
+                f"{missing} of the {total} weights of {cls.__name__} (a {cls.config_class.model_type!r} model) are "
+                f"missing from {str(pretrained_model_name_or_path)!r} (saved by {saved_by}, model_type {declared!r}): "
+                "it holds another model or another architecture, whose weights would be left random; load it with "
+                "its own class (or transformers.AutoModel)"
+            )
+        return (model, loading_info) if output_loading_info else model
+
+    # ----------------------------------------------------------------------------------------------
+    # input values
+    def _check_input_values(self, values: torch.Tensor, name: str | None = None) -> None:
+        """``encode``'s input must be floating point and, unless ``validate_inputs`` is False or the call is being
+        compiled (no graph break, no host sync), finite and within ``input_value_range`` (+- the tolerance)."""
+        name = name or self.main_input_name
+        if not isinstance(values, torch.Tensor):
+            raise ValueError(f"{name} must be a tensor, got {type(values).__name__}")
+        if not values.is_floating_point():
+            raise ValueError(
+                f"{name} must be a floating point tensor, got dtype {values.dtype}; {self.input_value_hint}"
+            )
+        if self.validate_inputs and not torch.compiler.is_compiling():
+            hint = f"{self.input_value_hint} (model.validate_inputs = False skips this check)"
+            check_tensor_values(values, name, self.input_value_range, self.input_value_tolerance, hint=hint)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

@@ -7,7 +7,9 @@ bfloat16 model returns) and the ``*_kwargs`` hooks (a seeded generator for stoch
 
 import copy
 import inspect
+import io
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -15,14 +17,16 @@ import torch
 import torch._dynamo
 import torch.utils._device
 from accelerate import init_empty_weights
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from hf_vtok import FlowMoModel, ViTokConfig, ViTokModel
 from hf_vtok.modeling_outputs import (
     SequenceLatentDistribution,
     VisualTokenizerDecoderOutput,
     VisualTokenizerEncoderOutput,
 )
+from tests.testing_utils.tiny_models import TINY_VITOK_VARIANT, tiny_flowmo_model
 
 BAD_SHAPES = ("fewer_dims", "more_dims", "extra_channel")
 
@@ -121,6 +125,16 @@ class TokenizerTesterMixin:
     def get_processor(self):
         """The family's image processor (saved next to the model), or ``None``."""
         return None
+
+    def get_image_processor(self):
+        """The processor of the family's images (V²Flow: its DC-AE's), for the processor checks; ``None``: none."""
+        return self.get_processor()
+
+    def other_family_model(self):
+        """A tiny model of another family whose weights share no name with this one's: FlowMo, or ViTok for FlowMo."""
+        if self.model_class is FlowMoModel:
+            return ViTokModel(ViTokConfig.from_variant(TINY_VITOK_VARIANT)).eval()
+        return tiny_flowmo_model()
 
     def encode_kwargs(self) -> dict:
         """Extra arguments of every ``encode`` call (fresh on each call, e.g. a seeded generator)."""
@@ -279,6 +293,7 @@ class TokenizerTesterMixin:
     @torch.no_grad()
     def test_compiled_encode_equals_eager(self):
         model, inputs = self.get_model(), self.get_inputs()
+        assert model.validate_inputs  # the input checks are on: they must neither break the graph nor sync
         kwargs = {self.input_name: inputs, **self.compile_kwargs()}
         torch._dynamo.reset()
         try:
@@ -331,6 +346,133 @@ class TokenizerTesterMixin:
         bad = self.bad_latents(self._encode(model, inputs).latents)[case]
         with pytest.raises(ValueError, match=re.escape(str(tuple(bad.shape)))):
             self._decode(model, bad)
+
+    @pytest.mark.parametrize("value", ("nan", "inf", "-inf"))
+    @torch.no_grad()
+    def test_encode_rejects_non_finite_inputs(self, value):
+        """NaN / infinite inputs would give NaN latents (and normal-looking token ids); the check names them, and
+        ``validate_inputs = False`` (speed-critical loops) skips it."""
+        model, inputs = self.get_model(), self.get_inputs()
+        bad = inputs.clone()
+        bad[0, 0, 0] = float(value)
+        with pytest.raises(ValueError, match=rf"{self.input_name} contains (NaN|infinite) values"):
+            self._encode(model, bad)
+        model.validate_inputs = False
+        self._encode(model, bad)  # no check, no error
+
+    @torch.no_grad()
+    def test_encode_rejects_integer_inputs(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        as_uint8 = ((inputs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        for validate in (True, False):  # the dtype check costs nothing: always on
+            model.validate_inputs = validate
+            with pytest.raises(ValueError, match=rf"{self.input_name} must be (a )?floating point.*uint8"):
+                self._encode(model, as_uint8)
+
+    @torch.no_grad()
+    def test_encode_rejects_values_outside_the_input_range(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        if model.input_value_range is None:
+            pytest.skip(f"{self.model_class.__name__} takes {self.input_name} of no fixed range (finite only)")
+        low, high = model.input_value_range
+        assert (low, high) == (-1.0, 1.0)
+        for bad in ((inputs + 1) * 127.5, torch.full_like(inputs, -5.0), inputs * 13):  # [0, 255] floats, ...
+            with pytest.raises(ValueError, match=r"outside the expected \[-1, 1\]"):
+                self._encode(model, bad)
+        # within the tolerance (resampling overshoot) is accepted; validate_inputs = False skips the check
+        self._encode(model, inputs.clamp(-1, 1) * (1 + 0.9 * model.input_value_tolerance))
+        model.validate_inputs = False
+        self._encode(model, (inputs + 1) * 127.5)
+
+    @torch.no_grad()
+    def test_empty_batch_gives_empty_outputs(self):
+        model, inputs = self.get_model(), self.get_inputs()
+        encoded = self._encode(model, inputs[:0])
+        assert tuple(encoded.latents.shape) == self.expected_latents_shape(0)
+        decoded = self._decode(model, encoded.latents)
+        assert tuple(decoded.sample.shape) == (0, *inputs.shape[1:])
+        if self.discrete:
+            assert tuple(encoded.image_tokens.shape) == self.expected_image_tokens_shape(0)
+            from_tokens = self._decode(model, image_tokens=encoded.image_tokens)
+            assert tuple(from_tokens.sample.shape) == (0, *inputs.shape[1:])
+        assert tuple(model(**{self.input_name: inputs[:0]}, **self.forward_kwargs()).sample.shape) == tuple(
+            decoded.sample.shape
+        )
+
+    def test_loading_another_familys_checkpoint_is_an_error(self, tmp_path):
+        """Another family's folder, a config.json whose model_type was edited, or another family's weights under
+        this family's config: a ValueError naming both types, never a model of random weights."""
+        other = self.other_family_model()
+        other.save_pretrained(tmp_path / "other")
+        own_type, other_type = self.model_class.config_class.model_type, type(other).config_class.model_type
+        name, config = self.model_class.__name__, self.get_config()
+        both = (
+            rf"model_type '{other_type}' but {type(config).__name__} is the config of '{own_type}' models \({name}\)"
+        )
+        with pytest.raises(ValueError, match=rf"other': config.json declares {both}"):
+            self.model_class.from_pretrained(tmp_path / "other")
+        with pytest.raises(ValueError, match=both):
+            type(config).from_dict(other.config.to_dict())
+        config_file = tmp_path / "other" / "config.json"
+        config_file.write_text(config_file.read_text().replace(f'"{other_type}"', f'"{own_type}"'))
+        with pytest.raises(ValueError, match=rf"saved by {type(other).__name__} \(a '{other_type}' model\)"):
+            AutoModel.from_pretrained(tmp_path / "other")
+        self.get_model().save_pretrained(tmp_path / "own")
+        shutil.copy(tmp_path / "other" / "model.safetensors", tmp_path / "own" / "model.safetensors")
+        with pytest.raises(
+            ValueError, match=rf"(\d+) of the \1 weights of {name} \(a '{own_type}' model\) are missing"
+        ):
+            self.model_class.from_pretrained(tmp_path / "own")
+
+    # -- processor input ----------------------------------------------------------------------------------
+    def _image_processor(self):
+        processor = self.get_image_processor()
+        if processor is None:
+            pytest.skip(f"{self.model_class.__name__} takes no images")
+        return processor
+
+    @torch.no_grad()
+    def test_processor_applies_the_exif_orientation_of_pil_images(self, tmp_path):
+        """A phone photo opened with PIL (EXIF orientation 6: stored sideways) is encoded upright, as from its path;
+        ``do_exif_transpose=False`` keeps it as stored, and is saved with the processor."""
+        processor = self._image_processor()
+        stored = Image.fromarray(np.random.RandomState(0).randint(0, 256, (16, 24, 3), dtype=np.uint8))
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = 6
+        buffer = io.BytesIO()
+        stored.save(buffer, format="PNG", exif=exif)
+        photo = Image.open(io.BytesIO(buffer.getvalue()))
+        (tmp_path / "photo.png").write_bytes(buffer.getvalue())
+        upright = ImageOps.exif_transpose(photo)
+        assert upright.size == (16, 24)
+        expected = processor(upright, return_tensors="pt")["pixel_values"]
+        assert torch.equal(processor(photo, return_tensors="pt")["pixel_values"], expected)
+        assert torch.equal(processor(str(tmp_path / "photo.png"), return_tensors="pt")["pixel_values"], expected)
+        as_stored = processor(photo, do_exif_transpose=False, return_tensors="pt")["pixel_values"]
+        assert torch.equal(as_stored, processor(stored, return_tensors="pt")["pixel_values"])
+        assert not torch.equal(as_stored, expected)
+        off = type(processor)(**{**processor.to_dict(), "do_exif_transpose": False})
+        off.save_pretrained(tmp_path / "off")
+        reloaded = type(processor).from_pretrained(tmp_path / "off")
+        assert reloaded.do_exif_transpose is False
+        assert torch.equal(reloaded(photo, return_tensors="pt")["pixel_values"], as_stored)
+
+    def test_processor_rejects_bad_arrays_naming_them(self):
+        processor = self._image_processor()
+        with pytest.raises(ValueError, match=r"1, 3 or 4 channels.*\(32, 40, 2\)"):
+            processor(np.zeros((32, 40, 2), dtype=np.uint8), return_tensors="pt")
+        with pytest.raises(ValueError, match=r"1, 3 or 4 channels.*\(2, 32, 40\)"):
+            processor(torch.zeros(2, 32, 40), do_rescale=False, return_tensors="pt")
+        floats = np.random.RandomState(0).rand(32, 40, 3).astype(np.float32)
+        for bad, rescale, expected in (
+            (floats * 24 - 11, False, r"from -1\d.* outside the expected \[0, 1\]"),  # -11 .. 13
+            (np.full_like(floats, -5.0), True, r"from -5 to -5, outside the expected \[0, 255\]"),
+            (floats * 300, True, r"outside the expected \[0, 255\]"),
+        ):
+            with pytest.raises(ValueError, match=expected):
+                processor(bad, do_rescale=rescale, return_tensors="pt")
+        with pytest.raises(ValueError, match="already in \\[0, 1\\]"):
+            processor(floats, return_tensors="pt")
 
     # -- the transformers / diffusers surface ---------------------------------------------------------
     @torch.no_grad()

@@ -103,7 +103,12 @@ class SoftVectorQuantizer(nn.Module):
         quantized = torch.bmm(probs, codebook)
 
         def to_sequence(values: torch.Tensor) -> torch.Tensor:  # [n_cb, B * seg, X] -> [B, L, X]
-            return values.view(self.num_codebooks, batch, segment, -1).transpose(0, 1).reshape(batch, length, -1)
+            channels = values.shape[-1]  # not -1: an empty batch leaves it undetermined
+            return (
+                values.view(self.num_codebooks, batch, segment, channels)
+                .transpose(0, 1)
+                .reshape(batch, length, channels)
+            )
 
         quantized, logits, probs = to_sequence(quantized), to_sequence(logits), to_sequence(probs)
         with torch.no_grad():

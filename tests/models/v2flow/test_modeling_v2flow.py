@@ -61,6 +61,9 @@ class TestV2FlowTokenizer(TokenizerTesterMixin):
 
     decoder_hidden_states_in_forward = False  # the MAR transformer runs once per masked-AR step
 
+    def get_image_processor(self):
+        return V2FlowImageProcessor(crop_size={"height": 16, "width": 16})  # the DC-AE's
+
     def test_processor_keeps_the_channels_without_convert_rgb(self):
         """The DC-AE's processor (the tokenizer itself takes latents)."""
         processor = V2FlowImageProcessor(crop_size={"height": 16, "width": 16})

@@ -5,7 +5,9 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...modeling_utils import check_checkpoint_type
 from ...registry import family_presets
+from ...utils.validation import check_finite, check_positive
 
 QUANTIZATION_TYPES = ("lfq", "kl", "noop")
 TIMESTEP_SAMPLINGS = ("fat_lognormal", "lognormal", "uniform")
@@ -115,6 +117,9 @@ class FlowMoConfig(PreTrainedConfig):
     shift_factor: float | int = 0.0
 
     def __post_init__(self, **kwargs):
+        check_checkpoint_type(
+            type(self), kwargs.get("model_type"), self.architectures
+        )  # another family's config.json?
         self.base_axes_dim = tuple(int(axis) for axis in self.base_axes_dim)
         if self.guidance_interval is not None:
             if len(self.guidance_interval) != 2 or self.guidance_interval[0] > self.guidance_interval[1]:
@@ -144,6 +149,14 @@ class FlowMoConfig(PreTrainedConfig):
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_positive(self, "mlp_ratio", "rope_theta", "norm_eps", "entropy_temperature")
+        check_finite(
+            self, "guidance_scale", "entropy_loss_weight", "commit_loss_weight", "scaling_factor", "shift_factor"
+        )
+        if self.scaling_factor == 0:
+            raise ValueError("scaling_factor must be non-zero (latents are divided by it)")
+        if self.guidance_interval is not None and not all(math.isfinite(value) for value in self.guidance_interval):
+            raise ValueError(f"guidance_interval must hold finite numbers, got {self.guidance_interval}")
         if self.enc_mup_width is not None and self.enc_mup_width <= 0:
             raise ValueError(f"enc_mup_width must be positive or None, got {self.enc_mup_width}")
         if self.image_size % self.patch_size:

@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers.image_utils import PILImageResampling
-from transformers.processing_utils import ImagesKwargs, Unpack
+from transformers.processing_utils import Unpack
 
-from ...image_processing_utils import VisualTokenizerImageProcessor
+from ...image_processing_utils import VisualTokenizerImageProcessor, VisualTokenizerImagesKwargs
 
 
-class FlowMoImageProcessorKwargs(ImagesKwargs, total=False):
+class FlowMoImageProcessorKwargs(VisualTokenizerImagesKwargs, total=False):
     r"""
     image_size (`int`): the model's square input size; the default `size` / `crop_size` use it.
     """

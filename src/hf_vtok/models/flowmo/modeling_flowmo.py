@@ -67,6 +67,8 @@ class FlowMoEncoderOutput(VisualTokenizerEncoderOutput):
             ``[B, code_length, context_dim]`` layout: ``latent_dist.sample(generator)`` / ``latent_dist.mode()`` are
             what ``decode`` takes): the ``kl`` variant's Gaussian, a point mass at ``latents`` for the others.
         hidden_states / code_hidden_states: image / code stream after the embedding and after each block.
+        orig_height / orig_width: ``[B]`` size of the encoded images: ``decode(encoder_output)`` decodes at it (the
+            code itself does not say it) and refuses another ``height`` / ``width`` / ``noise`` size.
     """
 
     prequant_latents: torch.FloatTensor | None = None
@@ -74,6 +76,8 @@ class FlowMoEncoderOutput(VisualTokenizerEncoderOutput):
     quantizer_losses: dict[str, torch.Tensor] | None = None
     latent_dist: SequenceLatentDistribution | None = None
     code_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    orig_height: torch.LongTensor | None = None
+    orig_width: torch.LongTensor | None = None
 
 
 @dataclass
@@ -440,13 +444,14 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         """``[B, T, C]`` -> ``[B, T * C/bits, bits]``: token ``t*fh + h`` takes channels ``j*fh + h`` (strided)."""
         batch, length, channels = code.shape
         bits = self.config.bits_per_token
-        return code.unflatten(-1, (bits, channels // bits)).transpose(-1, -2).reshape(batch, -1, bits)
+        grouped = code.unflatten(-1, (bits, channels // bits)).transpose(-1, -2)
+        return grouped.reshape(batch, length * channels // bits, bits)  # sizes given: an empty batch has no -1
 
     def _ungroup_token_bits(self, token_bits: torch.Tensor) -> torch.Tensor:
         """Inverse of ``_group_token_bits``."""
         batch, bits = token_bits.shape[0], self.config.bits_per_token
         per_position = self.config.context_dim // bits
-        grouped = token_bits.reshape(batch, -1, per_position, bits)
+        grouped = token_bits.reshape(batch, token_bits.shape[1] // per_position, per_position, bits)
         return grouped.transpose(-1, -2).reshape(batch, grouped.shape[1], self.config.context_dim)
 
     def tokens_to_latents(self, image_tokens: torch.Tensor) -> torch.Tensor:
@@ -471,7 +476,8 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
                 f"token ids exist only for quantization_type='lfq', not {self.config.quantization_type!r}"
             )
         self._check_latents(latents)
-        return self.quantizer.codes_to_indices(self._group_token_bits(latents)).reshape(latents.shape[0], -1)
+        tokens = self.quantizer.codes_to_indices(self._group_token_bits(latents))
+        return tokens.reshape(latents.shape[0], self.config.tokens_per_image)
 
     def _check_latents(self, latents: torch.Tensor) -> None:
         config = self.config
@@ -497,7 +503,7 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         if config.quantization_type == "lfq":
             result = self.quantizer(self._group_token_bits(code), return_losses=return_loss)
             latents = self._ungroup_token_bits(result.quantized)
-            tokens = result.indices.reshape(code.shape[0], -1)
+            tokens = result.indices.reshape(code.shape[0], self.config.tokens_per_image)
             if not return_loss:
                 return latents, tokens, zero, None, None
             losses = {
@@ -537,6 +543,7 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         control the ``kl`` posterior sample (the original samples it at evaluation too).
         """
         self._check_pixels(pixel_values)
+        self._check_input_values(pixel_values)
         config = self.config
         return_loss = self.training if return_loss is None else return_loss
         height, width = pixel_values.shape[-2:]
@@ -572,6 +579,8 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             quantizer_losses=quantizer_losses,
             latent_dist=latent_dist,
             code_hidden_states=code_history,
+            orig_height=torch.full((pixel_values.shape[0],), height, dtype=torch.long, device=pixel_values.device),
+            orig_width=torch.full((pixel_values.shape[0],), width, dtype=torch.long, device=pixel_values.device),
         )
         return output if return_dict else output.to_tuple()
 
@@ -674,6 +683,25 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         self._check_pixels(noise, "noise")
         return noise
 
+    @staticmethod
+    def _encoded_size(encoded: FlowMoEncoderOutput, height, width, noise) -> tuple[int | None, int | None]:
+        """``(height, width)`` of a decode of ``encoded``: the encoded images' size, which a given ``height`` /
+        ``width`` / ``noise`` must match (decoding at another size silently changes the image)."""
+        if encoded.orig_height is None or encoded.orig_width is None or encoded.orig_height.numel() == 0:
+            return height, width
+        size = (int(encoded.orig_height[0]), int(encoded.orig_width[0]))
+        asked = (
+            height or (noise.shape[-2] if noise is not None else size[0]),
+            width or (noise.shape[-1] if noise is not None else size[1]),
+        )
+        if asked != size:
+            raise ValueError(
+                f"these latents were encoded from {size[0]}x{size[1]} (HxW) images but the decode asks for "
+                f"{asked[0]}x{asked[1]} (height / width / noise); pass the latents tensor (encoded.latents) to decode "
+                "them at another size"
+            )
+        return size
+
     def decode(
         self,
         latents: torch.Tensor | FlowMoEncoderOutput | None = None,
@@ -694,7 +722,10 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
     ) -> FlowMoDecoderOutput | tuple:
         r"""Decode a code (``latents`` or LFQ ``image_tokens``) to images with the original sampler.
 
-        Starting from ``noise`` (``[B, 3, H, W]``; drawn with ``generator`` when not given), every
+        The size is ``height`` x ``width``, else the ``noise``'s, else that of the images an encoder output
+        (``latents=model.encode(...)``) was encoded from, else ``config.image_size``: a latents tensor does not
+        record the size it was encoded at. Starting from ``noise`` (``[B, 3, H, W]``; drawn with ``generator``
+        when not given), every
         step ``i`` evaluates ``v = decoder(z, t_i, code)``; inside the guidance interval also the
         null code and ``v = v_null + guidance_scale * (v - v_null)``; then ``z -= dt_i * v``. The
         result is the last state clipped to [-1, 1]. Defaults come from the config
@@ -709,6 +740,7 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
         """
         config = self.config
         if isinstance(latents, FlowMoEncoderOutput):
+            height, width = self._encoded_size(latents, height, width, noise)
             latents = latents.latents
         if (latents is None) == (image_tokens is None):
             raise ValueError("decode needs exactly one of latents or image_tokens")
@@ -825,10 +857,11 @@ class FlowMoModel(VisualTokenizerPreTrainedModel):
             )
             return output if return_dict else output.to_tuple()
 
-        pixel_values = pixel_values.float()
+        # encode checks the input (a uint8 batch must not become float first); it casts to the weights' dtype itself
         encoded = self.encode(
             pixel_values, return_loss=True, generator=generator, output_hidden_states=output_hidden_states
         )
+        pixel_values = pixel_values.float()
         if timesteps is not None:
             timesteps = self._flow_times(timesteps, pixel_values.shape[0], pixel_values.device)
         terms = flowmo_training_losses(

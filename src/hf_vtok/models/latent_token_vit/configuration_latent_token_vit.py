@@ -5,8 +5,9 @@ from dataclasses import dataclass
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...modeling_utils import check_checkpoint_type
 from ...registry import family_presets
-from ...utils.validation import check_attention_heads, check_positive
+from ...utils.validation import check_attention_heads, check_finite, check_fraction, check_positive
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,20 @@ class LatentTokenViTConfig(PreTrainedConfig):
     shift_factor: float | int = 0.0
 
     def __post_init__(self, **kwargs):
+        check_checkpoint_type(
+            type(self), kwargs.get("model_type"), self.architectures
+        )  # another family's config.json?
         check_positive(
             self, "image_size", "num_channels", "encoder_patch_size", "decoder_patch_size", "num_latent_tokens",
             "latent_channels", "encoder_hidden_size", "encoder_num_layers", "encoder_num_heads",
-            "decoder_hidden_size", "decoder_num_layers", "decoder_num_heads",
+            "decoder_hidden_size", "decoder_num_layers", "decoder_num_heads", "mlp_ratio", "norm_eps", "rope_theta",
         )  # fmt: skip
+        check_finite(self, "encoder_layer_scale_init", "decoder_layer_scale_init", "scaling_factor", "shift_factor")
+        check_fraction(self, "encoder_drop_path_rate", "decoder_drop_path_rate")
         for role in ("encoder", "decoder"):
             check_attention_heads(self, f"{role}_hidden_size", f"{role}_num_heads", 4 if self.use_rope else 1)
+            if int(getattr(self, f"{role}_hidden_size") * self.mlp_ratio) <= 0:
+                raise ValueError(f"mlp_ratio={self.mlp_ratio} leaves the {role} blocks an empty MLP")
             patch = getattr(self, f"{role}_patch_size")
             if self.image_size % patch:
                 raise ValueError(f"image_size={self.image_size} is not a multiple of {role}_patch_size={patch}")

@@ -4,8 +4,12 @@ from PIL import Image
 from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks this name up in component modules)
 from transformers.image_utils import PILImageResampling
 
-from ...image_processing_utils import VisualTokenizerImageProcessor
+from ...image_processing_utils import VisualTokenizerImageProcessor, VisualTokenizerImagesKwargs
 from ...utils.images import adm_center_crop
+
+
+class LatentTokenImageProcessorKwargs(VisualTokenizerImagesKwargs, total=False):
+    """No options of their own: ``size`` sets the square image size."""
 
 
 class LatentTokenImageProcessor(VisualTokenizerImageProcessor):
@@ -23,6 +27,7 @@ class LatentTokenImageProcessor(VisualTokenizerImageProcessor):
     ``[B, 3, H, W]`` back to PIL / NumPy / torch images. ``for_model(config)`` sizes it for a model.
     """
 
+    valid_kwargs = LatentTokenImageProcessorKwargs
     model_input_names = ["pixel_values"]
     resample = PILImageResampling.BICUBIC
     image_mean = [0.5, 0.5, 0.5]

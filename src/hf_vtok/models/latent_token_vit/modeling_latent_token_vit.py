@@ -302,8 +302,7 @@ class LatentTokenViTPreTrainedModel(VisualTokenizerPreTrainedModel):
                 "images (config.image_size; its position embedding is learned for that grid). Resize or crop with the "
                 "model's image processor, or pass interpolate_pos_encoding=True to resample the position embedding."
             )
-        if not pixel_values.is_floating_point():
-            raise ValueError(f"pixel_values must be floating point in [-1, 1], got dtype {pixel_values.dtype}")
+        self._check_input_values(pixel_values)
         return pixel_values.to(self.encoder.patch_embed.weight.dtype)
 
     def _check_latents(self, latents) -> torch.Tensor:

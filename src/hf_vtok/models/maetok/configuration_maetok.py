@@ -2,7 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
-from ...utils.validation import check_attention_heads
+from ...utils.validation import check_attention_heads, check_positive
 from ..latent_token_vit.configuration_latent_token_vit import (
     LatentTokenViTConfig,
     ReleasedTokenizer,
@@ -67,8 +67,10 @@ class MAETokConfig(LatentTokenViTConfig):
                 f"mask ratios must satisfy 0 <= mask_ratio_min <= mask_ratio_max < 1, got {self.mask_ratio_min} "
                 f"and {self.mask_ratio_max}"
             )
-        if self.mask_ratio_std <= 0:
-            raise ValueError(f"mask_ratio_std must be positive, got {self.mask_ratio_std}")
+        check_positive(
+            self, "mask_ratio_std", "auxiliary_hidden_size", "auxiliary_num_layers", "auxiliary_num_heads",
+            "hog_num_bins", "hog_cell_size", "hog_gaussian_window", "dinov2_feature_dim", "siglip_feature_dim",
+        )  # fmt: skip
         self.auxiliary_targets = tuple(self.auxiliary_targets)
         unknown = [name for name in self.auxiliary_targets if name not in AUXILIARY_TARGETS]
         if unknown or len(set(self.auxiliary_targets)) != len(self.auxiliary_targets):

@@ -2,6 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
+from ...utils.validation import check_finite, check_positive
 from ..latent_token_vit.configuration_latent_token_vit import (
     LatentTokenViTConfig,
     ReleasedTokenizer,
@@ -40,15 +41,11 @@ class SoftVQConfig(LatentTokenViTConfig):
     entropy_loss_ratio: float | int = 0.0
 
     def __post_init__(self, **kwargs):
-        if self.codebook_size <= 0 or self.num_codebooks <= 0:
-            raise ValueError(
-                f"codebook_size and num_codebooks must be positive, got {self.codebook_size} and {self.num_codebooks}"
-            )
+        check_positive(self, "codebook_size", "num_codebooks", "temperature")
+        check_finite(self, "entropy_loss_ratio")
         if self.num_latent_tokens % self.num_codebooks:
             raise ValueError(
                 f"num_latent_tokens={self.num_latent_tokens} must be a multiple of num_codebooks={self.num_codebooks} "
                 "(each codebook quantizes one contiguous segment of the latent sequence)"
             )
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
         super().__post_init__(**kwargs)

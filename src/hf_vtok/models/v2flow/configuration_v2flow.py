@@ -3,6 +3,9 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...modeling_utils import check_checkpoint_type
+from ...utils.validation import check_attention_heads, check_finite, check_fraction, check_positive
+
 FLOW_METHODS = ("linear_flow", "CondOT")  # spelled as the original's --flow_method
 RESAMPLER_SAMPLING_MODES = ("gumbel", "softmax")
 GUIDANCE_SCHEDULES = ("linear", "constant")
@@ -140,6 +143,9 @@ class V2FlowConfig(PreTrainedConfig):
     ode_time_grid_size: int = 10
 
     def __post_init__(self, **kwargs):
+        check_checkpoint_type(
+            type(self), kwargs.get("model_type"), self.architectures
+        )  # another family's config.json?
         if self.flow_method not in FLOW_METHODS:
             raise ValueError(f"flow_method must be one of {FLOW_METHODS}, got {self.flow_method!r}")
         if self.resampler_sampling not in RESAMPLER_SAMPLING_MODES:
@@ -148,10 +154,7 @@ class V2FlowConfig(PreTrainedConfig):
             )
         if self.guidance_schedule not in GUIDANCE_SCHEDULES:
             raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {self.guidance_schedule!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}"
-            )
+        check_attention_heads(self, "hidden_size", "num_attention_heads")
         if self.sample_size <= 0 or self.patch_size <= 0 or self.sample_size % self.patch_size:
             raise ValueError(
                 f"sample_size={self.sample_size} must be a positive multiple of patch_size={self.patch_size}"
@@ -174,8 +177,18 @@ class V2FlowConfig(PreTrainedConfig):
             "gumbel_temperature": self.gumbel_temperature,
         }
         for name, value in positive.items():
-            if value <= 0:
+            if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        check_positive(
+            self, "vae_downsample_factor", "encoder_num_layers", "decoder_num_layers", "mlp_ratio", "layer_norm_eps",
+            "connector_norm_eps", "codebook_eps", "flow_shift", "num_train_timesteps", "ode_atol", "ode_rtol",
+        )  # fmt: skip
+        check_finite(self, "scaling_factor", "commitment_weight", "guidance_scale", "flow_guidance_scale")
+        if self.scaling_factor == 0:
+            raise ValueError("scaling_factor must be non-zero (decoded latents are divided by it)")
+        if not 0.0 <= self.codebook_decay <= 1.0:
+            raise ValueError(f"codebook_decay must be in [0, 1], got {self.codebook_decay}")
+        check_fraction(self, "attention_dropout", "hidden_dropout")
         if not 0.0 <= self.label_drop_prob <= 1.0:
             raise ValueError(f"label_drop_prob must be in [0, 1], got {self.label_drop_prob}")
         if not 0.0 < self.mask_ratio_min <= 1.0:

@@ -1,13 +1,13 @@
 """Image processor of V²Flow's DC-AE input: ADM center crop to a square, then [-1, 1]."""
 
 from PIL import Image
-from transformers.processing_utils import ImagesKwargs, Unpack
+from transformers.processing_utils import Unpack
 
-from ...image_processing_utils import VisualTokenizerImageProcessor
+from ...image_processing_utils import VisualTokenizerImageProcessor, VisualTokenizerImagesKwargs
 from ...utils.images import adm_center_crop
 
 
-class V2FlowImageProcessorKwargs(ImagesKwargs, total=False):
+class V2FlowImageProcessorKwargs(VisualTokenizerImagesKwargs, total=False):
     """No V²Flow-specific options: ``crop_size`` sets the square image size."""
 
 

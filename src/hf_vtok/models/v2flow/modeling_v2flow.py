@@ -236,7 +236,8 @@ class V2FlowMaskedEncoder(nn.Module):
         hidden_states = torch.cat([conditions.to(tokens.dtype), self.token_proj(tokens)], dim=1)
         hidden_states = self.input_norm(hidden_states + self.position_embedding)
         visible = ~_with_buffer(mask, self.buffer_size).bool()
-        hidden_states = hidden_states[visible].reshape(tokens.shape[0], -1, hidden_states.shape[-1])
+        batch = tokens.shape[0]  # (an empty batch has no row to infer the count of known tokens from)
+        hidden_states = hidden_states[visible].reshape(batch, -1 if batch else 0, hidden_states.shape[-1])
         for block in self.blocks:
             hidden_states = block(hidden_states)
         return self.norm(hidden_states)
@@ -391,6 +392,11 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
     _keep_in_fp32_modules = ["quantizer"]
     # the first layer the DC-AE latents go through: the connector's stem bottleneck (latent channels -> its width)
     _input_embeddings = "connector.s1.b1"
+    # encode takes scaled DC-AE latents, of no fixed range: only finite values are checked
+    input_value_range = None
+    input_value_hint = (
+        "encode takes DC-AE latents multiplied by config.scaling_factor (V2FlowPipeline computes them from images)"
+    )
 
     def __init__(self, config: V2FlowConfig):
         super().__init__(config)
@@ -566,6 +572,7 @@ class V2FlowModel(VisualTokenizerPreTrainedModel, V2FlowSamplingMixin):
         ``hidden_states``: the connector's states (``V2FlowConnector.forward``) when asked.
         """
         self._check_latents(latents)
+        self._check_input_values(latents)
         if gumbel_noise is not None and self.llm_embed_tokens is None:
             raise ValueError("gumbel_noise is only used by models with an LLM vocabulary")
 

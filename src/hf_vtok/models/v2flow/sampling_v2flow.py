@@ -219,6 +219,7 @@ class V2FlowSamplingMixin:
         tokens = torch.zeros(batch, length, channels, dtype=torch.float32, device=device)
         unconditional = self.unconditional_embedding.to(conditions.dtype).expand(batch, length, -1)
         steps = []
+        num_unknown = length  # per row; counted here, not read from a row (an empty batch has none)
         for step in range(num_ar_steps):
             if guided:
                 hidden_states = self.masked_transformer(
@@ -227,7 +228,8 @@ class V2FlowSamplingMixin:
             else:
                 hidden_states = self.masked_transformer(tokens, unknown, conditions)
 
-            still_unknown = unknown_after_step(step, num_ar_steps, length, int(unknown[0].sum()))
+            still_unknown = unknown_after_step(step, num_ar_steps, length, num_unknown)
+            num_unknown = still_unknown
             next_unknown = torch.zeros_like(unknown).scatter(1, orders[:, :still_unknown], True)
             predicted = unknown.clone() if step == num_ar_steps - 1 else unknown & ~next_unknown
             unknown = next_unknown

@@ -6,8 +6,10 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ...modeling_utils import check_checkpoint_type
+from ...modules import rounded_hidden_size
 from ...registry import family_presets
-from ...utils.validation import check_attention_heads
+from ...utils.validation import check_attention_heads, check_finite, check_fraction, check_positive
 
 # Base model tables of the ViTok variant language: width, depth, heads.
 _BASE_STACKS = {
@@ -167,10 +169,27 @@ class ViTokConfig(PreTrainedConfig):
     variant: str | None = None
 
     def __post_init__(self, **kwargs):
+        check_checkpoint_type(
+            type(self), kwargs.get("model_type"), self.architectures
+        )  # another family's config.json?
         if not (self.has_encoder or self.has_decoder):
             raise ValueError("ViTokConfig needs at least one of has_encoder / has_decoder")
+        check_positive(
+            self, "encoder_num_layers", "decoder_num_layers", "mlp_ratio", "mlp_multiple_of", "patch_size",
+            "temporal_patch_size", "num_channels", "latent_channels", "rope_theta", "norm_eps", "latent_norm_eps",
+        )  # fmt: skip
+        check_finite(self, "layer_scale_init", "scaling_factor", "shift_factor")
+        check_fraction(self, "drop_path_rate")
+        if self.scaling_factor == 0:
+            raise ValueError("scaling_factor must be non-zero (latents are divided by it)")
         for role in ("encoder", "decoder"):
             check_attention_heads(self, f"{role}_hidden_size", f"{role}_num_heads", head_dim_multiple=4)
+            width = getattr(self, f"{role}_hidden_size")
+            if rounded_hidden_size(width, self.mlp_ratio, self.mlp_multiple_of) <= 0:
+                raise ValueError(
+                    f"mlp_ratio={self.mlp_ratio} gives the {role} (width {width}) an empty SwiGLU once rounded to "
+                    f"mlp_multiple_of={self.mlp_multiple_of}"
+                )
         super().__post_init__(**kwargs)
 
     @property

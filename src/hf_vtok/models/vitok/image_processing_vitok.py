@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import ImageProcessingMixin  # noqa: F401  (diffusers looks this name up in component modules)
 from transformers.image_utils import PILImageResampling
-from transformers.processing_utils import ImagesKwargs, Unpack
+from transformers.processing_utils import Unpack
 
-from ...image_processing_utils import VisualTokenizerImageProcessor, same_channels
+from ...image_processing_utils import VisualTokenizerImageProcessor, VisualTokenizerImagesKwargs, same_channels
 from ...modules import grid_positions, patchify, scatter_to_canvas
 from ...utils.images import adm_center_crop, resize_longest_side
 
@@ -23,7 +23,7 @@ _NORMALIZE_MODES = {
 }
 
 
-class ViTokImageProcessorKwargs(ImagesKwargs, total=False):
+class ViTokImageProcessorKwargs(VisualTokenizerImagesKwargs, total=False):
     r"""
     patch_size (`int`): pixels per patch side.
     max_num_patches (`int` or `None`): token budget per image; sequences are padded to it when

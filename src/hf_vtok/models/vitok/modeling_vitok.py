@@ -370,6 +370,7 @@ class ViTokModel(VisualTokenizerPreTrainedModel):
         ``config.mask_padding`` for this call.
         """
         self._check_half(self.encoder, "encoder")
+        self._check_input_values(pixel_values)
         latents, layout = self._run_half(
             True, pixel_values, patch_mask, row_idx, col_idx, mask_padding, output_hidden_states
         )
