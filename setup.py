@@ -55,7 +55,9 @@ setup(
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["hf-vtok=hf_vtok.cli:main"]},
+    # the console script parses before `import hf_vtok` (torch, transformers): src/hf_vtok_cli.py
+    py_modules=["hf_vtok_cli"],
+    entry_points={"console_scripts": ["hf-vtok=hf_vtok_cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -31,6 +31,7 @@ from ..utils.outputs import check_output_folder, create_output_folder, write_tex
 from ..utils.tables import image_grid, markdown_table, plot_metrics, write_json
 from .reconstruct import (
     DEFAULT_MAX_TOKENS,
+    add_device_argument,
     add_image_limit_arguments,
     apply_image_limit,
     encode_decode,
@@ -82,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", default=DEFAULT_METRICS, help=f"comma-separated, of {','.join(RECONSTRUCTION_METRICS)}"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=16, help="images per tokenizer call (and per metric update)"
+    )
     parser.add_argument(
         "--max-tokens",
         type=positive_int,
@@ -91,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_MAX_TOKENS})",
     )
     add_image_limit_arguments(parser)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default="float32", help="tokenizer dtype (metrics run in fp32)"
     )

@@ -1,7 +1,7 @@
 """Convert a released ViTok-v2 checkpoint (``encoder.safetensors`` + ``decoder.safetensors``) to hf_vtok.
 
     hf-vtok convert vitok --preset 350M-f16x64 --output vitok-350M-f16x64
-    hf-vtok convert vitok --encoder encoder.safetensors --decoder decoder.safetensors \
+    hf-vtok convert vitok --encoder encoder.safetensors --decoder decoder.safetensors \\
         --variant Ld4-Ld24/1x16x64 --output out/
 
 The result is a ``save_pretrained`` folder (config.json, model.safetensors,
@@ -146,7 +146,7 @@ class ViTokConverter(Converter):
         parser.add_argument(
             "--mask-padding", action="store_true", help="mask padding tokens in attention (see config)"
         )
-        parser.add_argument("--max-num-patches", type=int, default=256, help="processor token budget (default 256)")
+        parser.add_argument("--max-num-patches", type=int, default=256, help="processor token budget")
         parser.add_argument("--pp", help="original pre-processing string to build the processor from instead")
 
     def options(self, args: argparse.Namespace) -> dict:
