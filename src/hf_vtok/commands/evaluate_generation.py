@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data.images import frame_image, iter_images
+from ..data.images import count_images, frame_image, iter_images
 from ..hub.loading import load_pipeline
 from ..metrics.frechet import load_reference_npz, save_reference_statistics
 from ..metrics.generation import GenerationMetrics
@@ -134,7 +134,8 @@ def _reference_from_images(scorer: GenerationMetrics, source: str, args) -> int:
         num_samples=args.reference_num_samples,
         image_column=args.reference_image_column,
     )
-    for _, image in tqdm(images, desc="reference", unit="img", total=args.reference_num_samples, disable=None):
+    total = count_images(source, args.reference_num_samples)
+    for _, image in tqdm(images, desc="reference", unit="img", total=total, disable=None):
         batch.append(
             torch.from_numpy(np.asarray(frame_image(image, "center", args.resolution)).copy()).permute(2, 0, 1)
         )
