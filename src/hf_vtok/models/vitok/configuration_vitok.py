@@ -121,6 +121,8 @@ class ViTokConfig(PreTrainedConfig):
         encoder_hidden_size / encoder_num_layers / encoder_num_heads: width, depth and heads of the encoder.
         decoder_hidden_size / decoder_num_layers / decoder_num_heads: same for the decoder.
         mlp_ratio: SwiGLU hidden size is ``int(width * mlp_ratio)`` rounded to ``mlp_multiple_of``.
+        decoder_mlp_ratio: the decoder's ratio where it differs from the encoder's (None: ``mlp_ratio``, as the
+            original's variants have; a checkpoint whose halves differ is converted with both).
         patch_size: pixels per patch side; ``temporal_patch_size`` frames per token (1 for images).
         num_channels: image channels; a token holds ``temporal_patch_size * patch_size**2 * num_channels`` values.
         latent_channels: channels per latent token.
@@ -148,6 +150,7 @@ class ViTokConfig(PreTrainedConfig):
     decoder_num_layers: int = 24
     decoder_num_heads: int = 16
     mlp_ratio: float | int = _DEFAULT_MLP_RATIO
+    decoder_mlp_ratio: float | int | None = None
     mlp_multiple_of: int = 16
     patch_size: int = 16
     temporal_patch_size: int = 1
@@ -171,7 +174,17 @@ class ViTokConfig(PreTrainedConfig):
             raise ValueError("ViTokConfig needs at least one of has_encoder / has_decoder")
         for role in ("encoder", "decoder"):
             check_attention_heads(self, f"{role}_hidden_size", f"{role}_num_heads", head_dim_multiple=4)
+        if self.mlp_ratio <= 0 or (self.decoder_mlp_ratio is not None and self.decoder_mlp_ratio <= 0):
+            raise ValueError(
+                f"mlp_ratio and decoder_mlp_ratio must be positive, got {self.mlp_ratio} and {self.decoder_mlp_ratio}"
+            )
         super().__post_init__(**kwargs)
+
+    def stack_mlp_ratio(self, role: str) -> float:
+        """The MLP ratio of the ``"encoder"`` or ``"decoder"`` stack."""
+        if role not in ("encoder", "decoder"):
+            raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
+        return self.decoder_mlp_ratio if role == "decoder" and self.decoder_mlp_ratio is not None else self.mlp_ratio
 
     @property
     def pixels_per_token(self) -> int:
