@@ -129,6 +129,18 @@ def test_mismatches_are_listed_by_name(tmp_path):
         convert_vitok_checkpoint(paths["encoder"], paths["decoder"], variant="w32_d2_h2-w48_d2_h3/1x8x4")
 
 
+def test_long_key_lists_show_one_key_per_pattern():
+    from hf_vtok.conversion.state_dicts import summarise_keys
+
+    keys = [f"decoder.layers.{index}.mlp.{name}.weight" for index in range(12) for name in ("fc1", "fc2")]
+    assert summarise_keys(sorted(keys), shown=3) == (
+        "decoder.layers.0.mlp.fc1.weight, decoder.layers.0.mlp.fc2.weight and 22 more like them"
+    )
+    many = sorted(keys + [f"encoder.extra{index}" for index in range(4)])
+    assert summarise_keys(many, shown=3).endswith("and 25 more of 3 other key patterns")
+    assert summarise_keys(["a.weight"]) == "a.weight"
+
+
 def test_torch_checkpoints_load_without_pickle(tmp_path):
     model, _, halves = _original_files(tmp_path)
     combined = {f"_orig_mod.{key}": value for half in halves.values() for key, value in half.items()}
