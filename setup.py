@@ -24,15 +24,20 @@ CORE = [
 EXTRAS = {
     # peft (>=0.15: trainable_token_indices): the LoRA tests; datasets: latent-cache tests; the evaluation tests need the eval libraries and read real
     # photographs from scikit-image's data folder
+    # tensorboard: the --report-to test of the training loop;
     # selenium: the browser test of the Spaces demo (with the demo extra and Debian's chromium + chromium-driver);
     # ruff: the style check of .ci/run (ruff.toml)
     "test": [
         "pytest>=8", "peft>=0.15", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22",
-        "selenium>=4.20",
+        "selenium>=4.20", "tensorboard>=2.14",
         "ruff==0.17.6",  # pinned: formatting differs between releases
     ],
-    # training scripts (finetune_lora.py, train_v2flow_llama.py: peft); scikit-learn / scikit-image only for the photos of make_default_model.py
-    "train": ["datasets>=3.0", "peft>=0.15", "torchmetrics>=1.4", "matplotlib>=3.8", "scikit-image>=0.22", "scikit-learn>=1.3"],
+    # training scripts (finetune_lora.py, train_v2flow_llama.py: peft); scikit-learn / scikit-image only for the photos of make_default_model.py;
+    # tensorboard: `--report-to tensorboard` (wandb / trackio: install them to report there)
+    "train": [
+        "datasets>=3.0", "peft>=0.15", "torchmetrics>=1.4", "matplotlib>=3.8", "scikit-image>=0.22", "scikit-learn>=1.3",
+        "tensorboard>=2.14",
+    ],
     "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
     # gradio caps pillow below 13 (installing it downgrades a newer pillow; hf_vtok works with either)
     "demo": ["gradio>=5", "torchmetrics>=1.4"],
@@ -55,7 +60,9 @@ setup(
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["hf-vtok=hf_vtok.cli:main"]},
+    # the console script parses before `import hf_vtok` (torch, transformers): src/hf_vtok_cli.py
+    py_modules=["hf_vtok_cli"],
+    entry_points={"console_scripts": ["hf-vtok=hf_vtok_cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

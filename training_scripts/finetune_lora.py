@@ -8,7 +8,8 @@ and runs without gradients; LoRA adapters go on the decoder's ``nn.Linear`` laye
 ``lora_target_modules`` (the fused attention ``qkv_proj`` / ``out_proj`` and the MLP ``fc1`` / ``fc2``: stock
 recipes' ``to_q`` / ``q_proj`` names match nothing in hf_vtok); ``--target-modules`` names other suffixes.
 Each image is randomly cropped to ``--crop-size`` (fixed-size models: their ``image_size``), flipped, and
-encoded by the model's own image processor. The loss
+encoded by the model's own image processor; a photo smaller than the crop is first scaled up (bicubic, aspect
+kept) until its shorter side is the crop size, so every crop of a batch has one size. The loss
 is the Charbonnier reconstruction loss (+ ``--ssim-weight`` x (1 - SSIM) on images of fixed-size models).
 The training loop is ``hf_vtok.training.Trainer``: resumable checkpoints (``--resume``), loss curves, DDP
 with ``accelerate launch``.
@@ -26,6 +27,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
 from hf_vtok.commands.reconstruct import processor_for_any_size
@@ -61,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--save-merged", action="store_true", help="also save the merged model (merge_and_unload)")
     data = parser.add_argument_group("augmentation")
-    data.add_argument("--crop-size", type=int, default=256, help="random crop side (any-size models such as ViTok)")
+    data.add_argument(
+        "--crop-size",
+        type=int,
+        default=256,
+        help="random crop side (any-size models such as ViTok); smaller photos are scaled up to it first",
+    )
     data.add_argument("--flip", type=float, default=0.5, help="horizontal flip probability")
     loss = parser.add_argument_group("loss and optimizer")
     loss.add_argument("--charbonnier-eps", type=float, default=1e-3)
@@ -121,12 +128,23 @@ class DecoderFineTuning(nn.Module):
         return tokenizer.decode(encoded).sample
 
 
+def scale_up_to(image: Image.Image, size: int) -> Image.Image:
+    """``image`` scaled up (bicubic, aspect kept) so that its shorter side is at least ``size``."""
+    shorter = min(image.width, image.height)
+    if shorter >= size:
+        return image
+    scale = size / shorter
+    target = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
+    return image.resize(target, Image.Resampling.BICUBIC)
+
+
 def make_transform(processor, crop_size: int, flip: float):
-    """PIL image + generator -> the processor's inputs for one random crop (tensors without the batch axis)."""
+    """PIL image + generator -> the processor's inputs for one random ``crop_size`` crop (tensors without the batch
+    axis); smaller images are scaled up to the crop first (a batch stacks crops of one size)."""
 
     def transform(image, rng):
-        size = min(crop_size, image.width, image.height)
-        image = horizontal_flip(random_crop(image.convert("RGB"), size, size, rng), rng, flip)
+        image = scale_up_to(image.convert("RGB"), crop_size)
+        image = horizontal_flip(random_crop(image, crop_size, crop_size, rng), rng, flip)
         return {
             key: value[0] for key, value in processor(image, return_tensors="pt").items() if torch.is_tensor(value)
         }
@@ -178,7 +196,9 @@ def finetune(args: argparse.Namespace):
         logs.update(trainer.optimizer_step(loss, optimizer, scheduler, trainable), loss=loss.detach())
         return logs
 
-    pad_keys = tuple(key for key in ("pixel_values", "patch_mask", "row_idx", "col_idx") if fixed_size is None)
+    pad_keys = tuple(
+        key for key in ("pixel_values", "patch_mask", "row_idx", "col_idx", "time_idx") if fixed_size is None
+    )
     # the frozen network runs as at inference (no stochastic depth, no masking); only LoRA's dropout trains
     model.eval()
     for name, module in model.named_modules():

@@ -19,6 +19,7 @@ from hf_vtok.cli import main
 from hf_vtok.losses.lpips import VGG16Features
 from hf_vtok.metrics import FIDInceptionV3, psnr
 from hf_vtok.utils.images import adm_center_crop
+from hf_vtok.utils.tables import format_cell
 
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 RESOLUTION = 64
@@ -105,7 +106,9 @@ def test_eval_scores_several_tokenizers_and_writes_every_report(workspace):
     )
     table = (out / "results.md").read_text()
     assert "| tokenizer | tokens / image | PSNR ↑ | SSIM ↑ | LPIPS ↓ | rFID ↓ | FDD ↓ |" in table
-    assert f"| vitok_p16 | 16.0 | {rows['vitok_p16']['psnr']:.2f} |" in table
+    # one count per image: a whole number in the JSON and the table, without a note
+    assert isinstance(rows["vitok_p16"]["tokens_per_image"], int) and "tokens_range" not in rows["vitok_p16"]
+    assert f"| vitok_p16 | 16 | {rows['vitok_p16']['psnr']:.2f} |" in table and "(mean)" not in table
     plot = Image.open(out / "metrics.png")
     assert plot.format == "PNG" and plot.width > 600
     grid = Image.open(out / "reconstructions.png")
@@ -139,7 +142,31 @@ def test_eval_native_aspect_over_tar_shards(workspace, tmp_path):
         scale = min(1.0, 96 / max(width, height))
         expected_tokens.append(math.ceil(round(height * scale) / 16) * math.ceil(round(width * scale) / 16))
     assert row["tokens_per_image"] == pytest.approx(np.mean(expected_tokens))
+    assert len(set(expected_tokens)) > 1 and row["tokens_range"] == [min(expected_tokens), max(expected_tokens)]
+    table = (out / "results.md").read_text()
+    assert f"| vitok_p16 | {format_cell(float(np.mean(expected_tokens)))} (mean) |" in table
+    assert "(mean): the tokens per image vary" in table
     assert row["num_images"] == 3 and 0 < row["ssim"] < 1
+
+
+@pytest.mark.parametrize("num_samples, total", [(None, len(PHOTOS)), (2, 2), (99, len(PHOTOS))])
+def test_progress_bar_has_a_total(workspace, tmp_path, monkeypatch, num_samples, total):
+    import hf_vtok.commands.evaluate as evaluate
+
+    totals = []
+
+    class RecordingBar(evaluate.tqdm):
+        def __init__(self, *args, **kwargs):
+            totals.append(kwargs.get("total"))
+            super().__init__(*args, **{**kwargs, "disable": True})
+
+    monkeypatch.setattr(evaluate, "tqdm", RecordingBar)
+    extra = ["--num-samples", str(num_samples)] if num_samples else []
+    main([
+        "eval", "--model", str(workspace / "vitok_p16"), "--data", str(workspace / "photos"), "--metrics", "psnr",
+        "--resolution", str(RESOLUTION), "--out", str(tmp_path / "out"), *extra,
+    ])  # fmt: skip
+    assert totals == [total]
 
 
 def test_fixed_size_tokenizer_at_another_framing_is_resized_back_with_a_warning(workspace, tmp_path, caplog):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_vtok.data import expand_braces, frame_image, iter_images
+from hf_vtok.data import count_images, expand_braces, frame_image, iter_images
 
 
 def _image(seed: int, size=(40, 30)) -> Image.Image:
@@ -34,6 +34,21 @@ def test_folder_is_read_recursively_in_sorted_order(tmp_path):
     assert [key for key, _ in iter_images(tmp_path, num_samples=2)] == ["a.jpg", "b/one.png"]
     with pytest.raises(ValueError, match="num_samples must be positive"):
         iter_images(tmp_path, num_samples=0)
+
+
+def test_count_images_where_known_without_reading(tmp_path):
+    (tmp_path / "photos" / "b").mkdir(parents=True)
+    for name in ("a.png", "b/c.jpg"):
+        _image(0).save(tmp_path / "photos" / name)
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    assert count_images(tmp_path / "photos") == 2 == len(list(iter_images(tmp_path / "photos")))
+    assert count_images(tmp_path / "photos", num_samples=1) == 1
+    assert count_images(tmp_path / "photos" / "a.png", num_samples=5) == 1
+    with tarfile.open(tmp_path / "shard.tar", "w") as archive:
+        archive.add(tmp_path / "photos" / "a.png", arcname="0.png")
+    assert count_images(tmp_path / "shard.tar") is None  # only reading the archive tells
+    assert count_images(tmp_path / "shard.tar", num_samples=3) == 3
+    assert count_images("some/hub-dataset") is None
 
 
 def test_broken_image_file_is_named(tmp_path):

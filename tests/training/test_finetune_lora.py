@@ -124,6 +124,19 @@ def test_targets_and_refusals(script, tmp_path, photos):
         finetune(script, arguments(flowmo, photos, tmp_path / "run"))
 
 
+@pytest.mark.parametrize("family", ["vitok", "softvq"])
+def test_photos_smaller_than_the_crop_are_scaled_up(script, tmp_path, family):
+    """A folder mixing photos under and over --crop-size (32): every crop of a batch has one size (before: the
+    NaFlex batch of a 20x28 and a 64x48 photo failed to stack)."""
+    photos = write_photos(tmp_path / "photos", count=2, size=(20, 28))
+    write_photos(photos / "large", count=2, size=(64, 48))
+    base = save_base(tmp_path / "base", family)
+    output, _ = finetune(script, arguments(base, photos, tmp_path / "run"))
+    assert (output / script.ADAPTER_FOLDER / "adapter_model.safetensors").is_file()
+    small = Image.new("RGB", (20, 28))
+    assert script.scale_up_to(small, 32).size == (32, 45) and script.scale_up_to(small, 16) is small
+
+
 @pytest.mark.slow
 def test_ddp_adapter_equals_the_single_process_one(script, photos, tmp_path):
     """2 processes x batch 1 see the samples 1 process x batch 2 sees; with the gradients averaged across

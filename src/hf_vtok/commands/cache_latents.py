@@ -1,4 +1,9 @@
-"""``hf-vtok cache-latents``: encode an image data set into resumable Arrow shards (``hf_vtok.data.latent_cache``)."""
+"""``hf-vtok cache-latents``: encode an image data set into resumable Arrow shards (``hf_vtok.data.latent_cache``).
+
+    hf-vtok cache-latents --model softvq-l-64 --images imagenet/train --output cache/softvq --resolution 256 --flip
+
+Run the same command again to resume; under ``accelerate launch`` the processes split the shards.
+"""
 
 import argparse
 import os
@@ -11,16 +16,16 @@ from ..data.sources import open_image_source
 from ..hub.loading import load_autoencoder
 from ..utils.devices import check_device
 from ..utils.outputs import check_output_folder
-from .reconstruct import add_image_limit_arguments, apply_image_limit, positive_int
+from .reconstruct import add_device_argument, add_image_limit_arguments, apply_image_limit, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="hf_vtok tokenizer or diffusers autoencoder (folder or Hub id)")
     parser.add_argument("--subfolder", help="subfolder of --model holding the autoencoder (e.g. 'vae')")
     parser.add_argument("--images", required=True, help="image folder, webdataset shards, or a datasets id / folder")
-    parser.add_argument("--split", help="dataset split")
-    parser.add_argument("--image-column")
-    parser.add_argument("--label-column")
+    parser.add_argument("--split", help="dataset split (default: train, else the first)")
+    parser.add_argument("--image-column", help="image column of a datasets dataset (default: found by name / type)")
+    parser.add_argument("--label-column", help="label column of a datasets dataset (default: 'label' when present)")
     parser.add_argument("--output", required=True, help="cache folder (created; run the same command again to resume)")
     parser.add_argument(
         "--resolution",
@@ -28,12 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ADM center crop to this square size (needed unless all images share one size)",
     )
     parser.add_argument("--flip", action="store_true", help="also store the latents of the flipped images")
-    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per encode call")
     parser.add_argument(
         "--shard-size", type=positive_int, default=1000, help="images per Arrow shard (the resume unit)"
     )
     add_image_limit_arguments(parser)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype",
         choices=["float32", "bfloat16", "float16"],

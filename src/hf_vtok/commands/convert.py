@@ -22,18 +22,19 @@ from ..registry import GENERATOR, PRETRAINED, families, family_presets, format_r
 from ..utils.checkpoints import UnsafeCheckpointError
 from ..utils.dtypes import DTYPES, dtype_from_name
 from ..utils.outputs import check_output_folder, staged_folder
+from . import HelpFormatter, describe
 
 OVERWRITE_HELP = "replace a non-empty --output folder that holds a saved model (refused otherwise)"
 NON_FINITE_HELP = "convert weights holding NaN / inf values (refused otherwise)"
 
 
-def add_arguments(subparsers) -> None:
+def add_arguments(subparsers, help_text: str) -> None:
     """The ``convert`` command and one sub-command per family converter."""
     convert = subparsers.add_parser(
         "convert",
-        help="convert an original release to an hf_vtok folder",
-        description="`hf-vtok convert --preset NAME --output DIR` downloads (cached) and converts a released "
-        "checkpoint (`--list` shows them); `hf-vtok convert FAMILY ...` converts original files of one family.",
+        help=help_text,
+        description=describe(__doc__),
+        formatter_class=HelpFormatter,
     )
     # dest names differ from the family parsers' (a subparser's defaults would overwrite them)
     convert.add_argument("--preset", dest="registry_preset", metavar="NAME", help="a released checkpoint (see --list)")
@@ -65,9 +66,9 @@ def add_family_parser(subcommands, spec) -> argparse.ArgumentParser:
     doc = (importlib.import_module(spec.converter).__doc__ or "").strip()
     parser = subcommands.add_parser(
         spec.command,
-        help=doc.split("\n")[0],
-        description=doc,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help=describe(doc.split("\n")[0]),
+        description=describe(doc),
+        formatter_class=HelpFormatter,
     )
     presets = converter.presets if converter.presets is not None else tuple(sorted(family_presets(spec.name)))
     if presets:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data.images import CROP_MODES, frame_image, iter_images
+from ..data.images import CROP_MODES, count_images, frame_image, iter_images
 from ..hub.loading import load_tokenizer
 from ..metrics.dino import DEFAULT_FDD_MODEL, DEFAULT_FDD_RESOLUTION
 from ..metrics.inception import FID_INCEPTION_URL, INPUT_CONVENTIONS
@@ -28,9 +28,10 @@ from ..metrics.reconstruction import RECONSTRUCTION_METRICS, ReconstructionMetri
 from ..utils.devices import check_device
 from ..utils.dtypes import DTYPES
 from ..utils.outputs import check_output_folder, create_output_folder, write_text_atomically
-from ..utils.tables import image_grid, markdown_table, plot_metrics, write_json
+from ..utils.tables import format_cell, image_grid, markdown_table, plot_metrics, write_json
 from .reconstruct import (
     DEFAULT_MAX_TOKENS,
+    add_device_argument,
     add_image_limit_arguments,
     apply_image_limit,
     encode_decode,
@@ -82,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", default=DEFAULT_METRICS, help=f"comma-separated, of {','.join(RECONSTRUCTION_METRICS)}"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=16, help="images per tokenizer call (and per metric update)"
+    )
     parser.add_argument(
         "--max-tokens",
         type=positive_int,
@@ -91,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_MAX_TOKENS})",
     )
     add_image_limit_arguments(parser)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default="float32", help="tokenizer dtype (metrics run in fp32)"
     )
@@ -126,6 +129,30 @@ def tokens_per_image(encoded) -> list[int]:
     else:
         raise ValueError(f"cannot count tokens of latents of shape {tuple(tokens.shape)}")
     return [count] * tokens.shape[0]
+
+
+def token_count(counts: list[int]) -> int | float:
+    """Tokens per image of a run: the count when every image had it, else their mean (NaFlex at native size)."""
+    if not counts:
+        raise ValueError("no token counts: no image was encoded")
+    return counts[0] if min(counts) == max(counts) else float(np.mean(counts))
+
+
+MEAN_TOKENS_NOTE = (
+    "\n(mean): the tokens per image vary (a NaFlex tokenizer encodes each image at its own size); "
+    "results.json has their min and max.\n"
+)
+
+
+def token_table(rows: list[dict], metrics) -> str:
+    """The results table; a tokenizer whose images had different token counts shows their mean, marked, and a note."""
+    varying = [row for row in rows if "tokens_range" in row]
+    shown = [
+        {**row, "tokens_per_image": f"{format_cell(row['tokens_per_image'])} (mean)"} if row in varying else row
+        for row in rows
+    ]
+    table = markdown_table(shown, [("name", "tokenizer"), ("tokens_per_image", "tokens / image")], metrics)
+    return table + (MEAN_TOKENS_NOTE if varying else "")
 
 
 def token_channels(encoded) -> int | None:
@@ -242,6 +269,7 @@ def evaluate_reconstruction(
         device=device,
     )
     names = display_names(models)
+    total = count_images(data, num_samples)  # None (a bar without an end) where only reading tells
     rows, grid_rows = [], []
     num_images = None
     for model_index, (model_id, name) in enumerate(zip(models, names)):
@@ -254,7 +282,7 @@ def evaluate_reconstruction(
         images = iter_images(
             data, split=split, num_samples=num_samples, streaming=streaming, image_column=image_column
         )
-        progress = tqdm(total=num_samples, desc=f"eval {name}", unit="img", disable=None)
+        progress = tqdm(total=total, desc=f"eval {name}", unit="img", disable=None)
         for batch in _batches(images, batch_size):
             framed = [frame_image(image, crop, resolution) for _, image in batch]
             for (key, _), image in zip(batch, framed):
@@ -291,13 +319,15 @@ def evaluate_reconstruction(
         row = {
             "name": name,
             "model": model_id,
-            "tokens_per_image": float(np.mean(token_counts)),
+            "tokens_per_image": token_count(token_counts),
             "token_channels": channels,
             "num_images": num_images,
             # time of the tokenizer round trip alone (processor, encode, decode, postprocess), not of the metrics
             "tokenizer_seconds": round(tokenizer_seconds, 3),
             "images_per_second": round(num_images / tokenizer_seconds, 3) if tokenizer_seconds > 0 else None,
         }
+        if min(token_counts) != max(token_counts):
+            row["tokens_range"] = [min(token_counts), max(token_counts)]
         row.update(scorer.compute())
         rows.append(row)
         if model_index == 0:
@@ -326,7 +356,7 @@ def evaluate_reconstruction(
     header = (
         f"Reconstruction of {num_images} images of `{data}`" + (f" ({split})" if split else "") + f", {framing}.\n\n"
     )
-    table = markdown_table(rows, [("name", "tokenizer"), ("tokens_per_image", "tokens / image")], metrics)
+    table = token_table(rows, metrics)
     create_output_folder(out, "--out")
     files = {
         "json": write_json(results, out / "results.json"),

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data.images import frame_image, iter_images
+from ..data.images import count_images, frame_image, iter_images
 from ..hub.loading import load_pipeline
 from ..metrics.frechet import load_reference_npz, save_reference_statistics
 from ..metrics.generation import GenerationMetrics
@@ -30,7 +30,7 @@ from ..utils.dtypes import DTYPES
 from ..utils.outputs import atomic_path, check_output_folder, create_output_folder, write_text_atomically
 from ..utils.tables import image_grid, markdown_table, plot_metrics, write_json
 from .evaluate import add_feature_network_arguments
-from .reconstruct import add_image_limit_arguments, apply_image_limit, positive_int
+from .reconstruct import add_device_argument, add_image_limit_arguments, apply_image_limit, positive_int
 
 GENERATION_METRICS = ("gfid", "is")
 _CLASS_COUNT_KEYS = ("num_classes", "num_embeds_ada_norm", "class_num")
@@ -57,8 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference", required=True, help="ADM .npz (mu/sigma or arr_0), or an image source as in eval --data"
     )
-    parser.add_argument("--reference-split", default=None)
-    parser.add_argument("--reference-image-column", default=None)
+    parser.add_argument(
+        "--reference-split", default=None, help="split of a dataset --reference (default: validation, else test, ...)"
+    )
+    parser.add_argument(
+        "--reference-image-column", default=None, help="image column of a dataset --reference (default: guessed)"
+    )
     parser.add_argument(
         "--reference-num-samples", type=positive_int, default=None, help="reference images to use (default: all)"
     )
@@ -67,11 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--save-reference", default=None, help="write the reference mu / sigma to this .npz")
     parser.add_argument("--save-samples", action="store_true", help="write samples_<guidance>.npz (ADM sample batch)")
-    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="samples per pipeline call")
     add_image_limit_arguments(parser)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--seed", type=int, default=0)
+    add_device_argument(parser)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="pipeline dtype")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (one generator per run)")
     parser.add_argument("--out", default="generation_eval", help="output folder (results.json, results.md, PNGs)")
     parser.add_argument("--grid-images", type=int, default=8, help="samples shown per guidance scale")
     add_feature_network_arguments(parser)
@@ -130,7 +134,8 @@ def _reference_from_images(scorer: GenerationMetrics, source: str, args) -> int:
         num_samples=args.reference_num_samples,
         image_column=args.reference_image_column,
     )
-    for _, image in tqdm(images, desc="reference", unit="img", total=args.reference_num_samples, disable=None):
+    total = count_images(source, args.reference_num_samples)
+    for _, image in tqdm(images, desc="reference", unit="img", total=total, disable=None):
         batch.append(
             torch.from_numpy(np.asarray(frame_image(image, "center", args.resolution)).copy()).permute(2, 0, 1)
         )

@@ -1,5 +1,7 @@
 """``hf-vtok reconstruct``: encode and decode image files with any hf_vtok tokenizer.
 
+    hf-vtok reconstruct photo.jpg other.png --model vitok-350M-f16x64 --out recon/
+
 Reconstructions are written as PNG at each input's original size, with a side-by-side PNG (input |
 reconstruction). Without ``--model`` the small ViTok embedded in the package is used (see
 ``training_scripts/make_default_model.py``).
@@ -60,6 +62,15 @@ def apply_image_limit(args: argparse.Namespace) -> None:
     set_max_image_pixels(getattr(args, "max_pixels", DEFAULT_MAX_IMAGE_PIXELS))
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where the models run."""
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device: cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument(
@@ -79,8 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with its square)",
     )
     add_image_limit_arguments(parser)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    add_device_argument(parser)
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float32", help="tokenizer weights and compute dtype"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic decoders")
 
 

@@ -1,7 +1,7 @@
 """Renaming original checkpoint keys, strict loading with named errors (reading files: ``utils.checkpoints``)."""
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -16,8 +16,33 @@ from ..utils.checkpoints import (  # noqa: F401  (re-exported)
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
+# keys of one list shown in a mismatch error, one per key pattern (layer numbers as *); the rest are counted
+SHOWN_KEYS = 5
+_LAYER_NUMBER = re.compile(r"\.\d+(?=\.|$)")
+
+
 class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model: lists missing, unexpected and mis-shaped keys by name."""
+    """A checkpoint does not fit the model: lists missing, unexpected and mis-shaped keys by name.
+
+    ``missing`` / ``unexpected`` / ``mismatched`` hold every key (the message shows a few of each kind)."""
+
+    def __init__(self, message: str, missing=(), unexpected=(), mismatched=()):
+        super().__init__(message)
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+
+
+def summarise_keys(items: list[str], shown: int = SHOWN_KEYS) -> str:
+    """``items`` (sorted key names, or ``"key: ..."`` lines) as a short list: the first of each key pattern
+    (``blocks.*.mlp.fc1.weight``), at most ``shown``, and how many more of how many other patterns."""
+    patterns: dict[str, str] = {}
+    for item in items:
+        patterns.setdefault(_LAYER_NUMBER.sub(".*", item.split(":", 1)[0]), item)
+    examples = list(patterns.values())[:shown]
+    text = ", ".join(examples)
+    rest, other_patterns = len(items) - len(examples), len(patterns) - len(examples)
+    if rest:
+        text += f" and {rest} more" + (f" of {other_patterns} other key patterns" if other_patterns else " like them")
+    return text
 
 
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -56,10 +81,17 @@ def rename_original_keys(
     return rename_keys(strip_prefixes(state_dict, WRAPPER_PREFIXES), rules)
 
 
-def load_state_dict_strictly(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"):
+def load_state_dict_strictly(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str = "checkpoint",
+    hint: Callable[[], str | None] | None = None,
+):
     """Load ``state_dict`` into ``model`` (``assign=True``, so meta-device models get the tensors).
 
-    Anything missing, unexpected or of the wrong shape is reported, all at once, by name.
+    Anything missing, unexpected or of the wrong shape is reported, all at once: counts and a few names of each
+    kind (``summarise_keys``; the error's ``missing`` / ``unexpected`` / ``mismatched`` hold all). ``hint()``, called
+    on a mismatch, may say what to change (first in the message, so that a shortened one keeps it).
     """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -70,14 +102,15 @@ def load_state_dict_strictly(model: nn.Module, state_dict: Mapping[str, torch.Te
         if tuple(state_dict[key].shape) != tuple(expected[key].shape)
     )
     if missing or unexpected or mismatched:
-        lines = [f"{source} does not match {type(model).__name__}:"]
+        advice = hint() if hint is not None else None
+        lines = [f"{source} does not match {type(model).__name__}:" + (f" {advice}" if advice else "")]
         for title, items in (
             ("missing keys", missing),
             ("unexpected keys", unexpected),
             ("shape mismatches", mismatched),
         ):
             if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
-        raise CheckpointMismatchError("\n".join(lines))
+                lines.append(f"  {title} ({len(items)}): " + summarise_keys(items))
+        raise CheckpointMismatchError("\n".join(lines), missing, unexpected, mismatched)
     model.load_state_dict(dict(state_dict), strict=True, assign=True)
     return model

@@ -72,9 +72,12 @@ def decode_image_bytes(data: bytes, name: str) -> Image.Image:
     return decode_image(io.BytesIO(data), name)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file() and _is_image_file(path))
+
+
 def _iter_folder(folder: Path) -> Iterator[tuple[str, Image.Image]]:
-    files = sorted(path for path in folder.rglob("*") if path.is_file() and _is_image_file(path))
-    for path in files:
+    for path in _image_files(folder):
         yield str(path.relative_to(folder)), load_image(path)
 
 
@@ -255,6 +258,22 @@ def iter_images(
     else:
         images = _iter_datasets(source, split, streaming, image_column)
     return itertools.islice(images, num_samples)
+
+
+def count_images(source: str | os.PathLike, num_samples: int | None = None) -> int | None:
+    """How many images ``iter_images(source, num_samples=num_samples)`` yields where that is known without reading
+    them (the image files of a folder, one file), else ``num_samples`` (None: unknown, as for tar shards, whose
+    members are only known by reading the archive, and ``datasets`` sources)."""
+    source = str(source)
+    path = Path(source).expanduser()
+    found = None
+    if not source.endswith(".tar") and path.is_dir() and not any(path.glob("*.tar")):  # tar shards: unknown
+        found = len(_image_files(path)) or None
+    elif path.is_file() and _is_image_file(path):
+        found = 1
+    if found is None or num_samples is None:
+        return found if num_samples is None else num_samples
+    return min(found, num_samples)
 
 
 def frame_image(image: Image.Image, crop: str, resolution: int | None) -> Image.Image:

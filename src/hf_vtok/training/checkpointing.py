@@ -9,6 +9,11 @@ of every file of the checkpoint: ``--resume`` checks them (and the safetensors h
 checkpoint with a truncated or missing file names it and falls back to the previous complete checkpoint.
 Nothing is unpickled on load (accelerate reads its files with ``weights_only=True``; the extra state is
 safetensors + JSON).
+
+The EMA and early-stopping state is not given to ``accelerator.register_for_checkpointing``: accelerate saves
+such objects with ``torch.save`` and loads them with ``weights_only=False`` (a checkpoint from elsewhere could run
+code on ``--resume``), and under FSDP2 each process would pickle only its shard of the EMA weights; here they are
+gathered, written as safetensors + JSON, and listed with their sizes like every other file.
 """
 
 import json

@@ -3,9 +3,11 @@
 A script builds its models, optimizers and data, then hands ``Trainer.fit`` a ``train_step(batch, step)``
 that does the forward / backward / optimizer steps of one iteration and returns the values to log. The
 trainer owns the rest: the ``Accelerator`` (one process, DDP, or FSDP2 on GPU), deterministic resumable
-data order (``hf_vtok.training.data``), EMA updates, CSV loss curves and their PNG plot, checkpoints
-every ``--checkpoint-every`` steps and on SIGTERM / SIGINT (``CheckpointManager``), ``--resume``, and the
-final ``save_pretrained`` folders (online and EMA weights) that ``AutoModel`` / the diffusers classes load.
+data order (``hf_vtok.training.data``), EMA updates, CSV loss curves and their PNG plot (and, with
+``--report-to``, accelerate's experiment trackers: TensorBoard, Weights & Biases, Trackio), a progress bar
+with the time left, checkpoints every ``--checkpoint-every`` steps and on SIGTERM / SIGINT
+(``CheckpointManager``), ``--resume``, and the final ``save_pretrained`` folders (online and EMA weights)
+that ``AutoModel`` / the diffusers classes load.
 """
 
 import argparse
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
+from tqdm.auto import tqdm
 
 from ..data.datasets import StepBatchSampler, collate_samples
 from .checkpointing import CHECKPOINT_DIR, CheckpointManager, StopRequest
@@ -28,8 +31,12 @@ from .logging import METRICS_FILE, PLOT_FILE, CSVLogger, plot_metrics
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 ARGS_FILE = "training_args.json"
+TRACKER_DIR = "trackers"  # --report-to tensorboard: <output-dir>/trackers/<run name>
+# --report-to name -> (accelerate's availability check, pip package)
+TRACKERS = {"tensorboard": ("is_tensorboard_available", "tensorboard"), "wandb": ("is_wandb_available", "wandb"),
+            "trackio": ("is_trackio_available", "trackio")}  # fmt: skip
 # what a run writes into --output-dir besides its model folders (sub-folders with a config.json)
-RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, PLOT_FILE, ARGS_FILE, REPORT_FILE)
+RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, PLOT_FILE, ARGS_FILE, REPORT_FILE, TRACKER_DIR)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
@@ -55,7 +62,16 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> argpa
     )
     group.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
     group.add_argument("--keep-checkpoints", type=int, default=2)
-    group.add_argument("--log-every", type=int, default=10)
+    group.add_argument("--log-every", type=int, default=10, help="steps between rows of metrics.csv (and trackers)")
+    group.add_argument(
+        "--report-to",
+        nargs="+",
+        choices=sorted(TRACKERS),
+        default=[],
+        help="also log to these experiment trackers (accelerate's; metrics.csv and its plot are always written; "
+        f"tensorboard writes to <output-dir>/{TRACKER_DIR})",
+    )
+    group.add_argument("--run-name", help="the trackers' project / run name (default: the --output-dir folder name)")
     group.add_argument(
         "--resume",
         nargs="?",
@@ -126,6 +142,32 @@ def has_parameters_without_gradient(model) -> bool:
     return any(name in trainable for name in declared())
 
 
+def check_trackers(names) -> list[str]:
+    """``--report-to`` names, each checked to be installed (accelerate silently skips a tracker that is not)."""
+    import accelerate.utils
+
+    names = list(dict.fromkeys(names or []))
+    for name in names:
+        if name not in TRACKERS:
+            raise ValueError(
+                f"--report-to {name!r} is not a tracker hf_vtok reports to; choose from {sorted(TRACKERS)}"
+            )
+        check, package = TRACKERS[name]
+        if not getattr(accelerate.utils, check)():
+            raise ImportError(f"--report-to {name}: the {package} package is not installed (pip install {package})")
+    return names
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """The run's options as tracker hyper-parameters: numbers, text and booleans as they are, anything else as text
+    (TensorBoard's hparams take only scalars)."""
+    return {
+        key: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for key, value in vars(args).items()
+        if value is not None
+    }
+
+
 def fresh_copy_with_state(model: torch.nn.Module, state_dict: dict) -> torch.nn.Module:
     """A new, unsharded CPU instance of ``model``'s class and config holding ``state_dict``."""
     from transformers import PreTrainedModel
@@ -141,7 +183,7 @@ class Trainer:
 
     def __init__(self, args: argparse.Namespace, find_unused_parameters: bool = False):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 
         self.args = args
         self.output_dir = Path(args.output_dir)
@@ -158,12 +200,17 @@ class Trainer:
                 reshard_after_forward=True,
                 state_dict_type="SHARDED_STATE_DICT",
             )
+        trackers = check_trackers(getattr(args, "report_to", None))
         # the schedule advances once per optimizer step, whatever the number of processes
         self.accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
             step_scheduler_with_optimizer=False,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
             fsdp_plugin=plugin,
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(str(self.output_dir), str(self.output_dir / TRACKER_DIR))
+            if trackers
+            else None,
         )
         set_seed(args.seed)  # identical initialisation on every process
         self.models: dict[str, dict] = {}
@@ -171,6 +218,7 @@ class Trainer:
         self.logger = CSVLogger(self.output_dir, enabled=self.accelerator.is_main_process)
         self.step = 0
         self.stop_reason: str | None = None
+        self.progress = None  # the training loop's tqdm bar, while it runs
 
     def _check_output_dir(self) -> None:
         """An ``--output-dir`` that holds an earlier run needs ``--resume`` or ``--overwrite``: a fresh run would
@@ -199,7 +247,11 @@ class Trainer:
         return self.accelerator.device
 
     def print(self, *values) -> None:
-        self.accelerator.print(*values, flush=True)
+        """A line on the main process, above the progress bar where one is drawn."""
+        if self.progress is not None and not self.progress.disable:
+            self.progress.write(" ".join(map(str, values)))
+        else:
+            self.accelerator.print(*values, flush=True)
 
     def prepare(self, *objects):
         """``accelerator.prepare``; DDP looks for unused parameters when a model declares parameters that get no
@@ -338,15 +390,27 @@ class Trainer:
             os.replace(temporary, self.output_dir / ARGS_FILE)
         loader = self.dataloader(dataset, start_step=self.step, collate_fn=collate_fn)
         batches = iter(loader)
-        started, last_log = time.time(), time.time()
+        if getattr(args, "report_to", None):
+            accelerator.init_trackers(args.run_name or self.output_dir.resolve().name, config=tracker_config(args))
+        started, last_log, first_step = time.time(), time.time(), self.step
         saved_at = self.step
-        with StopRequest() as stop:
+        # the bar draws on terminals only (tqdm's disable=None); the step lines below carry the time left for logs
+        self.progress = tqdm(
+            total=args.max_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=None if accelerator.is_main_process else True,
+        )
+        with StopRequest() as stop, self.progress:
             while self.step < args.max_steps and self.stop_reason is None:
                 batch = move_to_device(next(batches), self.device)
                 for entry in self.models.values():
                     entry["model"].train()
                 logs = train_step(batch, self.step)
                 self.step += 1
+                self.progress.update(1)
                 for entry in self.models.values():
                     if entry["ema"] is not None:
                         entry["ema"].update(accelerator.unwrap_model(entry["model"]), self.step)
@@ -356,22 +420,27 @@ class Trainer:
                     values["seconds_per_step"] = (now - last_log) / max(1, args.log_every)
                     last_log = now
                     self.logger.log(self.step, values)
+                    if getattr(args, "report_to", None):
+                        accelerator.log(values, step=self.step)
+                    left = (now - started) / (self.step - first_step) * (args.max_steps - self.step)
                     shown = " ".join(f"{key}={value:.4g}" for key, value in values.items())
-                    self.print(f"step {self.step}/{args.max_steps} {shown}")
+                    self.progress.set_postfix_str(shown[:80], refresh=False)
+                    self.print(f"step {self.step}/{args.max_steps} {shown} (left {tqdm.format_interval(left)})")
                 if stop.requested(accelerator):
                     manager.save(self.step, reason="signal")
                     self.print(f"stopped by signal at step {self.step}; checkpoint saved, continue with --resume")
-                    self._finish_plot()
+                    self._finish_reports()
                     raise SystemExit(128 + (stop.signal_number or 15))
                 if args.checkpoint_every > 0 and self.step % args.checkpoint_every == 0 and self.step < args.max_steps:
                     manager.save(self.step)
                     saved_at = self.step
+        self.progress = None
         if self.stop_reason is not None:
             self.print(f"stopped at step {self.step}: {self.stop_reason}")
         if saved_at != self.step:
             manager.save(self.step, reason=self.stop_reason or "end")
         self.save_models()
-        self._finish_plot()
+        self._finish_reports()
         self.print(f"finished {self.step} steps in {time.time() - started:.1f}s; models in {self.output_dir}")
         return self.output_dir
 
@@ -394,9 +463,12 @@ class Trainer:
             return checkpoint
         return None
 
-    def _finish_plot(self) -> None:
+    def _finish_reports(self) -> None:
+        """The loss-curve PNG, and the trackers' last writes (``--report-to``)."""
         if self.accelerator.is_main_process and (self.output_dir / METRICS_FILE).is_file():
             plot_metrics(self.output_dir / METRICS_FILE)
+        if getattr(self.args, "report_to", None):
+            self.accelerator.end_training()
 
     def save_models(self) -> dict[str, Path]:
         """``save_pretrained`` folders of every registered model (online and EMA) under the output folder."""

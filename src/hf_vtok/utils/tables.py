@@ -50,6 +50,16 @@ def format_value(metric: str, value) -> str:
     return f"{value:.{_DIGITS.get(metric, 4)}f}"
 
 
+def format_cell(value) -> str:
+    """A leading (non-metric) cell: whole numbers without a decimal point (``1024``, not ``1024.0``), other floats
+    to two decimals (``950.43``), anything else as text."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else f"{value:.2f}"
+    return str(value)
+
+
 def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], metrics: Sequence[str]) -> str:
     """``columns``: leading ``(key, title)`` pairs (model, tokens, ...); then one column per metric, with
     ``± <metric>_std`` where the row has one (the Inception Score's spread over splits)."""
@@ -58,7 +68,7 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], met
     ]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in rows:
-        cells = [str(row.get(key, "")) for key, _ in columns]
+        cells = [format_cell(row.get(key)) for key, _ in columns]
         for metric in metrics:
             spread = row.get(f"{metric}_std")
             suffix = f" ± {format_value(metric, spread)}" if spread is not None and math.isfinite(spread) else ""

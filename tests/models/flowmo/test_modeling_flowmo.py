@@ -439,6 +439,25 @@ def test_original_config_mapping():
         apply_overrides({}, ["model.context_dim"])
 
 
+def test_a_width_mismatch_is_summarised_and_names_the_width_table(tmp_path):
+    from hf_vtok.conversion import CheckpointMismatchError
+    from hf_vtok.models.flowmo.convert_flowmo_original_to_hf import convert_flowmo_checkpoint
+    from hf_vtok.utils.errors import MAX_MESSAGE, error_line
+
+    torch.save(tiny_flowmo_model().state_dict(), tmp_path / "narrow.pth")  # stacks of 32 (multipliers 2)
+    wider = FlowMoConfig(**{**TINY_FLOWMO, "mup_width": 4, "enc_mup_width": 4})  # the default table: 64
+    with pytest.raises(CheckpointMismatchError) as error:
+        convert_flowmo_checkpoint(tmp_path / "narrow.pth", config=wider, state_dict_key="")
+    message = error_line(error.value)  # as `hf-vtok convert` prints it: one line
+    assert len(message) < MAX_MESSAGE and "--debug shows all" not in message
+    assert "its stacks are 32 (encoder) and 32 (decoder) wide, the config's 64 and 64" in message
+    assert "--width-table" in message and "hidden_size: 32 fits both stacks" in message
+    shown = message.count(": checkpoint (")
+    assert 0 < shown <= 5 and f"shape mismatches ({len(error.value.mismatched)})" in message
+    assert f"and {len(error.value.mismatched) - shown} more of" in message
+    assert all(": checkpoint (" in line for line in error.value.mismatched)  # every key, for callers
+
+
 def test_cli_preset_download_fails_clearly_offline(tmp_path):
     from hf_vtok.cli import main
 

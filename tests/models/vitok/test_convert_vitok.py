@@ -18,9 +18,9 @@ from hf_vtok.models.vitok.convert_vitok_original_to_hf import KEY_RULES, convert
 VARIANT = "w32_d2_h2-w48_d1_h3/1x8x4"
 
 
-def _original_files(tmp_path, variant=VARIANT):
+def _original_files(tmp_path, variant=VARIANT, **config):
     """Write encoder/decoder files with the original key names (the inverse of the converter's renaming)."""
-    model = ViTokModel(ViTokConfig.from_variant(variant))
+    model = ViTokModel(ViTokConfig.from_variant(variant, **config))
     inverse = {
         "encoder.patch_embed.": "patch_embed.",
         "encoder.latent_proj.": "to_code.",
@@ -74,6 +74,43 @@ def test_shapes_alone_give_the_architecture(tmp_path):
         assert torch.equal(inferred(images).sample, model.eval()(images).sample)
 
 
+@pytest.mark.parametrize(
+    "variant, config",
+    [
+        # one ratio (2.67), but the encoder's rounded SwiGLU width (176 of 64) gives the decoder 272, not 256, of 96
+        ("w64_d1_h4-w96_d1_h4/1x8x4", {}),
+        ("w32_d1_h2-w48_d1_h3/1x8x4", {"decoder_mlp_ratio": 4.0}),  # halves of different ratios
+    ],
+)
+def test_each_half_mlp_ratio_from_its_own_weights(tmp_path, variant, config):
+    model, paths, _ = _original_files(tmp_path, variant, **config)
+    inferred = convert_vitok_checkpoint(paths["encoder"], paths["decoder"])  # no --variant
+    for role in ("encoder", "decoder"):
+        assert inferred.get_submodule(role).layers[0].mlp.fc2.weight.shape == (
+            model.get_submodule(role).layers[0].mlp.fc2.weight.shape
+        )
+    assert inferred.config.decoder_mlp_ratio is not None
+    images = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(inferred(images).sample, model.eval()(images).sample)
+    inferred.save_pretrained(tmp_path / "saved")
+    assert ViTokModel.from_pretrained(tmp_path / "saved").config.decoder_mlp_ratio == inferred.config.decoder_mlp_ratio
+    # one half alone, and halves of one ratio, need no second ratio
+    assert convert_vitok_checkpoint(decoder_path=paths["decoder"]).config.decoder_mlp_ratio is None
+    (tmp_path / "same").mkdir()
+    _, same, _ = _original_files(tmp_path / "same")
+    assert convert_vitok_checkpoint(same["encoder"], same["decoder"]).config.decoder_mlp_ratio is None
+
+
+def test_configs_without_a_decoder_ratio_load_as_before(tmp_path):
+    from hf_vtok.commands.reconstruct import DEFAULT_MODEL
+
+    config = ViTokConfig.from_pretrained(DEFAULT_MODEL)  # saved before decoder_mlp_ratio existed
+    assert config.decoder_mlp_ratio is None and config.stack_mlp_ratio("decoder") == config.mlp_ratio
+    with pytest.raises(ValueError, match="decoder_mlp_ratio must be positive"):
+        ViTokConfig(decoder_mlp_ratio=0.0)
+
+
 def test_mismatches_are_listed_by_name(tmp_path):
     _, paths, halves = _original_files(tmp_path)
     encoder = dict(halves["encoder"])
@@ -90,6 +127,18 @@ def test_mismatches_are_listed_by_name(tmp_path):
     assert "encoder.patch_embed.weight: checkpoint (32, 100) vs model (32, 192)" in message
     with pytest.raises(CheckpointMismatchError, match="does not match"):
         convert_vitok_checkpoint(paths["encoder"], paths["decoder"], variant="w32_d2_h2-w48_d2_h3/1x8x4")
+
+
+def test_long_key_lists_show_one_key_per_pattern():
+    from hf_vtok.conversion.state_dicts import summarise_keys
+
+    keys = [f"decoder.layers.{index}.mlp.{name}.weight" for index in range(12) for name in ("fc1", "fc2")]
+    assert summarise_keys(sorted(keys), shown=3) == (
+        "decoder.layers.0.mlp.fc1.weight, decoder.layers.0.mlp.fc2.weight and 22 more like them"
+    )
+    many = sorted(keys + [f"encoder.extra{index}" for index in range(4)])
+    assert summarise_keys(many, shown=3).endswith("and 25 more of 3 other key patterns")
+    assert summarise_keys(["a.weight"]) == "a.weight"
 
 
 def test_torch_checkpoints_load_without_pickle(tmp_path):

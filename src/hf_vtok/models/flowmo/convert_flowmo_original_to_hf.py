@@ -232,10 +232,38 @@ def convert_flowmo_checkpoint(
     state_dict = convert_flowmo_state_dict(original)
     with init_empty_weights():
         model = FlowMoModel(config)
-    load_state_dict_strictly(model, state_dict, source=f"{checkpoint_path} [{state_dict_key or 'state dict'}]")
+    load_state_dict_strictly(
+        model,
+        state_dict,
+        source=f"{checkpoint_path} [{state_dict_key or 'state dict'}]",
+        hint=lambda: width_hint(state_dict, config),
+    )
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
+
+
+def width_hint(state_dict: Mapping[str, torch.Tensor], config: FlowMoConfig) -> str | None:
+    """What to pass when the checkpoint's stacks are not as wide as ``config``'s (a run with another width table or
+    width multipliers), with the base hidden size that fits where both stacks agree on one; None when they match."""
+    widths = {
+        role: int(state_dict[f"{role}.image_embed.weight"].shape[0])
+        for role in ("encoder", "decoder")
+        if f"{role}.image_embed.weight" in state_dict and state_dict[f"{role}.image_embed.weight"].dim() == 2
+    }
+    if not widths or all(width == config.stack_hidden_size(role) for role, width in widths.items()):
+        return None
+    roles = list(widths)
+    found = " and ".join(f"{widths[role]} ({role})" for role in roles)
+    expected = " and ".join(str(config.stack_hidden_size(role)) for role in roles)
+    base = {widths[role] * 4 // config.stack_width(role) for role in roles}
+    fits = f"; hidden_size: {base.pop()} fits both stacks" if len(base) == 1 else ""
+    return (
+        f"its stacks are {found} wide, the config's {expected}: the run changed DIT_ZOO['dit_b_4'] (pass its width "
+        f"table with --width-table FILE.yaml or --width-table KEY of the --config yaml{fits}) or the width "
+        f"multipliers mup_width / enc_mup_width (now {config.mup_width} / {config.enc_mup_width}; "
+        "--override model.mup_width=N)."
+    )
 
 
 def preset_original_config(preset: str) -> dict:

@@ -1,7 +1,7 @@
 """Convert a released ViTok-v2 checkpoint (``encoder.safetensors`` + ``decoder.safetensors``) to hf_vtok.
 
     hf-vtok convert vitok --preset 350M-f16x64 --output vitok-350M-f16x64
-    hf-vtok convert vitok --encoder encoder.safetensors --decoder decoder.safetensors \
+    hf-vtok convert vitok --encoder encoder.safetensors --decoder decoder.safetensors \\
         --variant Ld4-Ld24/1x16x64 --output out/
 
 The result is a ``save_pretrained`` folder (config.json, model.safetensors,
@@ -25,6 +25,7 @@ from ...conversion import (
     load_state_dict_strictly,
     rename_original_keys,
 )
+from ...modules.mlp import rounded_hidden_size
 from .configuration_vitok import ViTokConfig
 from .image_processing_vitok import ViTokImageProcessor
 from .modeling_vitok import ViTokModel
@@ -48,8 +49,10 @@ KEY_RULES = [
 
 
 def infer_vitok_config(state_dict: dict[str, torch.Tensor], **overrides) -> ViTokConfig:
-    """Read every architecture number off a converted (hf_vtok-named) state dict."""
+    """Read every architecture number off a converted (hf_vtok-named) state dict; each half's MLP ratio from its
+    own SwiGLU width (``decoder_mlp_ratio`` is set where the encoder's ratio would size the decoder otherwise)."""
     fields: dict = {}
+    ratios: dict[str, tuple[float, int, int]] = {}  # role -> (ratio, width, SwiGLU hidden size)
     has_encoder = "encoder.patch_embed.weight" in state_dict
     has_decoder = "decoder.patch_proj.weight" in state_dict
     if not (has_encoder or has_decoder):
@@ -69,13 +72,22 @@ def infer_vitok_config(state_dict: dict[str, torch.Tensor], **overrides) -> ViTo
         fields.update(
             {f"{role}_hidden_size": width, f"{role}_num_layers": depth, f"{role}_num_heads": width // head_dim}
         )
-        fields.setdefault("mlp_ratio", hidden / width)
+        ratios[role] = (hidden / width, width, hidden)
         pixels = state_dict[embed_key].shape[1 if role == "encoder" else 0]
         latent = state_dict[latent_key].shape[0 if role == "encoder" else 1]
         patch = math.isqrt(pixels // 3)
         if 3 * patch * patch != pixels:
             raise CheckpointMismatchError(f"{embed_key} has {pixels} pixels per token, not 3 * patch**2")
         fields.update(patch_size=patch, latent_channels=latent)
+    first = ratios.get("encoder", ratios.get("decoder"))
+    fields["mlp_ratio"] = first[0]
+    if "encoder" in ratios and "decoder" in ratios:
+        _, width, hidden = ratios["decoder"]
+        if (
+            rounded_hidden_size(width, first[0], overrides.get("mlp_multiple_of", ViTokConfig.mlp_multiple_of))
+            != hidden
+        ):
+            fields["decoder_mlp_ratio"] = ratios["decoder"][0]
     if not has_encoder:  # mirror the decoder so the config stays valid
         fields.update({f"encoder_{k}": fields[f"decoder_{k}"] for k in ("hidden_size", "num_layers", "num_heads")})
     if not has_decoder:
@@ -146,7 +158,7 @@ class ViTokConverter(Converter):
         parser.add_argument(
             "--mask-padding", action="store_true", help="mask padding tokens in attention (see config)"
         )
-        parser.add_argument("--max-num-patches", type=int, default=256, help="processor token budget (default 256)")
+        parser.add_argument("--max-num-patches", type=int, default=256, help="processor token budget")
         parser.add_argument("--pp", help="original pre-processing string to build the processor from instead")
 
     def options(self, args: argparse.Namespace) -> dict:

@@ -88,11 +88,13 @@ def token_positions(name: str, batch: int, length: int, row_idx, col_idx, device
 class ViTokBlock(GradientCheckpointingLayer):
     """Parallel block: one RMSNorm feeds attention and SwiGLU; LayerScale scales their sum."""
 
-    def __init__(self, config: ViTokConfig, hidden_size: int, num_heads: int, drop_path: float = 0.0):
+    def __init__(
+        self, config: ViTokConfig, hidden_size: int, num_heads: int, drop_path: float = 0.0, role: str = "encoder"
+    ):
         super().__init__()
         self.norm = RMSNorm(hidden_size, eps=config.norm_eps)
         self.attention = Attention(hidden_size, num_heads, qk_norm=True, norm_eps=config.norm_eps)
-        intermediate = rounded_hidden_size(hidden_size, config.mlp_ratio, config.mlp_multiple_of)
+        intermediate = rounded_hidden_size(hidden_size, config.stack_mlp_ratio(role), config.mlp_multiple_of)
         self.mlp = SwiGLU(hidden_size, intermediate)
         self.layer_scale = (
             LayerScale(hidden_size, config.layer_scale_init) if config.use_layer_scale else nn.Identity()
@@ -113,12 +115,14 @@ class ViTokBlock(GradientCheckpointingLayer):
 class _ViTokStack(nn.Module):
     """Shared by encoder and decoder: a stack of blocks over 2D-RoPE positions."""
 
+    role = "encoder"
+
     def __init__(self, config: ViTokConfig, hidden_size: int, num_layers: int, num_heads: int, drop_path_rate: float):
         super().__init__()
         self.head_dim = hidden_size // num_heads
         self.rope_theta = config.rope_theta
         self.layers = nn.ModuleList(
-            ViTokBlock(config, hidden_size, num_heads, drop_path_rate * index / max(num_layers - 1, 1))
+            ViTokBlock(config, hidden_size, num_heads, drop_path_rate * index / max(num_layers - 1, 1), self.role)
             for index in range(num_layers)
         )
 
@@ -153,6 +157,8 @@ class ViTokEncoder(_ViTokStack):
 
 
 class ViTokDecoder(_ViTokStack):
+    role = "decoder"
+
     def __init__(self, config: ViTokConfig):
         super().__init__(
             config,
