@@ -98,7 +98,9 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
             labels = torch.cat([labels, torch.full_like(labels, self.transformer.null_class_label)])
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        step_kwargs = self.step_kwargs(generator)
+        # the chain runs on the doubled batch: one generator per image serves both of its halves
+        doubled = guided and isinstance(generator, list)
+        step_kwargs = self.step_kwargs(generator + generator if doubled else generator)
         for timestep in self.progress_bar(self.scheduler.timesteps):
             timesteps = timestep.expand(latents.shape[0])
             if guided:
