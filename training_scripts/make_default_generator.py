@@ -380,6 +380,7 @@ def main(argv=None) -> dict:
         cell=48,
     )
     report = {
+        "notes": config.get("notes", []),
         "data": {
             "source": "sklearn.datasets.load_digits (1797 images, 8x8, 17 grey levels)",
             "image_size": size,

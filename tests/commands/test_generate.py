@@ -116,3 +116,40 @@ def test_the_embedded_pipeline_draws_the_digits_it_is_asked_for(default_pipeline
     scores = score_digits(classifier, images, labels)
     assert scores["accuracy"] >= check["floor"], scores
     assert check["floor"] >= 0.8 and report["shipped"]["accuracy"] >= 0.9
+
+
+@pytest.mark.slow
+def test_a_wheel_ships_the_default_pipeline_and_generates_from_it(tmp_path):
+    """``pip install hf_vtok`` (no checkout) has every file of the embedded pipeline, and ``generate`` runs from
+    the installed package alone."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.testing_utils.packaging import build_wheel
+
+    wheel = build_wheel(tmp_path)
+    expected = {
+        "hf_vtok/default_pipeline/" + path.relative_to(DEFAULT_PIPELINE).as_posix()
+        for path in DEFAULT_PIPELINE.rglob("*")
+        if path.is_file()
+    }
+    with zipfile.ZipFile(wheel) as archive:
+        assert expected <= set(archive.namelist())
+        archive.extractall(tmp_path / "installed")
+    out = tmp_path / "samples"
+    code = (
+        "import hf_vtok; from hf_vtok.cli import main; print(hf_vtok.__file__); "
+        f"main(['generate', '--class', '7', '--num-images', '2', '--out', {str(out)!r}])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "installed")},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(str(tmp_path / "installed"))
+    assert sorted(path.name for path in out.iterdir()) == ["class7_000.png", "class7_001.png", "grid.png"]
