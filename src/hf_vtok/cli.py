@@ -34,6 +34,10 @@ COMMANDS = {
         "cache_llm_vocabulary",
         "extract an LLM's embed_tokens matrix to a safetensors file (V2Flow's visual vocabulary)",
     ),
+    "generate": (
+        "generate",
+        "images of given classes from a class-conditional pipeline (default: the embedded digits SiT)",
+    ),
 }
 CONVERT = "convert"
 CONVERT_HELP = "convert an original release to an hf_vtok folder"

@@ -216,20 +216,9 @@ def test_every_family_has_a_template():
 @pytest.mark.slow
 def test_templates_ship_in_the_wheel(tmp_path):
     """A non-editable install has the templates (package data)."""
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("setup.py", "README.md"):
-        shutil.copy(REPO_ROOT / name, source / name)
-    for folder in ("src", "model_cards"):
-        shutil.copytree(
-            REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-        )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source), "-w",
-         str(tmp_path / "wheel")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    (wheel,) = (tmp_path / "wheel").glob("hf_vtok-*.whl")
+    from tests.testing_utils.packaging import build_wheel
+
+    wheel = build_wheel(tmp_path)
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("hf_vtok/model_cards/")}
     assert shipped == {f"hf_vtok/model_cards/{info.card_template}" for info in FAMILIES.values()}
 
