@@ -36,7 +36,7 @@ from hf_vtok.commands.reconstruct import (  # noqa: E402
 )
 from hf_vtok.hub.loading import load_tokenizer  # noqa: E402
 from hf_vtok.metrics import psnr, ssim  # noqa: E402
-from hf_vtok.utils.images import adm_center_crop  # noqa: E402
+from hf_vtok.utils.images import ImageTooLargeError, adm_center_crop, check_image_size  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (Path(__file__).resolve().parent / "examples").glob("*.jpg"))
 MAX_SIDE = 256  # inputs are downscaled to this longest side: the demo runs on a CPU
@@ -82,6 +82,10 @@ def prepare(image) -> Image.Image:
     if image is None:
         raise gr.Error("upload an image or pick one of the examples")
     image = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+    try:  # the pixel limit of every hf_vtok entry point (HF_VTOK_MAX_IMAGE_PIXELS)
+        check_image_size(image.width, image.height, "the image")
+    except ImageTooLargeError as error:
+        raise gr.Error(str(error)) from None
     image = image.convert("RGB")
     image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC)
     return image

@@ -21,6 +21,7 @@ Load the adapter with ``peft.PeftModel.from_pretrained(AutoModel.from_pretrained
 import argparse
 import copy
 import inspect
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -40,15 +41,14 @@ from hf_vtok.training import (
     parse_with_config,
     random_crop,
 )
+from hf_vtok.utils.errors import ArgumentParser, run_script
 
 ADAPTER_FOLDER = "adapter"
 MERGED_FOLDER = "merged"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("model and adapter")
     model.add_argument("--model", required=True, help="hf_vtok tokenizer folder or Hub id (the base model)")
     model.add_argument("--lora-rank", type=int, default=16)
@@ -206,4 +206,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

@@ -10,7 +10,6 @@ The options of ``train_vitok.py`` are in ``default_model.json`` beside this scri
 ``src/hf_vtok/default_model/training_report.json``, with the training time and the machine's load.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from hf_vtok.utils.errors import ArgumentParser, run_script
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL_MAX_TOKENS = 4096  # 512x512 pixels at patch 8: astronaut, the largest held-out photo
@@ -96,9 +97,10 @@ def evaluate(model_dir: Path, paths: list[Path]) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default="outputs/default_model", help="training run folder")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="start the run over, deleting an earlier one")
     parser.add_argument("--max-steps", type=int, help="override the config's step count")
     parser.add_argument("--no-install", action="store_true", help="do not copy the result into the package")
     parser.add_argument(
@@ -129,6 +131,8 @@ def main(argv=None) -> dict:
     ]
     if args.resume:
         train_args.append("--resume")
+    if args.overwrite:
+        train_args.append("--overwrite")
     if args.max_steps:
         train_args += ["--max-steps", str(args.max_steps)]
     timing_file = work / "run" / "training_time.json"
@@ -177,4 +181,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

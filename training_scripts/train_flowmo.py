@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ from hf_vtok.training import (
 )
 from hf_vtok.training.early_stopping import HIGHER_IS_BETTER
 from hf_vtok.training.trainer import fresh_copy_with_state
+from hf_vtok.utils.errors import ArgumentParser, run_script
 
 STAGE_DEFAULTS = {
     # configs/base.yaml (opt, trainer, model.ema_decay) and the README's post-training overrides
@@ -66,9 +68,7 @@ STAGE_DEFAULTS = {
 
 
 def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=sorted(STAGE_DEFAULTS), default="pretrain")
     model = parser.add_argument_group("model")
     model.add_argument("--preset", help="sizes of a release (flowmo-lo, flowmo-hi, flowmo-p8), randomly initialised")
@@ -359,4 +359,4 @@ def _accumulate(logs: dict, name: str, value: torch.Tensor, chunks: int) -> None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

@@ -26,6 +26,7 @@ Latents are normalised with the cache's ``(z - shift_factor) * scaling_factor``;
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from hf_vtok.training import (
     build_scheduler,
     parse_with_config,
 )
+from hf_vtok.utils.errors import ArgumentParser, run_script
 
 MODELS = {"sit": SiTTransformer1DModel, "dit": DiTTransformer1DModel, "vitok-dit": ViTokDiTTransformerModel}
 RECIPES = {
@@ -54,9 +56,7 @@ RECIPES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=sorted(MODELS), required=True)
     model.add_argument("--model-config", help="JSON file or inline JSON of the model's arguments (sizes)")
@@ -220,4 +220,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

@@ -14,10 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_softvq  # noqa: E402
 
+from hf_vtok.utils.errors import run_script  # noqa: E402
+
 
 def main(argv=None) -> Path:
     return train_softvq.main(argv, family="maetok")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

@@ -23,6 +23,7 @@ VGG16 / LPIPS files (``--lpips-vgg``, ``--lpips-heads``; ``--lpips random`` for 
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -52,6 +53,7 @@ from hf_vtok.training import (
     to_pixel_values,
 )
 from hf_vtok.training.adversarial import add_gan_arguments, build_adversarial
+from hf_vtok.utils.errors import ArgumentParser, run_script
 
 FAMILIES = {
     "softvq": (SoftVQConfig, SoftVQModel, SOFTVQ_PRESETS),
@@ -73,9 +75,7 @@ RECIPE_DEFAULTS = {
 
 
 def build_parser(family: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--preset", help=f"sizes of a release: {sorted(FAMILIES[family][2])} (random initialisation)")
     model.add_argument("--model-config", help="JSON file (or inline JSON) of config fields, applied after --preset")
@@ -244,4 +244,4 @@ def main(argv=None, family: str = "softvq") -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

@@ -26,6 +26,7 @@ model expects. The LLM vocabulary is the ``embed_tokens`` matrix file of ``hf_vt
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -39,14 +40,13 @@ from hf_vtok.training import (
     build_scheduler,
     parse_with_config,
 )
+from hf_vtok.utils.errors import ArgumentParser, run_script
 
 FLOW_METHODS = ("linear_flow", "CondOT")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument(
         "--latents", required=True, help="a latent cache folder (hf_vtok cache-latents) of DC-AE latents"
@@ -167,4 +167,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

@@ -28,6 +28,7 @@ LoRA: merged), ``language_model_ema`` with ``--ema-decay``, ``adapter`` with LoR
 import argparse
 import copy
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ from hf_vtok.pipelines.v2flow.language_model import (
     image_sequence,
 )
 from hf_vtok.training import Trainer, add_training_arguments, build_optimizer, build_scheduler, parse_with_config
+from hf_vtok.utils.errors import ArgumentParser, run_script
 
 LANGUAGE_MODEL_FOLDER = "language_model"
 ADAPTER_FOLDER = "adapter"
@@ -51,9 +53,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("models")
     model.add_argument("--language-model", required=True, help="transformers causal LM folder or Hub id (+ tokenizer)")
     model.add_argument(
@@ -237,4 +237,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

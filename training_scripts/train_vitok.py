@@ -15,6 +15,7 @@ default model). The DINO perceptual loss needs a local or Hub DINO model (``--di
 """
 
 import argparse
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -39,14 +40,13 @@ from hf_vtok.training import (
     to_pixel_values,
 )
 from hf_vtok.training.adversarial import add_gan_arguments, build_adversarial
+from hf_vtok.utils.errors import ArgumentParser, run_script
 
 SEQUENCE_KEYS = ("pixel_values", "patch_mask", "row_idx", "col_idx")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--variant", default="Ld4-Ld24/1x16x64", help="ViTok variant string or release name")
     model.add_argument("--pretrained", help="start from this hf_vtok ViTok folder instead of a random initialisation")
@@ -203,4 +203,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, Path(__file__).name))

@@ -13,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from .utils.errors import DEBUG_FLAG, ArgumentParser, report_error, split_debug_flag
+
 # command -> (module of hf_vtok.commands with add_arguments(parser) and run(args), help)
 COMMANDS = {
     "reconstruct": ("reconstruct", "encode and decode images, write the reconstructions"),
@@ -32,7 +34,10 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     from .commands import convert
 
-    parser = argparse.ArgumentParser(prog="hf-vtok", description="HuggingFace-native visual tokenizers")
+    parser = ArgumentParser(prog="hf-vtok", description="HuggingFace-native visual tokenizers")
+    parser.add_argument(
+        DEBUG_FLAG, action="store_true", help="show the traceback of an error (anywhere on the command line)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     convert.add_arguments(subparsers)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -48,15 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, *, raise_errors: bool | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    An error is one line on stderr and exit status 1 (130 for Ctrl-C), with ``--debug`` the traceback too;
+    ``raise_errors`` (default: True when ``argv`` is given, i.e. called from Python) raises it instead.
+    """
+    from .utils.images import image_pixel_limit, max_image_pixels
+
+    arguments, debug = split_debug_flag(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
+    if raise_errors is None:
+        raise_errors = argv is not None
     try:
-        args.handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError, ImportError) as error:
-        if argv is not None:  # called from Python: let the caller see the exception
+        with image_pixel_limit(max_image_pixels()):  # a command's --max-pixels ends with it (in-process calls)
+            args.handler(args)
+    except (Exception, KeyboardInterrupt) as error:
+        if raise_errors:
             raise
-        print(f"hf-vtok {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return report_error(f"hf-vtok {args.command}", error, debug)
     return 0
 
 

@@ -20,7 +20,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import ChannelDimension, infer_channel_dimension_format
 
 from .remote_code import RemoteCodeMixin
-from .utils.images import load_image, to_rgb
+from .utils.images import check_image_size, load_image, to_rgb
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 _KEPT_MODES = ("L", "RGB", "RGBA")  # the PIL modes do_convert_rgb=False passes on as they are
@@ -84,6 +84,7 @@ class VisualTokenizerImageProcessor(RemoteCodeMixin, PilBackend):
         if isinstance(image, Image.Image):
             if image.width == 0 or image.height == 0:
                 raise ValueError(f"image has zero size ({image.width}x{image.height})")
+            check_image_size(image.width, image.height)  # before a lazily opened image is decoded
             if keep_channels and image.mode not in _KEPT_MODES:
                 raise ValueError(
                     f"do_convert_rgb=False passes {'/'.join(_KEPT_MODES)} images on as they are; a mode "

@@ -9,6 +9,9 @@ import torch
 from ..data.latent_cache import cache_latents
 from ..data.sources import open_image_source
 from ..hub.loading import load_autoencoder
+from ..utils.devices import check_device
+from ..utils.outputs import check_output_folder
+from .reconstruct import add_image_limit_arguments, apply_image_limit, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,11 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column")
     parser.add_argument("--output", required=True, help="cache folder (created; run the same command again to resume)")
     parser.add_argument(
-        "--resolution", type=int, help="ADM center crop to this square size (needed unless all images share one size)"
+        "--resolution",
+        type=positive_int,
+        help="ADM center crop to this square size (needed unless all images share one size)",
     )
     parser.add_argument("--flip", action="store_true", help="also store the latents of the flipped images")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-size", type=int, default=1000, help="images per Arrow shard (the resume unit)")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument(
+        "--shard-size", type=positive_int, default=1000, help="images per Arrow shard (the resume unit)"
+    )
+    add_image_limit_arguments(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--dtype",
@@ -35,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Path:
+    apply_image_limit(args)
+    check_output_folder(args.output, "--output")
     state = None
     try:  # under accelerate launch / torchrun: split the shards between the processes
         from accelerate import PartialState
@@ -42,9 +52,12 @@ def run(args: argparse.Namespace) -> Path:
         state = PartialState() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     except ImportError:
         pass
-    device = state.device if state is not None else args.device
-    model = load_autoencoder(args.model, device, getattr(torch, args.dtype), args.subfolder)
+    device = state.device if state is not None else check_device(args.device)
     source = open_image_source(args.images, args.split, args.image_column, args.label_column)
+    skipped = getattr(source, "skipped_images", 0)
+    if skipped:
+        print(f"{args.images}: {skipped} further image member(s) of webdataset samples skipped (the first is used)")
+    model = load_autoencoder(args.model, device, getattr(torch, args.dtype), args.subfolder)
     output = cache_latents(
         model,
         source,

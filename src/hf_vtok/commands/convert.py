@@ -16,9 +16,15 @@ import argparse
 import functools
 import importlib
 
+from ..conversion import finish_conversion
 from ..hub.presets import build_pipeline, convert_pretrained, converter_of, download_pretrained, save_preset
-from ..registry import GENERATOR, PRETRAINED, families, family_presets, format_registry, get_pretrained
+from ..registry import GENERATOR, PRETRAINED, families, family_presets, format_registry, get_family, get_pretrained
+from ..utils.checkpoints import UnsafeCheckpointError
 from ..utils.dtypes import DTYPES, dtype_from_name
+from ..utils.outputs import check_output_folder, staged_folder
+
+OVERWRITE_HELP = "replace a non-empty --output folder that holds a saved model (refused otherwise)"
+NON_FINITE_HELP = "convert weights holding NaN / inf values (refused otherwise)"
 
 
 def add_arguments(subparsers) -> None:
@@ -42,6 +48,10 @@ def add_arguments(subparsers) -> None:
     convert.add_argument("--cache-dir", dest="registry_cache_dir", help="Hub cache folder (default: the HF cache)")
     convert.add_argument("--dtype", dest="registry_dtype", choices=sorted(DTYPES), help="cast weights before saving")
     convert.add_argument("--list", dest="registry_list", action="store_true", help="list the released checkpoints")
+    convert.add_argument("--overwrite", dest="registry_overwrite", action="store_true", help=OVERWRITE_HELP)
+    convert.add_argument(
+        "--allow-non-finite", dest="registry_allow_non_finite", action="store_true", help=NON_FINITE_HELP
+    )
     convert.set_defaults(handler=run_preset)
     subcommands = convert.add_subparsers(dest="family", metavar="FAMILY")
     for spec in families():
@@ -72,7 +82,11 @@ def add_family_parser(subcommands, spec) -> argparse.ArgumentParser:
             f"--{role.replace('_', '-')}", dest=f"file_{role}", metavar="FILE", required=required, help=help_text
         )
     parser.add_argument("--output", required=True, help="output folder (save_pretrained layout)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="cast weights before saving")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), help="cast weights before saving (default: the originals' dtype)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    parser.add_argument("--allow-non-finite", action="store_true", help=NON_FINITE_HELP)
     if spec.kind == GENERATOR:
         parser.add_argument("--tokenizer", help="hf_vtok tokenizer folder or Hub id: write a complete pipeline folder")
         parser.add_argument(
@@ -121,26 +135,73 @@ def _pipeline_tokenizer(args, entry, dtype):
     return tokenizer
 
 
+def identify_checkpoint(path: str) -> str | None:
+    """The family whose training checkpoint ``path`` is, by its top-level entries (``Converter.checkpoint_entries``),
+    or None. Read with ``weights_only=True`` (``argparse.Namespace`` rebuilt from its attributes only)."""
+    import torch
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch checkpoint, or holding other objects: nothing to say
+        return None
+    if not isinstance(content, dict):
+        return None
+    for spec in families():
+        entries = converter_of(spec.name).checkpoint_entries if spec.converter else ()
+        if entries and set(entries) <= set(content):
+            return spec.name
+    return None
+
+
+def _convert_files(converter, spec, files, **arguments):
+    """``converter.convert``; an error on a file that is another family's training checkpoint says so."""
+    try:
+        return converter.convert(files, **arguments)
+    except (ValueError, KeyError) as error:
+        for role, path in files.items():
+            if not str(path).endswith((".pth", ".pt", ".bin", ".ckpt")):
+                continue
+            family = identify_checkpoint(str(path))
+            if family is not None and family != spec.name:
+                other = get_family(family)
+                if isinstance(error, UnsafeCheckpointError):
+                    why = f"{str(path)!r} holds a pickled {error.global_name}"
+                else:
+                    why = " ".join(str(error).split())
+                raise ValueError(
+                    f"--{role.replace('_', '-')} {str(path)!r} is a {other.title} training checkpoint, not a "
+                    f"{spec.title} one ({why}); convert it with `hf-vtok convert {other.command}`"
+                ) from error
+        raise
+
+
 def run_family(spec, args: argparse.Namespace) -> str:
     """``hf-vtok convert <family> ...``: convert, optionally build the pipeline, save, report."""
     converter = converter_of(spec.name)
     dtype = dtype_from_name(args.dtype)
+    output = check_output_folder(args.output, "--output", empty=True, overwrite=args.overwrite)
     files, entry = _original_files(converter, spec, args)
     tokenizer = _pipeline_tokenizer(args, entry, dtype) if spec.kind == GENERATOR else None
     preset = getattr(args, "preset", None)
-    result = converter.convert(files, dtype=dtype, preset=preset, release=entry, **converter.options(args))
+    result = _convert_files(
+        converter, spec, files, dtype=dtype, preset=preset, release=entry, **converter.options(args)
+    )
     model = result.model
+    sources = " + ".join(str(path) for path in files.values())
+    notes = finish_conversion(model, dtype, args.allow_non_finite, source=sources) + list(result.notes)
     size = f"{model.num_parameters() / 1e6:.1f}M parameters"
-    if tokenizer is not None:
-        pipeline = build_pipeline(spec.name, model, tokenizer, entry.sampling if entry else None)
-        pipeline.save_pretrained(args.output)
-        saved = f"{type(pipeline).__name__} ({type(model).__name__}, {size})"
-    else:
-        model.save_pretrained(args.output)
-        if result.processor is not None:
-            result.processor.save_pretrained(args.output)
-        saved = f"{type(model).__name__} ({size})"
-    for note in result.notes:
+    with staged_folder(output) as staging:
+        if tokenizer is not None:
+            pipeline = build_pipeline(spec.name, model, tokenizer, entry.sampling if entry else None)
+            pipeline.save_pretrained(staging)
+            saved = f"{type(pipeline).__name__} ({type(model).__name__}, {size})"
+        else:
+            model.save_pretrained(staging)
+            if result.processor is not None:
+                result.processor.save_pretrained(staging)
+            saved = f"{type(model).__name__} ({size})"
+    for note in notes:
         print(note)
     print(f"saved {saved} to {args.output}")
     if entry is not None and entry.tokenizer:
@@ -155,16 +216,20 @@ def run_preset(args: argparse.Namespace) -> str | None:
         return None
     if not (args.registry_preset and args.registry_output):
         raise ValueError("give --preset NAME --output DIR (--list shows the names), or a FAMILY with its options")
-    output = save_preset(
-        args.registry_preset,
-        args.registry_output,
-        pipeline=args.registry_pipeline,
-        dtype=dtype_from_name(args.registry_dtype),
-        revision=args.registry_revision,
-        cache_dir=args.registry_cache_dir,
-    )
-    print(f"saved {get_pretrained(args.registry_preset).name} to {output}")
-    return output
+    entry = get_pretrained(args.registry_preset)
+    output = check_output_folder(args.registry_output, "--output", empty=True, overwrite=args.registry_overwrite)
+    with staged_folder(output) as staging:
+        save_preset(
+            entry.name,
+            staging,
+            pipeline=args.registry_pipeline,
+            dtype=dtype_from_name(args.registry_dtype),
+            revision=args.registry_revision,
+            cache_dir=args.registry_cache_dir,
+            allow_non_finite=args.registry_allow_non_finite,
+        )
+    print(f"saved {entry.name} to {output}")
+    return str(output)
 
 
-__all__ = ["add_arguments", "add_family_parser", "run_family", "run_preset"]
+__all__ = ["add_arguments", "add_family_parser", "identify_checkpoint", "run_family", "run_preset"]

@@ -25,9 +25,18 @@ from ..hub.loading import load_tokenizer
 from ..metrics.dino import DEFAULT_FDD_MODEL, DEFAULT_FDD_RESOLUTION
 from ..metrics.inception import FID_INCEPTION_URL, INPUT_CONVENTIONS
 from ..metrics.reconstruction import RECONSTRUCTION_METRICS, ReconstructionMetrics, parse_metric_names
+from ..utils.devices import check_device
 from ..utils.dtypes import DTYPES
+from ..utils.outputs import check_output_folder, create_output_folder, write_text_atomically
 from ..utils.tables import image_grid, markdown_table, plot_metrics, write_json
-from .reconstruct import encode_decode
+from .reconstruct import (
+    DEFAULT_MAX_TOKENS,
+    add_image_limit_arguments,
+    apply_image_limit,
+    encode_decode,
+    positive_int,
+    token_budget_target,
+)
 
 DEFAULT_METRICS = "psnr,ssim,lpips,rfid"
 logger = logging.getLogger(__name__)
@@ -69,11 +78,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="center: ADM center crop to resolution (FlowMo, MAETok, V2Flow, ViTok adm_center); longest-side: "
         "ViTok-v2's native-aspect resize of the longest side; none: images as they are",
     )
-    parser.add_argument("--num-samples", type=int, default=None, help="images to evaluate (default: all)")
+    parser.add_argument("--num-samples", type=positive_int, default=None, help="images to evaluate (default: all)")
     parser.add_argument(
         "--metrics", default=DEFAULT_METRICS, help=f"comma-separated, of {','.join(RECONSTRUCTION_METRICS)}"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        default=DEFAULT_MAX_TOKENS,
+        help="with --crop none, NaFlex tokenizers take images of at most this many tokens (default "
+        f"{DEFAULT_MAX_TOKENS})",
+    )
+    add_image_limit_arguments(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default="float32", help="tokenizer dtype (metrics run in fp32)"
@@ -201,16 +218,21 @@ def evaluate_reconstruction(
     grid_images: int = 6,
     grid_crop: int = 128,
     settings: dict | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
 ) -> dict:
     """Score every tokenizer of ``models`` on ``data``; write results.json, results.md, metrics.png and
-    reconstructions.png to ``out``; return the results dict (with the written paths under ``"files"``)."""
+    reconstructions.png to ``out``; return the results dict (with the written paths under ``"files"``).
+
+    ``out`` is created only when the results are written (a bad ``data`` or model leaves nothing behind). With
+    ``crop="none"`` an image over ``max_tokens`` tokens of a NaFlex tokenizer is an error naming it."""
     metrics = parse_metric_names(metrics, RECONSTRUCTION_METRICS)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if crop != "none" and resolution <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out, "--out")
+    # the first image before any model work: a data set that cannot be read fails at once
+    next(iter(iter_images(data, split=split, num_samples=1, streaming=streaming, image_column=image_column)), None)
     scorer = ReconstructionMetrics(
         metrics,
         lpips=networks.get("lpips"),
@@ -232,9 +254,16 @@ def evaluate_reconstruction(
         images = iter_images(
             data, split=split, num_samples=num_samples, streaming=streaming, image_column=image_column
         )
-        progress = tqdm(total=num_samples, desc=f"eval {name}", unit="img")
+        progress = tqdm(total=num_samples, desc=f"eval {name}", unit="img", disable=None)
         for batch in _batches(images, batch_size):
             framed = [frame_image(image, crop, resolution) for _, image in batch]
+            for (key, _), image in zip(batch, framed):
+                if token_budget_target(image.size, processor, max_tokens) is not None:
+                    raise ValueError(
+                        f"{key!r} of {str(data)!r} ({image.width}x{image.height}) needs more than --max-tokens "
+                        f"{max_tokens} tokens of {processor.patch_size} px at its own size (--crop none): frame it "
+                        "with --crop center / longest-side, or raise --max-tokens"
+                    )
             originals = [_to_tensor(image) for image in framed]
             started = time.perf_counter()
             encoded, decoded = encode_decode(model, processor, framed, generator, output_type="pt")
@@ -298,6 +327,7 @@ def evaluate_reconstruction(
         f"Reconstruction of {num_images} images of `{data}`" + (f" ({split})" if split else "") + f", {framing}.\n\n"
     )
     table = markdown_table(rows, [("name", "tokenizer"), ("tokens_per_image", "tokens / image")], metrics)
+    create_output_folder(out, "--out")
     files = {
         "json": write_json(results, out / "results.json"),
         "markdown": out / "results.md",
@@ -312,13 +342,16 @@ def evaluate_reconstruction(
         ),
         "grid": image_grid(grid_rows, out / "reconstructions.png", crop=grid_crop),
     }
-    files["markdown"].write_text(header + table, encoding="utf-8")
+    write_text_atomically(files["markdown"], header + table)
     results["files"] = {key: str(path) for key, path in files.items()}
     results["table"] = table
     return results
 
 
 def run(args: argparse.Namespace) -> dict:
+    apply_image_limit(args)
+    check_device(args.device)
+    check_output_folder(args.out, "--out")
     metrics = parse_metric_names(args.metrics, RECONSTRUCTION_METRICS)
     networks = load_feature_networks(args, metrics, args.device)
     results = evaluate_reconstruction(
@@ -341,6 +374,7 @@ def run(args: argparse.Namespace) -> dict:
         grid_images=args.grid_images,
         grid_crop=args.grid_crop,
         settings={"fdd_model": args.fdd_model, "fdd_resolution": args.fdd_resolution} if "fdd" in metrics else None,
+        max_tokens=args.max_tokens,
     )
     print(results["table"], end="")
     print(f"wrote {', '.join(results['files'].values())}")

@@ -25,9 +25,12 @@ from ..hub.loading import load_pipeline
 from ..metrics.frechet import load_reference_npz, save_reference_statistics
 from ..metrics.generation import GenerationMetrics
 from ..metrics.inception import FIDInceptionV3
+from ..utils.devices import check_device
 from ..utils.dtypes import DTYPES
+from ..utils.outputs import atomic_path, check_output_folder, create_output_folder, write_text_atomically
 from ..utils.tables import image_grid, markdown_table, plot_metrics, write_json
 from .evaluate import add_feature_network_arguments
+from .reconstruct import add_image_limit_arguments, apply_image_limit, positive_int
 
 GENERATION_METRICS = ("gfid", "is")
 _CLASS_COUNT_KEYS = ("num_classes", "num_embeds_ada_norm", "class_num")
@@ -35,7 +38,9 @@ _CLASS_COUNT_KEYS = ("num_classes", "num_embeds_ada_norm", "class_num")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub id (model_index.json)")
-    parser.add_argument("--num-samples", type=int, required=True, help="images to generate per guidance scale")
+    parser.add_argument(
+        "--num-samples", type=positive_int, required=True, help="images to generate per guidance scale"
+    )
     parser.add_argument(
         "--guidance-scale",
         type=float,
@@ -44,21 +49,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one or more classifier-free guidance scales (default: the pipeline's)",
     )
     parser.add_argument(
-        "--num-inference-steps", type=int, default=None, help="sampler steps (default: the pipeline's)"
+        "--num-inference-steps", type=positive_int, default=None, help="sampler steps (default: the pipeline's)"
     )
-    parser.add_argument("--num-classes", type=int, default=None, help="number of classes (default: from the pipeline)")
+    parser.add_argument(
+        "--num-classes", type=positive_int, default=None, help="number of classes (default: from the pipeline)"
+    )
     parser.add_argument(
         "--reference", required=True, help="ADM .npz (mu/sigma or arr_0), or an image source as in eval --data"
     )
     parser.add_argument("--reference-split", default=None)
     parser.add_argument("--reference-image-column", default=None)
     parser.add_argument(
-        "--reference-num-samples", type=int, default=None, help="reference images to use (default: all)"
+        "--reference-num-samples", type=positive_int, default=None, help="reference images to use (default: all)"
     )
-    parser.add_argument("--resolution", type=int, default=256, help="center crop of reference images (default 256)")
+    parser.add_argument(
+        "--resolution", type=positive_int, default=256, help="center crop of reference images (default 256)"
+    )
     parser.add_argument("--save-reference", default=None, help="write the reference mu / sigma to this .npz")
     parser.add_argument("--save-samples", action="store_true", help="write samples_<guidance>.npz (ADM sample batch)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    add_image_limit_arguments(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--seed", type=int, default=0)
@@ -120,7 +130,7 @@ def _reference_from_images(scorer: GenerationMetrics, source: str, args) -> int:
         num_samples=args.reference_num_samples,
         image_column=args.reference_image_column,
     )
-    for _, image in tqdm(images, desc="reference", unit="img", total=args.reference_num_samples):
+    for _, image in tqdm(images, desc="reference", unit="img", total=args.reference_num_samples, disable=None):
         batch.append(
             torch.from_numpy(np.asarray(frame_image(image, "center", args.resolution)).copy()).permute(2, 0, 1)
         )
@@ -156,8 +166,9 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--num-samples must be at least 2, got {args.num_samples}")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    apply_image_limit(args)
+    check_device(args.device)
+    out = check_output_folder(args.out, "--out")
     inception = FIDInceptionV3.from_pretrained(args.inception_weights).to(args.device)
     pipeline = load_pipeline(args.pipeline, args.device, DTYPES[args.dtype])
     num_classes = args.num_classes or pipeline_num_classes(pipeline)
@@ -165,6 +176,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("the pipeline's number of classes is not in its config; pass --num-classes")
     scorer = GenerationMetrics(inception, args.fid_input, device=args.device)
     reference = prepare_reference(scorer, args)  # before sampling: a bad reference fails fast
+    create_output_folder(out, "--out")  # the inputs are good
     if args.save_reference:
         mean, covariance, _ = scorer.reference_statistics()
         save_reference_statistics(args.save_reference, mean, covariance)
@@ -175,7 +187,7 @@ def run(args: argparse.Namespace) -> dict:
         label = "default" if guidance_scale is None else f"{guidance_scale:g}"
         shown, kept, kept_labels = [], [], []
         started = time.perf_counter()
-        progress = tqdm(total=args.num_samples, desc=f"sample cfg={label}", unit="img")
+        progress = tqdm(total=args.num_samples, desc=f"sample cfg={label}", unit="img", disable=None)
         for batch_index, start in enumerate(range(0, args.num_samples, args.batch_size)):
             labels = [index % num_classes for index in range(start, min(start + args.batch_size, args.num_samples))]
             generator = torch.Generator().manual_seed(args.seed + batch_index)
@@ -200,7 +212,8 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(row)
         grid_rows.append((f"cfg {label}", shown))
         if args.save_samples:
-            np.savez(out / f"samples_{label}.npz", arr_0=np.concatenate(kept), arr_1=np.asarray(kept_labels))
+            with atomic_path(out / f"samples_{label}.npz") as partial, partial.open("wb") as handle:
+                np.savez(handle, arr_0=np.concatenate(kept), arr_1=np.asarray(kept_labels))
 
     results = {
         "pipeline": args.pipeline,
@@ -217,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
         f"Generation: `{args.pipeline}`, {args.num_samples} samples per guidance scale, "
         f"reference `{reference['reference']}`.\n\n"
     )
-    (out / "results.md").write_text(header + table, encoding="utf-8")
+    write_text_atomically(out / "results.md", header + table)
     files = {"json": write_json(results, out / "results.json"), "markdown": out / "results.md"}
     numeric = [row for row in rows if row["guidance_scale"] is not None]
     if numeric:

@@ -41,6 +41,9 @@ class Converter:
     weight_files: tuple[str, ...] | None = None  # the roles a release provides (None: every role of ``files``)
     presets: tuple[str, ...] | None = None
     default_sampling: Mapping[str, object] | None = None
+    # top-level entries that mark the family's own training checkpoint (a ``.pth`` dict), so that the file given
+    # to another family's converter can be named: e.g. ("model", "model_ema", "args") for V2Flow
+    checkpoint_entries: tuple[str, ...] = ()
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The family's own command-line options (beyond files, ``--preset``, ``--output``, ``--dtype``)."""

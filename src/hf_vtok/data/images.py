@@ -14,12 +14,13 @@ import itertools
 import os
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from ..utils.images import adm_center_crop, load_image, resize_longest_side, to_rgb
+from ..utils.images import adm_center_crop, check_image_size, decode_image, load_image, resize_longest_side, to_rgb
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".gif")
 _BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -65,13 +66,10 @@ def tar_shards(source: str) -> list[Path] | None:
 
 
 def decode_image_bytes(data: bytes, name: str) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"{name} could not be decoded as an image: {error}") from error
-    return to_rgb(image, name=name)
+    """Encoded image bytes -> RGB, size checked from the header first (``hf_vtok.utils.images.decode_image``)."""
+    if not data:
+        raise ValueError(f"{name} is empty (0 bytes)")
+    return decode_image(io.BytesIO(data), name)
 
 
 def _iter_folder(folder: Path) -> Iterator[tuple[str, Image.Image]]:
@@ -91,16 +89,66 @@ def open_tar_shard(shard: Path, streaming: bool = True) -> tarfile.TarFile:
 
 def tar_samples(archive: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
     """``(member, sample key, extension)`` of the files of a webdataset shard: the key is the member's path up to
-    the first dot of its name, the extension its last suffix, lower-cased (``a/b.seg.JPG`` -> ``a/b``, ``jpg``)."""
-    for member in archive:
-        if not member.isfile():
-            continue
-        directory, base = os.path.split(member.name)
-        key, _, extension = base.partition(".")
-        yield member, f"{directory}/{key}" if directory else key, extension.rsplit(".", 1)[-1].lower()
+    the first dot of its name, the extension its last suffix, lower-cased (``a/b.seg.JPG`` -> ``a/b``, ``jpg``).
+
+    A member name that appears twice (``tar -r`` appends; which copy is meant is ambiguous) and a truncated or
+    corrupt archive are ``ValueError`` naming the shard."""
+    shard, names = archive.name, set()
+    try:
+        for member in archive:
+            if not member.isfile():
+                continue
+            if member.name in names:
+                raise ValueError(
+                    f"{shard}: member {member.name!r} appears twice in the shard (appended with tar -r?); which copy "
+                    "is meant is ambiguous: rebuild the shard with one of them"
+                )
+            names.add(member.name)
+            directory, base = os.path.split(member.name)
+            key, _, extension = base.partition(".")
+            yield member, f"{directory}/{key}" if directory else key, extension.rsplit(".", 1)[-1].lower()
+        _check_end_of_archive(archive)
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        raise ValueError(f"{shard} is truncated or not a valid tar shard: {error}") from error
+
+
+def _check_end_of_archive(archive: tarfile.TarFile) -> None:
+    """``tarfile`` ends its iteration silently at a truncated or corrupt header after the first member: check
+    that the iteration stopped at the archive's end-of-archive marker (a zero block)."""
+    end, handle = archive.offset, archive.fileobj
+    if archive.offset == 0:
+        return
+    if hasattr(handle, "seekable") and handle.seekable():
+        handle.seek(end)
+        block = handle.read(tarfile.BLOCKSIZE)
+        if len(block) == tarfile.BLOCKSIZE and not block.strip(b"\0"):
+            return
+    elif handle.tell() - end == tarfile.BLOCKSIZE:  # a stream: the last header read was a whole block
+        return
+    raise ValueError(f"{archive.name} is truncated or corrupt: no valid header or end-of-archive marker at byte {end}")
+
+
+MAX_CLASS_LABEL = 2**63 - 1  # labels are stored as int64
+_MAX_CLASS_FILE_BYTES = 64
+
+
+def parse_class_label(data: bytes, name: str) -> int:
+    """The text of a webdataset ``.cls`` member -> its class id, 0 .. 2**63 - 1 (a ``ValueError`` naming ``name``)."""
+    if len(data) > _MAX_CLASS_FILE_BYTES:
+        raise ValueError(f"{name} holds {len(data)} bytes, not an integer class id")
+    text = data.decode("utf-8", errors="replace").strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} holds {text!r}, not an integer class id") from None
+    if not 0 <= value <= MAX_CLASS_LABEL:
+        raise ValueError(f"{name} holds the class id {value}; class ids are 0 .. 2**63 - 1 (stored as int64)")
+    return value
 
 
 def _iter_tar_shards(shards: list[Path]) -> Iterator[tuple[str, Image.Image]]:
+    """The first image member of each sample key (other image members of a sample are skipped: webdataset samples
+    may hold several images, e.g. ``.jpg`` and ``.seg.png``)."""
     for shard in shards:
         seen = set()
         with open_tar_shard(shard) as archive:
@@ -108,8 +156,14 @@ def _iter_tar_shards(shards: list[Path]) -> Iterator[tuple[str, Image.Image]]:
                 if key in seen or f".{extension}" not in IMAGE_EXTENSIONS:
                     continue
                 seen.add(key)
-                data = archive.extractfile(member).read()
-                yield f"{shard.name}/{key}", decode_image_bytes(data, f"{shard}:{member.name}")
+                name = f"{shard}:{member.name}"
+                try:
+                    data = archive.extractfile(member).read()
+                except (tarfile.TarError, EOFError, zlib.error) as error:
+                    raise ValueError(f"{name}: the shard is truncated or corrupt: {error}") from error
+                if len(data) != member.size:
+                    raise ValueError(f"{name}: the shard is truncated ({len(data)} of {member.size} bytes)")
+                yield f"{shard.name}/{key}", decode_image_bytes(data, name)
 
 
 def pick_split(dataset, split: str | None, source: str):
@@ -144,6 +198,7 @@ def find_image_column(example: dict, requested: str | None, source: str) -> str:
 
 def as_pil(value, name: str) -> Image.Image:
     if isinstance(value, Image.Image):
+        check_image_size(value.width, value.height, name)
         return to_rgb(ImageOps.exif_transpose(value), name=name)
     if isinstance(value, dict) and value.get("bytes") is not None:
         return decode_image_bytes(value["bytes"], name)
@@ -166,9 +221,10 @@ def _iter_datasets(
         ) from error
     try:
         dataset = datasets.load_dataset(source, split=split, streaming=streaming)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"{source!r} is not an image folder, an image file, tar shards, or a dataset `datasets` can load: {error}"
+    except (OSError, ValueError) as error:  # not found, offline (ConnectionError), bad id or split, bad files
+        raise (FileNotFoundError if isinstance(error, OSError) else ValueError)(
+            f"{source!r} is not an image folder, an image file, tar shards, or a dataset `datasets` can load: "
+            f"{type(error).__name__}: {error}"
         ) from error
     dataset = pick_split(dataset, split, source)
     column = None

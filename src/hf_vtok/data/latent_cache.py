@@ -26,6 +26,7 @@ shards and redoes the interrupted one: no duplicates, no gaps. Several processes
 
 import hashlib
 import json
+import numbers
 import os
 from pathlib import Path
 
@@ -33,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..utils.images import to_pixel_values
-from .images import frame_image
-from .sources import import_datasets, open_image_source
+from .images import MAX_CLASS_LABEL, frame_image
+from .sources import NO_LABEL, import_datasets, open_image_source
 
 INFO_FILE = "cache_info.json"
 SHARD_PATTERN = "shard-{:05d}.arrow"
@@ -145,9 +146,13 @@ def cache_latents(
         "shift_factor": float(getattr(config, "shift_factor", None) or 0.0),
         "class_names": list(getattr(source, "class_names", [])),
     }
-    output.mkdir(parents=True, exist_ok=True)
-    if process_index == 0:
-        _write_json_atomically(info_path, info)
+
+    def prepare_output() -> None:
+        """The folder and its cache_info.json, once a first batch encoded (the inputs are good)."""
+        output.mkdir(parents=True, exist_ok=True)
+        if process_index == 0 and not info_path.is_file():
+            _write_json_atomically(info_path, info)
+
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
     column = getattr(model, "cache_column", "latents")
@@ -155,54 +160,68 @@ def cache_latents(
     done = set(completed_shards(output))
     mine = [shard for shard in range(process_index, num_shards, num_processes) if shard not in done]
     total = sum(min(shard_size, len(source) - shard * shard_size) for shard in mine)
-    bar = tqdm(total=total, desc="cache latents", unit="img", disable=not progress)
+    bar = tqdm(total=total, desc="cache latents", unit="img", disable=None if progress else True)
     for shard in mine:
         indices = range(shard * shard_size, min((shard + 1) * shard_size, len(source)))
         target = output / SHARD_PATTERN.format(shard)
         partial = target.with_name(target.name + ".partial")
         writer = None
-        for start in range(0, len(indices), batch_size):
-            keys, labels, pixels = [], [], []
-            for index in indices[start : start + batch_size]:
-                key, image, label = source[index]
-                if resolution is not None:
-                    image = frame_image(image, "center", resolution)
-                keys.append(key)
-                labels.append(label)
-                pixels.append(to_pixel_values(image))
-            shapes = {tuple(value.shape) for value in pixels}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"images of different sizes {sorted(shapes)} in one batch: pass --resolution to crop them"
-                )
-            batch = torch.stack(pixels).to(device, dtype)
-            columns = {"key": keys, "label": labels}
-            for suffix, view in [("", batch), ("_flip", batch.flip(dims=[3]))][: 1 + flip]:
-                if column == "image_tokens":
-                    encoded = model.encode_for_cache(view, indices[start]).cpu().long().numpy()
-                else:
-                    encoded = encode_latents(model, view).float().cpu().numpy()
-                columns[column + suffix] = encoded
-            if writer is None:
-                shape = tuple(columns[column].shape[1:])
-                if column == "image_tokens":
-                    array = datasets.Sequence(datasets.Value("int64"), length=shape[0])
-                elif 2 <= len(shape) <= 5:
-                    array = getattr(datasets, f"Array{len(shape)}D")(shape=shape, dtype="float32")
-                else:
+        try:
+            for start in range(0, len(indices), batch_size):
+                keys, labels, pixels = [], [], []
+                for index in indices[start : start + batch_size]:
+                    key, image, label = source[index]
+                    if not isinstance(label, numbers.Integral) or not NO_LABEL <= label <= MAX_CLASS_LABEL:
+                        raise ValueError(
+                            f"image {key!r} has the label {label!r}: labels are class ids 0 .. 2**63 - 1, or "
+                            f"{NO_LABEL} for none"
+                        )
+                    if resolution is not None:
+                        image = frame_image(image, "center", resolution)
+                    keys.append(key)
+                    labels.append(int(label))
+                    pixels.append(to_pixel_values(image))
+                shapes = {tuple(value.shape) for value in pixels}
+                if len(shapes) > 1:
                     raise ValueError(
-                        f"latents of shape {shape} per image: the cache stores 2- to 5-dimensional latents"
+                        f"images of different sizes {sorted(shapes)} in one batch: pass --resolution to crop them"
                     )
-                features = {"key": datasets.Value("string"), "label": datasets.Value("int64"), column: array}
-                if flip:
-                    features[column + "_flip"] = array
-                writer = ArrowWriter(features=datasets.Features(features), path=str(partial))
-            writer.write_batch(columns)
-            bar.update(len(keys))
-        writer.finalize()
-        writer.close()
-        os.replace(partial, target)  # a shard file exists only once complete
+                batch = torch.stack(pixels).to(device, dtype)
+                columns = {"key": keys, "label": labels}
+                for suffix, view in [("", batch), ("_flip", batch.flip(dims=[3]))][: 1 + flip]:
+                    if column == "image_tokens":
+                        encoded = model.encode_for_cache(view, indices[start]).cpu().long().numpy()
+                    else:
+                        encoded = encode_latents(model, view).float().cpu().numpy()
+                    columns[column + suffix] = encoded
+                if writer is None:
+                    shape = tuple(columns[column].shape[1:])
+                    if column == "image_tokens":
+                        array = datasets.Sequence(datasets.Value("int64"), length=shape[0])
+                    elif 2 <= len(shape) <= 5:
+                        array = getattr(datasets, f"Array{len(shape)}D")(shape=shape, dtype="float32")
+                    else:
+                        raise ValueError(
+                            f"latents of shape {shape} per image: the cache stores 2- to 5-dimensional latents"
+                        )
+                    features = {"key": datasets.Value("string"), "label": datasets.Value("int64"), column: array}
+                    if flip:
+                        features[column + "_flip"] = array
+                    prepare_output()
+                    writer = ArrowWriter(features=datasets.Features(features), path=str(partial))
+                writer.write_batch(columns)
+                bar.update(len(keys))
+            writer.finalize()
+            writer.close()
+            os.replace(partial, target)  # a shard file exists only once complete
+        except BaseException:  # an error or Ctrl-C: no half-written shard stays behind (a kill may leave .partial)
+            if writer is not None:
+                writer.close()
+            partial.unlink(missing_ok=True)
+            raise
     bar.close()
+    if process_index == 0:
+        prepare_output()  # also when every shard was done before, or this process had none
     return output
 
 

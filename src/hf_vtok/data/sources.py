@@ -19,6 +19,7 @@ from .images import (
     decode_image_bytes,
     find_image_column,
     open_tar_shard,
+    parse_class_label,
     pick_split,
     tar_samples,
     tar_shards,
@@ -66,28 +67,39 @@ class _TarMember:
 
 class TarShardImages:
     """Webdataset shards read by member offset (uncompressed tar): the first image member of each sample key,
-    the sample's ``.cls`` member (an integer) as label when present."""
+    the sample's ``.cls`` member (an integer 0 .. 2**63 - 1) as label when present.
+
+    Further image members of a sample (webdataset samples may hold several images, e.g. ``.jpg`` and
+    ``.seg.png``) are skipped and counted in ``skipped_images``; a member name that appears twice, two
+    ``.cls`` members of one sample, a bad class id and a truncated shard are ``ValueError`` naming the member."""
 
     def __init__(self, shards: list[Path]):
         self.shards = [Path(shard) for shard in shards]
         self.keys: list[str] = []
         self.members: list[_TarMember] = []
         self.labels: list[int] = []
+        self.skipped_images = 0
         for shard_index, shard in enumerate(self.shards):
             images: dict[str, _TarMember] = {}
             classes: dict[str, int] = {}
+            size = shard.stat().st_size
             with open_tar_shard(shard, streaming=False) as archive:
                 for member, key, extension in tar_samples(archive):
+                    name = f"{shard}:{member.name}"
+                    if member.offset_data + member.size > size:
+                        raise ValueError(
+                            f"{name} ends at byte {member.offset_data + member.size} but the shard has {size} bytes: "
+                            "the shard is truncated"
+                        )
                     if extension == "cls":
-                        text = archive.extractfile(member).read().decode().strip()
-                        try:
-                            classes[key] = int(text)
-                        except ValueError:
-                            raise ValueError(
-                                f"{shard}:{member.name} holds {text!r}, not an integer class id"
-                            ) from None
-                    elif f".{extension}" in IMAGE_EXTENSIONS and key not in images:
-                        images[key] = _TarMember(shard_index, member.offset_data, member.size, member.name)
+                        if key in classes:
+                            raise ValueError(f"{name}: sample {key!r} has two .cls members")
+                        classes[key] = parse_class_label(archive.extractfile(member).read(), name)
+                    elif f".{extension}" in IMAGE_EXTENSIONS:
+                        if key in images:
+                            self.skipped_images += 1
+                        else:
+                            images[key] = _TarMember(shard_index, member.offset_data, member.size, member.name)
             for key, member in images.items():
                 self.keys.append(f"{shard.name}/{key}")
                 self.members.append(member)

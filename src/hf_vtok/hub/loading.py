@@ -10,7 +10,11 @@ What a folder holds is read off its ``model_index.json`` (a pipeline) or ``confi
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,19 +43,82 @@ def _read_json(name_or_path: str, filename: str, subfolder: str | None) -> dict 
     folder = Path(name_or_path) / (subfolder or "")
     if Path(name_or_path).is_dir():
         path = folder / filename
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+        return _parse_json_file(path) if path.is_file() else None
+    path = _hub_file(name_or_path, filename, subfolder)
+    return None if path is None else _parse_json_file(Path(path))
 
+
+def _parse_json_file(path: Path) -> dict:
+    """A JSON object file, or a ``ValueError`` naming it."""
     try:
-        path = hf_hub_download(name_or_path, filename, subfolder=subfolder)
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{str(path)!r} does not hold a JSON object")
+    return content
+
+
+def _hub_file(name_or_path: str, filename: str, subfolder: str | None) -> str | None:
+    """Local path of ``filename`` of the Hub repository ``name_or_path`` (downloaded into the Hub cache), None where
+    the repository has no such file; one-line errors for an id that is no folder and no reachable repository."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    from .presets import _hub_unreachable_reason
+
+    not_local = f"{name_or_path!r} is not a local folder"
+    if Path(name_or_path).expanduser().exists():
+        raise ValueError(f"{name_or_path!r} is a file, not a model folder")
+    reason = _hub_unreachable_reason()
+    try:
+        return hf_hub_download(name_or_path, filename, subfolder=subfolder, local_files_only=reason is not None)
+    except HFValidationError:
+        raise FileNotFoundError(f"{not_local}, and not a valid Hub id (owner/name)") from None
+    except LocalEntryNotFoundError:
+        if _repository_cached(name_or_path):
+            return None  # the cached snapshot has no such file
+        raise FileNotFoundError(
+            f"{not_local}, and the Hub repository of that name is not in the local Hub cache and cannot be fetched "
+            f"now ({reason or 'no network'})"
+        ) from None
+    except GatedRepoError:
+        raise FileNotFoundError(f"{not_local}; the Hub repository is gated: accept its terms and log in") from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"{not_local}, and there is no Hub repository of that name (or it is private: log in with `hf auth login`)"
+        ) from None
     except EntryNotFoundError:
         return None
-    except Exception as error:  # offline, unknown repository, no access: many error types
+    except Exception as error:  # network errors of many types
         raise FileNotFoundError(
-            f"{name_or_path!r} is neither a local folder nor a reachable Hub repository: {error}"
+            f"{not_local}, and the Hub repository could not be reached: {type(error).__name__}: {error}"
         ) from error
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _repository_cached(repo_id: str) -> bool:
+    """Whether the local Hub cache holds some snapshot of the model repository ``repo_id``."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    return (Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots").is_dir()
+
+
+def check_weight_files(name_or_path: str | Path, subfolder: str | None = None) -> None:
+    """Every ``*.safetensors`` file of a local model folder (and its sub-folders) is complete: a truncated, empty
+    or corrupt one is a ``ValueError`` naming it (read from the headers, before any weights are loaded)."""
+    from ..utils.checkpoints import check_safetensors_file
+
+    folder = Path(name_or_path) / (subfolder or "")
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*.safetensors")):
+            check_safetensors_file(path)
 
 
 def inspect_checkpoint(name_or_path: str | Path, subfolder: str | None = None) -> Checkpoint:
@@ -99,6 +166,77 @@ def _diffusers_dtype(dtype: torch.dtype) -> dict:
     return {"dtype" if version.parse(diffusers.__version__).release >= (0, 42) else "torch_dtype": dtype}
 
 
+class CheckpointLoadError(ValueError):
+    """A model or pipeline (folder or Hub id) that cannot be loaded; the message names it."""
+
+
+@contextlib.contextmanager
+def _held_library_logs(names=("transformers", "diffusers")):
+    """Log records of the libraries during a load are held back (the list is yielded): handled as usual when the
+    load succeeds, dropped when it fails (the error then says what went wrong, instead of a report above it)."""
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record):
+            held.append(record)
+
+    hold = Hold()
+    saved = [(logger, logger.handlers[:], logger.propagate) for logger in map(logging.getLogger, names)]
+    for logger, _, _ in saved:
+        logger.handlers, logger.propagate = [hold], False
+    try:
+        yield held
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+    for record in held:  # only reached without an error
+        logging.getLogger(record.name).handle(record)
+
+
+_REPORT_ROW = re.compile(r"^\s*(\S+)\s*\|\s*(MISSING|MISMATCH|UNEXPECTED)\s*\|\s*(.*?)\s*$")
+
+
+def _load_report_summary(records: list[logging.LogRecord]) -> str:
+    """transformers' load report (a table of MISSING / MISMATCH / UNEXPECTED keys) in a few words, or ""."""
+    rows = [
+        match.groups()
+        for record in records
+        for line in record.getMessage().splitlines()
+        if (match := _REPORT_ROW.match(line))
+    ]
+    if not rows:
+        return ""
+    counts = {status: sum(row[1] == status for row in rows) for status in ("MISSING", "MISMATCH", "UNEXPECTED")}
+    words = ", ".join(f"{count} {status.lower()}" for status, count in counts.items() if count)
+    mismatch = next((f"; e.g. {key}: {detail}" for key, status, detail in rows if status == "MISMATCH"), "")
+    return f"the weights do not fit the model ({words} keys{mismatch})"
+
+
+def _names_the_checkpoint(function):
+    """Errors of loading ``name_or_path`` (the first argument) that do not name it are raised as a
+    ``CheckpointLoadError`` that does (a corrupt config, an unknown model type, a failing constructor)."""
+
+    @functools.wraps(function)
+    def wrapper(name_or_path, *args, **kwargs):
+        held: list[logging.LogRecord] = []
+        try:
+            with _held_library_logs() as held:
+                return function(name_or_path, *args, **kwargs)
+        except CheckpointLoadError:
+            raise
+        except Exception as error:
+            message = " ".join(str(error).split())
+            report = _load_report_summary(held)
+            if str(name_or_path) in message and isinstance(error, (ValueError, OSError)) and not report:
+                raise
+            raise CheckpointLoadError(
+                f"{str(name_or_path)!r} cannot be loaded: {report or f'{type(error).__name__}: {message}'}"
+            ) from error
+
+    return wrapper
+
+
+@_names_the_checkpoint
 def load(
     name_or_path: str | Path,
     kinds: tuple[str, ...] = (TOKENIZER, AUTOENCODER, PIPELINE),
@@ -112,6 +250,7 @@ def load(
     from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
     checkpoint = inspect_checkpoint(name_or_path, subfolder)
+    check_weight_files(name_or_path, subfolder)
     if checkpoint.kind not in kinds:
         raise ValueError(
             f"{str(name_or_path)!r} holds a {checkpoint.kind} ({checkpoint.class_name}), not a {' or '.join(kinds)}"
@@ -141,6 +280,7 @@ def load_pipeline(name_or_path: str | Path, device="cpu", dtype: torch.dtype = t
     return load(name_or_path, (PIPELINE,), device, dtype)
 
 
+@_names_the_checkpoint
 def load_autoencoder(name_or_path: str | Path, device="cpu", dtype=torch.float32, subfolder: str | None = None):
     """What ``hf-vtok cache-latents`` encodes with: an hf_vtok tokenizer, a diffusers ``AutoencoderDC`` /
     ``AutoencoderKL``, or a saved ``V2FlowPipeline`` (an ``ImageTokenEncoder``: the cache stores token ids)."""
@@ -150,6 +290,7 @@ def load_autoencoder(name_or_path: str | Path, device="cpu", dtype=torch.float32
     from ..data.latent_cache import ImageTokenEncoder
 
     checkpoint = inspect_checkpoint(name_or_path, subfolder)
+    check_weight_files(name_or_path, subfolder)
     if checkpoint.kind == PIPELINE:
         if checkpoint.class_name not in IMAGE_TOKEN_PIPELINES:
             raise ValueError(
@@ -164,4 +305,13 @@ def load_autoencoder(name_or_path: str | Path, device="cpu", dtype=torch.float32
     return loaded[0] if isinstance(loaded, tuple) else loaded  # a tokenizer's processor: the cache frames itself
 
 
-__all__ = ["Checkpoint", "inspect_checkpoint", "load", "load_autoencoder", "load_pipeline", "load_tokenizer"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointLoadError",
+    "check_weight_files",
+    "inspect_checkpoint",
+    "load",
+    "load_autoencoder",
+    "load_pipeline",
+    "load_tokenizer",
+]

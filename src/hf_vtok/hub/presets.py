@@ -16,6 +16,7 @@ the cache fails at once, with the command that fetches it, instead of after the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from urllib.parse import urlparse
 
 from ..registry import PRETRAINED, PretrainedCheckpoint, format_registry, get_family, get_pretrained
 from ..utils.imports import import_object
+
+logger = logging.getLogger(__name__)
 
 
 def converter_of(family: str):
@@ -111,13 +114,15 @@ def convert_pretrained(
     dtype=None,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    allow_non_finite: bool = False,
 ):
     """``(model, image_processor)`` of a release (processor ``None`` for generators).
 
     ``files`` (role -> local path) skips the download. The converted config is checked against the
-    entry's: files of another release are an error.
+    entry's: files of another release are an error. Weights holding NaN / inf are an error unless
+    ``allow_non_finite``; originals of mixed dtypes are cast to one (``hf_vtok.conversion.finish_conversion``).
     """
-    from ..conversion import CheckpointMismatchError
+    from ..conversion import CheckpointMismatchError, finish_conversion
 
     entry = get_pretrained(name)
     if files is None:
@@ -131,6 +136,8 @@ def convert_pretrained(
     wrong = entry.mismatches(model.config)
     if wrong:
         raise CheckpointMismatchError(f"these files are not {entry.repo_id}: " + ", ".join(wrong))
+    for note in finish_conversion(model, dtype, allow_non_finite, source=" + ".join(files.values())):
+        logger.warning(f"{entry.name}: {note}")
     return model, processor
 
 
@@ -142,6 +149,7 @@ def from_preset(
     dtype=None,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    allow_non_finite: bool = False,
 ):
     """A released original checkpoint as an hf_vtok model: downloaded (cached) and converted.
 
@@ -152,7 +160,7 @@ def from_preset(
     entry = get_pretrained(name)
     if pipeline and entry.kind != "generator":
         raise ValueError(f"preset {entry.name!r} is a {entry.kind}; pipeline=True needs a generator preset")
-    options = {"dtype": dtype, "cache_dir": cache_dir}
+    options = {"dtype": dtype, "cache_dir": cache_dir, "allow_non_finite": allow_non_finite}
     model, processor = convert_pretrained(entry, revision=revision, **options)
     if pipeline:
         tokenizer, _ = convert_pretrained(entry.tokenizer, **options)
@@ -169,18 +177,26 @@ def save_preset(
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     files: Mapping[str, str | os.PathLike] | None = None,
+    allow_non_finite: bool = False,
 ) -> str:
     """Download, convert and ``save_pretrained`` a release (with its image processor) into ``output_dir``."""
     entry = get_pretrained(name)
     if pipeline:
         if files is not None:
             raise ValueError("files= is for one checkpoint; a pipeline also converts the tokenizer preset")
-        result = from_preset(entry.name, pipeline=True, dtype=dtype, revision=revision, cache_dir=cache_dir)
+        result = from_preset(
+            entry.name,
+            pipeline=True,
+            dtype=dtype,
+            revision=revision,
+            cache_dir=cache_dir,
+            allow_non_finite=allow_non_finite,
+        )
         result.save_pretrained(output_dir)
         return str(output_dir)
     if files is None:
         files = download_pretrained(entry, revision=revision, cache_dir=cache_dir)
-    model, processor = convert_pretrained(entry, files=files, dtype=dtype)
+    model, processor = convert_pretrained(entry, files=files, dtype=dtype, allow_non_finite=allow_non_finite)
     model.save_pretrained(output_dir)
     if processor is not None:
         processor.save_pretrained(output_dir)

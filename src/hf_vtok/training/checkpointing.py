@@ -4,8 +4,11 @@ A checkpoint is the folder ``<output>/checkpoints/step-<NNNNNNNN>``. It is first
 every process (``accelerator.save_state``: models, optimizers, schedulers, per-process RNG states), then
 the extra state (EMA weights, loss-balancing statistics, the step; tensors in ``extra_state.safetensors``,
 the rest in ``trainer_state.json``) is added and the folder is renamed: a folder without ``.tmp`` is always
-complete, so a kill at any moment loses at most one checkpoint interval. Nothing is unpickled on load
-(accelerate reads its files with ``weights_only=True``; the extra state is safetensors + JSON).
+complete, so a kill at any moment loses at most one checkpoint interval. ``trainer_state.json`` lists the size
+of every file of the checkpoint: ``--resume`` checks them (and the safetensors headers) first, and over a
+checkpoint with a truncated or missing file names it and falls back to the previous complete checkpoint.
+Nothing is unpickled on load (accelerate reads its files with ``weights_only=True``; the extra state is
+safetensors + JSON).
 """
 
 import json
@@ -17,6 +20,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..utils.checkpoints import check_safetensors_file
 
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8})$")
@@ -100,7 +105,12 @@ class CheckpointManager:
         if accelerator.is_main_process:
             if tensors:
                 save_file(tensors, str(temporary / EXTRA_TENSORS_FILE))
-            state = {"step": step, "num_processes": accelerator.num_processes, "extra": plain, **info}
+            files = {
+                path.relative_to(temporary).as_posix(): path.stat().st_size
+                for path in sorted(temporary.rglob("*"))
+                if path.is_file()
+            }
+            state = {"step": step, "num_processes": accelerator.num_processes, "extra": plain, "files": files, **info}
             (temporary / STATE_FILE).write_text(json.dumps(state, indent=1))
             if final.exists():
                 shutil.rmtree(final)
@@ -130,15 +140,61 @@ class CheckpointManager:
         return state
 
     def resolve(self, resume: str | None) -> Path | None:
-        """``--resume`` value -> checkpoint: ``"latest"`` (None if there is none yet) or a checkpoint folder."""
+        """``--resume`` value -> checkpoint: ``"latest"`` (None if there is none yet) or a checkpoint folder.
+
+        ``"latest"`` skips, with a message naming the bad file, checkpoints that ``verify`` finds incomplete; a
+        given folder that is incomplete is an error."""
         if not resume:
             return None
         if resume == "latest":
-            return latest_checkpoint(self.output_dir)
+            for checkpoint in reversed(list_checkpoints(self.output_dir)):
+                problem = verify_checkpoint(checkpoint)
+                if problem is None:
+                    return checkpoint
+                self.accelerator.print(f"not resuming from {checkpoint}: {problem}; trying the previous checkpoint")
+            return None
         path = Path(resume)
         if not (path / STATE_FILE).is_file():
             raise ValueError(f"--resume {resume!r} is neither 'latest' nor a complete checkpoint folder")
+        problem = verify_checkpoint(path)
+        if problem is not None:
+            raise ValueError(f"--resume {resume!r}: {problem}; resume from an earlier checkpoint")
         return path
+
+    def candidates(self, resume: str | None) -> list[Path]:
+        """The checkpoints ``--resume`` may start from, best first: the resolved one, then (for ``"latest"``) the
+        older complete ones, to fall back on when loading one fails."""
+        first = self.resolve(resume)
+        if first is None:
+            return []
+        if resume != "latest":
+            return [first]
+        older = [path for path in reversed(list_checkpoints(self.output_dir)) if path.name < first.name]
+        return [first, *older]
+
+
+def verify_checkpoint(checkpoint: str | os.PathLike) -> str | None:
+    """What makes ``checkpoint`` unusable (a missing or truncated file, by name), or None when it is complete.
+
+    Checks the file sizes ``trainer_state.json`` lists and the header of every safetensors file; reads no weights."""
+    checkpoint = Path(checkpoint)
+    state_file = checkpoint / STATE_FILE
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError) as error:
+        return f"{state_file} is missing or corrupt ({type(error).__name__})"
+    for name, size in (state.get("files") or {}).items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != size:
+            return f"{path} is truncated or changed ({path.stat().st_size} bytes, {size} when saved)"
+    for path in sorted(checkpoint.rglob("*.safetensors")):
+        try:
+            check_safetensors_file(path)
+        except ValueError as error:
+            return str(error)
+    return None
 
 
 class StopRequest:
@@ -173,4 +229,11 @@ class StopRequest:
         return bool(flag.item() > 0)
 
 
-__all__ = ["CHECKPOINT_DIR", "CheckpointManager", "StopRequest", "latest_checkpoint", "list_checkpoints"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CheckpointManager",
+    "StopRequest",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "verify_checkpoint",
+]

@@ -1,5 +1,9 @@
-"""Loss curves: a CSV file appended every logging step (safe to resume: rows past the resumed step are
-dropped), and a PNG plot of every column drawn at the end of a run (matplotlib, when installed)."""
+"""Loss curves: a CSV file appended every logging step, and a PNG plot of every column drawn at the end of a run
+(matplotlib, when installed).
+
+Safe to resume after any kill: a run (re)starting at step ``s`` first drops the rows past ``s`` (they are
+recomputed) and a row torn by a kill mid-write; the file is only ever rewritten whole, atomically. So the log
+holds each step once whatever sequence of kills and ``--resume`` came before."""
 
 import csv
 import math
@@ -23,27 +27,31 @@ class CSVLogger:
             self.columns = header
 
     def truncate_after(self, step: int) -> None:
-        """Forget rows logged after ``step`` (they are recomputed when a run resumes from ``step``)."""
+        """Forget rows logged after ``step`` (they are recomputed when a run resumes from ``step``; 0: a run that
+        starts over) and rows torn by a kill."""
         if not (self.enabled and self.path.is_file()):
             return
-        rows = read_metrics(self.path)
+        rows = read_metrics(self.path, skip_malformed=True)
         kept = [row for row in rows if row["step"] <= step]
         self._write_all(kept)
 
     def _write_all(self, rows: list[dict]) -> None:
+        """Rewrite the whole file (through a temporary file and a rename: a kill leaves the old or the new one)."""
         columns = self.columns or ["step"]
-        with self.path.open("w", newline="") as handle:
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with temporary.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for row in rows:
                 writer.writerow({key: _format(row.get(key)) for key in columns})
+        os.replace(temporary, self.path)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
         row = {"step": step, **{key: float(value) for key, value in values.items()}}
         if self.columns is None or any(key not in self.columns for key in row):
-            old = read_metrics(self.path) if self.path.is_file() else []
+            old = read_metrics(self.path, skip_malformed=True) if self.path.is_file() else []
             self.columns = list(dict.fromkeys([*(self.columns or ["step"]), *row]))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_all(old)
@@ -59,13 +67,23 @@ def _format(value) -> str:
     return str(int(value)) if isinstance(value, int) else f"{value:.6g}"
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """Rows of a metrics CSV as dicts (``step`` an int, other columns floats, missing values absent)."""
+def read_metrics(path: str | os.PathLike, skip_malformed: bool = False) -> list[dict]:
+    """Rows of a metrics CSV as dicts (``step`` an int, other columns floats, missing values absent).
+
+    ``skip_malformed`` drops rows that do not parse (a line torn by a kill) instead of raising ``ValueError``."""
     rows = []
     with Path(path).open(newline="") as handle:
-        for raw in csv.DictReader(handle):
-            row = {key: float(value) for key, value in raw.items() if key != "step" and value not in ("", None)}
-            row["step"] = int(raw["step"])
+        reader = csv.DictReader(handle)
+        for line, raw in enumerate(reader, start=2):
+            try:
+                if None in raw or any(value is None for value in raw.values()):
+                    raise ValueError("wrong number of fields")
+                row = {key: float(value) for key, value in raw.items() if key != "step" and value != ""}
+                row["step"] = int(raw["step"])
+            except (ValueError, TypeError) as error:
+                if skip_malformed:
+                    continue
+                raise ValueError(f"{path}: line {line} is not a metrics row ({error})") from None
             rows.append(row)
     return rows
 

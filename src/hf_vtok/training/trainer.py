@@ -11,6 +11,7 @@ final ``save_pretrained`` folders (online and EMA weights) that ``AutoModel`` / 
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,11 +21,15 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..data.datasets import StepBatchSampler, collate_samples
-from .checkpointing import CheckpointManager, StopRequest
+from .checkpointing import CHECKPOINT_DIR, CheckpointManager, StopRequest
+from .early_stopping import REPORT_FILE
 from .ema import ModelEMA
-from .logging import METRICS_FILE, CSVLogger, plot_metrics
+from .logging import METRICS_FILE, PLOT_FILE, CSVLogger, plot_metrics
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+ARGS_FILE = "training_args.json"
+# what a run writes into --output-dir besides its model folders (sub-folders with a config.json)
+RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, PLOT_FILE, ARGS_FILE, REPORT_FILE)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
@@ -56,7 +61,12 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> argpa
         nargs="?",
         const="latest",
         default=None,
-        help="continue from the latest checkpoint in --output-dir (or the given checkpoint folder)",
+        help="continue from the latest complete checkpoint in --output-dir (or the given checkpoint folder)",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an --output-dir that holds an earlier run (its checkpoints, log and models are deleted)",
     )
     group.add_argument("--ema-decay", type=float, default=0.9999, help="0 disables the EMA copy")
     group.add_argument("--ema-start", type=int, default=0, help="step from which the EMA averages (before: a copy)")
@@ -90,6 +100,32 @@ def _unsharded_class(model: torch.nn.Module) -> type:
     return cls
 
 
+def previous_run(output_dir: str | os.PathLike) -> list[str]:
+    """What an earlier run left in ``output_dir``: its ``RUN_FILES`` and model folders (names; empty if none)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [name for name in RUN_FILES if (folder / name).exists()]
+    found += sorted(
+        path.name
+        for path in folder.iterdir()
+        if path.is_dir() and ((path / "config.json").is_file() or (path / "model_index.json").is_file())
+    )
+    return found
+
+
+def has_parameters_without_gradient(model) -> bool:
+    """Whether ``model`` (or the model a wrapper holds) has trainable parameters its forward never reaches: those
+    named by its ``parameters_without_gradient()`` (FlowMo's) that still require grad (they are built frozen; a
+    caller may unfreeze them). DDP must then look for unused parameters."""
+    model = getattr(model, "module", model)
+    declared = getattr(model, "parameters_without_gradient", None)
+    if not callable(declared):
+        return False
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    return any(name in trainable for name in declared())
+
+
 def fresh_copy_with_state(model: torch.nn.Module, state_dict: dict) -> torch.nn.Module:
     """A new, unsharded CPU instance of ``model``'s class and config holding ``state_dict``."""
     from transformers import PreTrainedModel
@@ -109,6 +145,7 @@ class Trainer:
 
         self.args = args
         self.output_dir = Path(args.output_dir)
+        self._check_output_dir()
         plugin = None
         if args.fsdp:
             if not torch.cuda.is_available():
@@ -135,6 +172,27 @@ class Trainer:
         self.step = 0
         self.stop_reason: str | None = None
 
+    def _check_output_dir(self) -> None:
+        """An ``--output-dir`` that holds an earlier run needs ``--resume`` or ``--overwrite``: a fresh run would
+        mix its log, checkpoints and models with the old ones (and the checkpoint rotation delete the new ones)."""
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise ValueError(f"--output-dir {str(self.output_dir)!r} is an existing file, not a folder")
+        found = previous_run(self.output_dir)
+        if found and not self.args.resume and not getattr(self.args, "overwrite", False):
+            raise ValueError(
+                f"--output-dir {str(self.output_dir)!r} holds an earlier run ({', '.join(found)}): pass --resume to "
+                "continue it, --overwrite to start over (deleting it), or choose another folder"
+            )
+
+    def _clear_previous_run(self) -> None:
+        """``--overwrite``: delete what an earlier run left (main process), before this run writes anything."""
+        if self.accelerator.is_main_process:
+            for name in previous_run(self.output_dir):
+                path = self.output_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.accelerator.wait_for_everyone()
+        self.logger = CSVLogger(self.output_dir, enabled=self.accelerator.is_main_process)
+
     # ----------------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
@@ -144,6 +202,13 @@ class Trainer:
         self.accelerator.print(*values, flush=True)
 
     def prepare(self, *objects):
+        """``accelerator.prepare``; DDP looks for unused parameters when a model declares parameters that get no
+        gradient (``has_parameters_without_gradient``), as FlowMo's last encoder block has."""
+        handler = self.accelerator.ddp_handler
+        if handler is not None and any(
+            isinstance(item, torch.nn.Module) and has_parameters_without_gradient(item) for item in objects
+        ):
+            handler.find_unused_parameters = True
         return self.accelerator.prepare(*objects)
 
     def add_model(
@@ -256,18 +321,21 @@ class Trainer:
         """Run until ``--max-steps`` (or a stop signal); returns the output folder."""
         args, accelerator = self.args, self.accelerator
         manager = CheckpointManager(accelerator, self.output_dir, self.stateful, keep=args.keep_checkpoints)
-        checkpoint = manager.resolve(args.resume)
+        if getattr(args, "overwrite", False) and not args.resume:
+            self._clear_previous_run()
+        checkpoint = self._load_checkpoint(manager)
         if checkpoint is not None:
-            state = manager.load(checkpoint)
-            self.step = int(state["step"])
-            self.logger.truncate_after(self.step)
             self.print(f"resumed from {checkpoint} at step {self.step}")
         else:
             # per-process random streams (noise, masks, label dropout) from here on; checkpoints restore them
             torch.manual_seed(args.seed + 1 + accelerator.process_index)
+        # rows past the step this run starts from (all of them for a run before its first checkpoint) are redone
+        self.logger.truncate_after(self.step)
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "training_args.json").write_text(json.dumps(vars(args), indent=1, default=str))
+            temporary = self.output_dir / (ARGS_FILE + ".tmp")
+            temporary.write_text(json.dumps(vars(args), indent=1, default=str))
+            os.replace(temporary, self.output_dir / ARGS_FILE)
         loader = self.dataloader(dataset, start_step=self.step, collate_fn=collate_fn)
         batches = iter(loader)
         started, last_log = time.time(), time.time()
@@ -307,6 +375,25 @@ class Trainer:
         self.print(f"finished {self.step} steps in {time.time() - started:.1f}s; models in {self.output_dir}")
         return self.output_dir
 
+    def _load_checkpoint(self, manager: CheckpointManager) -> Path | None:
+        """Restore the ``--resume`` checkpoint (sets ``self.step``); with ``latest``, a checkpoint that fails to
+        load is named and the previous one tried. None when the run starts from step 0."""
+        candidates = manager.candidates(self.args.resume)
+        for index, checkpoint in enumerate(candidates):
+            try:
+                state = manager.load(checkpoint)
+            except Exception as error:  # a truncated or corrupt file of any kind
+                message = " ".join(str(error).split())[:500]
+                if index + 1 == len(candidates):
+                    raise ValueError(f"cannot resume from {checkpoint}: {type(error).__name__}: {message}") from error
+                self.print(
+                    f"not resuming from {checkpoint}: {type(error).__name__}: {message}; trying the previous one"
+                )
+                continue
+            self.step = int(state["step"])
+            return checkpoint
+        return None
+
     def _finish_plot(self) -> None:
         if self.accelerator.is_main_process and (self.output_dir / METRICS_FILE).is_file():
             plot_metrics(self.output_dir / METRICS_FILE)
@@ -338,7 +425,12 @@ def load_training_script_defaults(path: str | os.PathLike | None) -> dict:
     """``--config file.json``: option defaults of a training script (keys as the long options, with - or _)."""
     if not path:
         return {}
-    values = json.loads(Path(path).read_text())
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--config {str(path)!r} does not exist")
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"--config {str(path)!r} is not valid JSON: {error}") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a training config is a JSON object of option -> value")
     return {key.replace("-", "_"): value for key, value in values.items()}

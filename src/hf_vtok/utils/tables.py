@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .outputs import atomic_path
+
 # metric key -> (column title, which direction is better)
 METRIC_TITLES = {
     "psnr": ("PSNR", "↑"),
@@ -34,7 +36,9 @@ def _json_ready(value):
 
 
 def write_json(results: dict, path: Path) -> Path:
-    path.write_text(json.dumps(_json_ready(results), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """``results`` as JSON (inf / nan as null), written atomically."""
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(_json_ready(results), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 
@@ -118,7 +122,8 @@ def plot_metrics(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95 if title else 1))
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(figure)
     return path
 
@@ -156,5 +161,6 @@ def image_grid(
                 resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
                 tile = tile.resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))), resample)
             canvas.paste(tile, (label_width + column * (cell + gap), top))
-    canvas.save(path)
+    with atomic_path(path) as partial:
+        canvas.save(partial, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
     return path

@@ -121,4 +121,4 @@ def test_cli_converts_to_a_diffusers_folder(tmp_path):
         convert_dit_checkpoint(checkpoint, config).state_dict()["blocks.0.attn.out_proj.weight"],
     )
     with pytest.raises(ValueError, match="--preset, or both --checkpoint and --config"):
-        cli_main(["convert", "dit", "--checkpoint", str(checkpoint), "--output", str(output)])
+        cli_main(["convert", "dit", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "other")])

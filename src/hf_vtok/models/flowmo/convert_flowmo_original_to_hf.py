@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
+from huggingface_hub.errors import StrictDataclassError
 from transformers.utils import logging
 
 from ...conversion import (
@@ -141,7 +142,12 @@ def apply_overrides(tree: Mapping, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(
+                f"override {item!r}: the value is not valid yaml ({' '.join(str(error).split())})"
+            ) from None
     return tree
 
 
@@ -180,7 +186,10 @@ def config_from_original(original: Mapping, width_table: Mapping | None = None, 
             raise ValueError(f"unknown width-table entries {unknown}; expected some of {sorted(WIDTH_TABLE_KEYS)}")
         fields.update({WIDTH_TABLE_KEYS[key]: value for key, value in width_table.items()})
     fields.update(overrides)
-    return FlowMoConfig(**fields)
+    try:
+        return FlowMoConfig(**fields)
+    except (StrictDataclassError, TypeError, ValueError) as error:  # a wrong type or value of a config key
+        raise ValueError(f"the original config (with --override) is not a valid FlowMo config: {error}") from None
 
 
 def convert_flowmo_state_dict(original: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -213,14 +222,14 @@ def convert_flowmo_checkpoint(
         if weights not in STATE_DICT_KEYS:
             raise ValueError(f"weights must be one of {sorted(STATE_DICT_KEYS)}, got {weights!r}")
         state_dict_key = STATE_DICT_KEYS[weights]
-    original = load_original_state_dict(checkpoint_path, inner_key=state_dict_key or None)
-    state_dict = convert_flowmo_state_dict(original)
-    if config is None:
+    if config is None:  # before the (possibly large) checkpoint is read: a bad config fails at once
         if isinstance(original_config, (str, os.PathLike)):
             original_config = load_original_config(original_config)
         config = config_from_original(original_config or {}, width_table, **config_overrides)
     elif config_overrides or width_table is not None:
         raise ValueError("give config overrides through original_config / width_table, or a finished config, not both")
+    original = load_original_state_dict(checkpoint_path, inner_key=state_dict_key or None)
+    state_dict = convert_flowmo_state_dict(original)
     with init_empty_weights():
         model = FlowMoModel(config)
     load_state_dict_strictly(model, state_dict, source=f"{checkpoint_path} [{state_dict_key or 'state dict'}]")
@@ -282,6 +291,7 @@ class FlowMoConverter(Converter):
         "config": "the run's resolved original yaml config (base.yaml + overrides)",
     }
     weight_files = ("checkpoint",)  # --config alone merges over a released preset's config
+    checkpoint_entries = ("model_ema_state_dict", "model_state_dict")
     presets = tuple(sorted(FLOWMO_PRESETS))  # configurations; the released ones also download
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

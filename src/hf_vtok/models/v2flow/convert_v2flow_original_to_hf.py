@@ -13,11 +13,9 @@ a checkpoint of your own training run.
 """
 
 import argparse
-import json
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
@@ -27,6 +25,7 @@ from ...conversion import (
     CheckpointMismatchError,
     Conversion,
     Converter,
+    load_original_json,
     load_state_dict_strictly,
     load_torch_checkpoint,
     rename_keys,
@@ -276,6 +275,7 @@ class V2FlowConverter(Converter):
 
     family = "v2flow"
     files = {"checkpoint": "original checkpoint-last.pth"}
+    checkpoint_entries = ("model", "model_ema", "args")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -300,7 +300,7 @@ class V2FlowConverter(Converter):
     def options(self, args: argparse.Namespace) -> dict:
         return {
             "weights": args.weights,
-            "args_override": json.loads(Path(args.args).read_text()) if args.args else None,
+            "args_override": load_original_json(args.args) if args.args else None,
             "num_attention_heads": args.num_attention_heads,
             "llm_vocabulary": args.llm_vocabulary,
             "keep_ema_statistics": not args.drop_ema_statistics,
