@@ -645,3 +645,29 @@ def test_lora_adapter_card_names_a_hub_id_or_no_base_model(tmp_path):
     assert hub.adapter_model_card(tmp_path / "adapter", "me/maetok").data.base_model == "me/maetok"
     with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
         hub.adapter_model_card(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# what a remote-code bundle carries
+
+# .py files each push writes (tiny models; pipelines: root + component folders). Before a package's re-exports were
+# followed to their modules: vitok 23, softvq 30, maetok 25, flowmo 30, v2flow 35; sit / dit / vitok_dit / v2flow /
+# v2flow_llama pipelines 83 / 80 / 74 / 70 / 72.
+BUNDLE_BOUNDS = {"vitok": 19, "softvq": 24, "maetok": 23, "flowmo": 24, "sit": 52, "dit": 50, "vitok_dit": 56,
+                 "v2flow": 53, "v2flow_llama": 55}  # fmt: skip
+PACKAGES_OF_REEXPORTS = {"hf_vtok_modules.py", "hf_vtok_quantizers.py", "hf_vtok_flow.py", "hf_vtok_schedulers.py"}
+
+
+@pytest.mark.parametrize("family", list(BUNDLE_BOUNDS))
+def test_remote_code_bundles_carry_only_what_the_model_imports(family, tmp_path, monkeypatch):
+    """A name imported from a package (``from ...modules import Attention``) brings its defining module only, not
+    every module the package's ``__init__`` imports; converters, the registry's consumers and the CLI stay out."""
+    pipelines = tiny_pipelines() if family in ("sit", "dit", "vitok_dit", "v2flow", "v2flow_llama") else {}
+    obj = pipelines[family][0] if pipelines else tiny_tokenizer(family)
+    fake = FakeHub(tmp_path, monkeypatch)
+    obj.push_to_hub("me/bundle")
+    files = list(fake.pushed.rglob("*.py"))
+    names = {path.name for path in files}
+    assert len(files) <= BUNDLE_BOUNDS[family], sorted(str(path.relative_to(fake.pushed)) for path in files)
+    assert not names & PACKAGES_OF_REEXPORTS
+    assert not any("convert" in name or "_hub_" in name or "commands" in name for name in names), sorted(names)
