@@ -15,7 +15,8 @@ The training loop is ``hf_vtok.training.Trainer``: resumable checkpoints (``--re
 with ``accelerate launch``.
 
 Output: ``<output-dir>/adapter`` (``adapter_config.json`` + ``adapter_model.safetensors``, the LoRA weights
-only) and, with ``--save-merged``, ``<output-dir>/merged``, a plain hf_vtok folder of the merged model.
+only, and a README.md card whose ``base_model`` is a Hub id or omitted, never a local path) and, with
+``--save-merged``, ``<output-dir>/merged``, a plain hf_vtok folder of the merged model.
 Load the adapter with ``peft.PeftModel.from_pretrained(AutoModel.from_pretrained(base), "<output-dir>/adapter")``.
 """
 
@@ -31,6 +32,7 @@ from PIL import Image
 from torch import nn
 
 from hf_vtok.commands.reconstruct import processor_for_any_size
+from hf_vtok.hub.push import write_adapter_card
 from hf_vtok.losses import charbonnier_loss, ssim_loss
 from hf_vtok.training import (
     Trainer,
@@ -212,6 +214,7 @@ def finetune(args: argparse.Namespace):
     tuned.eval()
     if trainer.accelerator.is_main_process:
         tuned.save_pretrained(output / ADAPTER_FOLDER)  # adapter_config.json + adapter_model.safetensors only
+        write_adapter_card(output / ADAPTER_FOLDER, args.model)  # peft's card names the local base path
         if args.save_merged:
             # merge into a copy: the adapter model stays as trained
             merged = copy.deepcopy(tuned).merge_and_unload()

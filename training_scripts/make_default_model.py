@@ -23,6 +23,7 @@ import torch
 from hf_vtok.utils.errors import ArgumentParser, run_script
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_MODEL_MAX_TOKENS = 4096  # 512x512 pixels at patch 8: astronaut, the largest held-out photo
 sys.path.insert(0, str(HERE))
 import train_vitok  # noqa: E402
 
@@ -165,13 +166,14 @@ def main(argv=None) -> dict:
         PACKAGE_DIR.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "model.safetensors"):
             shutil.copy(work / "run" / best / name, PACKAGE_DIR / name)
-        # the default model reads images of any size: no token budget, batches padded to their longest image
+        # images of any size: up to DEFAULT_MODEL_MAX_TOKENS at their own size (the largest held-out photo), larger
+        # ones resized to that budget keeping their aspect ratio; batches padded to their longest image
         from hf_vtok import ViTokImageProcessor
 
         patch_size = json.loads((PACKAGE_DIR / "config.json").read_text())["patch_size"]
-        ViTokImageProcessor(patch_size=patch_size, max_num_patches=None, padding="longest").save_pretrained(
-            PACKAGE_DIR
-        )
+        ViTokImageProcessor(
+            patch_size=patch_size, max_num_patches=DEFAULT_MODEL_MAX_TOKENS, padding="longest"
+        ).save_pretrained(PACKAGE_DIR)
         ASSETS_DIR.mkdir(exist_ok=True)
         shutil.copy(work / "run" / "loss_curves.png", ASSETS_DIR / "default_model_loss_curves.png")
         (PACKAGE_DIR / "training_report.json").write_text(json.dumps(report, indent=1))

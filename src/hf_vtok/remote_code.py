@@ -73,18 +73,42 @@ def _module_level_imports(tree: ast.Module):
             pending.extend(node.body)
 
 
+@functools.cache
+def _package_reexports(package: str) -> dict[str, str]:
+    """Names a package's ``__init__`` re-exports at module level (``from .attention import Attention``) -> the
+    module they come from, followed through nested re-exports."""
+    tree = ast.parse(_module_file(package).read_text(encoding="utf-8"))
+    found = {}
+    for node in _module_level_imports(tree):
+        source = _resolve(package, node)
+        if source is None:
+            continue
+        for alias in node.names:
+            found[alias.asname or alias.name] = _defining_module(source, alias.name)
+    return found
+
+
+def _defining_module(module_name: str, name: str) -> str:
+    """The hf_vtok module that defines ``name`` as seen from ``module_name``: a package's re-export is followed
+    to its source module (so a bundle does not carry every sibling a package ``__init__`` imports)."""
+    if not _is_package(module_name):
+        return module_name
+    return _package_reexports(module_name).get(name, module_name)
+
+
 def _imported_modules(module_name: str, node: ast.ImportFrom) -> list[str]:
-    """The hf_vtok modules an import needs: its source module, plus any names that are submodules."""
+    """The hf_vtok modules an import needs: for each imported name, the submodule it is or the module defining it."""
     target = _resolve(module_name, node)
     if target is None:
         return []
-    needed = [target]
-    if _is_package(target):
-        for alias in node.names:
-            candidate = f"{target}.{alias.name}"
-            if importlib.util.find_spec(candidate) is not None:
-                needed.append(candidate)
-    return needed
+    if not _is_package(target):
+        return [target]
+    needed = []
+    for alias in node.names:
+        candidate = f"{target}.{alias.name}"
+        is_submodule = importlib.util.find_spec(candidate) is not None
+        needed.append(candidate if is_submodule else _defining_module(target, alias.name))
+    return list(dict.fromkeys(needed))
 
 
 def module_closure(roots: list[str]) -> list[str]:
@@ -120,17 +144,19 @@ def _rewrite(module_name: str, flat: dict[str, str]) -> str:
             continue
         target = _resolve(module_name, node)
         indent = lines[node.lineno - 1][: node.col_offset]
-        if target not in flat:  # a lazy import of a part of hf_vtok that is not bundled
+        by_module: dict[str, list[str]] = {}
+        for alias in node.names:
+            if f"{target}.{alias.name}" in flat:
+                raise ValueError(f"{path}: 'from {target} import {alias.name}' imports a module; import from it")
+            source = _defining_module(target, alias.name)
+            by_module.setdefault(source, []).append(alias.name + (f" as {alias.asname}" if alias.asname else ""))
+        if not all(source in flat for source in by_module):  # a lazy import of a part of hf_vtok not bundled
             message = f"{module_name.rpartition('.')[2]}: this needs hf_vtok installed (pip install hf_vtok)"
             new = f"{indent}raise ImportError({message!r})\n"
         else:
-            names = []
-            for alias in node.names:
-                submodule = f"{target}.{alias.name}"
-                if submodule in flat:
-                    raise ValueError(f"{path}: 'from {target} import {alias.name}' imports a module; import from it")
-                names.append(alias.name + (f" as {alias.asname}" if alias.asname else ""))
-            new = f"{indent}from .{flat[target]} import {', '.join(names)}\n"
+            new = "".join(
+                f"{indent}from .{flat[source]} import {', '.join(names)}\n" for source, names in by_module.items()
+            )
         edits.append((node.lineno, node.end_lineno, new))
     for start, end, new in sorted(edits, reverse=True):
         lines[start - 1 : end] = [new]

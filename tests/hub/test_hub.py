@@ -133,10 +133,13 @@ def test_tokenizer_push_card_and_files(family, tmp_path, monkeypatch, photo):
         (REPO_ROOT / "outputs").mkdir(exist_ok=True)
         shutil.copy(fake.pushed / "README.md", REPO_ROOT / "outputs" / "model_card_vitok.md")
     entry = hf_vtok.PRETRAINED[preset[family]]
-    assert card.data.library_name == "hf_vtok" and card.data.license == entry.license
+    # a library the Hub knows (its "use this model" snippet), custom_code for the remote code, an install line
+    assert card.data.library_name == "transformers" and card.data.license == entry.license
     assert card.data.base_model == entry.repo_id and card.data.pipeline_tag == "image-feature-extraction"
     assert {"image-tokenizer", "custom_code", "hf_vtok"} <= set(card.data.tags)
     assert "```bibtex\n@" in card.content and entry.repo_id in card.content
+    assert "```bash\npip install hf_vtok\n```" in card.content
+    assert "custom_code" not in hub.model_card(model, remote_code=False).data.tags
     # the usage snippet runs as written, against the pushed folder
     local = hub.model_card(model, repo_id=str(fake.pushed))
     namespace = run_snippet(usage_snippet(local), photo.parent)
@@ -162,9 +165,21 @@ def test_card_shows_the_eval_table(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     card = hub.model_card(model, repo_id="me/tiny-vitok", eval_results=tmp_path / "eval")
     assert "## Evaluation" in card.content and "| tiny-vitok |" in card.content and "PSNR ↑" in card.content
+    # values rounded as the table shows them; the data named by its folder, never by its local path
     metrics = {result.metric_type: result.metric_value for result in card.data.eval_results}
-    assert metrics == pytest.approx({key: results["models"][0][key] for key in ("psnr", "ssim")})
+    row = results["models"][0]
+    assert metrics == {"psnr": round(row["psnr"], 2), "ssim": round(row["ssim"], 4)}
+    assert {result.dataset_type for result in card.data.eval_results} == {"photos"}
+    leaks = [line for line in str(card).splitlines() if str(tmp_path) in line]
+    assert not leaks and "| tiny-vitok | 16 |" in card.content, leaks  # integer token counts
     assert "model-index" in str(card) and ModelCard(str(card)).data.eval_results[0].metric_type == "psnr"
+    # a Hub dataset id when given; the reconstruction grid embedded, and pushed beside the card
+    card = hub.model_card(model, eval_results=tmp_path / "eval", eval_dataset="ILSVRC/imagenet-1k")
+    assert {result.dataset_type for result in card.data.eval_results} == {"ILSVRC/imagenet-1k"}
+    assert "![reconstructions of the evaluation](reconstructions.png)" in card.content
+    fake = FakeHub(tmp_path, monkeypatch)
+    model.push_to_hub("me/tiny-vitok", eval_results=tmp_path / "eval", remote_code=False)
+    assert "reconstructions.png" in fake.files() and "![reconstructions" in (fake.pushed / "README.md").read_text()
     without = hub.model_card(model, repo_id="me/tiny-vitok")
     assert "## Evaluation" not in without.content
     with pytest.raises(FileNotFoundError, match="no evaluation results"):
@@ -184,6 +199,10 @@ def test_generator_and_pipeline_push(tmp_path, monkeypatch):
     assert (
         card.data.pipeline_tag == "unconditional-image-generation" and "@inproceedings{peebles2023dit" in card.content
     )
+    # generators and pipelines are diffusers objects; a generator's base models: its release and its tokenizer's
+    entry = hf_vtok.PRETRAINED["dit-xl_softvq-l-64"]
+    assert card.data.library_name == "diffusers"
+    assert card.data.base_model == [entry.repo_id, hf_vtok.PRETRAINED[entry.tokenizer].repo_id]
     transformer_folder = tmp_path / "transformer"
     shutil.copytree(fake.pushed, transformer_folder)
     namespace = run_snippet(usage_snippet(hub.model_card(transformer, repo_id=str(transformer_folder))), tmp_path)
@@ -484,3 +503,160 @@ def test_remote_code_of_a_pipeline_names_what_it_cannot_bundle(tmp_path):
     pipe.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="DDPMPipeline is not an hf_vtok pipeline"):
         write_pipeline_remote_code(tmp_path, pipe)
+
+
+# --------------------------------------------------------------------------------------------------
+# the card snippets on real photos, with the processor each model is used with
+
+PHOTO_SIZES = {"600x400": (600, 400), "2000x1500": (2000, 1500)}
+
+
+def real_photo(folder: Path, size: tuple[int, int], name: str = "photo.jpg") -> Path:
+    """scikit-image's coffee (600x400) resized to ``size``: a photograph where the snippets read ``photo.jpg``."""
+    data = pytest.importorskip("skimage.data")
+    Image.fromarray(data.coffee()).resize(size, Image.Resampling.BICUBIC).save(folder / name, quality=95)
+    return folder / name
+
+
+def pushed_default_model(tmp_path, monkeypatch):
+    """The embedded default model, loaded as a user would and pushed (FakeHub); returns (model, fake hub)."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(hub.DEFAULT_MODEL_DIR)).eval()
+    fake = FakeHub(tmp_path, monkeypatch)
+    model.push_to_hub("me/default-vitok")
+    return model, fake
+
+
+def v2flow_pipeline():
+    from tests.testing_utils.tiny_models import tiny_dcae, tiny_v2flow_model
+
+    return hf_vtok.V2FlowPipeline(vae=tiny_dcae(), tokenizer=tiny_v2flow_model())
+
+
+@pytest.mark.parametrize("family", ["vitok", "default_model", "flowmo", "softvq", "maetok", "v2flow"])
+def test_every_card_snippet_runs_on_real_photos(family, tmp_path, monkeypatch):
+    """The usage snippet of a pushed repo, run as written against the pushed folder, on a 600x400 and a 2000x1500
+    photograph (the default model's snippet used to fail on both: its push wrote a 256-token processor)."""
+    if family == "default_model":
+        model, fake = pushed_default_model(tmp_path, monkeypatch)
+    else:
+        model = v2flow_pipeline() if family == "v2flow" else tiny_tokenizer(family)
+        fake = FakeHub(tmp_path, monkeypatch)
+        model.push_to_hub("me/tiny")
+    folder = tmp_path / "repo"
+    shutil.copytree(fake.pushed, folder)
+    snippet = usage_snippet(hub.model_card(model, repo_id=str(folder)))
+    for size in PHOTO_SIZES.values():
+        workdir = tmp_path / f"{size[0]}x{size[1]}"
+        workdir.mkdir()
+        real_photo(workdir, size)
+        namespace = run_snippet(snippet, workdir)
+        image = namespace["image"]
+        assert isinstance(image, Image.Image), family
+        if family in ("vitok", "default_model"):  # NaFlex: the aspect ratio is kept, within the token budget
+            processor = namespace["processor"]
+            assert abs(image.width - image.height * size[0] / size[1]) <= processor.patch_size  # to a patch
+            tokens = -(-image.width // processor.patch_size) * -(-image.height // processor.patch_size)
+            assert tokens <= processor.max_num_patches
+
+
+def test_push_writes_the_processor_the_model_is_used_with(tmp_path, monkeypatch):
+    """The default model's own processor (up to 4096 tokens at patch 8, any photo), not one rebuilt from its
+    config; a processor passed explicitly wins; a model built in memory gets its family's (sized for its config)."""
+    model, fake = pushed_default_model(tmp_path, monkeypatch)
+    pushed = json.loads((fake.pushed / "preprocessor_config.json").read_text())
+    own = json.loads((hub.DEFAULT_MODEL_DIR / "preprocessor_config.json").read_text())
+    assert {key: pushed[key] for key in own} == own and pushed["max_num_patches"] == 4096
+    assert "training_report.json" in fake.files()
+    assert hub.processor_in_use(model).max_num_patches == 4096
+    explicit = hf_vtok.ViTokImageProcessor(patch_size=8, max_num_patches=64)
+    assert hub.processor_in_use(model, explicit) is explicit
+    model.push_to_hub("me/default-vitok", image_processor=explicit)
+    assert json.loads((fake.pushed / "preprocessor_config.json").read_text())["max_num_patches"] == 64
+    in_memory = tiny_tokenizer("vitok")
+    assert hub.processor_in_use(in_memory).patch_size == in_memory.config.patch_size
+    saved = tmp_path / "saved"
+    processor = hub.save_tokenizer(model, saved)  # what a command that saves a model calls
+    assert processor.max_num_patches == 4096 and (saved / "preprocessor_config.json").is_file()
+
+
+def test_default_model_card_says_how_it_was_made(tmp_path, monkeypatch):
+    _, fake = pushed_default_model(tmp_path, monkeypatch)
+    card = ModelCard.load(fake.pushed / "README.md")
+    report = json.loads((hub.DEFAULT_MODEL_DIR / "training_report.json").read_text())
+    assert card.data.license == "apache-2.0" and card.data.base_model is None
+    assert card.data.library_name == "transformers" and "custom_code" in card.data.tags
+    content = card.content
+    assert "trained by hf_vtok" in content.replace("**", "") and "training_scripts/make_default_model.py" in content
+    assert "converted" not in content.split("## Usage")[0].replace("not converted", "")
+    assert "training_report.json" in content and "china.jpg" in content and "CC BY 2.0" in content
+    mean = report["held_out"]["mean"]
+    assert f"**{mean['psnr']:.2f}**" in content and f"**{mean['ssim']:.4f}**" in content
+
+
+def test_pipeline_cards_list_every_component_base_model(tmp_path, monkeypatch):
+    """A pipeline's base models: its release, its tokenizer's, and any component loaded from a Hub repository."""
+    from tests.testing_utils.tiny_models import tiny_sit_pipeline
+
+    pipe = tiny_sit_pipeline()
+    entry = hf_vtok.PRETRAINED["sit-xl_maetok-b-128"]
+    card = hub.model_card(pipe, repo_id="me/sit", preset=entry.name)
+    assert card.data.library_name == "diffusers"
+    assert card.data.base_model == [entry.repo_id, hf_vtok.PRETRAINED[entry.tokenizer].repo_id]
+    pipe = v2flow_pipeline()
+    pipe.vae.register_to_config(_name_or_path="mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers")  # as from_pretrained
+    local = tmp_path / "v2flow-tokenizer"
+    pipe.tokenizer.save_pretrained(local)
+    pipe.tokenizer.name_or_path = str(local)  # a local folder: never listed
+    card = hub.model_card(pipe, repo_id="me/v2flow")
+    assert card.data.base_model == "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers" and str(local) not in str(card)
+    assert "not a text\ntokenizer" in hub.model_card(tiny_sit_pipeline(), repo_id="me/sit").content
+
+
+def test_lora_adapter_card_names_a_hub_id_or_no_base_model(tmp_path):
+    """peft writes the local path the base was loaded from as ``base_model``; the adapter card never does."""
+    peft = pytest.importorskip("peft")
+    model = tiny_tokenizer("maetok")
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    (base / "original_checkpoint.json").write_text(json.dumps({"preset": "maetok-b-128"}))  # hf-vtok convert --preset
+    model.name_or_path = str(base)
+    adapter = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=list(model.lora_target_modules)))
+    adapter.save_pretrained(tmp_path / "adapter")
+    assert str(base) in (tmp_path / "adapter" / "README.md").read_text()  # peft's own card
+    hub.write_adapter_card(tmp_path / "adapter")
+    card = ModelCard.load(tmp_path / "adapter" / "README.md")
+    assert card.data.base_model == "MAETok/maetok-b-128" and str(tmp_path) not in str(card)
+    (base / "original_checkpoint.json").unlink()
+    card = hub.adapter_model_card(tmp_path / "adapter")
+    assert card.data.base_model is None and str(tmp_path) not in str(card)
+    assert hub.adapter_model_card(tmp_path / "adapter", "me/maetok").data.base_model == "me/maetok"
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        hub.adapter_model_card(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# what a remote-code bundle carries
+
+# .py files each push writes (tiny models; pipelines: root + component folders). Before a package's re-exports were
+# followed to their modules: vitok 23, softvq 30, maetok 25, flowmo 30, v2flow 35; sit / dit / vitok_dit / v2flow /
+# v2flow_llama pipelines 83 / 80 / 74 / 70 / 72.
+BUNDLE_BOUNDS = {"vitok": 19, "softvq": 24, "maetok": 23, "flowmo": 24, "sit": 52, "dit": 50, "vitok_dit": 56,
+                 "v2flow": 53, "v2flow_llama": 55}  # fmt: skip
+PACKAGES_OF_REEXPORTS = {"hf_vtok_modules.py", "hf_vtok_quantizers.py", "hf_vtok_flow.py", "hf_vtok_schedulers.py"}
+
+
+@pytest.mark.parametrize("family", list(BUNDLE_BOUNDS))
+def test_remote_code_bundles_carry_only_what_the_model_imports(family, tmp_path, monkeypatch):
+    """A name imported from a package (``from ...modules import Attention``) brings its defining module only, not
+    every module the package's ``__init__`` imports; converters, the registry's consumers and the CLI stay out."""
+    pipelines = tiny_pipelines() if family in ("sit", "dit", "vitok_dit", "v2flow", "v2flow_llama") else {}
+    obj = pipelines[family][0] if pipelines else tiny_tokenizer(family)
+    fake = FakeHub(tmp_path, monkeypatch)
+    obj.push_to_hub("me/bundle")
+    files = list(fake.pushed.rglob("*.py"))
+    names = {path.name for path in files}
+    assert len(files) <= BUNDLE_BOUNDS[family], sorted(str(path.relative_to(fake.pushed)) for path in files)
+    assert not names & PACKAGES_OF_REEXPORTS
+    assert not any("convert" in name or "_hub_" in name or "commands" in name for name in names), sorted(names)

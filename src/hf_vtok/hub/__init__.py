@@ -1,7 +1,19 @@
 """The application layer: released checkpoints (presets), model cards and ``push_to_hub``, and the one loader
 of any tokenizer / autoencoder / pipeline by folder or Hub id. Library code never imports it."""
 
-from .cards import card_family, evaluation, model_card, template_path
-from .push import default_image_processor, push_to_hub
+from .cards import DEFAULT_MODEL_DIR, adapter_model_card, card_family, evaluation, model_card, template_path
+from .push import default_image_processor, processor_in_use, push_to_hub, save_tokenizer, write_adapter_card
 
-__all__ = ["card_family", "default_image_processor", "evaluation", "model_card", "push_to_hub", "template_path"]
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "adapter_model_card",
+    "card_family",
+    "default_image_processor",
+    "evaluation",
+    "model_card",
+    "processor_in_use",
+    "push_to_hub",
+    "save_tokenizer",
+    "template_path",
+    "write_adapter_card",
+]

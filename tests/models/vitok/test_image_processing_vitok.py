@@ -95,7 +95,15 @@ def test_budget_without_resize_is_an_error_and_resize_modes_fit(processor):
     with pytest.raises(
         ValueError, match=r"image 0 \(100x60 pixels, WxH\) needs 8x13=104 patches .* max_num_patches=16"
     ):
-        processor(big)
+        processor(big, over_budget="error")
+    # the default: an image over the budget is resized to it, keeping its aspect ratio (ViTok-v2's inference)
+    fitted = processor(big, return_tensors="pt")
+    assert (fitted["orig_height"].item(), fitted["orig_width"].item()) == (24, 40)
+    small = _rgb(24, 16)  # within the budget: untouched, as before
+    assert torch.equal(processor(small, return_tensors="pt")["pixel_values"],
+                       processor(small, over_budget="error", return_tensors="pt")["pixel_values"])  # fmt: skip
+    with pytest.raises(ValueError, match="over_budget must be one of"):
+        ViTokImageProcessor(over_budget="crop")
     budget = processor(big, do_resize=True, resize_mode="token_budget", return_tensors="pt")
     assert budget["patch_mask"].sum() <= 16 and (budget["orig_height"].item(), budget["orig_width"].item()) == (24, 40)
     assert token_budget_size(60, 100, 8, 16) == (24, 40)

@@ -17,6 +17,7 @@ from ...utils.images import adm_center_crop, resize_longest_side
 
 RESIZE_MODES = ("longest_edge", "token_budget")
 PADDING_MODES = ("max_length", "longest")
+OVER_BUDGET_MODES = ("resize", "error")
 _NORMALIZE_MODES = {
     "minus_one_to_one": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
     "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
@@ -33,12 +34,17 @@ class ViTokImageProcessorKwargs(VisualTokenizerImagesKwargs, total=False):
         normalized image to the largest patch grid within `max_num_patches`).
     padding (`str`): `"max_length"` pads every sequence to `max_num_patches` (what the original does),
         `"longest"` to the longest sequence of the batch.
+    over_budget (`str`): what happens to an image that needs more than `max_num_patches` patches:
+        `"resize"` (default) resizes it to the token budget keeping its aspect ratio, as ViTok-v2 prepares its
+        training and inference images (`resize_to_token_budget`); `"error"` refuses it, as the original
+        `patchify` alone does.
     """
 
     patch_size: int
     max_num_patches: int | None
     resize_mode: str
     padding: str
+    over_budget: str
 
 
 def token_budget_size(height: int, width: int, patch_size: int, max_num_patches: int, eps: float = 1e-5):
@@ -91,9 +97,12 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
     multiple of the patch size, and patchify into ``(c, y, x)``-ordered vectors in raster order.
 
     Returns a `BatchFeature` with `pixel_values [B, N, 3*p*p]`, `patch_mask [B, N]`, `row_idx`,
-    `col_idx`, `time_idx` `[B, N]`, and per image `orig_height`, `orig_width` (size before patch
-    padding), `grid_rows`, `grid_cols`. Padding tokens are zero vectors at position (0, 0).
-    Without resizing, an image needing more than `max_num_patches` patches is an error.
+    `col_idx`, `time_idx` `[B, N]`, and per image `orig_height`, `orig_width` (the size the model sees, before
+    patch padding), `grid_rows`, `grid_cols`. Padding tokens are zero vectors at position (0, 0).
+
+    Any size and aspect ratio goes in: an image within `max_num_patches` keeps its size, a larger one is resized
+    to the token budget keeping its aspect ratio (`over_budget="resize"`, ViTok-v2's `resize_to_token_budget`;
+    `over_budget="error"` refuses it instead). `postprocess` returns each image at the size the model saw.
     """
 
     valid_kwargs = ViTokImageProcessorKwargs
@@ -112,19 +121,29 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
     patch_size = 16
     max_num_patches = 256
     padding = "max_length"
+    # a folder saved before this setting existed loads with it too: its over-budget images are resized
+    over_budget = "resize"
 
     def __init__(self, **kwargs: Unpack[ViTokImageProcessorKwargs]):
         super().__init__(**kwargs)
         self._check_settings(
-            self.resize_mode, self.padding, self.max_num_patches, self.do_resize, self.size, self.patch_size
+            self.resize_mode,
+            self.padding,
+            self.max_num_patches,
+            self.do_resize,
+            self.size,
+            self.patch_size,
+            self.over_budget,
         )
 
     @staticmethod
-    def _check_settings(resize_mode, padding, max_num_patches, do_resize, size, patch_size):
+    def _check_settings(resize_mode, padding, max_num_patches, do_resize, size, patch_size, over_budget="resize"):
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
         if padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
+        if over_budget not in OVER_BUDGET_MODES:
+            raise ValueError(f"over_budget must be one of {OVER_BUDGET_MODES}, got {over_budget!r}")
         if max_num_patches is not None and max_num_patches <= 0:
             raise ValueError(f"max_num_patches must be positive or None, got {max_num_patches}")
         if padding == "max_length" and max_num_patches is None:
@@ -146,6 +165,7 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
             kwargs["do_resize"],
             kwargs["size"],
             kwargs["patch_size"],
+            kwargs["over_budget"],
         )
         return super()._validate_preprocess_kwargs(**kwargs)
 
@@ -185,10 +205,12 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
         patch_size: int,
         max_num_patches: int | None,
         padding: str,
+        over_budget: str = "resize",
         **kwargs,
     ) -> dict[str, torch.Tensor]:
         """Normalized images -> NaFlex samples (``naflex_patches``), padded to one sequence length."""
-        token_budget = max_num_patches if do_resize and resize_mode == "token_budget" else None
+        resizes = (do_resize and resize_mode == "token_budget") or over_budget == "resize"
+        token_budget = max_num_patches if resizes else None
         samples = [naflex_patches(image, patch_size, token_budget) for image in same_channels(pixels)]
         counts = [sample["grid_rows"] * sample["grid_cols"] for sample in samples]
         for index, (sample, count) in enumerate(zip(samples, counts)):
@@ -196,8 +218,8 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
                 raise ValueError(
                     f"image {index} ({sample['orig_width']}x{sample['orig_height']} pixels, WxH) needs "
                     f"{sample['grid_rows']}x{sample['grid_cols']}={count} patches of {patch_size}px, over "
-                    f"max_num_patches={max_num_patches}; resize it (do_resize=True with resize_mode='token_budget' "
-                    "or 'longest_edge') or raise max_num_patches"
+                    f"max_num_patches={max_num_patches}; resize it (over_budget='resize', or do_resize=True with "
+                    "resize_mode='token_budget' or 'longest_edge') or raise max_num_patches"
                 )
         length = max_num_patches if padding == "max_length" else max(counts)
         batch = {
@@ -306,9 +328,15 @@ class ViTokImageProcessor(VisualTokenizerImageProcessor):
         ``"resize_longest_side(512)|to_tensor|normalize(minus_one_to_one)|patchify(16, 1024)"``.
 
         Random training augmentations (``random_resized_crop``, ``flip``, ``random_choice``) are not
-        pre-processing and are rejected.
+        pre-processing and are rejected. An image over the string's budget is an error, as in the original.
         """
-        settings: dict = {"do_rescale": False, "do_normalize": False, "do_resize": False, "do_center_crop": False}
+        settings: dict = {
+            "do_rescale": False,
+            "do_normalize": False,
+            "do_resize": False,
+            "do_center_crop": False,
+            "over_budget": "error",
+        }
         seen_tensor = seen_patchify = False
         for raw_op in pp.split("|"):
             name, args = _parse_pp_op(raw_op.strip(), pp)
