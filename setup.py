@@ -22,21 +22,34 @@ CORE = [
 ]
 
 EXTRAS = {
-    # peft (>=0.15: trainable_token_indices): the LoRA tests; datasets: latent-cache tests; the evaluation tests need the eval libraries and read real
-    # photographs from scikit-image's data folder; scikit-learn: the digits and the classifier that scores the
-    # embedded default pipeline (tests/commands/test_generate.py); tensorboard: the --report-to test of the training loop;
+    # peft (>=0.15: trainable_token_indices): the LoRA tests; datasets: latent-cache tests; the evaluation tests
+    # need the eval libraries and read real photographs from scikit-image's data folder; scikit-learn: the digits
+    # and the classifier that scores the embedded default pipeline (tests/commands/test_generate.py);
+    # tensorboard: the --report-to test of the training loop;
     # selenium: the browser test of the Spaces demo (with the demo extra and Debian's chromium + chromium-driver);
     # ruff: the style check of .ci/run (ruff.toml)
     "test": [
-        "pytest>=8", "peft>=0.15", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22",
-        "selenium>=4.20", "tensorboard>=2.14", "scikit-learn>=1.3",
+        "pytest>=8",
+        "peft>=0.15",
+        "torchmetrics>=1.4",
+        "matplotlib>=3.8",
+        "datasets>=3.0",
+        "scikit-image>=0.22",
+        "selenium>=4.20",
+        "tensorboard>=2.14",
+        "scikit-learn>=1.3",
         "ruff==0.17.6",  # pinned: formatting differs between releases
     ],
-    # training scripts (finetune_lora.py, train_v2flow_llama.py: peft); scikit-learn / scikit-image only for the photos
-    # of make_default_model.py and the digits of make_default_generator.py;
+    # training scripts (finetune_lora.py, train_v2flow_llama.py: peft); scikit-learn / scikit-image only for the
+    # photos of make_default_model.py and the digits of make_default_generator.py;
     # tensorboard: `--report-to tensorboard` (wandb / trackio: install them to report there)
     "train": [
-        "datasets>=3.0", "peft>=0.15", "torchmetrics>=1.4", "matplotlib>=3.8", "scikit-image>=0.22", "scikit-learn>=1.3",
+        "datasets>=3.0",
+        "peft>=0.15",
+        "torchmetrics>=1.4",
+        "matplotlib>=3.8",
+        "scikit-image>=0.22",
+        "scikit-learn>=1.3",
         "tensorboard>=2.14",
     ],
     "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
@@ -60,8 +73,11 @@ setup(
     # the default pipeline of `hf-vtok generate` (a digits SiT, training_scripts/make_default_generator.py)
     package_data={
         "hf_vtok": [
-            "default_model/*.json", "default_model/*.safetensors",
-            "default_pipeline/*.json", "default_pipeline/*.png", "default_pipeline/*/*.json",
+            "default_model/*.json",
+            "default_model/*.safetensors",
+            "default_pipeline/*.json",
+            "default_pipeline/*.png",
+            "default_pipeline/*/*.json",
             "default_pipeline/*/*.safetensors",
         ],
         "hf_vtok.model_cards": ["*.md"],
