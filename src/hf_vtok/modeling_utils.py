@@ -124,7 +124,8 @@ class VisualTokenizerPreTrainedModel(AutoencoderMixin, HubMixin, PreTrainedModel
 
     def __init__(self, config, *args, **kwargs):
         expected = type(self).config_class
-        if expected is not None and not isinstance(config, expected):
+        # by model_type too: remote code may load the config class from another copy of the same module
+        if expected is not None and not isinstance(config, expected) and config.model_type != expected.model_type:
             raise CheckpointTypeError(
                 f"{type(self).__name__} takes a {expected.__name__}, got a {type(config).__name__}"
             )

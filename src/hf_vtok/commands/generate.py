@@ -23,6 +23,7 @@ import torch
 from ..hub.loading import load_pipeline
 from ..utils.dtypes import DTYPES
 from ..utils.tables import image_grid
+from .reconstruct import add_device_argument, positive_int
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parents[1] / "default_pipeline"
 SAMPLING_FILE = "sampling.json"
@@ -47,9 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use a non-empty --out: the images of an earlier run there are replaced, other files kept",
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=64, help="images per pipeline call (results do not depend on it)"
+    )
+    add_device_argument(parser)
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float32", help="pipeline weights and compute dtype"
+    )
 
 
 def default_pipeline_path() -> str:

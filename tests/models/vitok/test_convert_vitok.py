@@ -107,7 +107,7 @@ def test_configs_without_a_decoder_ratio_load_as_before(tmp_path):
 
     config = ViTokConfig.from_pretrained(DEFAULT_MODEL)  # saved before decoder_mlp_ratio existed
     assert config.decoder_mlp_ratio is None and config.stack_mlp_ratio("decoder") == config.mlp_ratio
-    with pytest.raises(ValueError, match="decoder_mlp_ratio must be positive"):
+    with pytest.raises(ValueError, match="decoder_mlp_ratio=0.0 gives the decoder"):
         ViTokConfig(decoder_mlp_ratio=0.0)
 
 
