@@ -79,7 +79,7 @@ def test_shapes_alone_give_the_architecture(tmp_path):
     [
         # one ratio (2.67), but the encoder's rounded SwiGLU width (176 of 64) gives the decoder 272, not 256, of 96
         ("w64_d1_h4-w96_d1_h4/1x8x4", {}),
-        ("w32_d1_h2-w48_d1_h3/1x8x4", {"decoder_mlp_ratio": 4.0}),  # halves of different ratios
+        ("w32_d1_h2-w48_d1_h3/1x8x4", {"mlp_ratio_decoder": 4.0}),  # halves of different ratios
     ],
 )
 def test_each_half_mlp_ratio_from_its_own_weights(tmp_path, variant, config):
@@ -89,26 +89,26 @@ def test_each_half_mlp_ratio_from_its_own_weights(tmp_path, variant, config):
         assert inferred.get_submodule(role).layers[0].mlp.fc2.weight.shape == (
             model.get_submodule(role).layers[0].mlp.fc2.weight.shape
         )
-    assert inferred.config.decoder_mlp_ratio is not None
+    assert inferred.config.mlp_ratio_decoder is not None
     images = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         assert torch.equal(inferred(images).sample, model.eval()(images).sample)
     inferred.save_pretrained(tmp_path / "saved")
-    assert ViTokModel.from_pretrained(tmp_path / "saved").config.decoder_mlp_ratio == inferred.config.decoder_mlp_ratio
+    assert ViTokModel.from_pretrained(tmp_path / "saved").config.mlp_ratio_decoder == inferred.config.mlp_ratio_decoder
     # one half alone, and halves of one ratio, need no second ratio
-    assert convert_vitok_checkpoint(decoder_path=paths["decoder"]).config.decoder_mlp_ratio is None
+    assert convert_vitok_checkpoint(decoder_path=paths["decoder"]).config.mlp_ratio_decoder is None
     (tmp_path / "same").mkdir()
     _, same, _ = _original_files(tmp_path / "same")
-    assert convert_vitok_checkpoint(same["encoder"], same["decoder"]).config.decoder_mlp_ratio is None
+    assert convert_vitok_checkpoint(same["encoder"], same["decoder"]).config.mlp_ratio_decoder is None
 
 
 def test_configs_without_a_decoder_ratio_load_as_before(tmp_path):
     from hf_vtok.commands.reconstruct import DEFAULT_MODEL
 
-    config = ViTokConfig.from_pretrained(DEFAULT_MODEL)  # saved before decoder_mlp_ratio existed
-    assert config.decoder_mlp_ratio is None and config.stack_mlp_ratio("decoder") == config.mlp_ratio
-    with pytest.raises(ValueError, match="decoder_mlp_ratio=0.0 gives the decoder"):
-        ViTokConfig(decoder_mlp_ratio=0.0)
+    config = ViTokConfig.from_pretrained(DEFAULT_MODEL)  # saved before mlp_ratio_decoder existed
+    assert config.mlp_ratio_decoder is None and config.stack_mlp_ratio("decoder") == config.mlp_ratio
+    with pytest.raises(ValueError, match="mlp_ratio_decoder=0.0 gives the decoder"):
+        ViTokConfig(mlp_ratio_decoder=0.0)
 
 
 def test_mismatches_are_listed_by_name(tmp_path):

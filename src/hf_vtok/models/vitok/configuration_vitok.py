@@ -123,7 +123,7 @@ class ViTokConfig(PreTrainedConfig):
         encoder_hidden_size / encoder_num_layers / encoder_num_heads: width, depth and heads of the encoder.
         decoder_hidden_size / decoder_num_layers / decoder_num_heads: same for the decoder.
         mlp_ratio: SwiGLU hidden size is ``int(width * mlp_ratio)`` rounded to ``mlp_multiple_of``.
-        decoder_mlp_ratio: the decoder's ratio where it differs from the encoder's (None: ``mlp_ratio``, as the
+        mlp_ratio_decoder: the decoder's ratio where it differs from the encoder's (None: ``mlp_ratio``, as the
             original's variants have; a checkpoint whose halves differ is converted with both).
         patch_size: pixels per patch side; ``temporal_patch_size`` frames per token (1 for images).
         num_channels: image channels; a token holds ``temporal_patch_size * patch_size**2 * num_channels`` values.
@@ -152,7 +152,9 @@ class ViTokConfig(PreTrainedConfig):
     decoder_num_layers: int = 24
     decoder_num_heads: int = 16
     mlp_ratio: float | int = _DEFAULT_MLP_RATIO
-    decoder_mlp_ratio: float | int | None = None
+    # not decoder_mlp_ratio: transformers' get_text_config() maps decoder_* fields onto the shared names of an
+    # encoder-decoder config, and None is no mlp_ratio
+    mlp_ratio_decoder: float | int | None = None
     mlp_multiple_of: int = 16
     patch_size: int = 16
     temporal_patch_size: int = 1
@@ -190,7 +192,7 @@ class ViTokConfig(PreTrainedConfig):
             width = getattr(self, f"{role}_hidden_size")
             ratio = self.stack_mlp_ratio(role)
             if ratio <= 0 or rounded_hidden_size(width, ratio, self.mlp_multiple_of) <= 0:
-                name = "decoder_mlp_ratio" if role == "decoder" and self.decoder_mlp_ratio is not None else "mlp_ratio"
+                name = "mlp_ratio_decoder" if role == "decoder" and self.mlp_ratio_decoder is not None else "mlp_ratio"
                 raise ValueError(
                     f"{name}={ratio} gives the {role} (width {width}) an empty SwiGLU once rounded to "
                     f"mlp_multiple_of={self.mlp_multiple_of}"
@@ -201,7 +203,7 @@ class ViTokConfig(PreTrainedConfig):
         """The MLP ratio of the ``"encoder"`` or ``"decoder"`` stack."""
         if role not in ("encoder", "decoder"):
             raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
-        return self.decoder_mlp_ratio if role == "decoder" and self.decoder_mlp_ratio is not None else self.mlp_ratio
+        return self.mlp_ratio_decoder if role == "decoder" and self.mlp_ratio_decoder is not None else self.mlp_ratio
 
     @property
     def pixels_per_token(self) -> int:

@@ -50,7 +50,7 @@ KEY_RULES = [
 
 def infer_vitok_config(state_dict: dict[str, torch.Tensor], **overrides) -> ViTokConfig:
     """Read every architecture number off a converted (hf_vtok-named) state dict; each half's MLP ratio from its
-    own SwiGLU width (``decoder_mlp_ratio`` is set where the encoder's ratio would size the decoder otherwise)."""
+    own SwiGLU width (``mlp_ratio_decoder`` is set where the encoder's ratio would size the decoder otherwise)."""
     fields: dict = {}
     ratios: dict[str, tuple[float, int, int]] = {}  # role -> (ratio, width, SwiGLU hidden size)
     has_encoder = "encoder.patch_embed.weight" in state_dict
@@ -87,7 +87,7 @@ def infer_vitok_config(state_dict: dict[str, torch.Tensor], **overrides) -> ViTo
             rounded_hidden_size(width, first[0], overrides.get("mlp_multiple_of", ViTokConfig.mlp_multiple_of))
             != hidden
         ):
-            fields["decoder_mlp_ratio"] = ratios["decoder"][0]
+            fields["mlp_ratio_decoder"] = ratios["decoder"][0]
     if not has_encoder:  # mirror the decoder so the config stays valid
         fields.update({f"encoder_{k}": fields[f"decoder_{k}"] for k in ("hidden_size", "num_layers", "num_heads")})
     if not has_decoder:
