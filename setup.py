@@ -22,18 +22,32 @@ CORE = [
 ]
 
 EXTRAS = {
-    # peft (>=0.15: trainable_token_indices): the LoRA tests; datasets: latent-cache tests; the evaluation tests need the eval libraries and read real
-    # photographs from scikit-image's data folder
+    # peft (>=0.15: trainable_token_indices): the LoRA tests; datasets: latent-cache tests; the evaluation tests
+    # need the eval libraries (evaluate: the metric modules) and read real photographs from scikit-image's data folder
     # selenium: the browser test of the Spaces demo (with the demo extra and Debian's chromium + chromium-driver);
     # ruff: the style check of .ci/run (ruff.toml)
     "test": [
-        "pytest>=8", "peft>=0.15", "torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "scikit-image>=0.22",
+        "pytest>=8",
+        "peft>=0.15",
+        "torchmetrics>=1.4",
+        "matplotlib>=3.8",
+        "datasets>=3.0",
+        "scikit-image>=0.22",
         "selenium>=4.20",
+        "evaluate>=0.4",
         "ruff==0.17.6",  # pinned: formatting differs between releases
     ],
-    # training scripts (finetune_lora.py, train_v2flow_llama.py: peft); scikit-learn / scikit-image only for the photos of make_default_model.py
-    "train": ["datasets>=3.0", "peft>=0.15", "torchmetrics>=1.4", "matplotlib>=3.8", "scikit-image>=0.22", "scikit-learn>=1.3"],
-    "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
+    # training scripts (finetune_lora.py, train_v2flow_llama.py: peft); scikit-learn / scikit-image only for the
+    # photos of make_default_model.py
+    "train": [
+        "datasets>=3.0",
+        "peft>=0.15",
+        "torchmetrics>=1.4",
+        "matplotlib>=3.8",
+        "scikit-image>=0.22",
+        "scikit-learn>=1.3",
+    ],
+    "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "evaluate>=0.4"],
     # gradio caps pillow below 13 (installing it downgrades a newer pillow; hf_vtok works with either)
     "demo": ["gradio>=5", "torchmetrics>=1.4"],
 }
@@ -51,7 +65,11 @@ setup(
     package_dir={"": "src", "hf_vtok.model_cards": "model_cards"},
     packages=find_packages("src") + ["hf_vtok.model_cards"],
     # the embedded default model of `hf-vtok reconstruct` (a small ViTok, training_scripts/make_default_model.py)
-    package_data={"hf_vtok": ["default_model/*.json", "default_model/*.safetensors"], "hf_vtok.model_cards": ["*.md"]},
+    # and the `evaluate` module scripts (hf_vtok.metrics.evaluate_module_path: folders without __init__.py)
+    package_data={
+        "hf_vtok": ["default_model/*.json", "default_model/*.safetensors", "metrics/evaluate_modules/*/*.py"],
+        "hf_vtok.model_cards": ["*.md"],
+    },
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 import hf_vtok
 from hf_vtok import hub
 from hf_vtok.hub.loading import load_pipeline
+from hf_vtok.metrics import EVALUATE_MODULES
 from hf_vtok.pipelines.dit_1d import DiT1DPipeline
 from hf_vtok.registry import FAMILIES
 from hf_vtok.remote_code import NATIVE_ENTRIES
@@ -232,9 +233,26 @@ def test_every_family_has_a_template():
         hub.template_path("nope")
 
 
+WHEEL_EVALUATE = """
+import sys
+import evaluate
+import torch
+import hf_vtok
+from hf_vtok.metrics import EVALUATE_MODULES, evaluate_module_path
+assert hf_vtok.__file__.startswith(sys.argv[1]), hf_vtok.__file__  # the unpacked wheel, not the source tree
+for name in EVALUATE_MODULES:
+    assert evaluate_module_path(name).startswith(sys.argv[1])
+    evaluate.load(evaluate_module_path(name), cache_dir=sys.argv[2])
+psnr = evaluate.load(evaluate_module_path("psnr"), cache_dir=sys.argv[2])
+image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+print(psnr.compute(predictions=(image + 0.1).clamp(0, 1), references=image)["psnr"])
+"""
+
+
 @pytest.mark.slow
-def test_templates_ship_in_the_wheel(tmp_path):
-    """A non-editable install has the templates (package data)."""
+def test_package_data_ships_in_the_wheel(tmp_path):
+    """A non-editable install has the templates and the ``evaluate`` module scripts (package data), and
+    ``evaluate.load`` loads every module from the installed (unpacked) wheel, offline."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("setup.py", "README.md"):
@@ -249,8 +267,20 @@ def test_templates_ship_in_the_wheel(tmp_path):
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = (tmp_path / "wheel").glob("hf_vtok-*.whl")
-    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("hf_vtok/model_cards/")}
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {name for name in names if name.startswith("hf_vtok/model_cards/")}
     assert shipped == {f"hf_vtok/model_cards/{info.card_template}" for info in FAMILIES.values()}
+    modules = {name for name in names if name.startswith("hf_vtok/metrics/evaluate_modules/")}
+    assert modules == {f"hf_vtok/metrics/evaluate_modules/{name}/{name}.py" for name in EVALUATE_MODULES}
+    installed = tmp_path / "site-packages"
+    zipfile.ZipFile(wheel).extractall(installed)
+    env = {**os.environ, "PYTHONPATH": str(installed), "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "m")}
+    result = subprocess.run(
+        [sys.executable, "-c", WHEEL_EVALUATE, str(installed), str(tmp_path / "cache")],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 15 < float(result.stdout.split()[-1]) < 30
 
 
 # --------------------------------------------------------------------------------------------------
