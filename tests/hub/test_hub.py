@@ -212,8 +212,8 @@ def test_generator_and_pipeline_push(tmp_path, monkeypatch):
     pipe = DiT1DPipeline.from_components(transformer, tokenizer)
     pipe.push_to_hub("me/dit-pipeline")
     files = fake.files()
-    assert {"README.md", "model_index.json", "scheduler/scheduler_config.json", "tokenizer/config.json",
-            "tokenizer/modeling_softvq.py", "transformer/modeling_dit_1d.py", "pipeline_dit_1d.py",
+    assert {"README.md", "model_index.json", "scheduler/scheduler_config.json", "vae/config.json",
+            "vae/modeling_softvq.py", "transformer/modeling_dit_1d.py", "pipeline_dit_1d.py",
             "scheduler/scheduling_gaussian_diffusion.py"} <= files  # fmt: skip
     index = json.loads((fake.pushed / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_dit_1d", "DiT1DPipeline"]  # diffusers' custom pipeline
@@ -652,7 +652,7 @@ def test_pipeline_cards_list_every_component_base_model(tmp_path, monkeypatch):
     pipe.tokenizer.name_or_path = str(local)  # a local folder: never listed
     card = hub.model_card(pipe, repo_id="me/v2flow")
     assert card.data.base_model == "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers" and str(local) not in str(card)
-    assert "not a text\ntokenizer" in hub.model_card(tiny_sit_pipeline(), repo_id="me/sit").content
+    assert "Components: `vae` (SoftVQModel" in hub.model_card(tiny_sit_pipeline(), repo_id="me/sit").content
 
 
 def test_lora_adapter_card_names_a_hub_id_or_no_base_model(tmp_path):
