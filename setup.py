@@ -23,9 +23,9 @@ CORE = [
 
 EXTRAS = {
     # peft (>=0.15: trainable_token_indices): the LoRA tests; datasets: latent-cache tests; the evaluation tests
-    # need the eval libraries and read real photographs from scikit-image's data folder; scikit-learn: the digits
-    # and the classifier that scores the embedded default pipeline (tests/commands/test_generate.py);
-    # tensorboard: the --report-to test of the training loop;
+    # need the eval libraries (evaluate: the metric modules) and read real photographs from scikit-image's data
+    # folder; scikit-learn: the digits and the classifier that scores the embedded default pipeline
+    # (tests/commands/test_generate.py); tensorboard: the --report-to test of the training loop;
     # selenium: the browser test of the Spaces demo (with the demo extra and Debian's chromium + chromium-driver);
     # ruff: the style check of .ci/run (ruff.toml)
     "test": [
@@ -38,6 +38,7 @@ EXTRAS = {
         "selenium>=4.20",
         "tensorboard>=2.14",
         "scikit-learn>=1.3",
+        "evaluate>=0.4",
         "ruff==0.17.6",  # pinned: formatting differs between releases
     ],
     # training scripts (finetune_lora.py, train_v2flow_llama.py: peft); scikit-learn / scikit-image only for the
@@ -52,7 +53,7 @@ EXTRAS = {
         "scikit-learn>=1.3",
         "tensorboard>=2.14",
     ],
-    "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0"],
+    "eval": ["torchmetrics>=1.4", "matplotlib>=3.8", "datasets>=3.0", "evaluate>=0.4"],
     # gradio caps pillow below 13 (installing it downgrades a newer pillow; hf_vtok works with either)
     "demo": ["gradio>=5", "torchmetrics>=1.4"],
 }
@@ -69,8 +70,9 @@ setup(
     # the model card templates live in the top-level model_cards/ and ship as hf_vtok/model_cards (hf_vtok.hub)
     package_dir={"": "src", "hf_vtok.model_cards": "model_cards"},
     packages=find_packages("src") + ["hf_vtok.model_cards"],
-    # the embedded default model of `hf-vtok reconstruct` (a small ViTok, training_scripts/make_default_model.py) and
-    # the default pipeline of `hf-vtok generate` (a digits SiT, training_scripts/make_default_generator.py)
+    # the embedded default model of `hf-vtok reconstruct` (a small ViTok, training_scripts/make_default_model.py),
+    # the default pipeline of `hf-vtok generate` (a digits SiT, training_scripts/make_default_generator.py) and the
+    # `evaluate` module scripts (hf_vtok.metrics.evaluate_module_path: folders without __init__.py)
     package_data={
         "hf_vtok": [
             "default_model/*.json",
@@ -79,6 +81,7 @@ setup(
             "default_pipeline/*.png",
             "default_pipeline/*/*.json",
             "default_pipeline/*/*.safetensors",
+            "metrics/evaluate_modules/*/*.py",
         ],
         "hf_vtok.model_cards": ["*.md"],
     },

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 import hf_vtok
 from hf_vtok import hub
 from hf_vtok.hub.loading import load_pipeline
+from hf_vtok.metrics import EVALUATE_MODULES
 from hf_vtok.pipelines.dit_1d import DiT1DPipeline
 from hf_vtok.registry import FAMILIES
 from hf_vtok.remote_code import NATIVE_ENTRIES
@@ -211,8 +212,8 @@ def test_generator_and_pipeline_push(tmp_path, monkeypatch):
     pipe = DiT1DPipeline.from_components(transformer, tokenizer)
     pipe.push_to_hub("me/dit-pipeline")
     files = fake.files()
-    assert {"README.md", "model_index.json", "scheduler/scheduler_config.json", "tokenizer/config.json",
-            "tokenizer/modeling_softvq.py", "transformer/modeling_dit_1d.py", "pipeline_dit_1d.py",
+    assert {"README.md", "model_index.json", "scheduler/scheduler_config.json", "vae/config.json",
+            "vae/modeling_softvq.py", "transformer/modeling_dit_1d.py", "pipeline_dit_1d.py",
             "scheduler/scheduling_gaussian_diffusion.py"} <= files  # fmt: skip
     index = json.loads((fake.pushed / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_dit_1d", "DiT1DPipeline"]  # diffusers' custom pipeline
@@ -232,14 +233,43 @@ def test_every_family_has_a_template():
         hub.template_path("nope")
 
 
+WHEEL_EVALUATE = """
+import sys
+import evaluate
+import torch
+import hf_vtok
+from hf_vtok.metrics import EVALUATE_MODULES, evaluate_module_path
+assert hf_vtok.__file__.startswith(sys.argv[1]), hf_vtok.__file__  # the unpacked wheel, not the source tree
+for name in EVALUATE_MODULES:
+    assert evaluate_module_path(name).startswith(sys.argv[1])
+    evaluate.load(evaluate_module_path(name), cache_dir=sys.argv[2])
+psnr = evaluate.load(evaluate_module_path("psnr"), cache_dir=sys.argv[2])
+image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+print(psnr.compute(predictions=(image + 0.1).clamp(0, 1), references=image)["psnr"])
+"""
+
+
 @pytest.mark.slow
-def test_templates_ship_in_the_wheel(tmp_path):
-    """A non-editable install has the templates (package data)."""
+def test_package_data_ships_in_the_wheel(tmp_path):
+    """A non-editable install has the templates and the ``evaluate`` module scripts (package data), and
+    ``evaluate.load`` loads every module from the installed (unpacked) wheel, offline."""
     from tests.testing_utils.packaging import build_wheel
 
     wheel = build_wheel(tmp_path)
-    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("hf_vtok/model_cards/")}
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {name for name in names if name.startswith("hf_vtok/model_cards/")}
     assert shipped == {f"hf_vtok/model_cards/{info.card_template}" for info in FAMILIES.values()}
+    modules = {name for name in names if name.startswith("hf_vtok/metrics/evaluate_modules/")}
+    assert modules == {f"hf_vtok/metrics/evaluate_modules/{name}/{name}.py" for name in EVALUATE_MODULES}
+    installed = tmp_path / "site-packages"
+    zipfile.ZipFile(wheel).extractall(installed)
+    env = {**os.environ, "PYTHONPATH": str(installed), "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "m")}
+    result = subprocess.run(
+        [sys.executable, "-c", WHEEL_EVALUATE, str(installed), str(tmp_path / "cache")],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 15 < float(result.stdout.split()[-1]) < 30
 
 
 # --------------------------------------------------------------------------------------------------
@@ -611,7 +641,7 @@ def test_pipeline_cards_list_every_component_base_model(tmp_path, monkeypatch):
     pipe.tokenizer.name_or_path = str(local)  # a local folder: never listed
     card = hub.model_card(pipe, repo_id="me/v2flow")
     assert card.data.base_model == "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers" and str(local) not in str(card)
-    assert "not a text\ntokenizer" in hub.model_card(tiny_sit_pipeline(), repo_id="me/sit").content
+    assert "Components: `vae` (SoftVQModel" in hub.model_card(tiny_sit_pipeline(), repo_id="me/sit").content
 
 
 def test_lora_adapter_card_names_a_hub_id_or_no_base_model(tmp_path):

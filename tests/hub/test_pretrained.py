@@ -172,7 +172,7 @@ def test_generator_preset_as_a_pipeline(family_parity_dir, tmp_path, monkeypatch
     cache_release(cache, generator, generator_files)
     cache_release(cache, tokenizer, tokenizer_files)
     pipe = hf_vtok.from_preset(generator.name, pipeline=True, cache_dir=cache)
-    assert isinstance(pipe, hf_vtok.SiTPipeline) and isinstance(pipe.tokenizer, hf_vtok.SoftVQModel)
+    assert isinstance(pipe, hf_vtok.SiTPipeline) and isinstance(pipe.vae, hf_vtok.SoftVQModel)
     assert pipe.scheduler.config.sampler == "sde" and pipe.scheduler.config.path_type == "cosine"
     pipe.set_progress_bar_config(disable=True)
     images = pipe([1, 2], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images

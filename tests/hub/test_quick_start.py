@@ -1,6 +1,8 @@
 """The README's quick start runs as written: a converted ViTok (a tiny stand-in with the converter's processor) on a
-600x400 and a 2000x1500 photograph, "any size and aspect ratio" within the release's 256-token budget."""
+600x400 and a 2000x1500 photograph, "any size and aspect ratio" within the release's 256-token budget; and its
+``evaluate`` example."""
 
+import json
 import re
 from pathlib import Path
 
@@ -47,3 +49,16 @@ def test_the_old_strict_budget_is_what_failed(workdir):
     processor = hf_vtok.ViTokImageProcessor.from_pretrained(workdir / "vitok-350M-f16x64")
     with pytest.raises(ValueError, match=r"needs 25x38=950 patches of 16px, over max_num_patches=256"):
         processor(Image.open(workdir / "photo.jpg"), over_budget="error")
+
+
+def test_readme_evaluate_snippet_runs_offline(tmp_path):
+    """The README's ``evaluate`` example: modules loaded from the installed package, combined, saved."""
+    pytest.importorskip("evaluate")
+    pytest.importorskip("skimage.data")
+    text = README.read_text(encoding="utf-8")
+    snippet = re.search(r"<!-- test:evaluate -->\s*```python\n(.*?)```", text, re.S).group(1)
+    namespace = run_snippet(snippet, tmp_path)
+    results = namespace["results"]
+    assert set(results) == {"psnr", "ssim"} and 25 < results["psnr"] < 35 and 0.4 < results["ssim"] < 1
+    (saved,) = (tmp_path / "eval").glob("result-*.json")
+    assert json.loads(saved.read_text())["model"] == "my-tokenizer"

@@ -319,7 +319,7 @@ class PipelineTesterMixin:
     [0, 1], as in diffusers."""
 
     pipeline_class: type
-    components = ("tokenizer", "transformer", "scheduler")  # what model_index.json must name
+    components = ("vae", "transformer", "scheduler")  # what model_index.json must name
     bf16_tolerance = 0.05  # max |bf16 - fp32| of the images, which lie in [0, 1]
     # keyword arguments with defaults that every call takes (diffusers' ``required_optional_params``)
     required_optional_params = ("generator", "output_type", "return_dict")

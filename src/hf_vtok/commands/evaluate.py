@@ -5,7 +5,8 @@
 
 Every tokenizer goes through the generic contract ``processor(images) -> model.encode(**inputs) ->
 model.decode(encoded) -> processor.postprocess(...)``; the originals are framed once (``--crop``), and
-their rFID / FDD statistics are computed once and shared by all tokenizers.
+their rFID / FDD statistics are computed once and shared by all tokenizers. The metrics are computed through
+hf_vtok's ``evaluate`` modules (``hf_vtok.metrics.evaluate_metrics.ReconstructionEvaluation``).
 """
 
 import argparse
@@ -24,7 +25,7 @@ from ..data.images import CROP_MODES, count_images, frame_image, iter_images
 from ..hub.loading import load_tokenizer
 from ..metrics.dino import DEFAULT_FDD_MODEL, DEFAULT_FDD_RESOLUTION
 from ..metrics.inception import FID_INCEPTION_URL, INPUT_CONVENTIONS
-from ..metrics.reconstruction import RECONSTRUCTION_METRICS, ReconstructionMetrics, parse_metric_names
+from ..metrics.reconstruction import RECONSTRUCTION_METRICS, parse_metric_names
 from ..utils.devices import check_device
 from ..utils.dtypes import DTYPES
 from ..utils.outputs import check_output_folder, create_output_folder, write_text_atomically
@@ -112,6 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--fdd-model", default=DEFAULT_FDD_MODEL, help="DINOv2 / DINOv3 model id or folder for FDD")
     group.add_argument("--fdd-resolution", type=int, default=DEFAULT_FDD_RESOLUTION, help="DINO input size for FDD")
+    parser.add_argument(
+        "--push-metrics",
+        metavar="NAMESPACE",
+        default=None,
+        help="after the run, push the evaluate modules of --metrics as metric Spaces NAMESPACE/<metric> "
+        "(hf_vtok.hub.push_metric_spaces; needs a Hub token)",
+    )
 
 
 def tokens_per_image(encoded) -> list[int]:
@@ -260,13 +268,18 @@ def evaluate_reconstruction(
     out = check_output_folder(out, "--out")
     # the first image before any model work: a data set that cannot be read fails at once
     next(iter(iter_images(data, split=split, num_samples=1, streaming=streaming, image_column=image_column)), None)
-    scorer = ReconstructionMetrics(
+    # the metrics are hf_vtok's evaluate modules (evaluate.load + evaluate.combine); the originals' rFID / FDD
+    # features of the first tokenizer are kept for the others
+    from ..metrics.evaluate_metrics import ReconstructionEvaluation
+
+    scorer = ReconstructionEvaluation(
         metrics,
         lpips=networks.get("lpips"),
         inception=networks.get("inception"),
         fid_input_convention=fid_input,
         dino=networks.get("dino"),
         device=device,
+        keep_reference_features=len(models) > 1,
     )
     names = display_names(models)
     total = count_images(data, num_samples)  # None (a bar without an end) where only reading tells
@@ -408,4 +421,10 @@ def run(args: argparse.Namespace) -> dict:
     )
     print(results["table"], end="")
     print(f"wrote {', '.join(results['files'].values())}")
+    if args.push_metrics:
+        from ..hub.metric_spaces import push_metric_spaces
+
+        pushed = push_metric_spaces(metrics, args.push_metrics)
+        results["metric_spaces"] = {name: f"{args.push_metrics}/{name}" for name in pushed}
+        print(f"pushed the metric Spaces {', '.join(results['metric_spaces'].values())}")
     return results

@@ -263,10 +263,12 @@ def evaluation_image(eval_results) -> Path | None:
 def _template_variables(obj, kind: str) -> dict:
     """Numbers of the model the templates show (latent sizes, token counts, ...)."""
     if kind == "pipeline":
-        tokenizer_config = obj.tokenizer.config
+        # the visual tokenizer: V2Flow's `tokenizer` (its `vae` is the DC-AE), else the autoencoder `vae`
+        tokenizer = obj.components.get("tokenizer") or obj.components["vae"]
+        tokenizer_config = tokenizer.config
         transformer = getattr(obj, "transformer", None)
         config = transformer.config if transformer is not None else tokenizer_config
-        variables = {"tokenizer_class": type(obj.tokenizer).__name__, "pipeline_class": type(obj).__name__}
+        variables = {"tokenizer_class": type(tokenizer).__name__, "pipeline_class": type(obj).__name__}
         language_model = getattr(obj, "language_model", None)
         if language_model is not None:
             variables["language_model_class"] = type(language_model).__name__

@@ -1,16 +1,21 @@
 """What the hf_vtok generation pipelines share: Hub loading, input checks, decoding through the tokenizer.
 
-A pipeline composes a tokenizer (an hf_vtok ``PreTrainedModel``), a transformer (a diffusers
-``ModelMixin``) and a scheduler. With ``hf_vtok`` imported, a saved folder loads through the concrete
-class (``SiTPipeline.from_pretrained(folder or Hub id)``) or diffusers' generic
-``DiffusionPipeline.from_pretrained(folder)``; a folder with remote code (``push_to_hub``,
+A pipeline composes a tokenizer (an hf_vtok ``PreTrainedModel``, the component ``vae``: in diffusers
+``tokenizer`` names a text tokenizer), a transformer (a diffusers ``ModelMixin``) and a scheduler. With ``hf_vtok``
+imported, a saved folder loads through the concrete class (``SiTPipeline.from_pretrained(folder or Hub id)``)
+or diffusers' generic ``DiffusionPipeline.from_pretrained(folder)``; a folder with remote code (``push_to_hub``,
 ``hf_vtok.remote_code.write_pipeline_remote_code``) also loads with ``trust_remote_code=True`` where hf_vtok
-is not installed.
+is not installed. Folders saved before the autoencoder was named ``vae`` (component ``tokenizer``) load through
+the concrete class (``SiTPipeline.from_pretrained``) and ``hf_vtok.hub.loading``; ``pipe.tokenizer`` is a
+deprecated alias of ``pipe.vae``.
 """
 
+import importlib
 import inspect
 import math
 import os
+import warnings
+from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
@@ -21,6 +26,13 @@ from ..publishing import HubMixin
 from ..remote_code import is_hf_vtok_class, native_model_index
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# the autoencoder component, and its name in folders saved before it was called ``vae``
+AUTOENCODER_COMPONENT, LEGACY_AUTOENCODER_COMPONENT = "vae", "tokenizer"
+
+
+def is_legacy_layout(model_index: dict) -> bool:
+    """Whether a ``model_index.json`` names the autoencoder ``tokenizer`` (hf_vtok's layout before ``vae``)."""
+    return LEGACY_AUTOENCODER_COMPONENT in model_index and AUTOENCODER_COMPONENT not in model_index
 
 
 class HubPipelineMixin(HubMixin):
@@ -54,15 +66,77 @@ class TokenizerGenerationPipeline(HubPipelineMixin, DiffusionPipeline):
     ``num_images_per_prompt`` is not taken: the pipelines have no prompt; repeat a class label for more images.
     """
 
-    model_cpu_offload_seq = "transformer->tokenizer"
+    model_cpu_offload_seq = "transformer->vae"
     _callback_tensor_inputs = ["latents"]
     fixed_token_count = True  # False where the transformer takes any number of tokens (ViTok DiT)
 
-    def __init__(self, tokenizer, transformer, scheduler):
+    def __init__(self, vae, transformer, scheduler):
         """Subclasses keep their own typed ``__init__`` (diffusers reads the component types from it)."""
         super().__init__()
-        self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
+        self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler)
         self.check_components()
+
+    @property
+    def tokenizer(self):
+        """Deprecated alias of ``vae``, the autoencoder's name before (``tokenizer`` is a text tokenizer in
+        diffusers)."""
+        warnings.warn(
+            f"{type(self).__name__}.tokenizer is deprecated: the autoencoder component is `vae`",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.vae
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """``model_index.json``, with the ``tokenizer`` entry of a folder saved before the autoencoder was named
+        ``vae`` renamed (``from_pretrained`` passes that component, loaded from the ``tokenizer/`` subfolder)."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if is_legacy_layout(config):
+            config[AUTOENCODER_COMPONENT] = config.pop(LEGACY_AUTOENCODER_COMPONENT)
+        return loaded
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' generic ``DiffusionPipeline.from_pretrained`` of a folder of the old layout: an error that says
+        what loads it (the concrete class renames the component in ``load_config`` first)."""
+        if is_legacy_layout(config_dict):
+            raise ValueError(
+                f"this {cls.__name__} folder names its autoencoder `tokenizer` (saved before hf_vtok called it `vae`):"
+                f" load it with hf_vtok.{cls.__name__}.from_pretrained(...) (then save_pretrained writes `vae`)"
+            )
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``; a folder or Hub repo of the old layout (the autoencoder in ``tokenizer/``)
+        loads too, its autoencoder passed as ``vae``."""
+        if AUTOENCODER_COMPONENT not in kwargs:
+            names = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+            options = {key: kwargs[key] for key in names if kwargs.get(key) is not None}
+            folder = Path(str(pretrained_model_name_or_path))
+            index_file = folder / "model_index.json"
+            if not folder.is_dir():  # a Hub id: its model_index.json alone first
+                from huggingface_hub import hf_hub_download
+
+                hub_options = {key: value for key, value in options.items() if key != "cache_dir"}
+                index_file = hf_hub_download(
+                    str(pretrained_model_name_or_path), "model_index.json", cache_dir=options.get("cache_dir"),
+                    **hub_options,
+                )  # fmt: skip
+            # model_index.json as saved (remote-code entries made native), before this class renames the entry
+            model_index = super().load_config(str(index_file))
+            if is_legacy_layout(model_index):
+                if not folder.is_dir():
+                    folder = Path(cls.download(str(pretrained_model_name_or_path), **options))
+                library, class_name = model_index[LEGACY_AUTOENCODER_COMPONENT]
+                dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+                autoencoder = getattr(importlib.import_module(library), class_name).from_pretrained(
+                    folder / LEGACY_AUTOENCODER_COMPONENT, **({"dtype": dtype} if dtype is not None else {})
+                )
+                return super().from_pretrained(str(folder), **{AUTOENCODER_COMPONENT: autoencoder}, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def default_scheduler(cls, transformer, sampling=None):
@@ -70,18 +144,26 @@ class TokenizerGenerationPipeline(HubPipelineMixin, DiffusionPipeline):
         raise NotImplementedError
 
     @classmethod
-    def from_components(cls, transformer, tokenizer, scheduler=None, sampling=None):
-        """Pipeline from a converted transformer and a tokenizer (model, folder or Hub id); without ``scheduler``
-        the original's sampler, set up by the release's ``sampling`` recipe where it has one."""
+    def from_components(cls, transformer, vae=None, scheduler=None, sampling=None, *, tokenizer=None):
+        """Pipeline from a converted transformer and a tokenizer ``vae`` (model, folder or Hub id; ``tokenizer=``
+        is its deprecated name); without ``scheduler`` the original's sampler, set up by the release's ``sampling``
+        recipe where it has one."""
+        if tokenizer is not None:
+            if vae is not None:
+                raise ValueError("pass the tokenizer once: as vae (tokenizer= is its deprecated name)")
+            warnings.warn("from_components(tokenizer=...) is deprecated: pass vae=", FutureWarning, stacklevel=2)
+            vae = tokenizer
+        if vae is None:
+            raise ValueError(f"{cls.__name__}.from_components needs the tokenizer (vae=)")
         if scheduler is None:
             scheduler = cls.default_scheduler(transformer, sampling)
-        return cls(tokenizer=tokenizer_from(tokenizer), transformer=transformer, scheduler=scheduler)
+        return cls(vae=tokenizer_from(vae), transformer=transformer, scheduler=scheduler)
 
     # ----------------------------------------------------------------------------------------------
     # checks that run before any compute
     def _tokenizer_latent_size(self) -> tuple[int | None, int | None]:
         """``(channels, tokens)`` of the tokenizer's latents, None where the tokenizer does not fix it."""
-        config = self.tokenizer.config
+        config = self.vae.config
         return getattr(config, "latent_channels", None), getattr(config, "num_latent_tokens", None)
 
     def check_components(self) -> None:
@@ -90,13 +172,13 @@ class TokenizerGenerationPipeline(HubPipelineMixin, DiffusionPipeline):
         config = self.transformer.config
         if channels is not None and channels != config.in_channels:
             raise ValueError(
-                f"the tokenizer ({type(self.tokenizer).__name__}) has {channels}-channel latents but the transformer "
+                f"the tokenizer ({type(self.vae).__name__}) has {channels}-channel latents but the transformer "
                 f"generates {config.in_channels} channels per token"
             )
         expected_tokens = getattr(config, "num_tokens", None)
         if tokens is not None and expected_tokens is not None and tokens != expected_tokens and self.fixed_token_count:
             raise ValueError(
-                f"the tokenizer ({type(self.tokenizer).__name__}) has {tokens} latent tokens but the transformer "
+                f"the tokenizer ({type(self.vae).__name__}) has {tokens} latent tokens but the transformer "
                 f"generates {expected_tokens}"
             )
 
@@ -214,7 +296,7 @@ class TokenizerGenerationPipeline(HubPipelineMixin, DiffusionPipeline):
     def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Generator latents -> tokenizer latents: ``latents / scaling_factor + shift_factor`` (diffusers
         convention)."""
-        config = self.tokenizer.config
+        config = self.vae.config
         scaling = getattr(config, "scaling_factor", None)
         shift = getattr(config, "shift_factor", None)
         if scaling is not None and scaling != 1.0:
@@ -244,7 +326,7 @@ class TokenizerGenerationPipeline(HubPipelineMixin, DiffusionPipeline):
         latents = self.denormalize_latents(samples)
         if grid_shape is not None:
             latents = latents.transpose(1, 2).unflatten(2, grid_shape)
-        images = self.tokenizer.decode(latents.to(self.tokenizer.dtype)).sample
+        images = self.vae.decode(latents.to(self.vae.dtype)).sample
         return self.finish(self.images_from_tokenizer_output(images, output_type), output_type, return_dict)
 
     def finish(self, images, output_type: str, return_dict: bool):

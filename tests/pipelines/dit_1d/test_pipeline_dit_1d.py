@@ -32,7 +32,7 @@ def test_hub_id_loading_from_the_cache(tmp_path, monkeypatch):
     (tmp_path / "hub" / "models--someone--tiny-dit" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     reloaded = DiT1DPipeline.from_pretrained("someone/tiny-dit", cache_dir=str(tmp_path / "hub"))
-    assert isinstance(reloaded.transformer, DiTTransformer1DModel) and isinstance(reloaded.tokenizer, SoftVQModel)
+    assert isinstance(reloaded.transformer, DiTTransformer1DModel) and isinstance(reloaded.vae, SoftVQModel)
     assert isinstance(reloaded.scheduler, GaussianDiffusionScheduler)
 
 

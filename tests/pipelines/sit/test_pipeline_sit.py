@@ -38,7 +38,7 @@ def test_given_noise_replaces_the_draw_and_decoding_denormalises():
         ).images,
     )
     images = pipe([1, 2], num_inference_steps=2, latents=noise, output_type="pt").images
-    expected = pipe.tokenizer.decode(latents / 2.0 + 0.1).sample  # scaling_factor 2, shift_factor 0.1
+    expected = pipe.vae.decode(latents / 2.0 + 0.1).sample  # scaling_factor 2, shift_factor 0.1
     torch.testing.assert_close(images, ((expected.clamp(-1, 1) + 1) / 2))
 
 

@@ -13,7 +13,7 @@ from ..pipeline_utils import TokenizerGenerationPipeline
 class DiT1DPipeline(TokenizerGenerationPipeline):
     r"""ADM-style DiT on the latents of a 1D tokenizer, decoded through that tokenizer.
 
-    Components: ``tokenizer`` (hf_vtok tokenizer), ``transformer`` (``DiTTransformer1DModel``),
+    Components: ``vae`` (hf_vtok tokenizer), ``transformer`` (``DiTTransformer1DModel``),
     ``scheduler`` (``GaussianDiffusionScheduler``: ancestral or DDIM, learned-range variance).
     Named ``DiT1DPipeline`` so that its ``model_index.json`` is never mistaken for diffusers' own
     ``DiTPipeline`` (2D latents of an ``AutoencoderKL``).
@@ -24,9 +24,9 @@ class DiT1DPipeline(TokenizerGenerationPipeline):
     """
 
     def __init__(
-        self, tokenizer: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler
+        self, vae: PreTrainedModel, transformer: DiTTransformer1DModel, scheduler: GaussianDiffusionScheduler
     ):
-        super().__init__(tokenizer, transformer, scheduler)
+        super().__init__(vae, transformer, scheduler)
 
     def check_components(self) -> None:
         super().check_components()

@@ -13,7 +13,7 @@ from ..pipeline_utils import TokenizerGenerationPipeline
 class SiTPipeline(TokenizerGenerationPipeline):
     r"""SiT on the latents of a 1D tokenizer, decoded through that tokenizer.
 
-    Components: ``tokenizer`` (an hf_vtok tokenizer: ``decode(latents).sample`` images in [-1, 1],
+    Components: ``vae`` (an hf_vtok tokenizer: ``decode(latents).sample`` images in [-1, 1],
     latent normalisation in ``config.scaling_factor`` / ``shift_factor``), ``transformer``
     (``SiTTransformer1DModel``), ``scheduler`` (``SiTFlowScheduler``: ODE Euler / Heun or SDE
     Euler-Maruyama, linear or cosine path). The sampler state is float64 as in the original; the
@@ -27,8 +27,8 @@ class SiTPipeline(TokenizerGenerationPipeline):
     ```
     """
 
-    def __init__(self, tokenizer: PreTrainedModel, transformer: SiTTransformer1DModel, scheduler: SiTFlowScheduler):
-        super().__init__(tokenizer, transformer, scheduler)
+    def __init__(self, vae: PreTrainedModel, transformer: SiTTransformer1DModel, scheduler: SiTFlowScheduler):
+        super().__init__(vae, transformer, scheduler)
 
     @classmethod
     def default_scheduler(cls, transformer, sampling=None) -> SiTFlowScheduler:

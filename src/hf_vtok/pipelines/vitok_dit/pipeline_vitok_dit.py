@@ -14,7 +14,7 @@ from ..pipeline_utils import TokenizerGenerationPipeline
 class ViTokDiTPipeline(TokenizerGenerationPipeline):
     r"""ViTok-v2 DiT + ViTok-v2 AE.
 
-    Components: ``tokenizer`` (``ViTokModel``), ``transformer`` (``ViTokDiTTransformerModel``),
+    Components: ``vae`` (``ViTokModel``), ``transformer`` (``ViTokDiTTransformerModel``),
     ``scheduler`` (diffusers ``UniPCMultistepScheduler`` with ``use_flow_sigmas=True``,
     ``prediction_type="flow_prediction"``: bit-identical to the original's ``FlowUniPCMultistepScheduler``
     once it is given the original sigma grid, which this pipeline does; ``vitok_unipc_scheduler()``
@@ -25,9 +25,9 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
     fixed_token_count = False
 
     def __init__(
-        self, tokenizer: PreTrainedModel, transformer: ViTokDiTTransformerModel, scheduler: UniPCMultistepScheduler
+        self, vae: PreTrainedModel, transformer: ViTokDiTTransformerModel, scheduler: UniPCMultistepScheduler
     ):
-        super().__init__(tokenizer, transformer, scheduler)
+        super().__init__(vae, transformer, scheduler)
 
     @classmethod
     def default_scheduler(cls, transformer, sampling=None) -> UniPCMultistepScheduler:
@@ -35,7 +35,7 @@ class ViTokDiTPipeline(TokenizerGenerationPipeline):
         return vitok_unipc_scheduler()
 
     def _grid(self, height, width) -> tuple[int, int]:
-        patch = self.tokenizer.config.patch_size
+        patch = self.vae.config.patch_size
         if height is None and width is None:
             side = int(round(self.transformer.config.num_tokens**0.5))
             if side * side != self.transformer.config.num_tokens:
