@@ -310,10 +310,11 @@ def build_demo(
             button.click(reconstruct, [image, chosen], [notice, table, *panels], api_name="reconstruct")
         with gr.Tab("Generate"):
             if generators:
-                first = next(iter(generators.values()))
+                first_name = next(iter(generators))
+                first = generators[first_name]
                 with gr.Row():
                     with gr.Column(scale=1):
-                        pipeline_name = gr.Dropdown(list(generators), value=first.name, label="pipeline")
+                        pipeline_name = gr.Dropdown(list(generators), value=first_name, label="pipeline")
                         class_id = gr.Dropdown(
                             first.choices, value=default_class(first), label="class", elem_id="class-name"
                         )
