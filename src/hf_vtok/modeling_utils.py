@@ -13,6 +13,7 @@ from transformers.utils import ModelOutput
 from .modules import FP32LayerNorm, LayerScale, RMSNorm
 from .modules.modulation import zero_init_rows_
 from .publishing import HubMixin
+from .utils.prepack import enable_fast_linear
 
 
 def _take(value, index: int):
@@ -69,6 +70,10 @@ class VisualTokenizerPreTrainedModel(AutoencoderMixin, HubMixin, PreTrainedModel
     # LoRA targets for peft's ``LoraConfig(target_modules=list(model.lora_target_modules))``: the fused attention
     # and the MLP projections of every block (stock recipes' ``to_q`` / ``q_proj`` / ... name no layer here)
     lora_target_modules = ("qkv_proj", "out_proj", "fc1", "fc2")
+
+    def post_init(self):
+        super().post_init()
+        enable_fast_linear(self)  # oneDNN linears for CPU inference; weights, state dict and training unchanged
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
