@@ -82,3 +82,26 @@ def test_without_original_json_no_side_by_side_columns(monkeypatch, capsys):
     run_all.main(["--match", ENCODE])
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| config"))
     assert "side by side" not in header and "x orig" not in header
+
+
+def test_bench_fast_linear_times_both_paths_in_one_process(monkeypatch):
+    import bench_fast_linear
+    import torch
+    from torch import nn
+
+    from hf_vtok.utils import prepack
+
+    monkeypatch.setattr(prepack, "MIN_ONEDNN_MACS", 0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+    prepack.enable_fast_linear(model)
+    routed = []
+
+    def call():
+        routed.append(prepack.is_fast_linear(model[0]))
+        return model(torch.randn(8, 32))
+
+    case = run_all.Case("vitok", "encode", "fake", 1, "fp32")
+    monkeypatch.setitem(run_all.BUILDERS, "vitok", lambda case, dtype, device: run_all.Bench(call, modules=(model,)))
+    row = bench_fast_linear.measure(case, repeats=3, threads=1)
+    assert routed == [True, False] + [True, False] * 3  # warm-up of each path, then interleaved
+    assert row["fast_s"] > 0 and row["plain_s"] > 0 and row["plain_over_fast"] > 0
