@@ -5,6 +5,7 @@
     python benchmarks/run_all.py --families vitok sit --json out.json
     python benchmarks/run_all.py --compile           # also torch.compile(fullgraph=True) speedups
     python benchmarks/run_all.py --device cuda       # the same rows on a GPU
+    python benchmarks/run_all.py --families vitok --original-json ../shared/perf/results/RUN.json
 
 Protocol (that of BASELINES.md): random weights built in the measured dtype, eval mode,
 ``torch.inference_mode``, ``--threads`` torch threads (2 by default, as the baselines), eager,
@@ -12,13 +13,14 @@ the median of several calls after a warm-up, every configuration in a fresh proc
 suite ``--rounds`` times with the lower median kept. GFLOP per call are counted with
 ``FlopCounterMode`` (matmul, convolution and attention). The matmul peak (2048² ``torch.mm``) is
 measured in each worker before and after its configuration; "% peak" divides by the better of
-the two, so load from other processes shifts both alike. Columns:
+the two, so load from other processes shifts both alike.
 
-* ``x orig``: the original's time on this machine's peak, ``orig s * orig peak / peak``, over
-  ours (> 1: faster than the original, whatever the FLOP counts);
-* ``target``: the ``x orig`` the issue asks for: 1.0 where the original's fraction of peak is the
-  bar, ``65 % / original %`` for bf16 FlowMo and SiT/DiT forwards;
-* ``ok``: speed and peak memory (RSS on CPU, allocated on CUDA) both within target.
+Every figure is this machine's: s/call, img/s, GFLOP/s, % of this machine's matmul peak, peak memory (RSS
+on CPU, allocated on CUDA). Fractions of peak do not transfer between CPUs (bf16 runs at half the fp32
+rate on some, the same on others), so no ratio to BASELINES.md's figures is printed. The ratio to the
+original comes only from a side-by-side run of both codes on this machine (../shared/perf/run.py, whose
+JSON ``--original-json`` reads): its ``orig s``, ``orig/port`` (median of the per-round ratios, min-max)
+and the original's peak RSS are added to the matching rows (matched by the harness's ``port_case``).
 
 On a quiet 2-core machine the full set takes about 25 minutes with ``--rounds 1`` (the default)
 and ``--compile`` adds about 10.
@@ -38,8 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import common
 
 from hf_vtok import registry
-
-BF16_FAST_TARGET = 0.65  # bf16 FlowMo encode/decode and SiT/DiT forwards: 65 % of the bf16 peak
 
 
 @dataclass(frozen=True)
@@ -414,28 +414,33 @@ def worker(args) -> dict:
 
 # --------------------------------------------------------------------------------------------------
 # the parent: runs the workers, prints the table
-def _target(case: Case, original: dict | None) -> tuple[float | None, float | None]:
-    """(fraction of peak to reach, the ``x orig`` that means)."""
-    if case.dtype == "bf16" and case.family in ("flowmo", "sit"):
-        fraction = BF16_FAST_TARGET
-    elif original and original["peak_fraction"]:
-        fraction = original["peak_fraction"]
-    else:
-        return None, None
-    if not original or not original["peak_fraction"]:
-        return fraction, None
-    return fraction, max(1.0, fraction / original["peak_fraction"])
+def side_by_side(paths) -> dict[str, dict]:
+    """The side-by-side harness's results (../shared/perf/run.py JSON files), by this suite's row key: the
+    original's and the port's s/call (medians over rounds), ``orig/port`` (median of the per-round ratios, with
+    min and max), both peak RSS and the highest load average seen. A later file overrides an earlier one."""
+    found = {}
+    for path in paths or ():
+        data = json.loads(Path(path).read_text())
+        rows = {row["case"]: row for row in data.get("rows", [])}
+        for item in data.get("raw", []):
+            port_case = next(
+                (r["port"]["port_case"] for r in item["rounds"] if "port_case" in r.get("port", {})), None
+            )
+            row = rows.get(item["case"])
+            if port_case is None or row is None or not row.get("ratio_port"):
+                continue
+            found[port_case] = {
+                "side_by_side_case": item["case"], "orig_seconds": row["orig"]["seconds"],
+                "port_seconds": row["port"]["seconds"], "orig_rss_gb": row["orig"]["rss_gb"],
+                "port_rss_gb": row["port"]["rss_gb"], "load1_max": row.get("load1_max"),
+                "ratio": row["ratio_port"]["median"], "ratio_min": row["ratio_port"]["min"],
+                "ratio_max": row["ratio_port"]["max"], "rounds": row["port"]["n"], "source": str(path),
+            }  # fmt: skip
+    return found
 
 
-def _row(case: Case, result: dict) -> dict:
-    original = next(
-        (
-            found
-            for name in case.baselines
-            if (found := common.baseline_figures(name, case.batch, case.dtype, case.part))
-        ),
-        None,
-    )
+def _row(case: Case, result: dict, original: dict | None = None) -> dict:
+    """One table row: this machine's figures, and ``original`` (a ``side_by_side`` entry) where given."""
     achieved = result["flops"] / result["seconds"]
     row = {
         "key": case.key, "config": case.label, "family": case.family, "batch": case.batch, "dtype": case.dtype,
@@ -443,22 +448,31 @@ def _row(case: Case, result: dict) -> dict:
         "images_per_s": case.batch / result["seconds"], "gflop": result["flops"] / 1e9,
         "gflop_per_s": achieved / 1e9, "peak_fraction": achieved / result["peak_flops"],
     }  # fmt: skip
-    target_fraction, target_speedup = _target(case, original)
-    row["target_fraction"] = target_fraction
     if original:
-        row["original"] = original
-        row["original_peak_fraction"] = original["peak_fraction"]
-        row["original_rss_gb"] = original["rss_gb"]
-        if original["seconds"] and original["peak_flops"]:
-            expected = original["seconds"] * original["peak_flops"] / result["peak_flops"]
-            row["speedup_vs_original"] = expected / result["seconds"]
-            row["target_speedup"] = target_speedup
-            fast = target_speedup is None or row["speedup_vs_original"] >= target_speedup
-            lean = not original["rss_gb"] or result["memory_gb"] <= original["rss_gb"]
-            row["meets_target"] = "yes" if fast and lean else ("slow" if lean else ("mem" if fast else "slow+mem"))
-    elif target_fraction is not None:
-        row["meets_target"] = "yes" if row["peak_fraction"] >= target_fraction else "slow"
+        row["side_by_side"] = original
+        row["orig_seconds"] = original["orig_seconds"]
+        row["orig_rss_gb"] = original["orig_rss_gb"]
+        row["orig_over_port"] = f"{original['ratio']:.2f} ({original['ratio_min']:.2f}-{original['ratio_max']:.2f})"
     return row
+
+
+COLUMNS = [
+    ("config", "config", ""), ("batch", "batch", "d"), ("dtype", "dtype", ""), ("seconds", "s/call", ".3f"),
+    ("images_per_s", "img/s", ".3f"), ("gflop", "GFLOP/call", ".1f"), ("gflop_per_s", "GFLOP/s", ".0f"),
+    ("peak_fraction", "% peak", ".0%"), ("memory_gb", "mem GB", ".2f"),
+]  # fmt: skip
+SIDE_BY_SIDE_COLUMNS = [
+    ("orig_seconds", "orig s (side by side)", ".3f"), ("orig_over_port", "orig/port (side by side)", ""),
+    ("orig_rss_gb", "orig RSS GB", ".2f"),
+]  # fmt: skip
+
+
+def table_columns(compile_: bool, original: bool) -> list[tuple[str, str, str]]:
+    """The printed columns: this machine's figures, then compile and side-by-side ones where measured/given."""
+    columns = list(COLUMNS)
+    if compile_:
+        columns += [("compile_seconds", "compile s", ".0f"), ("compile_speedup", "compiled x", ".2f")]
+    return columns + (SIDE_BY_SIDE_COLUMNS if original else [])
 
 
 def main(argv=None):
@@ -482,6 +496,12 @@ def main(argv=None):
         help="prepack linear weights for oneDNN first (hf_vtok.prepack_linear_weights; CPU only)",
     )
     parser.add_argument("--json", help="also write the figures as JSON to this path")
+    parser.add_argument(
+        "--original-json",
+        nargs="+",
+        metavar="PATH",
+        help="side-by-side results of ../shared/perf/run.py (JSON): adds the original's s/call, orig/port, RSS",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as BASELINES.md)")
     parser.add_argument("--rounds", type=int, default=1, help="run the suite this many times, keep the lower median")
@@ -538,17 +558,9 @@ def main(argv=None):
                 file=sys.stderr,
                 flush=True,
             )
-    rows = [_row(case, results[case.key]) for case in cases]
-    columns = [
-        ("config", "config", ""), ("batch", "batch", "d"), ("dtype", "dtype", ""), ("seconds", "s/call", ".3f"),
-        ("images_per_s", "img/s", ".3f"), ("gflop", "GFLOP/call", ".1f"), ("gflop_per_s", "GFLOP/s", ".0f"),
-        ("peak_fraction", "% peak", ".0%"), ("original_peak_fraction", "orig % peak", ".0%"),
-        ("target_fraction", "target %", ".0%"), ("speedup_vs_original", "x orig", ".2f"),
-        ("target_speedup", "target x", ".2f"), ("memory_gb", "mem GB", ".2f"), ("original_rss_gb", "orig GB", ".1f"),
-        ("meets_target", "ok", ""),
-    ]  # fmt: skip
-    if args.compile:
-        columns[-1:-1] = [("compile_seconds", "compile s", ".0f"), ("compile_speedup", "compiled x", ".2f")]
+    originals = side_by_side(args.original_json)
+    rows = [_row(case, results[case.key], originals.get(case.key)) for case in cases]
+    columns = table_columns(args.compile, bool(originals))
     peaks = {
         dtype: max(row["peak_flops"] for row in rows if row["dtype"] == dtype)
         for dtype in {row["dtype"] for row in rows}
@@ -564,7 +576,7 @@ def main(argv=None):
     common.print_table(rows, columns)
     common.write_json(args.json, {
         "device": args.device, "threads": args.threads, "torch": common.torch.__version__, "rounds": args.rounds,
-        "prepacked": args.prepack,
+        "prepacked": args.prepack, "original_json": args.original_json,
         "matmul_peak_flops": peaks, "load_average": [load_before, common.load_average()], "minutes": minutes,
         "cases": [asdict(case) for case in cases], "rows": rows,
     })  # fmt: skip

@@ -24,6 +24,8 @@ from hf_vtok.models.v2flow.convert_v2flow_original_to_hf import convert_v2flow_c
 from hf_vtok.models.vitok.convert_vitok_original_to_hf import convert_vitok_checkpoint
 from hf_vtok.models.vitok_dit.convert_vitok_dit_original_to_hf import convert_vitok_dit_checkpoint
 from tests.models.flowmo.test_flowmo_parity import _width_table
+from tests.models.v2flow.test_v2flow_parity import _reference_call
+from tests.models.v2flow.test_v2flow_parity import fixture as v2flow_fixture  # noqa: F401 (a pytest fixture)
 from tests.testing_utils.generator_parity import fixture_tokenizer
 
 pytestmark = pytest.mark.parity
@@ -183,12 +185,11 @@ def test_generators(family_parity_dir, tmp_path, family, variant):
 
 
 @torch.no_grad()
-def test_v2flow(family_parity_dir, tmp_path, variant):
-    root = family_parity_dir("v2flow")
-    meta = json.loads((root / "original_args.json").read_text())
-    heads = next(value for key, value in meta.items() if key.startswith("tiny_arch"))["encoder_num_heads"]
-    reference = load_file(root / "outputs.safetensors")
-    model, _ = convert_v2flow_checkpoint(root / "checkpoint-last.pth", num_attention_heads=heads)
+def test_v2flow(v2flow_fixture, tmp_path, variant):  # noqa: F811 (the parity test's fixture, imported)
+    """Every input, size, order and noise from the fixture, as tests/models/v2flow/test_v2flow_parity.py takes
+    them (its fixture and its ``_reference_call``), so that another fixture set fits as well."""
+    root, reference = v2flow_fixture["root"], v2flow_fixture["outputs"]
+    model, _ = convert_v2flow_checkpoint(root / "checkpoint-last.pth", num_attention_heads=v2flow_fixture["heads"])
     fast = _variant_of(model, tmp_path, variant)
     outputs = {}
     for name, key, run in (
@@ -201,17 +202,14 @@ def test_v2flow(family_parity_dir, tmp_path, variant):
          lambda m: m.flow_head(reference["head_x"], reference["head_t_1000"], reference["head_c"])),
     ):  # fmt: skip
         outputs[name] = (run(model), run(fast), reference[key])
-    # the masked-AR loop with the DPM-Solver flow head, from the reference's tokens, orders and noise
+    # the masked-AR loop with the flow head, from the reference's Gumbel noise, orders and flow noise
+    prefix = "recon_lf" if model.config.flow_method == "linear_flow" else "recon_condot"
+    predicted = reference[f"{prefix}_mask_to_pred"]
     noise = torch.zeros(reference["input_latents"].shape[0], model.config.num_tokens, model.config.token_dim)
-    for index in range(reference["recon_lf_mask_to_pred"].shape[0]):
-        noise[reference["recon_lf_mask_to_pred"][index].bool()] = reference[f"recon_lf_step{index}_flow_noise"]
-    args = meta["argparse"]
+    for index in range(predicted.shape[0]):
+        noise[predicted[index].bool()] = reference[f"{prefix}_step{index}_flow_noise"]
     detokenized = [
-        network.decode(
-            image_tokens=reference["code_indices"], num_ar_steps=args["num_iter"], guidance_scale=args["cfg"],
-            guidance_schedule=args["cfg_schedule"], orders=reference["recon_lf_orders"], noise=noise,
-        ).sample
-        for network in (model, fast)
-    ]  # fmt: skip
-    outputs["detokenized"] = (*detokenized, reference["recon_lf_tokens"])
+        _reference_call(v2flow_fixture, network, seed_generator=False, noise=noise).sample for network in (model, fast)
+    ]
+    outputs["detokenized"] = (*detokenized, reference[f"{prefix}_tokens"])
     _compare("v2flow", outputs, variant, bound=0.05)

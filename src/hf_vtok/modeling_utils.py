@@ -14,6 +14,7 @@ from .modules import FP32LayerNorm, LayerScale, RMSNorm
 from .modules.modulation import zero_init_rows_
 from .publishing import HubMixin
 from .registry import FAMILIES, TOKENIZER
+from .utils.prepack import enable_fast_linear
 from .utils.validation import check_tensor_values
 
 
@@ -174,6 +175,10 @@ class VisualTokenizerPreTrainedModel(AutoencoderMixin, HubMixin, PreTrainedModel
         if self.validate_inputs and not torch.compiler.is_compiling():
             hint = f"{self.input_value_hint} (model.validate_inputs = False skips this check)"
             check_tensor_values(values, name, self.input_value_range, self.input_value_tolerance, hint=hint)
+
+    def post_init(self):
+        super().post_init()
+        enable_fast_linear(self)  # oneDNN linears for CPU inference; weights, state dict and training unchanged
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

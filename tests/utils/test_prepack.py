@@ -68,7 +68,7 @@ def test_pipeline_components_are_packed():
     ).images
     packed = prepack_linear_weights(pipe)
     assert packed == sum(
-        type(module) is nn.Linear for component in (pipe.tokenizer, pipe.transformer) for module in component.modules()
+        type(module) is nn.Linear for component in (pipe.vae, pipe.transformer) for module in component.modules()
     )
     images = pipe(
         class_labels=[1, 2], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt"

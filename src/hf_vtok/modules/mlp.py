@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.prepack import is_prepacked, prepacked_linear
+from ..utils.prepack import linear_gelu
 
 
 def rounded_hidden_size(hidden_size: int, mlp_ratio: float, multiple_of: int = 16) -> int:
@@ -53,10 +53,8 @@ class GELUMLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if is_prepacked(self.fc1):  # one oneDNN call, the GELU fused into the matmul's epilogue
-            hidden_states = prepacked_linear(self.fc1, hidden_states, "gelu", self.approximate)
-        else:
-            hidden_states = F.gelu(self.fc1(hidden_states), approximate=self.approximate)
+        # inference on CPU: one oneDNN call, the GELU fused into the matmul's epilogue (hf_vtok.utils.prepack)
+        hidden_states = linear_gelu(self.fc1, hidden_states, self.approximate)
         if self.dropout:
             hidden_states = F.dropout(hidden_states, self.dropout, self.training)
             return F.dropout(self.fc2(hidden_states), self.dropout, self.training)

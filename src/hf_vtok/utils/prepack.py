@@ -1,30 +1,40 @@
-"""oneDNN-prepacked ``nn.Linear`` weights for CPU inference.
+"""oneDNN linear layers for CPU inference: on by default, on plain weights; prepacked weights on request.
 
-On CPU, ``F.linear`` runs MKL's GEMM on the plain ``[out, in]`` weight. oneDNN's inner product on a
-weight reordered once into its blocked layout is much faster wherever the row count is small: the
-adaLN modulation of SiT/DiT (2 rows per call), the CFG pair of a 64-token SiT (128 rows), the V²Flow
-flow head. ``prepack_linear_weights(model)`` reorders every eligible linear layer in place, so a
-model (or every model of a pipeline) keeps its modules, names and outputs (to float rounding: oneDNN
-sums in another order, about 1e-6 relative in float32); ``torch.compile`` with inductor's ``freezing``
-does the same reorder inside a compiled graph.
+On CPU, ``F.linear`` runs MKL's GEMM in float32, which reaches a fraction of what oneDNN's inner product
+gets from the same weights on some CPUs (about 0.4x on the AMD EPYC of the benchmarks). Every hf_vtok model
+therefore routes its ``nn.Linear`` layers through oneDNN (``torch.ops.mkldnn._linear_pointwise``) where only
+inference happens: no gradient is being recorded (``torch.inference_mode``, ``no_grad``, or nothing requires
+grad), CPU, float32 / bfloat16, outside ``torch.compile``. It reads the layer's plain ``weight`` as it is, so
+nothing about the model changes: no copy, no extra memory, the same ``state_dict``, ``.to()``,
+``load_state_dict``, training, peft and ``torch.compile`` (which see an ordinary ``nn.Linear``). Outputs agree
+with ``F.linear`` to float rounding (oneDNN sums in another order: ~1e-6 relative in float32).
+``enable_fast_linear(model)`` installs it (the model base classes call it at construction);
+``disable_fast_linear(model)`` or ``HF_VTOK_FAST_LINEAR=0`` (read at import) turn it off.
 
-Packed layers are for inference only: they refuse inputs that require grad (oneDNN's op has no
-backward), and ``.to()``, ``load_state_dict`` and training want ``unpack_linear_weights(model)`` first.
-``state_dict()`` and ``save_pretrained`` still write the plain weights.
+``prepack_linear_weights(model)`` goes further: it reorders each weight once into oneDNN's blocked
+layout (in place), which wins where few rows meet a weight that stays in cache, and lets
+``torch.compile``-free code match inductor's ``freezing``. Packed layers are for inference only: they
+refuse inputs that require grad (oneDNN's op has no backward), and ``.to()``, ``load_state_dict`` and
+training want ``unpack_linear_weights(model)`` first. ``state_dict()`` and ``save_pretrained`` still
+write the plain weights.
 """
 
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
 from collections import Counter
-from types import MethodType
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd import forward_ad
 
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 _PACKED_NAME = "_hf_vtok_prepacked_name"  # set on packed layers: the layer's name, for error messages
+_ROUTED = "_hf_vtok_fast_linear"  # set on layers whose forward is ``_routed_forward``: who installed it
+FAST_LINEAR = os.environ.get("HF_VTOK_FAST_LINEAR", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _modules_of(model) -> dict[str, nn.Module]:
@@ -57,8 +67,131 @@ def prepacked_linear(
     return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, layer.bias, activation, [], approximate)
 
 
-def _packed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    return prepacked_linear(self, hidden_states)
+def _needs_grad(hidden_states: torch.Tensor, layer: nn.Linear) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    bias = layer.bias
+    return hidden_states.requires_grad or layer.weight.requires_grad or (bias is not None and bias.requires_grad)
+
+
+# oneDNN's call costs ~10-15 us more than MKL's: below ~2^24 multiply-adds (0.2-0.5 ms on one core) F.linear is
+# as fast or faster (benchmarks/bench_linear.py); it also keeps tiny models (the parity fixtures) on MKL's sums
+MIN_ONEDNN_MACS = 2**24
+
+
+def onednn_eligible(layer: nn.Linear, hidden_states: torch.Tensor) -> bool:
+    """Whether ``linear(layer, hidden_states)`` runs oneDNN on the plain weight: inference only (no gradient
+    recorded, no forward-mode AD, no autocast), CPU, float32 / bfloat16 in the weight's dtype, plain tensors, not
+    while ``torch.compile`` traces, and at least ``MIN_ONEDNN_MACS`` multiply-adds."""
+    if not FAST_LINEAR or torch.compiler.is_compiling():  # first: dynamo stops here (inductor picks its kernels)
+        return False
+    weight, bias = layer.weight, layer.bias
+    return (
+        hidden_states.numel() * weight.shape[0] >= MIN_ONEDNN_MACS
+        and type(hidden_states) is torch.Tensor  # no tensor subclass (fake, DTensor, ...) or functorch wrapper
+        and hidden_states.device.type == "cpu"
+        and hidden_states.dtype in PACKABLE_DTYPES
+        and type(weight) in (nn.Parameter, torch.Tensor)
+        and weight.dtype == hidden_states.dtype
+        and weight.layout == torch.strided
+        and weight.is_contiguous()
+        and weight.device.type == "cpu"
+        and (bias is None or (bias.dtype == weight.dtype and bias.device.type == "cpu"))
+        and hidden_states.shape[-1:] == weight.shape[1:]
+        and not torch.is_autocast_enabled("cpu")  # autocast casts F.linear's inputs; the oneDNN op is not on its list
+        and forward_ad._current_level < 0  # the op has no forward derivative: a dual input would lose its tangent
+        and not torch._C._are_functorch_transforms_active()  # vmap / grad / jvp: no rules for the oneDNN op
+        and not _needs_grad(hidden_states, layer)
+    )
+
+
+def linear(layer: nn.Linear, hidden_states: torch.Tensor) -> torch.Tensor:
+    """What a routed layer's ``forward`` computes: oneDNN where ``onednn_eligible`` (or the layer is
+    prepacked), else ``F.linear``."""
+    if is_prepacked(layer):
+        return prepacked_linear(layer, hidden_states)
+    if onednn_eligible(layer, hidden_states):
+        return torch.ops.mkldnn._linear_pointwise(hidden_states, layer.weight, layer.bias, "none", [], "")
+    return F.linear(hidden_states, layer.weight, layer.bias)
+
+
+def _called_plainly(layer: nn.Module) -> bool:
+    """Whether calling ``layer`` does nothing but its ``linear``: a plain (or routed) ``nn.Linear`` without hooks,
+    so that a caller may fuse the next step into it (a peft-wrapped or hooked layer is called as it is)."""
+    from torch.nn.modules import module as module_globals
+
+    return (
+        type(layer) is nn.Linear
+        and ("forward" not in vars(layer) or is_fast_linear(layer))  # not wrapped by peft, accelerate, ...
+        and not (layer._forward_hooks or layer._forward_pre_hooks)
+        and not (module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks)
+    )
+
+
+def linear_gelu(layer: nn.Linear, hidden_states: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """``F.gelu(layer(hidden_states), approximate=approximate)``, in one oneDNN call (the GELU fused into the
+    matmul's epilogue, before rounding to the output dtype) where the layer is prepacked or ``onednn_eligible``."""
+    if _called_plainly(layer):
+        if is_prepacked(layer):
+            return prepacked_linear(layer, hidden_states, "gelu", approximate)
+        if onednn_eligible(layer, hidden_states):
+            return torch.ops.mkldnn._linear_pointwise(hidden_states, layer.weight, layer.bias, "gelu", [], approximate)
+    return F.gelu(layer(hidden_states), approximate=approximate)
+
+
+def _routed_forward(layer: nn.Linear, hidden_states: torch.Tensor) -> torch.Tensor:
+    return linear(layer, hidden_states)
+
+
+def _route(layer: nn.Linear, owner: str) -> None:
+    layer.forward = functools.partial(_routed_forward, layer)  # a partial: deepcopy and pickle rebind it
+    setattr(layer, _ROUTED, owner)
+
+
+def is_fast_linear(module: nn.Module) -> bool:
+    """Whether ``module``'s ``forward`` is ours (``enable_fast_linear`` / ``prepack_linear_weights``): a layer
+    whose forward another library has wrapped since (accelerate's hooks, ...) does not count."""
+    forward = vars(module).get("forward")
+    return (
+        hasattr(module, _ROUTED)
+        and isinstance(forward, functools.partial)
+        and forward.func is _routed_forward
+        and forward.args[0] is module
+    )
+
+
+def _unroute(layer: nn.Module) -> None:
+    if is_fast_linear(layer):
+        del layer.forward
+    if hasattr(layer, _ROUTED):
+        delattr(layer, _ROUTED)
+
+
+def enable_fast_linear(model) -> int:
+    """Route every plain ``nn.Linear`` of ``model`` (or of a pipeline's models) through ``linear``: oneDNN on the
+    plain weight for inference on CPU, ``F.linear`` otherwise. Nothing else changes (weights, names, state dict,
+    type); returns how many layers were routed (already routed ones are not counted; none under
+    ``HF_VTOK_FAST_LINEAR=0``)."""
+    routed = 0
+    if not FAST_LINEAR:
+        return routed
+    for root in _modules_of(model).values():
+        for layer in root.modules():
+            if type(layer) is nn.Linear and not is_fast_linear(layer) and "forward" not in vars(layer):
+                _route(layer, "enable_fast_linear")
+                routed += 1
+    return routed
+
+
+def disable_fast_linear(model) -> int:
+    """Undo ``enable_fast_linear`` (prepacked layers keep their packed forward); returns how many layers."""
+    count = 0
+    for root in _modules_of(model).values():
+        for layer in root.modules():
+            if hasattr(layer, _ROUTED) and not is_prepacked(layer):
+                _unroute(layer)
+                count += 1
+    return count
 
 
 def _dense_weight_in_state_dict(module, state_dict, prefix, local_metadata):
@@ -139,7 +272,8 @@ def prepack_linear_weights(
             if layer.bias is not None:
                 layer.bias.requires_grad_(False)
             setattr(layer, _PACKED_NAME, root_name + (name or type(layer).__name__))
-            layer.forward = MethodType(_packed_forward, layer)
+            if not is_fast_linear(layer):
+                _route(layer, "prepack_linear_weights")  # undone by unpack_linear_weights
             layer._hf_vtok_state_dict_hook = layer._register_state_dict_hook(_dense_weight_in_state_dict)
             packed += 1
     _trim_heap()
@@ -156,7 +290,8 @@ def unpack_linear_weights(model, requires_grad: bool = True) -> int:
             layer.weight = nn.Parameter(layer.weight.detach().to_dense(), requires_grad=requires_grad)
             if layer.bias is not None:
                 layer.bias.requires_grad_(requires_grad)
-            del layer.forward
+            if getattr(layer, _ROUTED, None) == "prepack_linear_weights":
+                _unroute(layer)
             delattr(layer, _PACKED_NAME)
             layer._hf_vtok_state_dict_hook.remove()
             del layer._hf_vtok_state_dict_hook

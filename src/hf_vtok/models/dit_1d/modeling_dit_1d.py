@@ -29,6 +29,7 @@ from ...modules import (
     sinusoidal_timesteps,
 )
 from ...publishing import HubMixin
+from ...utils.prepack import enable_fast_linear
 from ...utils.validation import check_attention_heads, check_positive
 
 
@@ -106,6 +107,7 @@ class ClassConditionalTransformer1DModel(HubMixin, ModelMixin, ConfigMixin, Peft
         # the conditioning reaches the blocks and the final layer already SiLU-ed
         self.final_layer = AdaLNFinalLayer(hidden_size, out_channels, activation=False)
         self.gradient_checkpointing = False
+        enable_fast_linear(self)  # oneDNN linears for CPU inference; weights, state dict and training unchanged
 
     @property
     def null_class_label(self) -> int | None:

@@ -31,6 +31,7 @@ from ...modules import (
     sinusoidal_timesteps,
 )
 from ...publishing import HubMixin
+from ...utils.prepack import enable_fast_linear
 from ...utils.validation import check_attention_heads, check_positive
 from ..vitok.modeling_vitok import token_positions
 
@@ -167,6 +168,7 @@ class ViTokDiTTransformerModel(HubMixin, ModelMixin, ConfigMixin, PeftAdapterMix
         )
         self.final_layer = ViTokDiTFinalLayer(self.config)
         self.gradient_checkpointing = False
+        enable_fast_linear(self)  # oneDNN linears for CPU inference; weights, state dict and training unchanged
 
     @property
     def num_special_tokens(self) -> int:
