@@ -313,6 +313,8 @@ def run_without_hf_vtok(script: str, tmp_path, *arguments) -> subprocess.Complet
     blocks ``import hf_vtok`` itself) and with its own module cache for remote code."""
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     environment.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    # this process's torch threads: oneDNN's sums (the default inference path) depend on the thread count
+    environment["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     return subprocess.run(
         [sys.executable, "-c", script, *map(str, arguments)],
         capture_output=True,

@@ -154,7 +154,7 @@ def test_demo_applies_the_pixel_limit(monkeypatch):
     with image_pixel_limit(1000):
         with pytest.raises(app.gr.Error, match="40x30"):
             app.prepare(image)
-    assert app.prepare(image).size == (40, 30)
+    assert app.prepare(image)[0].size == (40, 30)
 
 
 def test_encoded_bytes_name_their_source():
