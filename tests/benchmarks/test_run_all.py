@@ -92,6 +92,7 @@ def test_bench_fast_linear_times_both_paths_in_one_process(monkeypatch):
     from hf_vtok.utils import prepack
 
     monkeypatch.setattr(prepack, "MIN_ONEDNN_MACS", 0)
+    monkeypatch.setattr(common, "set_threads", lambda threads: None)  # keep the session's thread count
     model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
     prepack.enable_fast_linear(model)
     routed = []
