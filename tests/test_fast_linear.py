@@ -76,7 +76,7 @@ def _close(actual, expected, rtol=RTOL):
 
 
 def test_every_model_routes_its_linears_at_construction():
-    for model in (_sit(), ViTokModel(ViTokConfig.from_variant(TINY_VITOK_VARIANT)), tiny_sit_pipeline().tokenizer):
+    for model in (_sit(), ViTokModel(ViTokConfig.from_variant(TINY_VITOK_VARIANT)), tiny_sit_pipeline().vae):
         linears = _linears(model)
         assert linears and all(is_fast_linear(layer) for layer in linears), type(model).__name__
     assert enable_fast_linear(model) == 0  # already routed
