@@ -60,7 +60,7 @@ def test_generate_refuses_a_non_empty_folder(tmp_path):
     main(["generate", "--class", "2", "--num-images", "1", "--out", str(tmp_path), "--overwrite"])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["class2_000.png", "grid.png", "notes.txt"]
     (tmp_path / "file").write_text("")
-    with pytest.raises(ValueError, match="is a file"):
+    with pytest.raises(ValueError, match="is an existing file"):
         main(["generate", "--class", "1", "--out", str(tmp_path / "file")])
 
 

@@ -22,6 +22,7 @@ import torch
 
 from ..hub.loading import load_pipeline
 from ..utils.dtypes import DTYPES
+from ..utils.outputs import atomic_path, check_output_folder, create_output_folder
 from ..utils.tables import image_grid
 from .reconstruct import add_device_argument, positive_int
 
@@ -113,10 +114,9 @@ def earlier_outputs(out: Path) -> list[Path]:
     return sorted(path for path in out.iterdir() if path.name == GRID_FILE or IMAGE_FILE.fullmatch(path.name))
 
 
-def check_output_folder(out: Path, overwrite: bool) -> None:
-    """``out`` must be new or empty (any folder with ``overwrite``)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file, not a folder")
+def check_out_folder(out: Path, overwrite: bool) -> None:
+    """``out`` must be a writable folder (``check_output_folder``), new or empty (any folder with ``overwrite``)."""
+    check_output_folder(out, "--out")
     existing = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
     if existing and not overwrite:
         shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.num_images <= 0:
         raise ValueError(f"--num-images must be positive, got {args.num_images}")
     out = Path(args.out)
-    check_output_folder(out, args.overwrite)  # before any work; created once there are images
+    check_out_folder(out, args.overwrite)  # before any work; created once there are images
     pipeline_path = args.pipeline or default_pipeline_path()
     pipeline = load_pipeline(pipeline_path, args.device, DTYPES[args.dtype])
     options = {"guidance_scale": args.guidance_scale, "num_inference_steps": args.num_inference_steps}
@@ -143,11 +143,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     images = generate_images(pipeline, labels, seeds, args.batch_size, **kwargs)
     for path in earlier_outputs(out):  # --overwrite: this run's images only, never mixed with older ones
         path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    create_output_folder(out, "--out")
     written = []
     for image, label, seed in zip(images, labels, seeds):
         path = out / f"class{label}_{seed - args.seed:03d}.png"
-        pipeline.numpy_to_pil(image.permute(1, 2, 0)[None].numpy())[0].save(path)
+        with atomic_path(path) as partial:
+            pipeline.numpy_to_pil(image.permute(1, 2, 0)[None].numpy())[0].save(partial, format="PNG")
         written.append(path)
     rows = [
         (f"class {label}", list(images[k * args.num_images : (k + 1) * args.num_images]))
