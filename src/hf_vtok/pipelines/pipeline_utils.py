@@ -30,6 +30,12 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 AUTOENCODER_COMPONENT, LEGACY_AUTOENCODER_COMPONENT = "vae", "tokenizer"
 
 
+def hub_download_options(kwargs: dict) -> dict:
+    """The options of ``from_pretrained``'s ``kwargs`` that a Hub download takes (those set)."""
+    names = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+    return {key: kwargs[key] for key in names if kwargs.get(key) is not None}
+
+
 def is_legacy_layout(model_index: dict) -> bool:
     """Whether a ``model_index.json`` names the autoencoder ``tokenizer`` (hf_vtok's layout before ``vae``)."""
     return LEGACY_AUTOENCODER_COMPONENT in model_index and AUTOENCODER_COMPONENT not in model_index
@@ -44,9 +50,7 @@ class HubPipelineMixin(HubMixin):
         """Fetch a Hub repository (diffusers' own ``download`` only accepts diffusers / transformers components)."""
         from huggingface_hub import snapshot_download
 
-        names = ("cache_dir", "force_download", "local_files_only", "token", "revision")
-        options = {key: kwargs[key] for key in names if kwargs.get(key) is not None}
-        return snapshot_download(pretrained_model_name, **options)
+        return snapshot_download(pretrained_model_name, **hub_download_options(kwargs))
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -113,8 +117,7 @@ class TokenizerGenerationPipeline(HubPipelineMixin, DiffusionPipeline):
         """diffusers' ``from_pretrained``; a folder or Hub repo of the old layout (the autoencoder in ``tokenizer/``)
         loads too, its autoencoder passed as ``vae``."""
         if AUTOENCODER_COMPONENT not in kwargs:
-            names = ("cache_dir", "force_download", "local_files_only", "token", "revision")
-            options = {key: kwargs[key] for key in names if kwargs.get(key) is not None}
+            options = hub_download_options(kwargs)
             folder = Path(str(pretrained_model_name_or_path))
             index_file = folder / "model_index.json"
             if not folder.is_dir():  # a Hub id: its model_index.json alone first
