@@ -1,13 +1,27 @@
-"""Multi-head self-attention on ``torch.nn.functional.scaled_dot_product_attention``."""
+"""Multi-head self-attention on ``torch.nn.functional.scaled_dot_product_attention``.
 
+bfloat16 inference on CPU takes another path (``attention``): torch's CPU flash kernel reaches ~120-160 GFLOP/s in
+bfloat16 at the sequence lengths of these models (64-1280 tokens, 2 threads), while bfloat16 matrix products
+(float32 accumulation) with a softmax between them, in blocks of query rows, reach 300-400 GFLOP/s
+(benchmarks/bench_attention.py).
+"""
+
+import os
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.prepack import eager_cpu_inference
 from .norms import RMSNorm
 from .rope import apply_rotary_embedding
+
+FAST_ATTENTION = os.environ.get("HF_VTOK_FAST_ATTENTION", "1").strip().lower() not in ("0", "false", "no", "off")
+# the [batch, heads, rows, keys] score block of one step: small enough to stay in the caches (4 MiB was the best of
+# 1-16 MiB at 256-1280 keys in benchmarks/bench_attention.py), at least 16 query rows
+SCORE_BLOCK_BYTES = 4 * 2**20
+MIN_BLOCK_ROWS = 16
 
 
 def padding_attention_mask(patch_mask: torch.Tensor | None, pairwise: bool = False) -> torch.Tensor | None:
@@ -48,6 +62,74 @@ def _eager_attention(query, key, value, attention_mask=None, scale=None, dropout
     return F.dropout(weights, dropout) @ value if dropout else weights @ value
 
 
+def _blocked_attention(query, key, value, attention_mask, scale):
+    """``softmax((q * scale) @ k^T) @ v`` in the inputs' dtype (float32 accumulation inside the products), in
+    blocks of query rows; a boolean mask (True = attend) is applied as ``-inf``, and fully masked rows give 0, as
+    torch's CPU SDPA kernels do."""
+    lead, rows, keys = query.shape[:-2], query.shape[-2], key.shape[-2]
+    block_rows = max(MIN_BLOCK_ROWS, SCORE_BLOCK_BYTES // (query.element_size() * keys * max(lead.numel(), 1)))
+    scaled = query * (query.shape[-1] ** -0.5 if scale is None else scale)
+    key_t = key.transpose(-2, -1)
+    output = torch.empty(*lead, rows, value.shape[-1], dtype=value.dtype, device=value.device)
+    for start in range(0, rows, block_rows):
+        stop = min(start + block_rows, rows)
+        scores = scaled[..., start:stop, :] @ key_t
+        if attention_mask is None:
+            torch.matmul(scores.softmax(dim=-1), value, out=output[..., start:stop, :])
+            continue
+        allowed = attention_mask if attention_mask.shape[-2] == 1 else attention_mask[..., start:stop, :]
+        weights = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
+        weights = weights.masked_fill_(~allowed.any(dim=-1, keepdim=True), 0.0)
+        torch.matmul(weights, value, out=output[..., start:stop, :])
+    return output
+
+
+def _blocked_attention_applies(query, key, value, attention_mask, dropout) -> bool:
+    """bfloat16 CPU inference on ``[..., N, head_dim]`` inputs of one shape prefix, no dropout, no mask or a
+    boolean one that broadcasts to ``[..., Nq, Nk]``."""
+    if not FAST_ATTENTION or torch.compiler.is_compiling() or dropout:
+        return False
+    tensors = (query, key, value) if attention_mask is None else (query, key, value, attention_mask)
+    if not (query.dtype == key.dtype == value.dtype == torch.bfloat16 and query.dim() >= 3):
+        return False
+    if not (query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and key.shape[-2] == value.shape[-2]):
+        return False
+    if attention_mask is not None:
+        if attention_mask.dtype != torch.bool or attention_mask.dim() > query.dim():
+            return False
+        try:
+            target = (*query.shape[:-1], key.shape[-2])
+            if torch.broadcast_shapes(attention_mask.shape, target) != target:
+                return False
+        except RuntimeError:
+            return False
+        if attention_mask.shape[-2] not in (1, query.shape[-2]):
+            return False
+    return eager_cpu_inference(*tensors)
+
+
+def attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Scaled dot-product attention, ``[..., N, head_dim]`` -> ``[..., Nq, head_dim]``, with SDPA's arguments and
+    mask semantics (boolean: True = attend; float: added).
+
+    bfloat16 inference on CPU (see ``_blocked_attention_applies``) runs ``softmax((q * scale) @ k^T) @ v`` with
+    bfloat16 products in blocks of query rows, 2-2.7x faster than SDPA's flash kernel there; the scores are
+    rounded to bfloat16 before the softmax (as a non-fused bfloat16 attention such as timm's computes them), which
+    stays within the bfloat16 bounds of every family's parity test. Everything else (training, other dtypes and
+    devices, float masks, ``torch.compile``, ``HF_VTOK_FAST_ATTENTION=0``) calls SDPA.
+    """
+    if _blocked_attention_applies(query, key, value, attention_mask, dropout):
+        return _blocked_attention(query, key, value, attention_mask, scale)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scale)
+
+
 class Attention(nn.Module):
     """Self-attention with a fused QKV projection, optional per-head QK-norm and RoPE.
 
@@ -61,7 +143,8 @@ class Attention(nn.Module):
 
     ``eager_float32=True`` computes float32 inputs as ``softmax((q * scale) @ k^T) @ v``, the order of
     timm's non-fused path, so that originals running it (the DiT / SiT of continuous_tokenizer) are
-    matched bit for bit; other dtypes, and the default, use SDPA. ``attention_dropout`` (on the
+    matched bit for bit; other dtypes, and the default, use ``attention`` (SDPA, or blocked bfloat16 products for
+    bfloat16 inference on CPU). ``attention_dropout`` (on the
     attention weights) and ``output_dropout`` (after ``out_proj``) act in training mode only, as
     timm's ``Attention(attn_drop, proj_drop)``.
 
@@ -129,9 +212,7 @@ class Attention(nn.Module):
         dropout = self.attention_dropout if self.training else 0.0
         if self.eager_float32 and query.dtype == torch.float32:
             return _eager_attention(query, key, value, attention_mask, self.scale, dropout)
-        return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=self.scale
-        )
+        return attention(query, key, value, attention_mask, self.scale, dropout)
 
     def project_out(self, attended: torch.Tensor) -> torch.Tensor:
         """``[B, H, N, Dh]`` -> ``[B, N, hidden]`` through the output projection (and its dropout)."""

@@ -67,29 +67,37 @@ def prepacked_linear(
     return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, layer.bias, activation, [], approximate)
 
 
-def _needs_grad(hidden_states: torch.Tensor, layer: nn.Linear) -> bool:
-    if not torch.is_grad_enabled():
-        return False
-    bias = layer.bias
-    return hidden_states.requires_grad or layer.weight.requires_grad or (bias is not None and bias.requires_grad)
-
-
 # oneDNN's call costs ~10-15 us more than MKL's: below ~2^24 multiply-adds (0.2-0.5 ms on one core) F.linear is
 # as fast or faster (benchmarks/bench_linear.py); it also keeps tiny models (the parity fixtures) on MKL's sums
 MIN_ONEDNN_MACS = 2**24
 
 
+def eager_cpu_inference(*tensors: torch.Tensor) -> bool:
+    """Whether an eager CPU kernel without autograd may replace the ordinary op on ``tensors``: plain CPU tensors
+    (no subclass such as fake / DTensor, no functorch wrapper), no gradient recorded through them, no forward-mode
+    AD, no vmap / grad transform, no CPU autocast (it would cast the ordinary op's inputs), not while
+    ``torch.compile`` traces (inductor picks its own kernels). Call ``torch.compiler.is_compiling()`` first where
+    dynamo should not look further."""
+    return (
+        not torch.compiler.is_compiling()
+        and all(type(tensor) in (torch.Tensor, nn.Parameter) and tensor.device.type == "cpu" for tensor in tensors)
+        and not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors))
+        and not torch.is_autocast_enabled("cpu")
+        and forward_ad._current_level
+        < 0  # the kernels have no forward derivative: a dual input would lose its tangent
+        and not torch._C._are_functorch_transforms_active()
+    )
+
+
 def onednn_eligible(layer: nn.Linear, hidden_states: torch.Tensor) -> bool:
-    """Whether ``linear(layer, hidden_states)`` runs oneDNN on the plain weight: inference only (no gradient
-    recorded, no forward-mode AD, no autocast), CPU, float32 / bfloat16 in the weight's dtype, plain tensors, not
-    while ``torch.compile`` traces, and at least ``MIN_ONEDNN_MACS`` multiply-adds."""
+    """Whether ``linear(layer, hidden_states)`` runs oneDNN on the plain weight: ``eager_cpu_inference``, float32 /
+    bfloat16 in the weight's dtype, and at least ``MIN_ONEDNN_MACS`` multiply-adds."""
     if not FAST_LINEAR or torch.compiler.is_compiling():  # first: dynamo stops here (inductor picks its kernels)
         return False
     weight, bias = layer.weight, layer.bias
     return (
         hidden_states.numel() * weight.shape[0] >= MIN_ONEDNN_MACS
-        and type(hidden_states) is torch.Tensor  # no tensor subclass (fake, DTensor, ...) or functorch wrapper
-        and hidden_states.device.type == "cpu"
+        and type(hidden_states) is torch.Tensor  # not a Parameter
         and hidden_states.dtype in PACKABLE_DTYPES
         and type(weight) in (nn.Parameter, torch.Tensor)
         and weight.dtype == hidden_states.dtype
@@ -98,10 +106,7 @@ def onednn_eligible(layer: nn.Linear, hidden_states: torch.Tensor) -> bool:
         and weight.device.type == "cpu"
         and (bias is None or (bias.dtype == weight.dtype and bias.device.type == "cpu"))
         and hidden_states.shape[-1:] == weight.shape[1:]
-        and not torch.is_autocast_enabled("cpu")  # autocast casts F.linear's inputs; the oneDNN op is not on its list
-        and forward_ad._current_level < 0  # the op has no forward derivative: a dual input would lose its tangent
-        and not torch._C._are_functorch_transforms_active()  # vmap / grad / jvp: no rules for the oneDNN op
-        and not _needs_grad(hidden_states, layer)
+        and eager_cpu_inference(hidden_states, *((weight,) if bias is None else (weight, bias)))
     )
 
 
