@@ -44,6 +44,8 @@ def variant(request):
 
 def _variant_of(model, folder, variant):
     """The model as ``variant`` runs it: reloaded in bfloat16 and/or with prepacked linear weights."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     if variant.startswith("bfloat16"):
         model.save_pretrained(folder)
         model = type(model).from_pretrained(folder, dtype=torch.bfloat16).eval()
@@ -77,10 +79,10 @@ def _compare(family, outputs, variant, bound, valid=None):
 @torch.no_grad()
 def test_vitok(family_parity_dir, tmp_path, variant):
     root = family_parity_dir("vitok")
-    variant = json.loads((root / "original_config.json").read_text())["variant"]
+    architecture = json.loads((root / "original_config.json").read_text())["variant"]
     pp = json.loads((root / "fixture_meta.json").read_text())["pp"]["main"]
     reference = load_file(root / "outputs.safetensors")
-    model = convert_vitok_checkpoint(root / "encoder.safetensors", root / "decoder.safetensors", variant=variant)
+    model = convert_vitok_checkpoint(root / "encoder.safetensors", root / "decoder.safetensors", variant=architecture)
     fast = _variant_of(model, tmp_path, variant)
     batch = ViTokImageProcessor.from_original_pp(pp)(
         [Image.open(root / f"input_{index}.png").convert("RGB") for index in (0, 1)], return_tensors="pt"
