@@ -106,3 +106,18 @@ def test_bench_fast_linear_times_both_paths_in_one_process(monkeypatch):
     row = bench_fast_linear.measure(case, repeats=3, threads=1)
     assert routed == [True, False] + [True, False] * 3  # warm-up of each path, then interleaved
     assert row["fast_s"] > 0 and row["plain_s"] > 0 and row["plain_over_fast"] > 0
+
+
+def test_bench_attention_rows_and_bad_shape(tmp_path, monkeypatch, capsys):
+    import bench_attention
+
+    monkeypatch.setattr(common, "set_threads", lambda threads: 1)  # keep the session's thread count
+    monkeypatch.setattr(common, "measure_peaks", lambda names: {name: 1e11 for name in names})
+    rows = bench_attention.main(["--shapes", "1x2x40x8", "--repeats", "1", "--json", str(tmp_path / "a.json")])
+    kernels = [row["kernel"] for row in rows]
+    assert kernels[:2] == ["sdpa (flash)", "sdpa math"] and len(kernels) == 2 + len(bench_attention.BLOCK_BYTES)
+    assert all(row["ms"] > 0 and row["relative_error"] < 2e-2 for row in rows)
+    assert json.loads((tmp_path / "a.json").read_text())["rows"] == rows
+    with pytest.raises(SystemExit):
+        bench_attention.main(["--shapes", "1x2x40"])
+    assert "expected BATCHxHEADSxTOKENSxHEAD_DIM" in capsys.readouterr().err
