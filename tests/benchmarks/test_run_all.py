@@ -112,7 +112,7 @@ def test_bench_attention_rows_and_bad_shape(tmp_path, monkeypatch, capsys):
     import bench_attention
 
     monkeypatch.setattr(common, "set_threads", lambda threads: 1)  # keep the session's thread count
-    monkeypatch.setattr(common, "measure_peaks", lambda names: {name: 1e11 for name in names})
+    monkeypatch.setattr(common, "measure_peaks", lambda names: dict.fromkeys(names, 1e11))
     rows = bench_attention.main(["--shapes", "1x2x40x8", "--repeats", "1", "--json", str(tmp_path / "a.json")])
     kernels = [row["kernel"] for row in rows]
     assert kernels[:2] == ["sdpa (flash)", "sdpa math"] and len(kernels) == 2 + len(bench_attention.BLOCK_BYTES)
