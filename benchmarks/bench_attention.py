@@ -45,14 +45,9 @@ def _math_sdpa(query, key, value, scale):
 
 
 def _blocked(query, key, value, scale, block_bytes):
-    from hf_vtok.modules import attention as attention_module
+    from hf_vtok.modules.attention import _blocked_attention
 
-    saved = attention_module.SCORE_BLOCK_BYTES
-    attention_module.SCORE_BLOCK_BYTES = block_bytes
-    try:
-        return attention_module._blocked_attention(query, key, value, None, scale)
-    finally:
-        attention_module.SCORE_BLOCK_BYTES = saved
+    return _blocked_attention(query, key, value, None, scale, block_bytes)
 
 
 def measure(name: str, shape, scale, dtype: torch.dtype, repeats: int, peak: float) -> list[dict]:

@@ -62,12 +62,13 @@ def _eager_attention(query, key, value, attention_mask=None, scale=None, dropout
     return F.dropout(weights, dropout) @ value if dropout else weights @ value
 
 
-def _blocked_attention(query, key, value, attention_mask, scale):
+def _blocked_attention(query, key, value, attention_mask, scale, block_bytes: int | None = None):
     """``softmax((q * scale) @ k^T) @ v`` in the inputs' dtype (float32 accumulation inside the products), in
-    blocks of query rows; a boolean mask (True = attend) is applied as ``-inf``, and fully masked rows give 0, as
-    torch's CPU SDPA kernels do."""
+    blocks of query rows whose scores take at most ``block_bytes`` (default ``SCORE_BLOCK_BYTES``); a boolean mask
+    (True = attend) is applied as ``-inf``, and fully masked rows give 0, as torch's CPU SDPA kernels do."""
     lead, rows, keys = query.shape[:-2], query.shape[-2], key.shape[-2]
-    block_rows = max(MIN_BLOCK_ROWS, SCORE_BLOCK_BYTES // (query.element_size() * keys * max(lead.numel(), 1)))
+    block_bytes = SCORE_BLOCK_BYTES if block_bytes is None else block_bytes
+    block_rows = max(MIN_BLOCK_ROWS, block_bytes // (query.element_size() * keys * lead.numel()))
     scaled = query * (query.shape[-1] ** -0.5 if scale is None else scale)
     key_t = key.transpose(-2, -1)
     output = torch.empty(*lead, rows, value.shape[-1], dtype=value.dtype, device=value.device)
@@ -75,11 +76,11 @@ def _blocked_attention(query, key, value, attention_mask, scale):
         stop = min(start + block_rows, rows)
         scores = scaled[..., start:stop, :] @ key_t
         if attention_mask is None:
-            torch.matmul(scores.softmax(dim=-1), value, out=output[..., start:stop, :])
-            continue
-        allowed = attention_mask if attention_mask.shape[-2] == 1 else attention_mask[..., start:stop, :]
-        weights = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
-        weights = weights.masked_fill_(~allowed.any(dim=-1, keepdim=True), 0.0)
+            weights = scores.softmax(dim=-1)
+        else:
+            allowed = attention_mask if attention_mask.shape[-2] == 1 else attention_mask[..., start:stop, :]
+            weights = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
+            weights = weights.masked_fill_(~allowed.any(dim=-1, keepdim=True), 0.0)
         torch.matmul(weights, value, out=output[..., start:stop, :])
     return output
 
@@ -95,7 +96,7 @@ def _blocked_attention_applies(query, key, value, attention_mask, dropout) -> bo
     if not (query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and key.shape[-2] == value.shape[-2]):
         return False
     if attention_mask is not None:
-        if attention_mask.dtype != torch.bool or attention_mask.dim() > query.dim():
+        if attention_mask.dtype != torch.bool:
             return False
         try:
             target = (*query.shape[:-1], key.shape[-2])

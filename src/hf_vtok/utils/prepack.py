@@ -83,8 +83,8 @@ def eager_cpu_inference(*tensors: torch.Tensor) -> bool:
         and all(type(tensor) in (torch.Tensor, nn.Parameter) and tensor.device.type == "cpu" for tensor in tensors)
         and not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors))
         and not torch.is_autocast_enabled("cpu")
-        and forward_ad._current_level
-        < 0  # the kernels have no forward derivative: a dual input would lose its tangent
+        # the kernels have no forward derivative: a dual input would lose its tangent
+        and forward_ad._current_level < 0
         and not torch._C._are_functorch_transforms_active()
     )
 
@@ -99,12 +99,10 @@ def onednn_eligible(layer: nn.Linear, hidden_states: torch.Tensor) -> bool:
         hidden_states.numel() * weight.shape[0] >= MIN_ONEDNN_MACS
         and type(hidden_states) is torch.Tensor  # not a Parameter
         and hidden_states.dtype in PACKABLE_DTYPES
-        and type(weight) in (nn.Parameter, torch.Tensor)
         and weight.dtype == hidden_states.dtype
         and weight.layout == torch.strided
         and weight.is_contiguous()
-        and weight.device.type == "cpu"
-        and (bias is None or (bias.dtype == weight.dtype and bias.device.type == "cpu"))
+        and (bias is None or bias.dtype == weight.dtype)
         and hidden_states.shape[-1:] == weight.shape[1:]
         and eager_cpu_inference(hidden_states, *((weight,) if bias is None else (weight, bias)))
     )
