@@ -5,12 +5,12 @@ mode), so that "the blocked path ran" and "SDPA ran" are checked, not assumed.""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from hf_vtok import SiTTransformer1DModel
 from hf_vtok.modules import Attention
 from hf_vtok.modules import attention as attention_module
 from hf_vtok.modules.attention import attention
+from tests.testing_utils.kernels import KernelCounter
 from tests.testing_utils.tiny_models import TINY_1D, inputs_1d, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,18 +20,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 BLOCKED_RELATIVE_ERROR = 1e-2
 
 
-class _Kernels(TorchDispatchMode):
-    """Counts SDPA kernel calls and batched matrix products inside the ``with`` block."""
+class _Kernels(KernelCounter):
+    """SDPA kernel calls and batched matrix products that ran inside the ``with`` block."""
 
-    def __init__(self):
-        super().__init__()
-        self.sdpa = self.bmm = 0
+    @property
+    def sdpa(self) -> int:
+        return self.containing("scaled_dot_product")
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        self.sdpa += "scaled_dot_product" in name
-        self.bmm += name in ("aten.bmm", "aten.matmul")
-        return func(*args, **(kwargs or {}))
+    @property
+    def bmm(self) -> int:
+        return self.named("aten.bmm", "aten.matmul")
 
 
 def _inputs(shape, dtype=torch.bfloat16, seed=0):

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd import forward_ad
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from hf_vtok import SiTTransformer1DModel, ViTokConfig, ViTokModel, prepack_linear_weights, unpack_linear_weights
 from hf_vtok.modules import GELUMLP
 from hf_vtok.utils import prepack
 from hf_vtok.utils.prepack import disable_fast_linear, enable_fast_linear, is_fast_linear, linear_gelu
 from tests.conftest import REPO_ROOT
+from tests.testing_utils.kernels import KernelCounter
 from tests.testing_utils.tiny_models import TINY_1D, TINY_VITOK_VARIANT, inputs_1d, randomize, tiny_sit_pipeline
 
 pytestmark = [
@@ -36,18 +36,16 @@ ONEDNN = "mkldnn._linear_pointwise"
 RTOL = 1e-5  # oneDNN sums in another order than MKL: ~1e-6 relative in float32
 
 
-class _Kernels(TorchDispatchMode):
-    """Counts the oneDNN linear calls and the plain (MKL) matmuls that run inside the ``with`` block."""
+class _Kernels(KernelCounter):
+    """The oneDNN linear calls and the plain (MKL) matmuls that ran inside the ``with`` block."""
 
-    def __init__(self):
-        super().__init__()
-        self.onednn = self.plain = 0
+    @property
+    def onednn(self) -> int:
+        return self.containing(ONEDNN)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        self.onednn += ONEDNN in name
-        self.plain += name in ("aten.addmm", "aten.mm", "aten.bmm", "aten.linear")
-        return func(*args, **(kwargs or {}))
+    @property
+    def plain(self) -> int:
+        return self.named("aten.addmm", "aten.mm", "aten.bmm", "aten.linear")
 
 
 @pytest.fixture
