@@ -19,17 +19,16 @@ training want ``unpack_linear_weights(model)`` first. ``state_dict()`` and ``sav
 write the plain weights.
 """
 
-import ctypes
-import ctypes.util
 import functools
 import os
-import sys
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd import forward_ad
+
+from .allocator import trim_heap, tune_heap_for_inference
 
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 _PACKED_NAME = "_hf_vtok_prepacked_name"  # set on packed layers: the layer's name, for error messages
@@ -64,7 +63,13 @@ def prepacked_linear(
             f"{getattr(layer, _PACKED_NAME)}: prepacked linear weights have no backward; "
             "call hf_vtok.unpack_linear_weights(model) before training or differentiating through the model"
         )
-    return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, layer.bias, activation, [], approximate)
+    return _onednn_linear(hidden_states, weight, layer.bias, activation, approximate)
+
+
+def _onednn_linear(hidden_states, weight, bias, activation: str = "none", approximate: str = "") -> torch.Tensor:
+    """oneDNN's linear (plain or prepacked weight), after the one-time heap tuning of CPU inference."""
+    tune_heap_for_inference()
+    return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, bias, activation, [], approximate)
 
 
 # oneDNN's call costs ~10-15 us more than MKL's: below ~2^24 multiply-adds (0.2-0.5 ms on one core) F.linear is
@@ -114,7 +119,7 @@ def linear(layer: nn.Linear, hidden_states: torch.Tensor) -> torch.Tensor:
     if is_prepacked(layer):
         return prepacked_linear(layer, hidden_states)
     if onednn_eligible(layer, hidden_states):
-        return torch.ops.mkldnn._linear_pointwise(hidden_states, layer.weight, layer.bias, "none", [], "")
+        return _onednn_linear(hidden_states, layer.weight, layer.bias)
     return F.linear(hidden_states, layer.weight, layer.bias)
 
 
@@ -138,7 +143,7 @@ def linear_gelu(layer: nn.Linear, hidden_states: torch.Tensor, approximate: str 
         if is_prepacked(layer):
             return prepacked_linear(layer, hidden_states, "gelu", approximate)
         if onednn_eligible(layer, hidden_states):
-            return torch.ops.mkldnn._linear_pointwise(hidden_states, layer.weight, layer.bias, "gelu", [], approximate)
+            return _onednn_linear(hidden_states, layer.weight, layer.bias, "gelu", approximate)
     return F.gelu(layer(hidden_states), approximate=approximate)
 
 
@@ -223,25 +228,6 @@ def _eligible(layer: nn.Module, shared: set[int], max_weight_bytes: int | None) 
 _TRIM_EVERY_BYTES = 64 * 2**20
 
 
-@functools.cache
-def _malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def _trim_heap() -> None:
-    """Hand glibc's free heap pages back to the OS. The replaced plain weights are freed into the heap,
-    but the packed copies are not always placed in those holes: without this, the resident size grows
-    by up to a fifth of the weights while packing (measured on FlowMo-small, fp32)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 DEFAULT_MAX_WEIGHT_BYTES = 512 * 2**20
 
 
@@ -270,7 +256,9 @@ def prepack_linear_weights(
             freed += layer.weight.nbytes
             layer.weight = nn.Parameter(weight, requires_grad=False)
             if freed >= _TRIM_EVERY_BYTES:
-                _trim_heap()
+                # the packed copies do not always reuse the replaced weights' pages: without this, the resident
+                # size grew by up to a fifth of the weights while packing (FlowMo-small, float32)
+                trim_heap()
                 freed = 0
             if layer.bias is not None:
                 layer.bias.requires_grad_(False)
@@ -279,7 +267,7 @@ def prepack_linear_weights(
                 _route(layer, "prepack_linear_weights")  # undone by unpack_linear_weights
             layer._hf_vtok_state_dict_hook = layer._register_state_dict_hook(_dense_weight_in_state_dict)
             packed += 1
-    _trim_heap()
+    trim_heap()
     return packed
 
 
