@@ -9,7 +9,8 @@ nothing about the model changes: no copy, no extra memory, the same ``state_dict
 ``load_state_dict``, training, peft and ``torch.compile`` (which see an ordinary ``nn.Linear``). Outputs agree
 with ``F.linear`` to float rounding (oneDNN sums in another order: ~1e-6 relative in float32).
 ``enable_fast_linear(model)`` installs it (the model base classes call it at construction);
-``disable_fast_linear(model)`` or ``HF_VTOK_FAST_LINEAR=0`` (read at import) turn it off.
+``disable_fast_linear(model)`` or ``HF_VTOK_FAST_LINEAR=0`` (read at import) turn it off. The first oneDNN call
+of the process also tunes glibc's heap for inference, once (``hf_vtok.utils.allocator``).
 
 ``prepack_linear_weights(model)`` goes further: it reorders each weight once into oneDNN's blocked
 layout (in place), which wins where few rows meet a weight that stays in cache, and lets
