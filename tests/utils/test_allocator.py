@@ -17,13 +17,14 @@ pytestmark = pytest.mark.skipif(allocator._glibc() is None, reason="the heap is 
 # The script fixes glibc's thresholds where a process starts (mmap 128 KiB, trim twice that): every 1 MiB block of a
 # call is then mapped afresh and page-faulted in, as the activations of a process that has freed no large block are.
 SCRIPT = """
-import ctypes, ctypes.util, json, resource
+import json, resource
 import torch
 from torch import nn
 from hf_vtok.utils import allocator, prepack
 torch.set_num_threads(1)
-glibc = ctypes.CDLL(ctypes.util.find_library("c"))
-assert glibc.mallopt(-3, 2**17) == 1 and glibc.mallopt(-1, 2**18) == 1  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+glibc = allocator._glibc()
+assert glibc.mallopt(allocator._M_MMAP_THRESHOLD, 2**17) == 1
+assert glibc.mallopt(allocator._M_TRIM_THRESHOLD, 2**18) == 1
 layer = nn.Linear(1024, 1024)
 prepack.enable_fast_linear(layer)
 hidden = torch.randn(256, 1024)

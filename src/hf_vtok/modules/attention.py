@@ -6,7 +6,6 @@ bfloat16 at the sequence lengths of these models (64-1280 tokens, 2 threads), wh
 (benchmarks/bench_attention.py).
 """
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -14,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.prepack import eager_cpu_inference
+from ..utils.switches import env_switch
 from .norms import RMSNorm
 from .rope import apply_rotary_embedding
 
-FAST_ATTENTION = os.environ.get("HF_VTOK_FAST_ATTENTION", "1").strip().lower() not in ("0", "false", "no", "off")
+FAST_ATTENTION = env_switch("HF_VTOK_FAST_ATTENTION")
 # the [batch, heads, rows, keys] score block of one step: small enough to stay in the caches (4 MiB was the best of
 # 1-16 MiB at 256-1280 keys in benchmarks/bench_attention.py), at least 16 query rows
 SCORE_BLOCK_BYTES = 4 * 2**20

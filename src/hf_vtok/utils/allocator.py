@@ -14,7 +14,9 @@ import functools
 import os
 import sys
 
-HEAP_TUNING = os.environ.get("HF_VTOK_HEAP_TUNING", "1").strip().lower() not in ("0", "false", "no", "off")
+from .switches import env_switch
+
+HEAP_TUNING = env_switch("HF_VTOK_HEAP_TUNING")
 # glibc's own ceiling for its dynamic thresholds on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX), and twice it
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES

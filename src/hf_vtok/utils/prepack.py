@@ -21,7 +21,6 @@ write the plain weights.
 """
 
 import functools
-import os
 from collections import Counter
 
 import torch
@@ -30,11 +29,12 @@ from torch import nn
 from torch.autograd import forward_ad
 
 from .allocator import trim_heap, tune_heap_for_inference
+from .switches import env_switch
 
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 _PACKED_NAME = "_hf_vtok_prepacked_name"  # set on packed layers: the layer's name, for error messages
 _ROUTED = "_hf_vtok_fast_linear"  # set on layers whose forward is ``_routed_forward``: who installed it
-FAST_LINEAR = os.environ.get("HF_VTOK_FAST_LINEAR", "1").strip().lower() not in ("0", "false", "no", "off")
+FAST_LINEAR = env_switch("HF_VTOK_FAST_LINEAR")
 
 
 def _modules_of(model) -> dict[str, nn.Module]:
